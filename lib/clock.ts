@@ -1,0 +1,26 @@
+import type { Clock, Timer } from './env.js';
+
+/** The real clock: Node timers and a monotonic millisecond counter. Host code only. */
+export const realClock: Clock = {
+  now: () => performance.now(),
+  setTimer(delayMs: number, fn: () => void): Timer {
+    const handle = setTimeout(fn, Math.max(0, delayMs));
+    return { cancel: () => clearTimeout(handle) };
+  },
+};
+
+/** Resolves after `delayMs` on `clock`, or rejects with the signal's reason when it aborts. */
+export function sleep(clock: Clock, delayMs: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = (): void => {
+      timer.cancel();
+      reject(signal!.reason);
+    };
+    const timer = clock.setTimer(delayMs, () => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    });
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

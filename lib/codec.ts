@@ -1,0 +1,209 @@
+/**
+ * Big-endian marshalling in the classic lab's layout: u8/bool 1 byte, u32/i32 4 bytes, u64 8 bytes
+ * (high word first), strings and byte arrays as a u32 length and the raw bytes, lists as a u32
+ * count and the elements.
+ *
+ * The Reader never throws on bad input. A read past the end, an oversized length or a value out of
+ * range marks the reader failed, returns a harmless default, and every later read returns defaults
+ * too; the caller checks `reader.finish()` (or `reader.error`) once at the end. This keeps decoders
+ * short and makes "malformed bytes from the network" an ordinary return value.
+ */
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder('utf-8', { fatal: true });
+
+export class Writer {
+  private buffer: Uint8Array;
+  private view: DataView;
+  private length = 0;
+
+  constructor(initialCapacity = 64) {
+    this.buffer = new Uint8Array(initialCapacity);
+    this.view = new DataView(this.buffer.buffer);
+  }
+
+  private reserve(n: number): void {
+    if (this.length + n <= this.buffer.length) return;
+    let capacity = this.buffer.length * 2;
+    while (capacity < this.length + n) capacity *= 2;
+    const next = new Uint8Array(capacity);
+    next.set(this.buffer.subarray(0, this.length));
+    this.buffer = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  u8(value: number): this {
+    this.reserve(1);
+    this.view.setUint8(this.length, value);
+    this.length += 1;
+    return this;
+  }
+
+  bool(value: boolean): this {
+    return this.u8(value ? 1 : 0);
+  }
+
+  u32(value: number): this {
+    this.reserve(4);
+    this.view.setUint32(this.length, value >>> 0);
+    this.length += 4;
+    return this;
+  }
+
+  i32(value: number): this {
+    this.reserve(4);
+    this.view.setInt32(this.length, value | 0);
+    this.length += 4;
+    return this;
+  }
+
+  /** A u64 on the wire; values must be safe non-negative integers (≤ 2^53 − 1). */
+  u64(value: number): this {
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`u64 out of range: ${value}`);
+    this.u32(Math.floor(value / 0x1_0000_0000));
+    return this.u32(value % 0x1_0000_0000);
+  }
+
+  bytes(value: Uint8Array): this {
+    this.u32(value.length);
+    this.reserve(value.length);
+    this.buffer.set(value, this.length);
+    this.length += value.length;
+    return this;
+  }
+
+  string(value: string): this {
+    return this.bytes(textEncoder.encode(value));
+  }
+
+  list<T>(values: readonly T[], writeOne: (writer: this, value: T) => void): this {
+    this.u32(values.length);
+    for (const value of values) writeOne(this, value);
+    return this;
+  }
+
+  /** The bytes written so far (a copy-free view; do not write to the Writer afterwards). */
+  finish(): Uint8Array {
+    return this.buffer.subarray(0, this.length);
+  }
+}
+
+export type Decoded<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
+
+export class Reader {
+  private readonly view: DataView;
+  private offset = 0;
+  /** Why decoding failed, or undefined while it has not. */
+  error: string | undefined;
+
+  constructor(private readonly buffer: Uint8Array) {
+    this.view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  }
+
+  get remaining(): number {
+    return this.buffer.length - this.offset;
+  }
+
+  /** Marks the reader failed (first reason wins). Decoders use it for semantic checks too. */
+  fail(reason: string): void {
+    if (this.error === undefined) this.error = reason;
+  }
+
+  private take(n: number, what: string): number | undefined {
+    if (this.error !== undefined) return undefined;
+    if (this.remaining < n) {
+      this.fail(`truncated ${what} at offset ${this.offset}`);
+      return undefined;
+    }
+    const at = this.offset;
+    this.offset += n;
+    return at;
+  }
+
+  u8(): number {
+    const at = this.take(1, 'u8');
+    return at === undefined ? 0 : this.view.getUint8(at);
+  }
+
+  bool(): boolean {
+    const value = this.u8();
+    if (value > 1) this.fail(`bad bool ${value}`);
+    return value === 1;
+  }
+
+  u32(): number {
+    const at = this.take(4, 'u32');
+    return at === undefined ? 0 : this.view.getUint32(at);
+  }
+
+  i32(): number {
+    const at = this.take(4, 'i32');
+    return at === undefined ? 0 : this.view.getInt32(at);
+  }
+
+  u64(): number {
+    const high = this.u32();
+    const low = this.u32();
+    const value = high * 0x1_0000_0000 + low;
+    if (!Number.isSafeInteger(value)) {
+      this.fail('u64 beyond 2^53');
+      return 0;
+    }
+    return value;
+  }
+
+  /** A length-prefixed byte array; the result is a view into the input, not a copy. */
+  bytes(maxLength = Number.MAX_SAFE_INTEGER): Uint8Array {
+    const length = this.u32();
+    if (length > maxLength) {
+      this.fail(`byte string of ${length} exceeds limit ${maxLength}`);
+      return new Uint8Array(0);
+    }
+    const at = this.take(length, 'bytes');
+    return at === undefined ? new Uint8Array(0) : this.buffer.subarray(at, at + length);
+  }
+
+  string(maxLength = Number.MAX_SAFE_INTEGER): string {
+    const raw = this.bytes(maxLength);
+    if (this.error !== undefined) return '';
+    try {
+      return textDecoder.decode(raw);
+    } catch {
+      this.fail('invalid utf-8');
+      return '';
+    }
+  }
+
+  /** A counted list. The count is checked against the bytes left so a forged count cannot allocate. */
+  list<T>(readOne: (reader: this) => T, minElementBytes = 1, maxCount = Number.MAX_SAFE_INTEGER): T[] {
+    const count = this.u32();
+    if (count > maxCount || count * minElementBytes > this.remaining) {
+      this.fail(`list count ${count} impossible here`);
+      return [];
+    }
+    const out: T[] = [];
+    for (let i = 0; i < count && this.error === undefined; i++) out.push(readOne(this));
+    return out;
+  }
+
+  /** Succeeds only if nothing failed and every byte was consumed. */
+  finish<T>(value: T): Decoded<T> {
+    if (this.error === undefined && this.remaining !== 0) this.fail(`${this.remaining} trailing bytes`);
+    if (this.error !== undefined) return { ok: false, reason: this.error };
+    return { ok: true, value };
+  }
+}
+
+/** Decodes `bytes` with `read`, requiring that all bytes are consumed. Never throws. */
+export function decode<T>(bytes: Uint8Array, read: (reader: Reader) => T): Decoded<T> {
+  const reader = new Reader(bytes);
+  const value = read(reader);
+  return reader.finish(value);
+}
+
+/** Encodes with a fresh Writer. */
+export function encode(write: (writer: Writer) => void): Uint8Array {
+  const writer = new Writer();
+  write(writer);
+  return writer.finish();
+}
