@@ -20,7 +20,8 @@ export type RpcErrorCode =
   | 'RPC_BAD_ARGS' // the server could not decode the arguments
   | 'RPC_BAD_REPLY' // the client could not decode the reply
   | 'RPC_NO_SUCH_PROC' // the server does not serve this procedure
-  | 'RPC_OVERLOADED' // the server refused: too many unacknowledged calls from this client
+  | 'RPC_OVERLOADED' // the server refused without running it: too many calls from this client, or in flight
+  | 'RPC_HANDLER_FAILED' // the handler threw (it may have had effects)
   | 'RPC_CLOSED'; // the endpoint was closed
 
 export class RpcError extends ViewstampError {
