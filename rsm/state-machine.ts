@@ -1,0 +1,37 @@
+/**
+ * The one interface a service implements to be replicated by the RSM.
+ *
+ * The RSM hands every replica the same requests in the same viewstamp order; a service stays
+ * consistent across replicas only if `execute` is deterministic: its result and its new state
+ * depend on nothing but the current state and the request. So a service must not read a clock,
+ * draw random numbers, do I/O or keep state outside what `marshalState` returns. Whatever it needs
+ * of time arrives inside the request, stamped by the primary.
+ *
+ * `execute` runs to completion (no awaits): a request that must wait for something (a lock held by
+ * another client) answers at once with a status that tells the client so (RETRY), and the service
+ * records what it owes the client in its state.
+ */
+export interface StateMachine {
+  /**
+   * Executes one request. `proc` and `request` come from the client unchanged: they may be
+   * malformed, and then the service answers with an error status instead of throwing. Throwing is
+   * reserved for broken invariants (assertions), which crash the replica.
+   */
+  execute(proc: number, request: Uint8Array): ExecuteResult;
+
+  /** The complete state, as bytes, for state transfer to a replica that is behind. */
+  marshalState(): Uint8Array;
+
+  /**
+   * Replaces the state with one produced by `marshalState` (possibly on another replica). Returns
+   * an error reason for bytes that do not decode, leaving the state unchanged.
+   */
+  unmarshalState(state: Uint8Array): { readonly ok: true } | { readonly ok: false; readonly reason: string };
+}
+
+export interface ExecuteResult {
+  /** Service status, ≥ 0 (0 is conventionally OK). */
+  readonly status: number;
+  /** The marshalled reply for the client. */
+  readonly reply: Uint8Array;
+}
