@@ -1,0 +1,4 @@
+/** The lock services. See README.md for the protocol, error codes and limits. */
+export * from './protocol.js';
+export * from './basic-server.js';
+export * from './basic-client.js';

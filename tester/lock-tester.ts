@@ -1,0 +1,397 @@
+/**
+ * The five classic lock tests (lab-reference §5.2), against any lock client that fits
+ * TesterLockClient: the basic client now, the caching client later.
+ *
+ * Six clients; lock ids a = 1 and b = 2. Safety is checked with a shared counter per lock id,
+ * incremented when an acquire returns and decremented around the release, as the lab does: a grant
+ * while the counter is not 0 means the server granted the lock twice, a release while it is not 1
+ * means the tester released a lock it does not hold. In test 1 the counter is decremented after the
+ * release returns, in tests 2–5 before the release is sent (so the next holder may already be
+ * granted while our release is in flight without a false alarm).
+ *
+ * Each thread of a test is one sequential actor; when a HistoryRecorder is given, every acquire
+ * and release is recorded with owner `c<client>/w<thread>`, one file per test.
+ *
+ * JavaScript runs one callback at a time, so the counter checks need no lock: each check runs
+ * synchronously right after the awaited acquire returns.
+ */
+import { sleep, realClock } from '../lib/clock.js';
+import type { Clock, Network, Random, Timer } from '../lib/env.js';
+import { RpcEndpoint, type RpcOptions } from '../lib/rpc.js';
+import { BasicLockClient, type BasicLockClientOptions } from '../lockserver/basic-client.js';
+import { formatLockId } from '../lockserver/protocol.js';
+import type { HistoryActor, HistoryRecorder } from './history.js';
+
+/** What the tester needs of a lock client. Operations reject when they fail. */
+export interface TesterLockClient {
+  acquire(lid: number): Promise<void>;
+  release(lid: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Creates lock client number `index` (0..5). */
+export type TesterClientFactory = (index: number) => Promise<TesterLockClient>;
+
+export const TESTER_CLIENTS = 6;
+export const LOCK_A = 1;
+export const LOCK_B = 2;
+export const ALL_TESTS: readonly TestNumber[] = [1, 2, 3, 4, 5];
+export const DEFAULT_TIMEOUT_MS = 10 * 60_000;
+export const DEFAULT_HOLD_MS = 1_000;
+/** After a failure, how long closing the clients may take before we stop waiting for them. */
+const CLOSE_GRACE_MS = 5_000;
+const ITERATIONS = 10;
+
+export type TestNumber = 1 | 2 | 3 | 4 | 5;
+
+export function isTestNumber(n: number): n is TestNumber {
+  return Number.isInteger(n) && n >= 1 && n <= 5;
+}
+
+export interface LockTesterOptions {
+  readonly clients: TesterClientFactory;
+  /** Which tests to run, in order. Default: all five. */
+  readonly tests?: readonly TestNumber[];
+  /** Progress lines. Default: stdout. */
+  readonly print?: (line: string) => void;
+  /** `error: …` lines. Default: stderr. */
+  readonly printError?: (line: string) => void;
+  /** Times test 2's hold and the run's deadline. Default: the real clock. */
+  readonly clock?: Clock;
+  /** How long test 2 holds the lock. Default 1 s, as in the lab. */
+  readonly holdMs?: number;
+  /** Bound on the whole run, client creation included. Default 10 minutes. */
+  readonly timeoutMs?: number;
+  /** A recorder for test `name` ("lock_tester-test3"), or undefined to record nothing. */
+  readonly history?: (name: string) => HistoryRecorder | undefined;
+}
+
+export type FailureKind = 'violation' | 'error' | 'timeout';
+
+export interface LockTesterResult {
+  readonly ok: boolean;
+  /** Tests that passed, in order. */
+  readonly passed: readonly TestNumber[];
+  /** The first failure (later ones are consequences and are not reported). */
+  readonly failure?: { readonly test: TestNumber | undefined; readonly kind: FailureKind; readonly message: string };
+}
+
+/** Thrown inside a thread to unwind it once the run has stopped. */
+class Stopped extends Error {}
+
+interface Thread {
+  readonly index: number;
+  readonly clientIndex: number;
+  readonly client: TesterLockClient;
+  readonly actor: HistoryActor | undefined;
+}
+
+/**
+ * The lab's safety check: a counter of holders per lock id. Each method returns the `error: …`
+ * line for a violation, or undefined.
+ */
+export class HolderCounters {
+  private readonly counts = new Map<number, number>();
+
+  /** check_grant: called when an acquire returned. */
+  grant(lid: number): string | undefined {
+    const count = this.counts.get(lid) ?? 0;
+    this.counts.set(lid, count + 1);
+    return count === 0 ? undefined : `error: server granted ${formatLockId(lid)} twice`;
+  }
+
+  /** check_release: called around a release (before or after, see the header comment). */
+  release(lid: number): string | undefined {
+    const count = this.counts.get(lid) ?? 0;
+    this.counts.set(lid, count - 1);
+    return count === 1 ? undefined : `error: client released un-held lock ${formatLockId(lid)}`;
+  }
+}
+
+/** Shared state of one run: the counters, the first failure, and how to stop. */
+class Run {
+  failure: LockTesterResult['failure'];
+  test: TestNumber | undefined;
+  /** Resolves at the first failure (a violation, a client error or the deadline). */
+  readonly failed: Promise<void>;
+  private resolveFailed!: () => void;
+  private readonly holders = new HolderCounters();
+
+  constructor(
+    readonly print: (line: string) => void,
+    private readonly printError: (line: string) => void,
+  ) {
+    this.failed = new Promise((resolve) => (this.resolveFailed = resolve));
+  }
+
+  get stopped(): boolean {
+    return this.failure !== undefined;
+  }
+
+  fail(kind: FailureKind, message: string): void {
+    if (this.failure !== undefined) return;
+    this.failure = { test: this.test, kind, message };
+    this.printError(message);
+    this.resolveFailed();
+  }
+
+  checkGrant(lid: number): void {
+    const violation = this.holders.grant(lid);
+    if (violation !== undefined) this.fail('violation', violation);
+  }
+
+  checkRelease(lid: number): void {
+    const violation = this.holders.release(lid);
+    if (violation !== undefined) this.fail('violation', violation);
+  }
+
+  throwIfStopped(): void {
+    if (this.stopped) throw new Stopped();
+  }
+
+  async acquire(thread: Thread, lid: number): Promise<void> {
+    this.throwIfStopped();
+    const operation = thread.actor?.begin('acquire', lid);
+    try {
+      await thread.client.acquire(lid);
+    } catch (error) {
+      operation?.unknown(describeError(error));
+      this.fail('error', `error: client ${thread.clientIndex} acquire ${formatLockId(lid)} failed: ${describeError(error)}`);
+      throw new Stopped();
+    }
+    operation?.ok();
+    // A grant that arrives after the run stopped is not checked: the failure is already reported.
+    this.throwIfStopped();
+    this.checkGrant(lid);
+  }
+
+  /** Releases `lid`; `checkFirst` decrements the counter before sending (tests 2–5). */
+  async release(thread: Thread, lid: number, checkFirst: boolean): Promise<void> {
+    this.throwIfStopped();
+    if (checkFirst) this.checkRelease(lid);
+    const operation = thread.actor?.begin('release', lid);
+    try {
+      await thread.client.release(lid);
+    } catch (error) {
+      // No outcome is certain here: even "not held" may come from a retransmitted release that
+      // the server already executed.
+      operation?.unknown(describeError(error));
+      this.fail('error', `error: client ${thread.clientIndex} release ${formatLockId(lid)} failed: ${describeError(error)}`);
+      throw new Stopped();
+    }
+    operation?.ok();
+    this.throwIfStopped();
+    if (!checkFirst) this.checkRelease(lid);
+  }
+}
+
+type TestBody = (context: TestContext) => Promise<void>;
+
+interface TestContext {
+  readonly run: Run;
+  readonly holdMs: number;
+  readonly clock: Clock;
+  thread(index: number, clientIndex: number): Thread;
+  /** Runs `count` threads; resolves when all finished or the run stopped. */
+  concurrently(count: number, clientOf: (thread: number) => number, body: (thread: Thread) => Promise<void>): Promise<void>;
+}
+
+const tests: Record<TestNumber, TestBody> = {
+  1: async ({ run, thread }) => {
+    const t = thread(0, 0);
+    run.print('test1: acquire a release a acquire a release a');
+    await run.acquire(t, LOCK_A);
+    await run.release(t, LOCK_A, false);
+    await run.acquire(t, LOCK_A);
+    await run.release(t, LOCK_A, false);
+    run.print('test1: acquire a acquire b release b release a');
+    await run.acquire(t, LOCK_A);
+    await run.acquire(t, LOCK_B);
+    await run.release(t, LOCK_B, false);
+    await run.release(t, LOCK_A, false);
+  },
+
+  2: async ({ run, concurrently, clock, holdMs }) => {
+    run.print(`test2: ${TESTER_CLIENTS} clients acquire a, hold ${holdMs} ms, release`);
+    await concurrently(TESTER_CLIENTS, (i) => i, async (t) => {
+      run.print(`test2: client ${t.clientIndex} acquire a release a`);
+      await run.acquire(t, LOCK_A);
+      run.print(`test2: client ${t.clientIndex} acquire done`);
+      await sleep(clock, holdMs);
+      run.print(`test2: client ${t.clientIndex} release`);
+      await run.release(t, LOCK_A, true);
+      run.print(`test2: client ${t.clientIndex} release done`);
+    });
+  },
+
+  3: async ({ run, concurrently }) => {
+    run.print(`test3: ${TESTER_CLIENTS} clients acquire a release a concurrently, ${ITERATIONS} times`);
+    await concurrently(TESTER_CLIENTS, (i) => i, async (t) => {
+      for (let j = 0; j < ITERATIONS; j++) {
+        await run.acquire(t, LOCK_A);
+        run.print(`test3: client ${t.clientIndex} got lock`);
+        await run.release(t, LOCK_A, true);
+      }
+    });
+  },
+
+  4: async ({ run, concurrently }) => {
+    run.print(`test4: 2 threads on client 0 acquire a release a concurrently, ${ITERATIONS} times`);
+    await concurrently(2, () => 0, async (t) => {
+      for (let j = 0; j < ITERATIONS; j++) {
+        await run.acquire(t, LOCK_A);
+        run.print(`test4: thread ${t.index} on client 0 got lock`);
+        await run.release(t, LOCK_A, true);
+      }
+    });
+  },
+
+  5: async ({ run, concurrently }) => {
+    run.print(`test5: threads 0-4 on client 0, thread 5 on client 1, acquire a release a, ${ITERATIONS} times`);
+    await concurrently(TESTER_CLIENTS, (i) => (i < 5 ? 0 : 1), async (t) => {
+      for (let j = 0; j < ITERATIONS; j++) {
+        await run.acquire(t, LOCK_A);
+        run.print(`test5: thread ${t.index} on client ${t.clientIndex} got lock`);
+        await run.release(t, LOCK_A, true);
+      }
+    });
+  },
+};
+
+/** Runs the tests. Never throws for test failures: they are in the result (and printed). */
+export async function runLockTester(options: LockTesterOptions): Promise<LockTesterResult> {
+  const clock = options.clock ?? realClock;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const holdMs = options.holdMs ?? DEFAULT_HOLD_MS;
+  const selected = options.tests ?? ALL_TESTS;
+  const run = new Run(
+    options.print ?? ((line) => process.stdout.write(`${line}\n`)),
+    options.printError ?? ((line) => process.stderr.write(`${line}\n`)),
+  );
+  const deadline: Timer = clock.setTimer(timeoutMs, () => {
+    const what = run.test === undefined ? 'client setup' : `test${run.test}`;
+    run.fail('timeout', `error: ${what} hung: the run did not finish within ${timeoutMs} ms`);
+  });
+
+  const clients: TesterLockClient[] = [];
+  let closed: Promise<void> | undefined;
+  const closeAll = (): Promise<void> => (closed ??= closeClients(clients, clock));
+  const passed: TestNumber[] = [];
+  try {
+    const created = (async () => {
+      for (let i = 0; i < TESTER_CLIENTS; i++) {
+        const client = await options.clients(i);
+        if (run.stopped) {
+          // Created after the deadline, too late for closeAll: close it here.
+          void client.close().catch(() => undefined);
+          return;
+        }
+        clients.push(client);
+      }
+    })().catch((error: unknown) => run.fail('error', `error: creating lock clients failed: ${describeError(error)}`));
+    await Promise.race([created, run.failed]);
+
+    for (const test of selected) {
+      if (run.stopped) break;
+      run.test = test;
+      const recorder = options.history?.(`lock_tester-test${test}`);
+      try {
+        await runOne(test, run, clients, recorder, clock, holdMs);
+      } finally {
+        // On failure, settle what can settle before the recorder writes the rest as unknown.
+        if (run.stopped) await closeAll();
+        recorder?.close();
+      }
+      if (!run.stopped) {
+        run.print(`test${test}: passed`);
+        passed.push(test);
+      }
+    }
+  } finally {
+    deadline.cancel();
+    await closeAll();
+  }
+  return run.failure === undefined ? { ok: true, passed } : { ok: false, passed, failure: run.failure };
+}
+
+async function runOne(
+  test: TestNumber,
+  run: Run,
+  clients: readonly TesterLockClient[],
+  recorder: HistoryRecorder | undefined,
+  clock: Clock,
+  holdMs: number,
+): Promise<void> {
+  const thread = (index: number, clientIndex: number): Thread => ({
+    index,
+    clientIndex,
+    client: clients[clientIndex]!,
+    actor: recorder?.actor(`c${clientIndex}/w${index}`),
+  });
+  const context: TestContext = {
+    run,
+    holdMs,
+    clock,
+    thread,
+    concurrently: async (count, clientOf, body) => {
+      const threads = Array.from({ length: count }, (_, i) => guard(run, body(thread(i, clientOf(i)))));
+      await Promise.race([Promise.all(threads), run.failed]);
+    },
+  };
+  await Promise.race([guard(run, tests[test](context)), run.failed]);
+}
+
+/** Turns a thread's rejection into a run failure (Stopped is just unwinding). Never rejects. */
+async function guard(run: Run, thread: Promise<void>): Promise<void> {
+  try {
+    await thread;
+  } catch (error) {
+    if (!(error instanceof Stopped)) run.fail('error', `error: tester thread failed: ${describeError(error)}`);
+  }
+}
+
+/** Closes every client; waits at most CLOSE_GRACE_MS for them (a hung client must not hang us). */
+async function closeClients(clients: readonly TesterLockClient[], clock: Clock): Promise<void> {
+  const all = clients.map((client) => client.close().catch(() => undefined));
+  let timer: Timer | undefined;
+  const grace = new Promise<void>((resolve) => (timer = clock.setTimer(CLOSE_GRACE_MS, resolve)));
+  await Promise.race([Promise.all(all), grace]);
+  timer?.cancel();
+}
+
+function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return typeof code === 'string' ? `${code}: ${error.message}` : error.message;
+  }
+  return String(error);
+}
+
+/** What basic lock clients need to run: each gets its own endpoint on `network`. */
+export interface BasicClientEnv {
+  readonly network: Network;
+  readonly clock: Clock;
+  /** Forked once per client, so each RpcEndpoint has its own stream. */
+  readonly random: Random;
+  readonly rpcOptions?: Partial<RpcOptions>;
+  readonly clientOptions?: Partial<BasicLockClientOptions>;
+}
+
+/**
+ * A factory of basic lock clients talking to `server`. Each has its own RpcEndpoint on its own
+ * `network.connect()` endpoint, so the six are independent clients, like the lab's separate rpccs.
+ */
+export function basicClientFactory(server: string, env: BasicClientEnv): TesterClientFactory {
+  return async () => {
+    const rpc = new RpcEndpoint(env.network.connect(), env.clock, env.random.fork(), env.rpcOptions);
+    const client = new BasicLockClient(rpc, server, env.clientOptions);
+    return {
+      acquire: (lid) => client.acquire(lid),
+      release: (lid) => client.release(lid),
+      close: async () => {
+        client.close();
+        await rpc.close();
+      },
+    };
+  };
+}
