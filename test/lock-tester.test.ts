@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -429,6 +430,35 @@ t.test('lock_server prints RPC STATS with RPC_COUNT', async (t) => {
   await waitForOutput(server, /^RPC STATS: 7001:2 7002:2$/m, 10_000); // test 1: a, a twice, then a, b
   process.kill(server.process.pid!, 'SIGINT');
   t.equal(await server.exited(10_000), 0, 'lock_server exits 0 on SIGINT');
+});
+
+t.test('lock_server survives 100 KB of random bytes and a frame announcing 4 GB, then passes lock_tester', async (t) => {
+  const port = await freePort();
+  const server = start('lock_server', [String(port)]);
+  t.teardown(() => {
+    if (server.process.exitCode === null && server.process.signalCode === null) process.kill(server.process.pid!, 'SIGKILL');
+  });
+  await waitForOutput(server, /serving basic locks/, 10_000);
+
+  // Each hostile connection must be closed by the server (bounded wait), never crash it.
+  async function hostile(bytes: Uint8Array): Promise<void> {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => {}); // a reset from the server is the expected outcome
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    socket.write(bytes);
+    const timer = setTimeout(() => socket.destroy(), 10_000);
+    await closed;
+    clearTimeout(timer);
+  }
+  await hostile(randomBytes(100 * 1024));
+  const announce4GB = Buffer.alloc(8);
+  announce4GB.writeUInt32BE(0xffff_ffff, 0);
+  await hostile(announce4GB);
+  t.equal(server.process.exitCode, null, 'the server is still running');
+
+  const tester = start('lock_tester', ['--timeout-ms', '120000', String(port)]);
+  t.equal(await tester.exited(150_000), 0, 'lock_tester exits 0');
+  t.match(tester.output(), /^lock_tester: passed all tests successfully$/m);
 });
 
 t.test('command-line errors exit 2, --help exits 0', async (t) => {
