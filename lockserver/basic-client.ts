@@ -14,7 +14,7 @@ import { sleep } from '../lib/clock.js';
 import { RpcError } from '../lib/errors.js';
 import { logger } from '../lib/log.js';
 import type { Procedure, RpcClient, RpcEndpoint } from '../lib/rpc.js';
-import { LockError, LockStatus, formatLockId, isLockId, lockProtocol, type LockArgs } from './protocol.js';
+import { LockError, LockStatus, formatLockId, isLockId, lockProtocol, type AcquireOptions, type LockArgs } from './protocol.js';
 
 const log = logger('lockclient');
 
@@ -31,10 +31,6 @@ export interface BasicLockClientOptions {
 export const DEFAULT_ACQUIRE_TIMEOUT_MS = 10 * 60_000;
 export const DEFAULT_RETRY_MS_MIN = 100;
 export const DEFAULT_RETRY_MS_MAX = 5_000;
-
-export interface AcquireOptions {
-  readonly signal?: AbortSignal;
-}
 
 type Reply = { readonly status: number; readonly result: number };
 
@@ -81,7 +77,7 @@ export class BasicLockClient {
     if (signal?.aborted) throw this.stoppedError('acquire', lid, signal);
     // The call itself does not get the signal: aborting it would forget a request that is queued
     // at the server. The signal only stops the waiting below and further attempts in invoke().
-    const attempt = this.invoke(lockProtocol.acquire, lid, this.options.acquireTimeoutMs, signal, false);
+    const attempt = this.invoke(lockProtocol.acquire, lid, options.timeoutMs ?? this.options.acquireTimeoutMs, signal, false);
     if (signal === undefined) return expectGranted(await attempt, lid);
 
     return new Promise<void>((resolve, reject) => {

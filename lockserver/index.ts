@@ -2,3 +2,7 @@
 export * from './protocol.js';
 export * from './basic-server.js';
 export * from './basic-client.js';
+export * from './cache-protocol.js';
+export * from './cache-server.js';
+export * from './cache-client.js';
+export * from './cache-host.js';

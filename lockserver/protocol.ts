@@ -78,3 +78,10 @@ export class LockError extends ViewstampError {
     super(code, message, options);
   }
 }
+
+/** Options of a lock client's acquire (basic and caching clients alike). */
+export interface AcquireOptions {
+  readonly signal?: AbortSignal;
+  /** Give up after this long (default: the client's acquire timeout). */
+  readonly timeoutMs?: number;
+}

@@ -1,0 +1,484 @@
+/**
+ * The caching lock client's cache, as a synchronous state machine: events in, actions out, no
+ * awaits, no clock, no I/O. `CachingLockClient` (cache-client.ts) feeds it events from local
+ * callers, server replies, callbacks and timers, and carries out the actions it returns, in order.
+ *
+ * Per lock the cache is in one of five states (lockserver/CACHING.md has the diagram):
+ *
+ * | state     | meaning                                                     | RPC outstanding |
+ * |-----------|-------------------------------------------------------------|-----------------|
+ * | none      | not cached                                                  | —               |
+ * | acquiring | an acquire attempt (xid) runs: sent, or waiting to re-ask   | maybe           |
+ * | free      | cached (granted under xid), no local caller holds it        | no              |
+ * | locked    | cached, held by exactly one local caller                    | no              |
+ * | releasing | giving it back: release(xid) sent or waiting to be resent   | maybe           |
+ *
+ * Rules:
+ * 1. At most one RPC (acquire or release) is outstanding per lock, and a lock is asked for only
+ *    while local callers wait for it (an attempt, once started, continues until granted even if
+ *    its callers give up, so that the server's state and ours never disagree for long).
+ * 2. Each new acquire attempt takes a fresh xid from the client's counter; the release of a hold
+ *    carries the xid of the attempt that got it. An RPC that failed without an answer (outcome
+ *    unknown) is resent with the *same* xid, so the server's duplicate suppression answers it.
+ * 3. Local callers are served from the cache, first come first served. A cached lock goes back to
+ *    the server only after a revoke (or at close): as soon as no local caller holds it, callers
+ *    that arrive meanwhile wait and acquire it again afterwards. One exception: when an acquire
+ *    is answered IOERR (the server is out of room, and the locks we cache count against its
+ *    bounds), every cached lock no local caller uses goes back too.
+ * 4. Callbacks carry xids: a revoke for another hold and a retry for another attempt are stale and
+ *    ignored, except a revoke of a hold we certainly do not have (see `revoke`), which we release.
+ *    A callback may overtake the reply it follows (a revoke before the OK, a retry before the
+ *    RETRY); the cache remembers it and acts on the reply.
+ * 5. After RETRY the cache waits for retry, and re-asks after the retry timer in case the retry
+ *    was lost; after IOERR/RPCERR (no effect) it re-asks on the timer; after an RPC failure it
+ *    resends on the timer.
+ *
+ * Every event returns the actions to carry out, in order; the host must call `retryTimerFired`
+ * exactly once for each `startRetryTimer` (it may do so late). Protocol code: never Date.now,
+ * Math.random or timers here.
+ */
+import { assert, assertNever, maybe } from '../lib/assert.js';
+import { LockStatus } from './cache-protocol.js';
+
+export type CacheState = 'none' | 'acquiring' | 'free' | 'locked' | 'releasing';
+
+export type ClientAction<Token> =
+  /** Send acquire(lid, xid) to the server; report with acquireReplied or acquireFailed. */
+  | { readonly type: 'sendAcquire'; readonly lid: number; readonly xid: number }
+  /**
+   * Send release(lid, xid); report with releaseReplied or releaseFailed. An `orphan` release gives
+   * back a hold the cache does not track (see `revoke`): its outcome needs no report.
+   */
+  | { readonly type: 'sendRelease'; readonly lid: number; readonly xid: number; readonly orphan?: true }
+  /** The local caller `token` now holds `lid`. */
+  | { readonly type: 'grantLocal'; readonly lid: number; readonly token: Token }
+  /** The local caller `token` will not get `lid`: the client is closing. */
+  | { readonly type: 'failLocal'; readonly lid: number; readonly token: Token }
+  /** Call retryTimerFired(lid) after the retry interval. */
+  | { readonly type: 'startRetryTimer'; readonly lid: number };
+
+interface CachedLock<Token> {
+  state: CacheState;
+  /** acquiring: the attempt's xid; free/locked/releasing: the xid of the hold. 0 in none. */
+  xid: number;
+  /** An acquire (acquiring) or release (releasing) for `xid` is in flight. */
+  outstanding: boolean;
+  /** The last RPC for `xid` failed without an answer: the timer resends it with the same xid. */
+  resend: boolean;
+  /** acquiring: a retry for `xid` came before the RETRY reply: re-ask as soon as it comes. */
+  retried: boolean;
+  /** The server wants this hold back (in acquiring: the revoke came before the OK reply). */
+  revoked: boolean;
+  /** A retry timer is running for this lock (at most one). */
+  timerArmed: boolean;
+  /** locked: the local caller holding it. */
+  holder: Token | undefined;
+  /** Local callers waiting, first come first served. */
+  readonly waiters: Token[];
+}
+
+export interface CachingLockClientCoreOptions {
+  /** The first xid this client uses (≥ 1). Default 1. */
+  readonly firstXid?: number;
+}
+
+export class CachingLockClientCore<Token> {
+  private readonly locks = new Map<number, CachedLock<Token>>();
+  private nextXid: number;
+  private closed = false;
+
+  constructor(options: CachingLockClientCoreOptions = {}) {
+    this.nextXid = options.firstXid ?? 1;
+    assert(Number.isSafeInteger(this.nextXid) && this.nextXid >= 1, `firstXid must be a safe integer ≥ 1, got ${this.nextXid}`);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Queries
+
+  stateOf(lid: number): CacheState {
+    return this.locks.get(lid)?.state ?? 'none';
+  }
+
+  /** The xid of the current attempt or hold of `lid` (0 when none). */
+  xidOf(lid: number): number {
+    return this.locks.get(lid)?.xid ?? 0;
+  }
+
+  /** Whether a local caller holds `lid` (so that `localRelease` is legal). */
+  isLocallyHeld(lid: number): boolean {
+    return this.locks.get(lid)?.state === 'locked';
+  }
+
+  /** The local caller holding `lid`, if any. */
+  localHolderOf(lid: number): Token | undefined {
+    return this.locks.get(lid)?.holder;
+  }
+
+  /** Local callers waiting for `lid`. */
+  waitingOn(lid: number): number {
+    return this.locks.get(lid)?.waiters.length ?? 0;
+  }
+
+  /** Locks the cache has a record of (any state but a forgotten none). */
+  lockIds(): number[] {
+    return [...this.locks.keys()];
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Whether nothing is left to do: no lock in flight, waited for, or with a timer running. */
+  get isQuiet(): boolean {
+    for (const lock of this.locks.values()) {
+      if (lock.state === 'acquiring' || lock.state === 'releasing' || lock.timerArmed || lock.waiters.length > 0) return false;
+    }
+    return true;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Events from local callers
+
+  /** A local caller asks for `lid`; it is granted by a later grantLocal action (maybe at once). */
+  localAcquire(lid: number, token: Token): Array<ClientAction<Token>> {
+    assert(!this.closed, 'localAcquire after close');
+    const lock = this.lockFor(lid);
+    assert(!lock.waiters.includes(token) && lock.holder !== token, `caller already waits for or holds ${lid}`);
+    lock.waiters.push(token);
+    const actions: Array<ClientAction<Token>> = [];
+    this.advance(lid, lock, actions);
+    return actions;
+  }
+
+  /** The local holder gives `lid` back. The caller must check `isLocallyHeld` first. */
+  localRelease(lid: number): Array<ClientAction<Token>> {
+    const lock = this.locks.get(lid);
+    assert(lock?.state === 'locked', `localRelease of ${lid} in state ${lock?.state ?? 'none'}`);
+    lock.state = 'free';
+    lock.holder = undefined;
+    const actions: Array<ClientAction<Token>> = [];
+    this.advance(lid, lock, actions);
+    return actions;
+  }
+
+  /**
+   * A waiting caller gives up (abort, timeout). Returns whether it was still waiting; if not, it
+   * was already granted (or never asked) and must release as usual.
+   */
+  localAbandon(lid: number, token: Token): boolean {
+    const lock = this.locks.get(lid);
+    const at = lock?.waiters.indexOf(token) ?? -1;
+    if (lock === undefined || at < 0) return false;
+    lock.waiters.splice(at, 1);
+    // The attempt, if any, goes on (rule 1); a free lock simply stays cached.
+    this.forgetIfDone(lid, lock);
+    return true;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Events from the server
+
+  acquireReplied(lid: number, xid: number, status: number): Array<ClientAction<Token>> {
+    const lock = this.locks.get(lid);
+    const actions: Array<ClientAction<Token>> = [];
+    if (lock?.state !== 'acquiring' || lock.xid !== xid || !lock.outstanding) return actions; // stale or duplicate reply
+    lock.outstanding = false;
+    switch (status) {
+      case LockStatus.OK: {
+        lock.state = 'free';
+        lock.retried = false;
+        if (lock.revoked && lock.waiters.length > 0) {
+          // Revoked before we saw the grant: serve one local caller first, or clients could pass
+          // the lock back and forth without anyone using it.
+          this.grantNext(lid, lock, actions);
+        } else {
+          this.advance(lid, lock, actions);
+        }
+        break;
+      }
+      case LockStatus.RETRY:
+        if (lock.retried) {
+          this.reAsk(lid, lock, actions); // the retry overtook this reply
+        } else {
+          this.armTimer(lid, lock, actions);
+        }
+        break;
+      default:
+        // IOERR (a bound at the server), RPCERR (refused as stale or malformed), anything else:
+        // the request had no effect. Re-ask with a fresh xid after the retry interval.
+        lock.retried = false;
+        lock.revoked = false;
+        this.armTimer(lid, lock, actions);
+        // The server is out of room, possibly because of the locks we cache (its bounds count
+        // them, and nobody may want them, so no revoke would come): give the unused ones back.
+        if (status === LockStatus.IOERR) this.shedFreeLocks(actions);
+        break;
+    }
+    this.forgetIfDone(lid, lock);
+    return actions;
+  }
+
+  /** The acquire RPC failed without an answer: it may or may not have run at the server. */
+  acquireFailed(lid: number, xid: number): Array<ClientAction<Token>> {
+    const lock = this.locks.get(lid);
+    const actions: Array<ClientAction<Token>> = [];
+    if (lock?.state !== 'acquiring' || lock.xid !== xid || !lock.outstanding) return actions;
+    lock.outstanding = false;
+    lock.resend = true;
+    this.armTimer(lid, lock, actions);
+    return actions;
+  }
+
+  releaseReplied(lid: number, xid: number, status: number): Array<ClientAction<Token>> {
+    const lock = this.locks.get(lid);
+    const actions: Array<ClientAction<Token>> = [];
+    if (lock?.state !== 'releasing' || lock.xid !== xid || !lock.outstanding) return actions; // stale, duplicate or orphan
+    // OK: given back. Anything else (NOENT): the server says we did not hold it. Either way the
+    // hold is gone; callers that arrived meanwhile start a new attempt.
+    maybe(status !== LockStatus.OK);
+    lock.outstanding = false;
+    lock.state = 'none';
+    lock.xid = 0;
+    lock.revoked = false;
+    this.advance(lid, lock, actions);
+    return actions;
+  }
+
+  /** The release RPC failed without an answer: resend it (same xid) on the timer. */
+  releaseFailed(lid: number, xid: number): Array<ClientAction<Token>> {
+    const lock = this.locks.get(lid);
+    const actions: Array<ClientAction<Token>> = [];
+    if (lock?.state !== 'releasing' || lock.xid !== xid || !lock.outstanding) return actions;
+    lock.outstanding = false;
+    lock.resend = true;
+    this.armTimer(lid, lock, actions);
+    return actions;
+  }
+
+  /**
+   * The server asks for the hold (lid, xid) back. For our current hold: give it back once no local
+   * caller holds it. For our current attempt (the revoke overtook the OK): remember it. For a hold
+   * we certainly do not have — no attempt or hold of ours carries that xid, and xids are never
+   * reused — the server's table disagrees with us (we lost a reply, or a restart): give it back
+   * with an orphan release, which frees it only if the server really has (lid, us, xid).
+   */
+  revoke(lid: number, xid: number): Array<ClientAction<Token>> {
+    const lock = this.locks.get(lid);
+    const actions: Array<ClientAction<Token>> = [];
+    if (lock !== undefined && lock.xid === xid && lock.state !== 'none') {
+      if (lock.state === 'releasing' || lock.revoked) return actions; // already on its way back
+      lock.revoked = true;
+      if (lock.state === 'free') this.advance(lid, lock, actions);
+      return actions;
+    }
+    // Orphan: xids below nextXid were all used, each for one attempt; the current one is handled
+    // above. An xid we never issued is the server's mistake: ignore it.
+    if (xid >= 1 && xid < this.nextXid) actions.push({ type: 'sendRelease', lid, xid, orphan: true });
+    return actions;
+  }
+
+  /** The server says `lid` is free for the attempt `xid`: ask again now. */
+  retry(lid: number, xid: number): Array<ClientAction<Token>> {
+    const lock = this.locks.get(lid);
+    const actions: Array<ClientAction<Token>> = [];
+    if (lock?.state !== 'acquiring' || lock.xid !== xid) return actions; // stale
+    if (lock.outstanding) {
+      lock.retried = true; // overtook the RETRY reply
+      return actions;
+    }
+    // With `resend` the attempt's reply was lost; a retry for it tells us that reply was RETRY
+    // (the server lists us as a waiter under this xid), so a fresh attempt is safe.
+    lock.resend = false;
+    this.reAsk(lid, lock, actions);
+    return actions;
+  }
+
+  /** The timer of an earlier startRetryTimer(lid) ran out. */
+  retryTimerFired(lid: number): Array<ClientAction<Token>> {
+    const lock = this.locks.get(lid);
+    const actions: Array<ClientAction<Token>> = [];
+    assert(lock?.timerArmed === true, `retry timer of ${lid} fired but none was started`);
+    lock.timerArmed = false;
+    if (!lock.outstanding) {
+      if (lock.state === 'acquiring') {
+        if (lock.resend) this.send(lid, lock, 'sendAcquire', actions);
+        else this.reAsk(lid, lock, actions);
+      } else if (lock.state === 'releasing') {
+        assert(lock.resend, `releasing ${lid} without an outstanding release`);
+        this.send(lid, lock, 'sendRelease', actions);
+      }
+    }
+    this.forgetIfDone(lid, lock);
+    return actions;
+  }
+
+  /**
+   * Closing: every waiting caller fails, every cached hold goes back to the server (a local holder
+   * loses it), and no new attempt starts. Attempts whose outcome is still unknown finish (and go
+   * back at once if granted) for as long as the host keeps delivering events.
+   */
+  close(): Array<ClientAction<Token>> {
+    const actions: Array<ClientAction<Token>> = [];
+    if (this.closed) return actions;
+    this.closed = true;
+    for (const [lid, lock] of this.locks) {
+      for (const token of lock.waiters.splice(0)) actions.push({ type: 'failLocal', lid, token });
+      if (lock.state === 'locked') {
+        lock.state = 'free';
+        lock.holder = undefined;
+      }
+      this.advance(lid, lock, actions);
+    }
+    return actions;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Invariants
+
+  /** Checks every lock's invariants; a violation is a bug (AssertionError). */
+  invariants(): void {
+    for (const [lid, lock] of this.locks) {
+      const where = `lock ${lid} (${lock.state})`;
+      assert(lock.state !== 'locked' || lock.holder !== undefined, `${where}: locked without a holder`);
+      assert(lock.state === 'locked' || lock.holder === undefined, `${where}: a holder but not locked`);
+      assert(lock.holder === undefined || !lock.waiters.includes(lock.holder), `${where}: holder also waits`);
+      assert(new Set(lock.waiters).size === lock.waiters.length, `${where}: a caller waits twice`);
+      assert(!(lock.outstanding && lock.resend), `${where}: outstanding and waiting to resend`);
+      assert(!lock.resend || lock.timerArmed || lock.outstanding, `${where}: resend without a timer`);
+      assert(lock.xid < this.nextXid, `${where}: xid ${lock.xid} not issued yet`);
+      switch (lock.state) {
+        case 'none':
+          assert(lock.xid === 0 && !lock.outstanding && !lock.resend && !lock.revoked, `${where}: leftovers`);
+          assert(lock.waiters.length === 0 || this.closed, `${where}: callers wait but nothing is asked`);
+          break;
+        case 'acquiring':
+          assert(lock.xid >= 1, `${where}: no xid`);
+          assert(lock.outstanding || lock.timerArmed, `${where}: neither in flight nor timed`);
+          break;
+        case 'free':
+          assert(lock.xid >= 1 && !lock.outstanding && !lock.resend && !lock.retried, `${where}: bad flags`);
+          assert(!lock.revoked, `${where}: revoked but kept`);
+          assert(lock.waiters.length === 0, `${where}: callers wait on a free cached lock`);
+          assert(!this.closed, `${where}: cached after close`);
+          break;
+        case 'locked':
+          assert(lock.xid >= 1 && !lock.outstanding && !lock.resend && !lock.retried, `${where}: bad flags`);
+          break;
+        case 'releasing':
+          assert(lock.xid >= 1 && (lock.outstanding || lock.resend), `${where}: release neither in flight nor pending`);
+          break;
+        default:
+          assertNever(lock.state);
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Steps
+
+  private lockFor(lid: number): CachedLock<Token> {
+    let lock = this.locks.get(lid);
+    if (lock === undefined) {
+      lock = {
+        state: 'none',
+        xid: 0,
+        outstanding: false,
+        resend: false,
+        retried: false,
+        revoked: false,
+        timerArmed: false,
+        holder: undefined,
+        waiters: [],
+      };
+      this.locks.set(lid, lock);
+    }
+    return lock;
+  }
+
+  /** Makes whatever progress the lock's state allows, then forgets it if nothing is left. */
+  private advance(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+    switch (lock.state) {
+      case 'none':
+        if (lock.waiters.length > 0 && !this.closed) this.startAttempt(lid, lock, actions);
+        break;
+      case 'free':
+        if (lock.revoked || this.closed) {
+          lock.state = 'releasing';
+          lock.revoked = false;
+          this.send(lid, lock, 'sendRelease', actions);
+        } else if (lock.waiters.length > 0) {
+          this.grantNext(lid, lock, actions);
+        }
+        break;
+      case 'acquiring':
+      case 'locked':
+      case 'releasing':
+        break; // waits for a reply, a callback, a timer or the local holder
+      default:
+        assertNever(lock.state);
+    }
+    this.forgetIfDone(lid, lock);
+  }
+
+  /** Gives back every cached lock no local caller holds or waits for (rule 3's exception). */
+  private shedFreeLocks(actions: Array<ClientAction<Token>>): void {
+    for (const [lid, lock] of this.locks) {
+      if (lock.state !== 'free') continue;
+      assert(lock.waiters.length === 0, `free ${lid} with waiters`);
+      lock.revoked = true;
+      this.advance(lid, lock, actions);
+    }
+  }
+
+  /** A new attempt: a fresh xid and an acquire. */
+  private startAttempt(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+    assert(lock.state === 'none' || (lock.state === 'acquiring' && !lock.outstanding && !lock.resend), `new attempt on ${lid} in ${lock.state}`);
+    lock.state = 'acquiring';
+    lock.xid = this.nextXid++;
+    lock.retried = false;
+    lock.revoked = false;
+    this.send(lid, lock, 'sendAcquire', actions);
+  }
+
+  /** The attempt had no effect (RETRY, IOERR, …): a new one, unless the client is closing. */
+  private reAsk(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+    if (this.closed) this.giveUpAttempt(lid, lock, actions);
+    else this.startAttempt(lid, lock, actions);
+  }
+
+  /** After close: an attempt that had no effect is not renewed. */
+  private giveUpAttempt(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+    lock.state = 'none';
+    lock.xid = 0;
+    lock.retried = false;
+    lock.revoked = false;
+    this.advance(lid, lock, actions);
+  }
+
+  private send(lid: number, lock: CachedLock<Token>, type: 'sendAcquire' | 'sendRelease', actions: Array<ClientAction<Token>>): void {
+    assert(!lock.outstanding, `second outstanding RPC for ${lid}`);
+    lock.outstanding = true;
+    lock.resend = false;
+    actions.push({ type, lid, xid: lock.xid });
+  }
+
+  private grantNext(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+    assert(lock.state === 'free' && lock.holder === undefined, `grant of ${lid} in ${lock.state}`);
+    const token = lock.waiters.shift();
+    assert(token !== undefined, `grant of ${lid} without a waiter`);
+    lock.state = 'locked';
+    lock.holder = token;
+    actions.push({ type: 'grantLocal', lid, token });
+  }
+
+  private armTimer(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+    if (lock.timerArmed) return; // the running one will do
+    lock.timerArmed = true;
+    actions.push({ type: 'startRetryTimer', lid });
+  }
+
+  /** Drops the record of a lock that is not cached, not asked for and not timed: memory stays bounded. */
+  private forgetIfDone(lid: number, lock: CachedLock<Token>): void {
+    if (lock.state === 'none' && lock.waiters.length === 0 && !lock.timerArmed) this.locks.delete(lid);
+  }
+}

@@ -1,0 +1,403 @@
+/**
+ * The caching lock client: the async API over `CachingLockClientCore` (cache-client-core.ts).
+ *
+ * Many local callers share one client. A lock the client has cached is handed from caller to
+ * caller without touching the network; the client asks the server only when it does not have the
+ * lock, and gives it back only when the server revokes it (or at close, or when the server answers
+ * IOERR and it must make room: cache-client-core.ts rule 3). Revoke and retry arrive
+ * as RPCs on the client's callback endpoint, whose address is the client's id at the server.
+ *
+ * The server is reached through a `LockServerConnection`: `directConnection` talks to an
+ * unreplicated server over RPC; the RSM client will provide another implementation, so the same
+ * client works in both setups.
+ *
+ * Errors (`LockError`, stable codes):
+ * - LOCK_ABORTED: the caller's AbortSignal fired while it waited; it did not get the lock.
+ * - LOCK_TIMEOUT: `timeoutMs` passed while it waited for a lock the server is busy with.
+ * - LOCK_RPC_FAILED: the wait ended (timeout) while the server could not be reached; `cause` is the
+ *   last failure. Also thrown by `directConnection` for a failed exchange.
+ * - LOCK_CLIENT_CLOSED: the client was closed before or while the caller waited.
+ * - LOCK_NOT_HELD: release of a lock no local caller holds.
+ * A caller that gave up (abort, timeout) certainly did not get the lock: waiting callers are taken
+ * off the queue synchronously, and a lock is handed to a caller only by resolving its promise.
+ *
+ * Host code: time comes only from the injected Clock.
+ */
+import { AssertionError, assert } from '../lib/assert.js';
+import type { Clock, Network, Random, Timer } from '../lib/env.js';
+import { RpcError } from '../lib/errors.js';
+import { logger } from '../lib/log.js';
+import { RpcEndpoint, type RpcClient, type RpcOptions } from '../lib/rpc.js';
+import { CallbackStatus, cacheCallbackProtocol, cacheLockProtocol, type CacheLockArgs } from './cache-protocol.js';
+import { CachingLockClientCore, type CacheState, type ClientAction } from './cache-client-core.js';
+import { LockError, formatLockId, isLockId, type AcquireOptions } from './protocol.js';
+
+const log = logger('lockclient:cache');
+
+/** How the client reaches the lock service. Both methods resolve with the lock status. */
+export interface LockServerConnection {
+  /** Resolves with the status (OK, RETRY, …); rejects when no answer came (outcome unknown). */
+  acquire(lid: number, id: string, xid: number): Promise<number>;
+  release(lid: number, id: string, xid: number): Promise<number>;
+  /** Optional: called by the client's close(). */
+  close?(): void;
+}
+
+export interface DirectConnectionOptions {
+  /** Deadline of one acquire or release exchange (retransmissions included). Default: the endpoint's. */
+  readonly callTimeoutMs?: number;
+}
+
+/**
+ * A connection to an unreplicated caching lock server at `serverAddress`, through an RpcClient of
+ * its own on `rpc`. A failed exchange rejects with LOCK_RPC_FAILED (cause: the RpcError).
+ */
+export function directConnection(
+  rpc: RpcEndpoint,
+  serverAddress: string,
+  options: DirectConnectionOptions = {},
+): LockServerConnection & { close(): void } {
+  const client: RpcClient = rpc.newClient(serverAddress);
+  const callTimeoutMs = options.callTimeoutMs ?? rpc.options.callTimeoutMs;
+  const call = async (which: 'acquire' | 'release', args: CacheLockArgs): Promise<number> => {
+    const reply = await client.call(cacheLockProtocol[which], args, { timeoutMs: callTimeoutMs });
+    if (reply.ok) return reply.status;
+    throw new LockError('LOCK_RPC_FAILED', `${which} ${formatLockId(args.lid)}: ${reply.error.message}`, { cause: reply.error });
+  };
+  return {
+    acquire: (lid, id, xid) => call('acquire', { lid, id, xid }),
+    release: (lid, id, xid) => call('release', { lid, id, xid }),
+    close: () => client.close(),
+  };
+}
+
+export const DEFAULT_RETRY_INTERVAL_MS = 1_000;
+export const DEFAULT_CACHE_ACQUIRE_TIMEOUT_MS = 10 * 60_000;
+export const DEFAULT_CLOSE_TIMEOUT_MS = 2_000;
+
+export interface CachingLockClientOptions {
+  /**
+   * The client's RPC endpoint. Revoke and retry are served on it unless `callbackEndpoint` is
+   * given, so it must then be a listening endpoint; its address is the client id.
+   */
+  readonly rpc: RpcEndpoint;
+  readonly server: LockServerConnection;
+  /** Default: the endpoint's clock. */
+  readonly clock?: Clock;
+  /** A listening endpoint for revoke and retry (its address is the client id). One client per endpoint. */
+  readonly callbackEndpoint?: RpcEndpoint;
+  /** Re-ask this long after RETRY (in case the retry callback is lost) or after a failure. Default 1000 ms. */
+  readonly retryIntervalMs?: number;
+  /** Default deadline of acquire(). Default 10 minutes. */
+  readonly acquireTimeoutMs?: number;
+  /** How long close() waits for cached locks to go back to the server. Default 2000 ms. */
+  readonly closeTimeoutMs?: number;
+  /** The first xid (≥ 1). Default 1. */
+  readonly firstXid?: number;
+  /** Check the core's invariants after every event (tests). Default false. */
+  readonly checkInvariants?: boolean;
+  /** Endpoints to close with the client (those it opened itself). */
+  readonly ownedEndpoints?: readonly RpcEndpoint[];
+}
+
+export interface CachingLockClientStats {
+  /** Acquire RPCs sent (resends included). */
+  readonly acquireRpcs: number;
+  /** Release RPCs sent (resends and orphan releases included). */
+  readonly releaseRpcs: number;
+  readonly revokesReceived: number;
+  readonly retriesReceived: number;
+  /** Local acquires granted. */
+  readonly grants: number;
+}
+
+/** One local caller waiting for a lock: the core's token. */
+interface Waiter {
+  readonly lid: number;
+  settled: boolean;
+  resolve(): void;
+  reject(error: LockError): void;
+}
+
+export interface OpenCachingLockClientOptions extends Omit<CachingLockClientOptions, 'rpc' | 'server' | 'callbackEndpoint' | 'ownedEndpoints' | 'clock'> {
+  readonly network: Network;
+  readonly clock: Clock;
+  readonly random: Random;
+  /** The server to talk to directly, or a connection to use. */
+  readonly server: string | LockServerConnection;
+  /** Host part of the callback address; the port is ephemeral. Default 127.0.0.1. */
+  readonly host?: string;
+  readonly rpcOptions?: Partial<RpcOptions>;
+  readonly connection?: DirectConnectionOptions;
+}
+
+export class CachingLockClient {
+  /** The client id at the server: the callback address. */
+  readonly id: string;
+  readonly clock: Clock;
+  readonly retryIntervalMs: number;
+  readonly acquireTimeoutMs: number;
+  readonly closeTimeoutMs: number;
+  private readonly core: CachingLockClientCore<Waiter>;
+  private readonly server: LockServerConnection;
+  private readonly timers = new Set<Timer>();
+  /** The last failed exchange per lock, for LOCK_RPC_FAILED; cleared by any answer. */
+  private readonly lastFailure = new Map<number, unknown>();
+  private readonly checkInvariants: boolean;
+  private readonly ownedEndpoints: readonly RpcEndpoint[];
+  private counters = { acquireRpcs: 0, releaseRpcs: 0, revokesReceived: 0, retriesReceived: 0, grants: 0 };
+  private closing: Promise<void> | undefined;
+  private onQuiet: (() => void) | undefined;
+  /** Set once close() has finished waiting: events are ignored from then on. */
+  private stopped = false;
+
+  constructor(options: CachingLockClientOptions) {
+    const callbacks = options.callbackEndpoint ?? options.rpc;
+    this.id = callbacks.address;
+    this.clock = options.clock ?? options.rpc.clock;
+    this.server = options.server;
+    this.retryIntervalMs = options.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS;
+    this.acquireTimeoutMs = options.acquireTimeoutMs ?? DEFAULT_CACHE_ACQUIRE_TIMEOUT_MS;
+    this.closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
+    this.checkInvariants = options.checkInvariants ?? false;
+    this.ownedEndpoints = options.ownedEndpoints ?? [];
+    assert(this.retryIntervalMs > 0 && this.acquireTimeoutMs >= 0 && this.closeTimeoutMs >= 0, 'bad CachingLockClient timings');
+    this.core = new CachingLockClientCore<Waiter>(options.firstXid === undefined ? {} : { firstXid: options.firstXid });
+    callbacks.handle(cacheCallbackProtocol.revoke, ({ lid, xid }) => {
+      this.counters.revokesReceived++;
+      if (!this.stopped) this.apply(this.core.revoke(lid, xid));
+      return { status: CallbackStatus.OK, result: 0 };
+    });
+    callbacks.handle(cacheCallbackProtocol.retry, ({ lid, xid }) => {
+      this.counters.retriesReceived++;
+      if (!this.stopped) this.apply(this.core.retry(lid, xid));
+      return { status: CallbackStatus.OK, result: 0 };
+    });
+  }
+
+  /**
+   * Opens a client with its own listening endpoint on an ephemeral port (`host:0`), talking to
+   * `server` directly (an address) or through the given connection. close() closes the endpoint.
+   */
+  static async open(options: OpenCachingLockClientOptions): Promise<CachingLockClient> {
+    const { network, clock, random, server, host, rpcOptions, connection, ...rest } = options;
+    const rpc = new RpcEndpoint(await network.listen(`${host ?? '127.0.0.1'}:0`), clock, random, rpcOptions);
+    const conn = typeof server === 'string' ? directConnection(rpc, server, connection) : server;
+    return new CachingLockClient({ ...rest, rpc, clock, server: conn, ownedEndpoints: [rpc] });
+  }
+
+  stats(): CachingLockClientStats {
+    return { ...this.counters };
+  }
+
+  /** Acquire RPCs sent so far (a cached lock is re-acquired without any). */
+  get acquireRpcCount(): number {
+    return this.counters.acquireRpcs;
+  }
+
+  get isClosed(): boolean {
+    return this.closing !== undefined;
+  }
+
+  /** The cache state of `lid` (for tests and diagnostics). */
+  cacheStateOf(lid: number): CacheState {
+    return this.core.stateOf(lid);
+  }
+
+  /** Resolves once a local caller (this one) holds `lid`. See the header for the errors. */
+  async acquire(lid: number, options: AcquireOptions = {}): Promise<void> {
+    checkLockId(lid);
+    const { signal } = options;
+    const timeoutMs = options.timeoutMs ?? this.acquireTimeoutMs;
+    if (this.closing !== undefined) throw new LockError('LOCK_CLIENT_CLOSED', `acquire ${formatLockId(lid)}: lock client closed`);
+    if (signal?.aborted) throw new LockError('LOCK_ABORTED', `acquire ${formatLockId(lid)}: aborted`, { cause: signal.reason });
+
+    return new Promise<void>((resolve, reject) => {
+      let timer: Timer | undefined;
+      const cleanup = (): void => {
+        timer?.cancel();
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const waiter: Waiter = {
+        lid,
+        settled: false,
+        resolve: () => {
+          cleanup();
+          resolve();
+        },
+        reject: (error) => {
+          cleanup();
+          reject(error);
+        },
+      };
+      const giveUp = (error: LockError): void => {
+        if (waiter.settled) return;
+        // Still queued (a grant settles the waiter synchronously), so it never gets the lock.
+        const removed = this.core.localAbandon(lid, waiter);
+        assert(removed, `waiter for ${lid} neither settled nor queued`);
+        waiter.settled = true;
+        waiter.reject(error);
+        this.afterEvent();
+      };
+      const onAbort = (): void => giveUp(new LockError('LOCK_ABORTED', `acquire ${formatLockId(lid)}: aborted`, { cause: signal?.reason }));
+      timer = this.clock.setTimer(timeoutMs, () => {
+        const failure = this.lastFailure.get(lid);
+        giveUp(
+          failure === undefined
+            ? new LockError('LOCK_TIMEOUT', `acquire ${formatLockId(lid)}: not granted within ${timeoutMs} ms`)
+            : new LockError('LOCK_RPC_FAILED', `acquire ${formatLockId(lid)}: lock server unreachable`, { cause: failure }),
+        );
+      });
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.apply(this.core.localAcquire(lid, waiter));
+    });
+  }
+
+  /**
+   * Releases `lid`, held by a local caller (locks belong to the client, as in the lab, so any of
+   * its callers may release). Local: it resolves at once; the lock goes back to the server only
+   * if the server asked for it.
+   */
+  async release(lid: number): Promise<void> {
+    checkLockId(lid);
+    if (!this.core.isLocallyHeld(lid)) {
+      const code = this.closing !== undefined ? 'LOCK_CLIENT_CLOSED' : 'LOCK_NOT_HELD';
+      throw new LockError(code, `release ${formatLockId(lid)}: not held by a caller of ${this.id}`);
+    }
+    this.apply(this.core.localRelease(lid));
+  }
+
+  /**
+   * Fails every waiting caller with LOCK_CLIENT_CLOSED, gives every cached lock back to the server
+   * (a caller still holding one loses it), waits up to `closeTimeoutMs` for that, then stops and
+   * closes the endpoints it owns. Idempotent.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutDown();
+    return this.closing;
+  }
+
+  private async shutDown(): Promise<void> {
+    const quiet = new Promise<void>((resolve) => (this.onQuiet = resolve));
+    this.apply(this.core.close());
+    let graceTimer: Timer | undefined;
+    const grace = new Promise<void>((resolve) => (graceTimer = this.clock.setTimer(this.closeTimeoutMs, resolve)));
+    await Promise.race([quiet, grace]);
+    graceTimer?.cancel();
+    if (!this.core.isQuiet) log('%s: closing with locks still in flight', this.id);
+    this.stopped = true;
+    for (const timer of this.timers) timer.cancel();
+    this.timers.clear();
+    this.server.close?.();
+    await Promise.all(this.ownedEndpoints.map((rpc) => rpc.close()));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Carrying out the core's actions
+
+  private apply(actions: ReadonlyArray<ClientAction<Waiter>>): void {
+    for (const action of actions) {
+      switch (action.type) {
+        case 'sendAcquire':
+          this.sendAcquire(action.lid, action.xid);
+          break;
+        case 'sendRelease':
+          this.sendRelease(action.lid, action.xid, action.orphan === true);
+          break;
+        case 'grantLocal': {
+          const waiter = action.token;
+          assert(!waiter.settled, `grant of ${action.lid} to a settled caller`);
+          waiter.settled = true;
+          this.counters.grants++;
+          waiter.resolve();
+          break;
+        }
+        case 'failLocal': {
+          const waiter = action.token;
+          if (waiter.settled) break;
+          waiter.settled = true;
+          waiter.reject(new LockError('LOCK_CLIENT_CLOSED', `acquire ${formatLockId(action.lid)}: lock client closed`));
+          break;
+        }
+        case 'startRetryTimer': {
+          const { lid } = action;
+          const timer = this.clock.setTimer(this.retryIntervalMs, () => {
+            this.timers.delete(timer);
+            if (!this.stopped) this.apply(this.core.retryTimerFired(lid));
+          });
+          this.timers.add(timer);
+          break;
+        }
+      }
+    }
+    this.afterEvent();
+  }
+
+  private afterEvent(): void {
+    if (this.checkInvariants) this.core.invariants();
+    if (this.onQuiet !== undefined && this.core.isQuiet) {
+      this.onQuiet();
+      this.onQuiet = undefined;
+    }
+  }
+
+  private sendAcquire(lid: number, xid: number): void {
+    this.counters.acquireRpcs++;
+    log('%s: acquire %s xid %d', this.id, formatLockId(lid), xid);
+    settleOf(() => this.server.acquire(lid, this.id, xid)).then(
+      (status) => {
+        this.lastFailure.delete(lid);
+        if (!this.stopped) this.apply(this.core.acquireReplied(lid, xid, status));
+      },
+      (error: unknown) => {
+        if (error instanceof AssertionError) throw error; // a bug: crash (unhandled rejection)
+        log('%s: acquire %s xid %d failed: %s', this.id, formatLockId(lid), xid, describe(error));
+        this.lastFailure.set(lid, error);
+        if (!this.stopped) this.apply(this.core.acquireFailed(lid, xid));
+        this.closeIfPermanent(error);
+      },
+    );
+  }
+
+  private sendRelease(lid: number, xid: number, orphan: boolean): void {
+    this.counters.releaseRpcs++;
+    log('%s: release %s xid %d%s', this.id, formatLockId(lid), xid, orphan ? ' (orphan)' : '');
+    settleOf(() => this.server.release(lid, this.id, xid)).then(
+      (status) => {
+        if (orphan) return;
+        this.lastFailure.delete(lid);
+        if (!this.stopped) this.apply(this.core.releaseReplied(lid, xid, status));
+      },
+      (error: unknown) => {
+        if (error instanceof AssertionError) throw error; // a bug: crash (unhandled rejection)
+        if (orphan) return; // the server will revoke again if it still thinks we hold it
+        this.lastFailure.set(lid, error);
+        if (!this.stopped) this.apply(this.core.releaseFailed(lid, xid));
+        this.closeIfPermanent(error);
+      },
+    );
+  }
+
+  /** An endpoint closed under us cannot recover: close the client (callers get LOCK_CLIENT_CLOSED). */
+  private closeIfPermanent(error: unknown): void {
+    const cause = error instanceof LockError ? error.cause : error;
+    if (cause instanceof RpcError && cause.code === 'RPC_CLOSED' && this.closing === undefined) {
+      log('%s: connection closed; closing the client', this.id);
+      void this.close();
+    }
+  }
+}
+
+/** Calls `fn` now; a synchronous throw becomes a rejection (a connection must not break `apply`). */
+function settleOf<T>(fn: () => Promise<T>): Promise<T> {
+  return new Promise<T>((resolve) => resolve(fn()));
+}
+
+function checkLockId(lid: number): void {
+  if (!isLockId(lid)) throw new RangeError(`lock id must be a safe integer ≥ 0, got ${lid}`);
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) return `${(error as { code?: string }).code ?? error.name}: ${error.message}`;
+  return String(error);
+}

@@ -1,0 +1,157 @@
+/**
+ * The caching lock protocol (lab 7 shapes): procedure numbers, argument layouts, status codes,
+ * the server's revoke/retry notices, and the request encoding a `StateMachine` receives.
+ * lockserver/CACHING.md describes the protocol in full.
+ *
+ * | proc    | id     | from → to       | args                          | status (RPC ret)            | result  |
+ * |---------|--------|-----------------|-------------------------------|-----------------------------|---------|
+ * | acquire | 0x7001 | client → server | lid: u64, id: string, xid: u64 | OK, RETRY, IOERR, RPCERR    | i32 0   |
+ * | release | 0x7002 | client → server | lid: u64, id: string, xid: u64 | OK, NOENT, RPCERR           | i32 0   |
+ * | stat    | 0x7003 | client → server | lid: u64                      | OK, RPCERR                  | grants  |
+ * | revoke  | 0x8001 | server → client | lid: u64, xid: u64            | CallbackStatus.OK           | i32 0   |
+ * | retry   | 0x8002 | server → client | lid: u64, xid: u64            | CallbackStatus.OK           | i32 0   |
+ *
+ * `id` is the client's callback address ("127.0.0.1:40123"): the server sends revoke and retry
+ * there. `xid` numbers the client's acquire attempts (≥ 1, increasing per client across all its
+ * locks); a release carries the xid of the acquire that got the lock; revoke and retry carry the
+ * xid of the hold or wait they refer to.
+ *
+ * Through the RSM a request reaches the service as (proc, bytes): the bytes are the arguments
+ * exactly as the RPC layer marshals them, without any RPC header (lab-reference §4.2). The helpers
+ * at the bottom encode and decode that form, and never throw on bad input.
+ */
+import { decode, encode, type Decoded } from '../lib/codec.js';
+import { codecs, procedure, type Codec } from '../lib/rpc.js';
+import { LockStatus, isLockId } from './protocol.js';
+
+/** lock_protocol status codes, shared with the basic lock service (lockserver/protocol.ts). */
+export { LockStatus };
+
+/** rlock_protocol status codes: what a client answers to revoke and retry. */
+export const CallbackStatus = {
+  OK: 0,
+  RPCERR: 1,
+} as const;
+
+/** Client ids are addresses; longer ones are refused (RPCERR) so that state stays bounded. */
+export const MAX_CLIENT_ID_BYTES = 256;
+
+/** Arguments of acquire and release. */
+export interface CacheLockArgs {
+  /** The lock id, a safe integer ≥ 0. */
+  readonly lid: number;
+  /** The client id: its callback address. */
+  readonly id: string;
+  /** The acquire attempt (for release: the attempt that got the lock), ≥ 1. */
+  readonly xid: number;
+}
+
+/** Arguments of stat. */
+export interface CacheStatArgs {
+  readonly lid: number;
+}
+
+/** Arguments of the server → client callbacks revoke and retry. */
+export interface CallbackArgs {
+  readonly lid: number;
+  /** The xid of the hold (revoke) or of the waiting acquire (retry) this callback is about. */
+  readonly xid: number;
+}
+
+const cacheLockArgs: Codec<CacheLockArgs> = {
+  write: (w, { lid, id, xid }) => {
+    w.u64(lid).string(id).u64(xid);
+  },
+  read: (r) => {
+    const lid = r.u64();
+    const id = r.string(MAX_CLIENT_ID_BYTES);
+    const xid = r.u64();
+    return { lid, id, xid };
+  },
+};
+
+const cacheStatArgs = codecs.struct<CacheStatArgs>({ lid: codecs.u64 });
+const callbackArgs = codecs.struct<CallbackArgs>({ lid: codecs.u64, xid: codecs.u64 });
+
+export const cacheLockProtocol = {
+  acquire: procedure(0x7001, 'acquire', cacheLockArgs, codecs.i32),
+  release: procedure(0x7002, 'release', cacheLockArgs, codecs.i32),
+  stat: procedure(0x7003, 'stat', cacheStatArgs, codecs.i32),
+} as const;
+
+export const cacheCallbackProtocol = {
+  revoke: procedure(0x8001, 'revoke', callbackArgs, codecs.i32),
+  retry: procedure(0x8002, 'retry', callbackArgs, codecs.i32),
+} as const;
+
+/** Procedure numbers as `StateMachine.execute` receives them. */
+export const CacheProc = {
+  ACQUIRE: cacheLockProtocol.acquire.id,
+  RELEASE: cacheLockProtocol.release.id,
+  STAT: cacheLockProtocol.stat.id,
+} as const;
+
+/**
+ * What the server owes a client, derived from its state: `revoke` asks the holder `to` to give
+ * `lid` back (xid = its hold), `retry` tells the waiter `to` that `lid` is free now (xid = its
+ * waiting acquire). Only the primary sends them (see `Notifier`).
+ */
+export interface Notice {
+  readonly kind: 'revoke' | 'retry';
+  readonly to: string;
+  readonly lid: number;
+  readonly xid: number;
+}
+
+/** A stable text form for logs and as a map key. */
+export function describeNotice(notice: Notice): string {
+  return `${notice.kind} ${notice.lid}/${notice.xid} to ${notice.to}`;
+}
+
+/** True for acceptable xids: safe integers ≥ 1 (0 means "none" in the server's records). */
+export function isXid(xid: number): boolean {
+  return Number.isSafeInteger(xid) && xid >= 1;
+}
+
+/** Whether `args` is a well-formed acquire/release (the wire codec checks only the shapes). */
+export function validCacheLockArgs(args: CacheLockArgs): string | undefined {
+  if (!isLockId(args.lid)) return `bad lock id ${args.lid}`;
+  if (!isXid(args.xid)) return `bad xid ${args.xid}`;
+  if (args.id.length === 0) return 'empty client id';
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request bytes a StateMachine receives (RSM path) and the reply bytes it returns.
+
+/** acquire/release arguments as the bytes `execute(proc, request)` receives. Throws RangeError for a lid or xid beyond 2^53. */
+export function encodeCacheLockRequest(args: CacheLockArgs): Uint8Array {
+  return encode((w) => cacheLockArgs.write(w, args));
+}
+
+/** Decodes acquire/release request bytes. Never throws; checks the value ranges too. */
+export function decodeCacheLockRequest(bytes: Uint8Array): Decoded<CacheLockArgs> {
+  const decoded = decode(bytes, (r) => cacheLockArgs.read(r));
+  if (!decoded.ok) return decoded;
+  const invalid = validCacheLockArgs(decoded.value);
+  return invalid === undefined ? decoded : { ok: false, reason: invalid };
+}
+
+export function encodeCacheStatRequest(args: CacheStatArgs): Uint8Array {
+  return encode((w) => cacheStatArgs.write(w, args));
+}
+
+export function decodeCacheStatRequest(bytes: Uint8Array): Decoded<CacheStatArgs> {
+  const decoded = decode(bytes, (r) => cacheStatArgs.read(r));
+  if (!decoded.ok) return decoded;
+  return isLockId(decoded.value.lid) ? decoded : { ok: false, reason: `bad lock id ${decoded.value.lid}` };
+}
+
+/** The reply body of every caching-lock procedure: one i32 (the lab's `int &r`). */
+export function encodeI32Reply(value: number): Uint8Array {
+  return encode((w) => w.i32(value));
+}
+
+export function decodeI32Reply(bytes: Uint8Array): Decoded<number> {
+  return decode(bytes, (r) => r.i32());
+}

@@ -1,0 +1,586 @@
+/**
+ * The caching lock server as a replicated-state-machine service: a deterministic `StateMachine`
+ * with no clock, no randomness and no I/O, whose `execute` runs to completion. The same class runs
+ * unreplicated behind `CachingLockHost` (lockserver/cache-host.ts) and, later, on every replica of
+ * the RSM. lockserver/CACHING.md gives the protocol; this header gives the table's rules.
+ *
+ * State:
+ * - per lock: the holder {id, xid} or none, and an ordered list of waiters {id, xid} (each client
+ *   at most once). A lock with a holder or a waiter is *busy*; a lock with neither is *idle* and
+ *   only remembered for its grant count (stat), least recently released first.
+ * - per client id and lock: the last acquire xid with the status it was answered, and the last
+ *   release xid with its status (the duplicate-suppression records), plus per client the highest
+ *   xid of records it has forgotten (`forgottenXid`).
+ *
+ * Duplicate suppression (DESIGN.md: the RPC layer's at-most-once does not span primaries, and a
+ * resent request may already have run):
+ * - a request whose xid equals the remembered one (acquire: last acquire xid; release: last release
+ *   xid) is answered with the remembered status and is **not** executed again;
+ * - an older xid (or, with no record for that lock, an xid ≤ the client's `forgottenXid`) is a
+ *   late duplicate: answered RPCERR, without effect;
+ * - a newer xid is executed and becomes the remembered one.
+ *
+ * acquire(lid, id, xid):
+ * - lock free → granted to (id, xid), removed from the waiters, OK;
+ * - held by (id, older xid) → the client asks again for a lock the table says it holds, so it has
+ *   lost track of that hold (a client keeps one outstanding acquire per lock and asks again only
+ *   after its release was answered); the hold moves to the new xid, OK;
+ * - held by another → queued once (a client already queued keeps its place and its entry takes the
+ *   new xid), RETRY.
+ * release(lid, id, xid): only by the holder with its xid → the lock is free, OK; otherwise NOENT,
+ * without effect.
+ *
+ * Notices are a pure function of the state (`pendingNotices`): for each lock with waiters, a
+ * revoke to the holder (with its xid) or, if it is free, a retry to the first waiter (with its xid).
+ * The host sends them (on the primary only) until they disappear from the state.
+ *
+ * Pressure: cached locks count against `maxLocks` and `maxClients`, and nobody revokes a lock that
+ * nobody waits for. So when an acquire is refused for want of a busy-lock slot or a client slot,
+ * the table is *under pressure*: until there is room again (checked after every request), every
+ * held lock without waiters is revoked too, and clients give back those they do not use.
+ *
+ * Errors: malformed request bytes, an unknown procedure, a bad lock id or an xid of 0 → RPCERR;
+ * a bound reached → IOERR, deterministically, leaving holders and waiters unchanged (the answer is
+ * recorded when there was room for the record; it may put the table under pressure; see
+ * `CachingLockServerLimits`).
+ * Nothing in `execute` or `unmarshalState` throws on bad input; a thrown AssertionError is a bug.
+ */
+import { assert } from '../lib/assert.js';
+import { Reader, Writer } from '../lib/codec.js';
+import type { ExecuteResult, StateMachine } from '../rsm/state-machine.js';
+import {
+  CacheProc,
+  LockStatus,
+  MAX_CLIENT_ID_BYTES,
+  decodeCacheLockRequest,
+  decodeCacheStatRequest,
+  encodeI32Reply,
+  isXid,
+  type CacheLockArgs,
+  type Notice,
+} from './cache-protocol.js';
+import { isLockId } from './protocol.js';
+
+/**
+ * Bounds of the table. Replicas must all use the same limits (they decide answers, so they are
+ * part of determinism); `marshalState` records them and `unmarshalState` refuses a mismatch.
+ */
+export interface CachingLockServerLimits {
+  /** Busy locks (held or waited on). An acquire that would make one more busy answers IOERR (pressure). */
+  readonly maxLocks: number;
+  /** Idle locks whose grant count is remembered; beyond it the least recently freed is forgotten. */
+  readonly maxIdleLocks: number;
+  /** Waiters per lock; a further client's acquire answers IOERR (not queued). */
+  readonly maxWaitersPerLock: number;
+  /**
+   * Client ids remembered. A new client beyond it evicts the least recently active client that
+   * holds and waits on nothing; if every one does, its request answers IOERR (not executed; pressure).
+   */
+  readonly maxClients: number;
+  /**
+   * Duplicate-suppression records (locks) per client. A new one beyond it evicts that client's
+   * least recently used record of a lock it neither holds nor waits on, raising its
+   * `forgottenXid`; if there is none, the request answers IOERR (not executed).
+   */
+  readonly maxLocksPerClient: number;
+}
+
+export const defaultCachingLockServerLimits: CachingLockServerLimits = {
+  maxLocks: 100_000,
+  maxIdleLocks: 100_000,
+  maxWaitersPerLock: 1_000,
+  maxClients: 10_000,
+  maxLocksPerClient: 1_000,
+};
+
+/** stat answers are i32s; a larger grant count is reported as this. */
+const I32_MAX = 0x7fff_ffff;
+/** "CLS1": the version tag of the marshalled state. */
+const STATE_MAGIC = 0x434c_5331;
+
+interface Holder {
+  readonly id: string;
+  readonly xid: number;
+}
+
+interface BusyLock {
+  holder: Holder | undefined;
+  /** FIFO; each client id at most once; never contains the holder. */
+  readonly waiters: Holder[];
+  /** Acquires granted on this lock so far (for stat). */
+  grants: number;
+}
+
+/** What a client was last told about one lock. Xid 0 means "no such request yet". */
+interface RequestRecord {
+  acquireXid: number;
+  acquireStatus: number;
+  releaseXid: number;
+  releaseStatus: number;
+}
+
+interface ClientEntry {
+  /** Every xid ≤ this, on a lock without a record, belongs to a forgotten record: stale. */
+  forgottenXid: number;
+  /** Locks this client holds or waits on (derived; not marshalled). */
+  active: number;
+  /** lid → record, least recently used first (Map order). */
+  readonly records: Map<number, RequestRecord>;
+}
+
+export class CachingLockServer implements StateMachine {
+  readonly limits: CachingLockServerLimits;
+  /** lid → busy lock, in the order they became busy. */
+  private busy = new Map<number, BusyLock>();
+  /** lid → grant count of idle locks, least recently freed first. */
+  private idle = new Map<number, number>();
+  /** id → client, least recently active first. */
+  private clients = new Map<string, ClientEntry>();
+  /** Busy locks with at least one waiter: exactly the locks with a pending notice (derived). */
+  private waited = new Set<number>();
+  /** An acquire was refused for want of a lock or client slot, and there is still no room. */
+  private pressure = false;
+
+  constructor(limits: Partial<CachingLockServerLimits> = {}) {
+    this.limits = { ...defaultCachingLockServerLimits, ...limits };
+    for (const [name, value] of Object.entries(this.limits)) {
+      assert(Number.isSafeInteger(value) && value >= 1, `CachingLockServer: ${name} must be an integer ≥ 1, got ${value}`);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // StateMachine
+
+  execute(proc: number, request: Uint8Array): ExecuteResult {
+    switch (proc) {
+      case CacheProc.ACQUIRE:
+      case CacheProc.RELEASE: {
+        const decoded = decodeCacheLockRequest(request);
+        if (!decoded.ok) return answer(LockStatus.RPCERR);
+        const status = proc === CacheProc.ACQUIRE ? this.onAcquire(decoded.value) : this.onRelease(decoded.value);
+        if (this.pressure && this.hasRoom()) this.pressure = false;
+        return answer(status);
+      }
+      case CacheProc.STAT: {
+        const decoded = decodeCacheStatRequest(request);
+        if (!decoded.ok) return answer(LockStatus.RPCERR);
+        return answer(LockStatus.OK, Math.min(this.grantsOf(decoded.value.lid), I32_MAX));
+      }
+      default:
+        return answer(LockStatus.RPCERR);
+    }
+  }
+
+  marshalState(): Uint8Array {
+    const w = new Writer(256);
+    w.u32(STATE_MAGIC);
+    const l = this.limits;
+    w.u32(l.maxLocks).u32(l.maxIdleLocks).u32(l.maxWaitersPerLock).u32(l.maxClients).u32(l.maxLocksPerClient);
+    w.bool(this.pressure);
+    w.list([...this.busy], (w2, [lid, lock]) => {
+      w2.u64(lid).u64(lock.grants).bool(lock.holder !== undefined);
+      if (lock.holder !== undefined) w2.string(lock.holder.id).u64(lock.holder.xid);
+      w2.list(lock.waiters, (w3, waiter) => w3.string(waiter.id).u64(waiter.xid));
+    });
+    w.list([...this.idle], (w2, [lid, grants]) => w2.u64(lid).u64(grants));
+    w.list([...this.clients], (w2, [id, client]) => {
+      w2.string(id).u64(client.forgottenXid);
+      w2.list([...client.records], (w3, [lid, r]) => {
+        w3.u64(lid).u64(r.acquireXid).u8(r.acquireStatus).u64(r.releaseXid).u8(r.releaseStatus);
+      });
+    });
+    return w.finish();
+  }
+
+  unmarshalState(state: Uint8Array): { readonly ok: true } | { readonly ok: false; readonly reason: string } {
+    const decoded = decodeState(state, this.limits);
+    if (!decoded.ok) return decoded;
+    this.busy = decoded.busy;
+    this.idle = decoded.idle;
+    this.clients = decoded.clients;
+    this.waited = decoded.waited;
+    this.pressure = decoded.pressure;
+    this.invariants();
+    return { ok: true };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Queries (for hosts, checkers and tests)
+
+  /**
+   * What the server owes clients right now, ordered by lock id: a revoke to the holder of each
+   * lock with waiters, or a retry to the first waiter of each such lock that is free.
+   */
+  pendingNotices(): Notice[] {
+    const notices: Notice[] = [];
+    // Under pressure every held lock is revoked, waited for or not (rare: only at the bounds).
+    const lids = this.pressure ? [...this.busy.keys()] : [...this.waited];
+    for (const lid of lids.sort((a, b) => a - b)) {
+      const lock = this.busy.get(lid)!;
+      const first = lock.waiters[0];
+      if (lock.holder !== undefined) {
+        notices.push({ kind: 'revoke', to: lock.holder.id, lid, xid: lock.holder.xid });
+      } else {
+        assert(first !== undefined, `busy lock ${lid} with neither holder nor waiters`);
+        notices.push({ kind: 'retry', to: first.id, lid, xid: first.xid });
+      }
+    }
+    return notices;
+  }
+
+  /** Whether the table is under pressure (see the header). */
+  get isUnderPressure(): boolean {
+    return this.pressure;
+  }
+
+  /** The holder of `lid`, or undefined when it is free. */
+  holderOf(lid: number): Holder | undefined {
+    const holder = this.busy.get(lid)?.holder;
+    return holder === undefined ? undefined : { ...holder };
+  }
+
+  /** The waiters of `lid`, first first. */
+  waitersOf(lid: number): Holder[] {
+    return (this.busy.get(lid)?.waiters ?? []).map((w) => ({ ...w }));
+  }
+
+  /** Acquires granted on `lid` (0 for a lock never granted, or forgotten while idle). */
+  grantsOf(lid: number): number {
+    return this.busy.get(lid)?.grants ?? this.idle.get(lid) ?? 0;
+  }
+
+  /** Sizes, for statistics and tests. */
+  get sizes(): { busyLocks: number; idleLocks: number; clients: number; records: number } {
+    let records = 0;
+    for (const client of this.clients.values()) records += client.records.size;
+    return { busyLocks: this.busy.size, idleLocks: this.idle.size, clients: this.clients.size, records };
+  }
+
+  /** Checks every invariant of the table; a violation is a bug (AssertionError). */
+  invariants(): void {
+    const l = this.limits;
+    assert(this.busy.size <= l.maxLocks, 'more busy locks than maxLocks');
+    assert(this.idle.size <= l.maxIdleLocks, 'more idle locks than maxIdleLocks');
+    assert(this.clients.size <= l.maxClients, 'more clients than maxClients');
+    const active = new Map<string, number>();
+    const count = (id: string): void => void active.set(id, (active.get(id) ?? 0) + 1);
+    for (const [lid, lock] of this.busy) {
+      assert(isLockId(lid), `bad busy lock id ${lid}`);
+      assert(!this.idle.has(lid), `lock ${lid} both busy and idle`);
+      assert(lock.holder !== undefined || lock.waiters.length > 0, `busy lock ${lid} has neither holder nor waiters`);
+      assert(lock.waiters.length <= l.maxWaitersPerLock, `lock ${lid} has too many waiters`);
+      assert(this.waited.has(lid) === lock.waiters.length > 0, `waited set wrong for lock ${lid}`);
+      const ids = new Set<string>();
+      for (const party of lock.holder === undefined ? lock.waiters : [lock.holder, ...lock.waiters]) {
+        assert(!ids.has(party.id), `client ${party.id} twice in lock ${lid}`);
+        ids.add(party.id);
+        count(party.id);
+        // The hold or wait is the outcome of the client's last acquire of this lock.
+        const record = this.clients.get(party.id)?.records.get(lid);
+        assert(record !== undefined, `client ${party.id} in lock ${lid} without a record`);
+        assert(record.acquireXid === party.xid, `client ${party.id} in lock ${lid} with xid ${party.xid}, record ${record.acquireXid}`);
+        assert(record.acquireStatus === (party === lock.holder ? LockStatus.OK : LockStatus.RETRY), `record status of ${party.id} in lock ${lid}`);
+      }
+    }
+    for (const lid of this.waited) assert(this.busy.has(lid), `waited lock ${lid} not busy`);
+    for (const [id, client] of this.clients) {
+      assert(id.length > 0, 'empty client id');
+      assert(client.records.size <= l.maxLocksPerClient, `client ${id} has too many records`);
+      assert(client.active === (active.get(id) ?? 0), `client ${id} active count ${client.active}, table says ${active.get(id) ?? 0}`);
+      for (const [lid, r] of client.records) {
+        assert(isLockId(lid), `bad record lock id ${lid}`);
+        assert(r.acquireXid > 0 || r.releaseXid > 0, `empty record ${id}/${lid}`);
+      }
+    }
+    for (const id of active.keys()) assert(this.clients.has(id), `client ${id} in the lock table but not remembered`);
+    assert(!(this.pressure && this.hasRoom()), 'under pressure with room to spare');
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Handlers
+
+  private onAcquire({ lid, id, xid }: CacheLockArgs): number {
+    const existing = this.clients.get(id)?.records.get(lid);
+    if (existing !== undefined) {
+      if (xid === existing.acquireXid) return existing.acquireStatus; // duplicate: not re-executed
+      if (xid < existing.acquireXid) return LockStatus.RPCERR; // late duplicate of an older attempt
+    } else if (xid <= (this.clients.get(id)?.forgottenXid ?? 0)) {
+      return LockStatus.RPCERR; // late duplicate of a forgotten attempt
+    }
+    // Make room for the record first: a request that cannot be remembered must not run.
+    const slot = this.recordSlot(id, lid);
+    if (slot === undefined) return LockStatus.IOERR;
+    const { client, record } = slot;
+    const status = this.acquireExecute(lid, id, xid, client);
+    record.acquireXid = xid;
+    record.acquireStatus = status; // an IOERR answer too: its duplicate must get IOERR again
+    return status;
+  }
+
+  private acquireExecute(lid: number, id: string, xid: number, client: ClientEntry): number {
+    let lock = this.busy.get(lid);
+    if (lock === undefined) {
+      if (this.busy.size >= this.limits.maxLocks) {
+        this.pressure = true;
+        return LockStatus.IOERR;
+      }
+      lock = { holder: undefined, waiters: [], grants: this.idle.get(lid) ?? 0 };
+      this.idle.delete(lid);
+      this.busy.set(lid, lock);
+    }
+    const holder = lock.holder;
+    if (holder === undefined) {
+      const at = lock.waiters.findIndex((w) => w.id === id);
+      if (at >= 0) this.removeWaiter(lid, lock, at); // a waiter becoming the holder stays active
+      else client.active++;
+      lock.holder = { id, xid };
+      lock.grants++;
+      return LockStatus.OK;
+    }
+    if (holder.id === id) {
+      // The client has lost track of its hold (see the header); the hold moves to the new xid.
+      assert(holder.xid < xid, `re-acquire of ${lid} by ${id} with xid ${xid} ≤ held ${holder.xid}`);
+      lock.holder = { id, xid };
+      lock.grants++;
+      return LockStatus.OK;
+    }
+    const at = lock.waiters.findIndex((w) => w.id === id);
+    if (at >= 0) {
+      lock.waiters[at] = { id, xid }; // keeps its place; notices now carry the new xid
+      return LockStatus.RETRY;
+    }
+    if (lock.waiters.length >= this.limits.maxWaitersPerLock) return LockStatus.IOERR;
+    lock.waiters.push({ id, xid });
+    this.waited.add(lid);
+    client.active++;
+    return LockStatus.RETRY;
+  }
+
+  private onRelease({ lid, id, xid }: CacheLockArgs): number {
+    const client = this.clients.get(id);
+    const record = client?.records.get(lid);
+    if (client === undefined || record === undefined) {
+      // Not the holder (a holder always has a record), so NOENT; nothing to remember, and a
+      // duplicate gets the same answer. Below the forgotten watermark it is a late duplicate.
+      return xid <= (client?.forgottenXid ?? 0) ? LockStatus.RPCERR : LockStatus.NOENT;
+    }
+    if (xid === record.releaseXid) return record.releaseStatus; // duplicate: not re-executed
+    if (xid < record.releaseXid) return LockStatus.RPCERR; // late duplicate of an older release
+    this.touch(id, client, lid, record);
+    const lock = this.busy.get(lid);
+    let status: number = LockStatus.NOENT;
+    if (lock?.holder !== undefined && lock.holder.id === id && lock.holder.xid === xid) {
+      lock.holder = undefined;
+      client.active--;
+      if (lock.waiters.length === 0) this.makeIdle(lid, lock);
+      status = LockStatus.OK;
+    }
+    record.releaseXid = xid;
+    record.releaseStatus = status;
+    return status;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Table maintenance
+
+  /**
+   * The client entry and record for (id, lid), created if need be and marked most recently used,
+   * or undefined when a bound leaves no room (nothing evictable).
+   */
+  private recordSlot(id: string, lid: number): { client: ClientEntry; record: RequestRecord } | undefined {
+    let client = this.clients.get(id);
+    if (client === undefined) {
+      if (this.clients.size >= this.limits.maxClients && !this.evictIdleClient()) {
+        this.pressure = true;
+        return undefined;
+      }
+      client = { forgottenXid: 0, active: 0, records: new Map() };
+      this.clients.set(id, client);
+    }
+    let record = client.records.get(lid);
+    if (record === undefined) {
+      if (client.records.size >= this.limits.maxLocksPerClient && !this.evictRecord(id, client)) return undefined;
+      record = { acquireXid: 0, acquireStatus: 0, releaseXid: 0, releaseStatus: 0 };
+      client.records.set(lid, record);
+    }
+    this.touch(id, client, lid, record);
+    return { client, record };
+  }
+
+  /** Marks the client and its record as most recently used (Map order is the LRU order). */
+  private touch(id: string, client: ClientEntry, lid: number, record: RequestRecord): void {
+    this.clients.delete(id);
+    this.clients.set(id, client);
+    client.records.delete(lid);
+    client.records.set(lid, record);
+  }
+
+  /** Whether a new lock and a new client would fit (the end of pressure). */
+  private hasRoom(): boolean {
+    if (this.busy.size >= this.limits.maxLocks) return false;
+    if (this.clients.size < this.limits.maxClients) return true;
+    for (const client of this.clients.values()) if (client.active === 0) return true;
+    return false;
+  }
+
+  /** Forgets the least recently active client that holds and waits on nothing. */
+  private evictIdleClient(): boolean {
+    for (const [id, client] of this.clients) {
+      if (client.active === 0) {
+        this.clients.delete(id);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Forgets the client's least recently used record of a lock it neither holds nor waits on. */
+  private evictRecord(id: string, client: ClientEntry): boolean {
+    for (const [lid, record] of client.records) {
+      if (this.isParty(id, lid)) continue;
+      client.records.delete(lid);
+      client.forgottenXid = Math.max(client.forgottenXid, record.acquireXid, record.releaseXid);
+      return true;
+    }
+    return false;
+  }
+
+  private isParty(id: string, lid: number): boolean {
+    const lock = this.busy.get(lid);
+    if (lock === undefined) return false;
+    return lock.holder?.id === id || lock.waiters.some((w) => w.id === id);
+  }
+
+  private removeWaiter(lid: number, lock: BusyLock, at: number): void {
+    lock.waiters.splice(at, 1);
+    if (lock.waiters.length === 0) this.waited.delete(lid);
+  }
+
+  private makeIdle(lid: number, lock: BusyLock): void {
+    assert(lock.holder === undefined && lock.waiters.length === 0, `lock ${lid} is not idle`);
+    this.busy.delete(lid);
+    this.waited.delete(lid);
+    this.idle.set(lid, lock.grants);
+    if (this.idle.size > this.limits.maxIdleLocks) this.idle.delete(this.idle.keys().next().value as number);
+  }
+}
+
+function answer(status: number, value = 0): ExecuteResult {
+  return { status, reply: encodeI32Reply(value) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// State decoding: bounded, validating, never throws.
+
+type DecodedState =
+  | {
+      readonly ok: true;
+      readonly busy: Map<number, BusyLock>;
+      readonly idle: Map<number, number>;
+      readonly clients: Map<string, ClientEntry>;
+      readonly waited: Set<number>;
+      readonly pressure: boolean;
+    }
+  | { readonly ok: false; readonly reason: string };
+
+const VALID_STATUSES = new Set<number>(Object.values(LockStatus));
+
+function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): DecodedState {
+  const r = new Reader(bytes);
+  if (r.u32() !== STATE_MAGIC) return { ok: false, reason: r.error ?? 'not a caching lock server state' };
+  const theirs = [r.u32(), r.u32(), r.u32(), r.u32(), r.u32()];
+  const ours = [limits.maxLocks, limits.maxIdleLocks, limits.maxWaitersPerLock, limits.maxClients, limits.maxLocksPerClient];
+  if (r.error === undefined && theirs.some((v, i) => v !== ours[i])) {
+    return { ok: false, reason: `limits differ: state has ${theirs.join('/')}, this server ${ours.join('/')}` };
+  }
+  const pressure = r.bool();
+  const busy = new Map<number, BusyLock>();
+  const idle = new Map<number, number>();
+  const clients = new Map<string, ClientEntry>();
+  const waited = new Set<number>();
+  const party = (reader: Reader): Holder => {
+    const id = reader.string(MAX_CLIENT_ID_BYTES);
+    const xid = reader.u64();
+    if (id.length === 0) reader.fail('empty client id');
+    if (!isXid(xid)) reader.fail(`bad xid ${xid}`);
+    return { id, xid };
+  };
+  const lockId = (reader: Reader): number => {
+    const lid = reader.u64();
+    if (busy.has(lid) || idle.has(lid)) reader.fail(`lock ${lid} twice`);
+    return lid;
+  };
+  // Smallest encodings: a busy lock 21 bytes, a party 12, an idle lock 16, a client 16, a record 26.
+  r.list(
+    (reader) => {
+      const lid = lockId(reader);
+      const grants = reader.u64();
+      const holder = reader.bool() ? party(reader) : undefined;
+      const waiters = reader.list(party, 12, limits.maxWaitersPerLock);
+      if (reader.error !== undefined) return;
+      if (holder === undefined && waiters.length === 0) reader.fail(`busy lock ${lid} without holder or waiters`);
+      const ids = new Set((holder === undefined ? waiters : [holder, ...waiters]).map((p) => p.id));
+      if (ids.size !== waiters.length + (holder === undefined ? 0 : 1)) reader.fail(`a client twice in lock ${lid}`);
+      busy.set(lid, { holder, waiters, grants });
+      if (waiters.length > 0) waited.add(lid);
+    },
+    21,
+    limits.maxLocks,
+  );
+  r.list(
+    (reader) => {
+      const lid = lockId(reader);
+      const grants = reader.u64();
+      if (reader.error === undefined) idle.set(lid, grants);
+    },
+    16,
+    limits.maxIdleLocks,
+  );
+  r.list(
+    (reader) => {
+      const id = reader.string(MAX_CLIENT_ID_BYTES);
+      const forgottenXid = reader.u64();
+      if (id.length === 0) reader.fail('empty client id');
+      if (clients.has(id)) reader.fail(`client ${id} twice`);
+      const records = new Map<number, RequestRecord>();
+      reader.list(
+        (rr) => {
+          const lid = rr.u64();
+          const record = { acquireXid: rr.u64(), acquireStatus: rr.u8(), releaseXid: rr.u64(), releaseStatus: rr.u8() };
+          if (records.has(lid)) rr.fail(`record ${id}/${lid} twice`);
+          if (record.acquireXid === 0 && record.releaseXid === 0) rr.fail(`empty record ${id}/${lid}`);
+          if (!VALID_STATUSES.has(record.acquireStatus) || !VALID_STATUSES.has(record.releaseStatus)) rr.fail(`bad status in ${id}/${lid}`);
+          records.set(lid, record);
+        },
+        26,
+        limits.maxLocksPerClient,
+      );
+      clients.set(id, { forgottenXid, active: 0, records });
+    },
+    16,
+    limits.maxClients,
+  );
+  const done = r.finish(undefined);
+  if (!done.ok) return done;
+
+  // Cross-checks the bytes alone cannot express: every hold and wait is backed by its record.
+  for (const [lid, lock] of busy) {
+    if (!isLockId(lid)) return { ok: false, reason: `bad lock id ${lid}` };
+    for (const p of lock.holder === undefined ? lock.waiters : [lock.holder, ...lock.waiters]) {
+      const client = clients.get(p.id);
+      const record = client?.records.get(lid);
+      const expected = p === lock.holder ? LockStatus.OK : LockStatus.RETRY;
+      if (client === undefined || record === undefined || record.acquireXid !== p.xid || record.acquireStatus !== expected) {
+        return { ok: false, reason: `client ${p.id} in lock ${lid} without a matching record` };
+      }
+      client.active++;
+    }
+  }
+  for (const lid of idle.keys()) if (!isLockId(lid)) return { ok: false, reason: `bad lock id ${lid}` };
+  if (pressure) {
+    // Pressure ends as soon as there is room; a state claiming otherwise is inconsistent.
+    const room = busy.size < limits.maxLocks && (clients.size < limits.maxClients || [...clients.values()].some((c) => c.active === 0));
+    if (room) return { ok: false, reason: 'under pressure with room to spare' };
+  }
+  return { ok: true, busy, idle, clients, waited, pressure };
+}

@@ -1,0 +1,373 @@
+import t from 'tap';
+import { realClock, sleep } from '../lib/clock.js';
+import type { Random } from '../lib/env.js';
+import { osRandom } from '../lib/random.js';
+import { RpcEndpoint } from '../lib/rpc.js';
+import { SimNetwork, SimWorld } from '../lib/sim/index.js';
+import { tcpNetwork } from '../lib/tcp.js';
+import { CachingLockClient } from '../lockserver/cache-client.js';
+import { Notifier, startCachingLockServer, type RunningCachingLockServer } from '../lockserver/cache-host.js';
+import { CacheProc, cacheCallbackProtocol, type Notice } from '../lockserver/cache-protocol.js';
+import { CachingLockServer, type CachingLockServerLimits } from '../lockserver/cache-server.js';
+import { LockError } from '../lockserver/protocol.js';
+import { runLockTester } from '../tester/lock-tester.js';
+
+const SERVER = 'server:1';
+
+interface Harness {
+  readonly world: SimWorld;
+  readonly net: SimNetwork;
+  readonly server: RunningCachingLockServer;
+  readonly table: CachingLockServer;
+  client(name: string, options?: { closeTimeoutMs?: number; acquireTimeoutMs?: number }): Promise<CachingLockClient>;
+}
+
+async function harness(seed: number | string, limits: Partial<CachingLockServerLimits> = {}): Promise<Harness> {
+  const world = new SimWorld(seed);
+  const net = new SimNetwork(world);
+  const table = new CachingLockServer(limits);
+  const server = await startCachingLockServer({
+    network: net.forOwner('server'),
+    clock: world.clockFor('server'),
+    random: world.random.fork(),
+    address: SERVER,
+    stateMachine: table,
+  });
+  return {
+    world,
+    net,
+    server,
+    table,
+    client: (name, options = {}) =>
+      CachingLockClient.open({
+        network: net.forOwner(name),
+        clock: world.clockFor(name),
+        random: world.random.fork(),
+        server: SERVER,
+        host: name,
+        checkInvariants: true,
+        ...options,
+      }),
+  };
+}
+
+interface Tracked<T> {
+  settled: boolean;
+  result: PromiseSettledResult<T> | undefined;
+}
+
+function track<T>(promise: Promise<T>): Tracked<T> {
+  const tracked: Tracked<T> = { settled: false, result: undefined };
+  promise.then(
+    (value) => Object.assign(tracked, { settled: true, result: { status: 'fulfilled', value } }),
+    (reason: unknown) => Object.assign(tracked, { settled: true, result: { status: 'rejected', reason } }),
+  );
+  return tracked;
+}
+
+async function settle<T>(world: SimWorld, promise: Promise<T>, limitMs = 600_000): Promise<PromiseSettledResult<T>> {
+  const tracked = track(promise);
+  if (!(await world.runUntil(() => tracked.settled, limitMs))) throw new Error(`not settled within ${limitMs} virtual ms`);
+  return tracked.result!;
+}
+
+async function ok<T>(world: SimWorld, promise: Promise<T>): Promise<T> {
+  const result = await settle(world, promise);
+  if (result.status === 'rejected') throw result.reason;
+  return result.value;
+}
+
+async function errorCode(world: SimWorld, promise: Promise<unknown>): Promise<string> {
+  const result = await settle(world, promise);
+  if (result.status === 'fulfilled') return 'fulfilled';
+  return result.reason instanceof LockError ? result.reason.code : `not a LockError: ${String(result.reason)}`;
+}
+
+/**
+ * The end-to-end workload: `clients` caching clients with `callers` concurrent callers each, every
+ * caller doing `rounds` × (acquire a random lock, hold it a little, release). A checker asserts at
+ * every grant that no other caller (of any client) holds the lock and that the server's table
+ * names this caller's client as the holder. Returns the trace hash and counters.
+ */
+async function workload(
+  seed: string,
+  faults: { loss: number; duplicate: number; delayMaxMs: number },
+  shape = { clients: 3, callers: 4, rounds: 15, locks: [1, 2, 3] },
+  options: { limits?: Partial<CachingLockServerLimits>; isolations?: number } = {},
+): Promise<{ hash: string; grants: number; acquireRpcs: number; endMs: number; violations: string[] }> {
+  const h = await harness(seed, options.limits);
+  h.net.setLinkFaults({ delayMinMs: 1, delayMaxMs: faults.delayMaxMs, loss: faults.loss, duplicate: faults.duplicate });
+  const random: Random = h.world.random.fork();
+  // Cut one node (the server or a client) off for a few seconds, now and then.
+  const nodes = ['server', ...Array.from({ length: shape.clients }, (_, i) => `c${i}`)];
+  for (let i = 0; i < (options.isolations ?? 0); i++) {
+    h.world.schedule(random.int(6_000), () => {
+      h.net.isolate(nodes[random.int(nodes.length)]!);
+      h.world.schedule(1 + random.int(5_000), () => h.net.heal());
+    });
+  }
+  const holders = new Map<number, string>();
+  const violations: string[] = [];
+  let grants = 0;
+  const clients = await Promise.all(
+    Array.from({ length: shape.clients }, (_, i) => h.client(`c${i}`, { closeTimeoutMs: 60_000 })),
+  );
+  // Each caller is one sequential actor; its operations are interleaved with everyone else's by
+  // the simulator (virtual time, lossy network).
+  const caller = async (client: CachingLockClient, owner: string, clock: ReturnType<SimWorld['clockFor']>): Promise<void> => {
+    for (let round = 0; round < shape.rounds; round++) {
+      const lid = shape.locks[random.int(shape.locks.length)]!;
+      await client.acquire(lid);
+      const other = holders.get(lid);
+      if (other !== undefined) violations.push(`${owner} granted ${lid} while ${other} holds it`);
+      if (h.table.holderOf(lid)?.id !== client.id) violations.push(`${owner} holds ${lid} but the server says ${JSON.stringify(h.table.holderOf(lid))}`);
+      holders.set(lid, owner);
+      grants++;
+      await sleep(clock, random.int(40));
+      holders.delete(lid); // before the release, as lock_tester does
+      await client.release(lid);
+      await sleep(clock, random.int(20));
+    }
+  };
+  const all = Promise.all(
+    clients.flatMap((client, c) =>
+      Array.from({ length: shape.callers }, (_, w) => caller(client, `c${c}/w${w}`, h.world.clockFor(`c${c}`))),
+    ),
+  );
+  await ok(h.world, all);
+  const endMs = h.world.now();
+  const acquireRpcs = clients.reduce((sum, client) => sum + client.acquireRpcCount, 0);
+  // Closing gives every cached lock back: afterwards the server's table is empty.
+  await ok(h.world, Promise.all(clients.map((client) => client.close())));
+  for (const lid of shape.locks) {
+    if (h.table.holderOf(lid) !== undefined) violations.push(`lock ${lid} still held by ${JSON.stringify(h.table.holderOf(lid))} after close`);
+  }
+  h.table.invariants();
+  h.server.host.close();
+  return { hash: h.world.traceHash(), grants, acquireRpcs, endMs, violations };
+}
+
+t.test('end to end in the simulator: mutual exclusion on a lossy network, and everything finishes', async (t) => {
+  for (let i = 1; i <= 8; i++) {
+    const seed = `e2e-${i}`;
+    const run = await workload(seed, { loss: 0.1, duplicate: 0.1, delayMaxMs: 30 });
+    t.same(run.violations, [], `${seed}: no violation`);
+    t.equal(run.grants, 3 * 4 * 15, `${seed}: every caller finished every round (${run.endMs} virtual ms)`);
+    t.comment(`${seed}: ${run.acquireRpcs} acquire RPCs for ${run.grants} grants`);
+  }
+});
+
+t.test('end to end with heavy faults: 30% loss, 30% duplicates, long reordering delays', async (t) => {
+  const run = await workload('heavy', { loss: 0.3, duplicate: 0.3, delayMaxMs: 300 }, { clients: 4, callers: 2, rounds: 10, locks: [1, 2] });
+  t.same(run.violations, []);
+  t.equal(run.grants, 4 * 2 * 10, `every caller finished (${run.endMs} virtual ms, ${run.acquireRpcs} acquire RPCs)`);
+});
+
+t.test('end to end, one caller per client: every hand-off goes through the server', async (t) => {
+  const run = await workload('one-caller', { loss: 0.1, duplicate: 0.1, delayMaxMs: 50 }, { clients: 5, callers: 1, rounds: 20, locks: [1, 2] });
+  t.same(run.violations, []);
+  t.equal(run.grants, 5 * 20, `every caller finished (${run.endMs} virtual ms, ${run.acquireRpcs} acquire RPCs)`);
+});
+
+t.test('end to end with tiny server bounds: pressure and shedding keep everyone moving', async (t) => {
+  const limits = { maxLocks: 2, maxClients: 3, maxLocksPerClient: 2, maxWaitersPerLock: 2 };
+  for (let i = 1; i <= 4; i++) {
+    const run = await workload(`tiny-${i}`, { loss: 0.1, duplicate: 0.1, delayMaxMs: 50 }, { clients: 4, callers: 2, rounds: 10, locks: [1, 2, 3] }, { limits });
+    t.same(run.violations, [], `tiny-${i}: no violation`);
+    t.equal(run.grants, 4 * 2 * 10, `tiny-${i}: every caller finished (${run.endMs} virtual ms)`);
+  }
+});
+
+t.test('end to end with partitions: nodes cut off for seconds, then healed', async (t) => {
+  for (let i = 1; i <= 4; i++) {
+    const run = await workload(`isolate-${i}`, { loss: 0.05, duplicate: 0.05, delayMaxMs: 50 }, { clients: 3, callers: 2, rounds: 10, locks: [1, 2] }, { isolations: 5 });
+    t.same(run.violations, [], `isolate-${i}: no violation`);
+    t.equal(run.grants, 3 * 2 * 10, `isolate-${i}: every caller finished (${run.endMs} virtual ms)`);
+  }
+});
+
+t.test('the same seed gives the same run, byte for byte', async (t) => {
+  const a = await workload('replay', { loss: 0.1, duplicate: 0.1, delayMaxMs: 30 }, { clients: 2, callers: 2, rounds: 5, locks: [1, 2] });
+  const b = await workload('replay', { loss: 0.1, duplicate: 0.1, delayMaxMs: 30 }, { clients: 2, callers: 2, rounds: 5, locks: [1, 2] });
+  t.equal(a.hash, b.hash);
+  t.same(a.violations, []);
+});
+
+t.test('repeated acquire/release of a cached lock by one client sends exactly one acquire RPC', async (t) => {
+  const h = await harness('cached');
+  const client = await h.client('c0');
+  for (let i = 0; i < 20; i++) {
+    await ok(h.world, client.acquire(7));
+    await ok(h.world, client.release(7));
+  }
+  t.equal(client.acquireRpcCount, 1);
+  t.equal(h.server.host.executed.get(CacheProc.ACQUIRE), 1, 'the server executed one acquire');
+  t.equal(h.server.host.executed.get(CacheProc.RELEASE), undefined, 'and no release: nobody asked for it back');
+  t.equal(client.cacheStateOf(7), 'free');
+
+  // Another client wants it: the server revokes, the first client gives it back.
+  const other = await h.client('c1');
+  await ok(h.world, other.acquire(7));
+  t.equal(h.table.holderOf(7)?.id, other.id);
+  t.equal(client.cacheStateOf(7), 'none');
+  t.equal(client.stats().revokesReceived >= 1, true);
+});
+
+t.test('API errors: LOCK_NOT_HELD, LOCK_TIMEOUT, LOCK_ABORTED, LOCK_CLIENT_CLOSED, LOCK_RPC_FAILED', async (t) => {
+  const h = await harness('errors');
+  const a = await h.client('a');
+  const b = await h.client('b');
+  t.equal(await errorCode(h.world, a.release(1)), 'LOCK_NOT_HELD');
+  await ok(h.world, a.acquire(1));
+  t.equal(await errorCode(h.world, b.acquire(1, { timeoutMs: 500 })), 'LOCK_TIMEOUT', 'a holds it and a local caller keeps it');
+
+  const controller = new AbortController();
+  const waiting = b.acquire(1, { signal: controller.signal });
+  h.world.schedule(100, () => controller.abort(new Error('bored')));
+  t.equal(await errorCode(h.world, waiting), 'LOCK_ABORTED');
+  t.equal(await errorCode(h.world, b.acquire(1, { signal: AbortSignal.abort() })), 'LOCK_ABORTED', 'already aborted');
+
+  // b's attempt goes on after its callers gave up; once a releases, b ends up caching the lock.
+  await ok(h.world, a.release(1));
+  await h.world.runFor(5_000);
+  t.equal(h.table.holderOf(1)?.id, b.id, 'the abandoned attempt completed: b caches the lock');
+  await ok(h.world, a.acquire(1));
+  t.equal(h.table.holderOf(1)?.id, a.id, '...and gives it back when asked');
+
+  const waitingOnClose = b.acquire(1);
+  await h.world.runFor(100);
+  const closing = b.close();
+  t.equal(await errorCode(h.world, waitingOnClose), 'LOCK_CLIENT_CLOSED');
+  await ok(h.world, closing);
+  t.equal(await errorCode(h.world, b.acquire(2)), 'LOCK_CLIENT_CLOSED');
+
+  const c = await h.client('c');
+  h.net.partition([['server', 'a', 'b'], ['c']]);
+  t.equal(await errorCode(h.world, c.acquire(3, { timeoutMs: 30_000 })), 'LOCK_RPC_FAILED', 'server unreachable');
+  h.net.heal();
+  await ok(h.world, c.acquire(3));
+  t.equal(h.table.holderOf(3)?.id, c.id, 'works again after the partition heals');
+});
+
+t.test('a lost retry is made up by the retry timer', async (t) => {
+  const h = await harness('lost-retry');
+  const a = await h.client('a');
+  const b = await h.client('b');
+  await ok(h.world, a.acquire(1));
+  const bWaits = track(b.acquire(1));
+  await h.world.runFor(100);
+  // Cut the server's calls to b (retry), but not b's calls to the server.
+  h.net.setLinkFaults({ loss: 1 }, ['server', 'b']);
+  h.net.setLinkFaults({ loss: 0 }, ['server', 'a']);
+  await ok(h.world, a.release(1));
+  await h.world.runFor(50);
+  h.net.clearLinkFaults(['server', 'b']);
+  await h.world.runUntil(() => bWaits.settled, 30_000);
+  t.equal(bWaits.result?.status, 'fulfilled', 'b got the lock anyway');
+  t.ok(b.acquireRpcCount >= 2, 'b asked again');
+});
+
+t.test('Notifier: sends only while primary, resends while pending, restarts at once after a view change', async (t) => {
+  const world = new SimWorld('notifier');
+  const net = new SimNetwork(world);
+  const serverRpc = new RpcEndpoint(await net.forOwner('server').listen(SERVER), world.clockFor('server'), world.random.fork());
+  const clientRpc = new RpcEndpoint(await net.forOwner('c').listen('c:1'), world.clockFor('c'), world.random.fork());
+  const received: string[] = [];
+  clientRpc.handle(cacheCallbackProtocol.revoke, ({ lid, xid }) => {
+    received.push(`revoke ${lid}/${xid} @${world.now()}`);
+    return { status: 0, result: 0 };
+  });
+  clientRpc.handle(cacheCallbackProtocol.retry, ({ lid, xid }) => {
+    received.push(`retry ${lid}/${xid} @${world.now()}`);
+    return { status: 0, result: 0 };
+  });
+  let notices: Notice[] = [];
+  let primary = false;
+  const notifier = new Notifier({
+    rpc: serverRpc,
+    clock: world.clockFor('server'),
+    pendingNotices: () => notices,
+    isPrimary: () => primary,
+    noticeResendMs: 1_000,
+  });
+  notices = [{ kind: 'revoke', to: 'c:1', lid: 1, xid: 5 }];
+  notifier.poke();
+  await world.runFor(3_000);
+  t.same(received, [], 'a backup sends nothing');
+  primary = true;
+  notifier.poke(); // the view change
+  await world.runFor(10);
+  t.equal(received.length, 1, 'the new primary sends at once');
+  await world.runFor(2_500);
+  t.equal(received.length, 3, 'resent every second while pending');
+  notices = [{ kind: 'retry', to: 'c:1', lid: 2, xid: 6 }];
+  notifier.poke();
+  await world.runFor(10);
+  t.match(received.at(-1), /^retry 2\/6/, 'a new notice goes out promptly');
+  notices = [];
+  const before = received.length;
+  await world.runFor(5_000);
+  t.equal(received.length, before, 'nothing once nothing is pending');
+  t.equal(world.pendingEvents, 0, 'and no timer keeps running');
+  notifier.stop();
+  await serverRpc.close();
+  await clientRpc.close();
+});
+
+t.test('the classic lock_tester in the simulator (lossy network) against caching clients', async (t) => {
+  const h = await harness('lock-tester-sim');
+  h.net.setLinkFaults({ delayMinMs: 1, delayMaxMs: 20, loss: 0.05, duplicate: 0.05 });
+  const lines: string[] = [];
+  const result = await ok(
+    h.world,
+    runLockTester({
+      clients: (i) => h.client(`tester-c${i}`),
+      clock: h.world.clockFor('tester'),
+      print: (line) => lines.push(line),
+      printError: (line) => lines.push(line),
+    }),
+  );
+  t.same(result, { ok: true, passed: [1, 2, 3, 4, 5] }, lines.filter((l) => l.startsWith('error')).join('\n'));
+  h.table.invariants();
+});
+
+async function lockTesterOverTcp(lossyPercent: number): Promise<{ result: unknown; errors: string }> {
+  const random = osRandom();
+  const server = await startCachingLockServer({
+    network: tcpNetwork({ lossyPercent }),
+    clock: realClock,
+    random,
+    address: '127.0.0.1:0',
+  });
+  const lines: string[] = [];
+  try {
+    const result = await runLockTester({
+      clients: () =>
+        CachingLockClient.open({
+          network: tcpNetwork({ lossyPercent }),
+          clock: realClock,
+          random: random.fork(),
+          server: server.address,
+          retryIntervalMs: 500,
+          checkInvariants: true,
+        }),
+      holdMs: 100,
+      timeoutMs: 120_000,
+      print: (line) => lines.push(line),
+      printError: (line) => lines.push(line),
+    });
+    return { result, errors: lines.filter((l) => l.startsWith('error')).join('\n') };
+  } finally {
+    await server.close();
+  }
+}
+
+t.test('the classic lock_tester over real TCP on 127.0.0.1 against an unreplicated cache-host', async (t) => {
+  const { result, errors } = await lockTesterOverTcp(0);
+  t.same(result, { ok: true, passed: [1, 2, 3, 4, 5] }, errors);
+});
+
+t.test('...and with RPC_LOSSY-style faults (10%)', async (t) => {
+  const { result, errors } = await lockTesterOverTcp(10);
+  t.same(result, { ok: true, passed: [1, 2, 3, 4, 5] }, errors);
+});
