@@ -1,0 +1,425 @@
+/**
+ * config (the lab's config): the view manager of one node. It owns the acceptor and the proposer,
+ * knows the current view (vid = the highest decided instance, members = its value), detects
+ * failures with heartbeats and proposes the next view: the current one minus a failed node
+ * (`remove`) or plus a joiner (`add`, called by the RSM on the primary).
+ *
+ * Views are committed in order and reported upward through `commitListener(vid, members)` once
+ * the commit is durable; a node that learns several views at once reports only the newest.
+ *
+ * Differences from the lab (see paxos/README.md): a node that hears of a newer view catches up by
+ * asking the node that knows it (no view change needed); a decide for a future instance is
+ * ignored, not fatal; the proposer's round is persisted.
+ */
+import { assert } from '../lib/assert.js';
+import { sleep } from '../lib/clock.js';
+import type { Env, Storage } from '../lib/env.js';
+import { logger } from '../lib/log.js';
+import type { RpcClient, RpcEndpoint } from '../lib/rpc.js';
+import { Acceptor } from './acceptor.js';
+import { doneLine, type PaxosLogSink } from './log-sink.js';
+import { PROPOSAL_ZERO, PaxosStatus, acceptreq, decidereq, heartbeat, preparereq } from './messages.js';
+import { Proposer } from './proposer.js';
+import { PaxosStore } from './store.js';
+import {
+  decodeView,
+  encodeView,
+  firstViewValue,
+  isValidNodeId,
+  isValidViewValue,
+  smallestNodeId,
+  type HistoryEntry,
+} from './view.js';
+
+const log = logger('paxos:config');
+
+export interface ConfigTiming {
+  /** Time between heartbeat rounds. */
+  heartbeatIntervalMs: number;
+  /** Deadline of one heartbeat RPC. */
+  heartbeatTimeoutMs: number;
+  /** Deadline of each prepare, accept, decide and catch-up RPC. */
+  paxosTimeoutMs: number;
+  /** Before proposing a removal a node waits a random 0..this, so detectors rarely duel. */
+  removeJitterMsMax: number;
+}
+
+export const defaultConfigTiming: ConfigTiming = {
+  heartbeatIntervalMs: 1000,
+  heartbeatTimeoutMs: 1000,
+  paxosTimeoutMs: 1000,
+  removeJitterMsMax: 500,
+};
+
+/** Catch-up learns at most this many views per call (it is called again when still behind). */
+export const CATCH_UP_STEPS_MAX = 10_000;
+
+export interface ConfigOptions {
+  /** This node's id (a bare port or host:port). */
+  readonly me: string;
+  /** The first node: it creates view 1 = {first} when its storage is empty. */
+  readonly first: string;
+  readonly env: Env;
+  /** The node's one RPC endpoint on its main port; config registers paxos and heartbeat on it. */
+  readonly rpc: RpcEndpoint;
+  readonly storage: Storage;
+  readonly logSink: PaxosLogSink;
+  /** Breakpoint exit: the host prints the message and exits; the simulator crashes the node. */
+  readonly die: (message: string) => void;
+  /** Maps a node id to its network address (default: the id itself). */
+  readonly addressOf?: (id: string) => string;
+  /** Called when a background loop fails with an unexpected error (default: rethrow, crashing). */
+  readonly onFatal?: (error: unknown) => void;
+  readonly timing?: Partial<ConfigTiming>;
+}
+
+type HeartbeatOutcome = 'ok' | 'failure' | 'viewerr' | 'behind';
+
+export class Config {
+  readonly me: string;
+  readonly first: string;
+  readonly timing: ConfigTiming;
+  readonly acceptor: Acceptor;
+  readonly proposer: Proposer;
+  /** Called after each durable commit (or adoption) with the new vid and its members. */
+  commitListener: (vid: number, members: readonly string[]) => void = () => {};
+
+  private readonly env: Env;
+  private readonly rpc: RpcEndpoint;
+  private readonly store: PaxosStore;
+  private readonly addressOf: (id: string) => string;
+  private readonly onFatal: (error: unknown) => void;
+  /** Heartbeat clients by member id; replaced after OLDSRV/FORGOTTEN, dropped for ex-members. */
+  private readonly heartbeatClients = new Map<string, RpcClient>();
+  private catchingUp = false;
+  private started = false;
+  private stopped = false;
+  private readonly stopController = new AbortController();
+
+  private constructor(options: ConfigOptions, store: PaxosStore, acceptor: Acceptor, proposer: Proposer) {
+    this.me = options.me;
+    this.first = options.first;
+    this.env = options.env;
+    this.rpc = options.rpc;
+    this.store = store;
+    this.acceptor = acceptor;
+    this.proposer = proposer;
+    this.addressOf = options.addressOf ?? ((id) => id);
+    this.onFatal = options.onFatal ?? rethrowLater;
+    this.timing = { ...defaultConfigTiming, ...options.timing };
+    for (const [name, value] of Object.entries(this.timing)) {
+      assert(Number.isFinite(value) && value >= 0, `config timing ${name} must be ≥ 0, got ${value}`);
+    }
+  }
+
+  /**
+   * Restores the node from storage, creates view 1 if this is the first node starting fresh, and
+   * registers the paxos and heartbeat handlers. Heartbeats start with `start()`.
+   */
+  static async open(options: ConfigOptions): Promise<Config> {
+    assert(isValidNodeId(options.me), `bad node id ${JSON.stringify(options.me)}`);
+    assert(isValidNodeId(options.first), `bad first node id ${JSON.stringify(options.first)}`);
+    const store = new PaxosStore(options.storage);
+    const state = await store.load();
+    const acceptor = Acceptor.restore({ me: options.me, store, logSink: options.logSink, isValidValue: isValidViewValue }, state);
+    const timing = { ...defaultConfigTiming, ...options.timing };
+    const proposer = new Proposer({
+      me: options.me,
+      acceptor,
+      store,
+      rpc: options.rpc,
+      addressOf: options.addressOf ?? ((id) => id),
+      rpcTimeoutMs: timing.paxosTimeoutMs,
+      lastN: state.proposerN,
+      die: options.die,
+      isValidValue: isValidViewValue,
+    });
+    const config = new Config(options, store, acceptor, proposer);
+    acceptor.onCommit = (instance, value) => config.onAcceptorCommit(instance, value);
+    acceptor.onBehind = (src) => config.catchUpInBackground(src);
+    if (options.me === options.first && acceptor.instanceH === 0) {
+      // View 1 is never proposed: the first node writes it (its bare id) when it starts fresh.
+      const created = await acceptor.commit(1, firstViewValue(options.me));
+      assert(created, 'could not create view 1');
+    }
+    config.registerHandlers();
+    return config;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Views.
+
+  /** The current view id: the highest instance decided here (0 before any). */
+  get vid(): number {
+    return this.acceptor.instanceH;
+  }
+
+  /** The members of view `vid` (default: the current one) in join order; empty if unknown. */
+  members(vid: number = this.vid): string[] {
+    const value = this.acceptor.value(vid);
+    if (value === undefined) return [];
+    const members = decodeView(value);
+    assert(members !== undefined, `decided value of view ${vid} is not a view`);
+    return members;
+  }
+
+  isMember(node: string, vid: number = this.vid): boolean {
+    return this.members(vid).includes(node);
+  }
+
+  /** The decided history 1..vid. */
+  history(): HistoryEntry[] {
+    return this.acceptor.history();
+  }
+
+  /** The history as the text log's `done` lines (what a joiner's log is replaced with). */
+  historyLines(): string[] {
+    return this.history().map((entry) => doneLine(entry.instance, entry.value));
+  }
+
+  /** Resolves once every Paxos change made so far is durable. */
+  flushed(): Promise<void> {
+    return this.acceptor.flushed();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // View changes.
+
+  /**
+   * Proposes view vid+1 = current members + `node` (the RSM primary admitting a joiner). Only if
+   * `vid` is still the current view. Resolves whether `node` is a member afterwards.
+   */
+  async add(node: string, vid: number): Promise<boolean> {
+    assert(isValidNodeId(node), `add: bad node id ${JSON.stringify(node)}`);
+    if (vid !== this.vid) {
+      log('%s add %s: ignoring (view %d is not current %d)', this.me, node, vid, this.vid);
+      return false;
+    }
+    const members = this.members(vid);
+    if (members.includes(node)) return true;
+    if (!members.includes(this.me)) {
+      log('%s add %s: ignoring (not a member of view %d)', this.me, node, vid);
+      return false;
+    }
+    await this.proposer.run(vid + 1, members, encodeView([...members, node]));
+    return this.isMember(node);
+  }
+
+  /** Proposes view vid+1 = current members − `node`. Resolves whether `node` is gone afterwards. */
+  async remove(node: string): Promise<boolean> {
+    const vid = this.vid;
+    const members = this.members(vid);
+    if (!members.includes(node)) return true;
+    if (node === this.me || members.length < 2 || !members.includes(this.me)) {
+      log('%s remove %s: ignoring (cannot remove myself or from a view I am not in)', this.me, node);
+      return false;
+    }
+    await this.proposer.run(
+      vid + 1,
+      members,
+      encodeView(members.filter((member) => member !== node)),
+    );
+    return !this.isMember(node);
+  }
+
+  /** rsm_tester breakpoints 3 and 4: arm proposer breakpoint 1 or 2. */
+  breakpoint(b: 3 | 4): void {
+    this.proposer.breakpoint(b);
+  }
+
+  /**
+   * Replaces this node's history with a newer one (a joiner adopting the primary's). The log is
+   * replaced too. Resolves whether it was adopted.
+   */
+  async adoptHistory(entries: readonly HistoryEntry[]): Promise<boolean> {
+    return this.acceptor.replaceHistory(entries);
+  }
+
+  /**
+   * Learns views decided elsewhere by asking `from` for each instance after ours with
+   * preparereq(instance, (0, "")): a node that decided it answers oldinstance and the value, and
+   * the request changes nothing anywhere. Stops when `from` knows no more. One at a time.
+   */
+  async catchUp(from: string): Promise<void> {
+    if (from === this.me || this.catchingUp || this.stopped) return;
+    this.catchingUp = true;
+    try {
+      for (let step = 0; step < CATCH_UP_STEPS_MAX && !this.stopped; step++) {
+        const instance = this.acceptor.instanceH + 1;
+        const reply = await this.rpc.call(
+          this.addressOf(from),
+          preparereq,
+          { src: this.me, instance, n: PROPOSAL_ZERO },
+          { timeoutMs: this.timing.paxosTimeoutMs },
+        );
+        if (this.stopped) return;
+        if (!reply.ok || reply.status !== PaxosStatus.OK || !reply.result.oldinstance) return;
+        if (!isValidViewValue(reply.result.v_a)) {
+          log('%s catchUp: ignoring (%s sent a non-view for instance %d)', this.me, from, instance);
+          return;
+        }
+        if (this.acceptor.instanceH + 1 !== instance) continue; // learned meanwhile
+        log('%s catchUp: instance %d from %s', this.me, instance, from);
+        await this.acceptor.commit(instance, reply.result.v_a);
+      }
+    } finally {
+      this.catchingUp = false;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Lifecycle.
+
+  /** Starts the heartbeat loop. */
+  start(): void {
+    assert(!this.started, 'config started twice');
+    this.started = true;
+    void this.heartbeatLoop().catch((error) => this.fatal(error));
+  }
+
+  /** Stops everything at once, as a crash would: no goodbye, pending work never completes. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.proposer.stop();
+    this.store.stop();
+    this.stopController.abort(new Error('config stopped'));
+    for (const client of this.heartbeatClients.values()) client.close();
+    this.heartbeatClients.clear();
+  }
+
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Heartbeats and failure detection.
+
+  private async heartbeatLoop(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        await sleep(this.env.clock, this.timing.heartbeatIntervalMs, this.stopController.signal);
+      } catch {
+        return; // stopped
+      }
+      await this.heartbeatRound();
+    }
+  }
+
+  /**
+   * One round: the smallest member pings every other member in view order and stops at the first
+   * failure; any other member pings the smallest. A failure leads, if the view did not change
+   * meanwhile, to proposing the failed node's removal after a random jitter.
+   */
+  private async heartbeatRound(): Promise<void> {
+    const vid = this.vid;
+    const members = this.members(vid);
+    if (!members.includes(this.me)) return;
+    const smallest = smallestNodeId(members);
+    const targets = smallest === this.me ? members.filter((member) => member !== this.me) : [smallest];
+    let failed: string | undefined;
+    for (const target of targets) {
+      const outcome = await this.doHeartbeat(target, vid);
+      if (this.stopped) return;
+      if (outcome === 'failure' || outcome === 'viewerr') {
+        failed = target;
+        break;
+      }
+    }
+    if (failed === undefined || this.vid !== vid) return;
+    const jitterMs = this.env.random.int(this.timing.removeJitterMsMax + 1);
+    try {
+      await sleep(this.env.clock, jitterMs, this.stopController.signal);
+    } catch {
+      return;
+    }
+    if (this.vid !== vid || this.proposer.isRunning) return;
+    log('%s heartbeat: proposing to remove %s from view %d', this.me, failed, vid);
+    await this.remove(failed);
+  }
+
+  private async doHeartbeat(target: string, vid: number): Promise<HeartbeatOutcome> {
+    let client = this.heartbeatClients.get(target);
+    if (client === undefined || client.isClosed) {
+      client = this.rpc.newClient(this.addressOf(target));
+      this.heartbeatClients.set(target, client);
+    }
+    const reply = await client.call(heartbeat, { me: this.me, vid }, { timeoutMs: this.timing.heartbeatTimeoutMs });
+    if (!reply.ok) {
+      const code = reply.error.code;
+      if (code === 'RPC_OLDSRV' || code === 'RPC_FORGOTTEN') {
+        // The target restarted (or forgot us): it is alive. Start afresh with a new client.
+        client.close();
+        if (this.heartbeatClients.get(target) === client) this.heartbeatClients.delete(target);
+        return 'ok';
+      }
+      log('%s heartbeat to %s failed: %s', this.me, target, code);
+      return 'failure';
+    }
+    const theirVid = reply.result;
+    if (theirVid > vid) {
+      // They know a newer view: learn it from them rather than removing anyone.
+      void this.catchUp(target).catch((error) => this.fatal(error));
+      return 'behind';
+    }
+    if (reply.status === PaxosStatus.OK) return 'ok';
+    log('%s heartbeat to %s: view error (theirs %d, mine %d)', this.me, target, theirVid, vid);
+    return 'viewerr';
+  }
+
+  private registerHandlers(): void {
+    const { rpc, acceptor } = this;
+    rpc.handle(preparereq, async (args) => ({ status: PaxosStatus.OK, result: await acceptor.onPrepare(args) }));
+    rpc.handle(acceptreq, async (args) => ({ status: PaxosStatus.OK, result: await acceptor.onAccept(args) }));
+    rpc.handle(decidereq, async (args) => ({ status: PaxosStatus.OK, result: await acceptor.onDecide(args) }));
+    rpc.handle(heartbeat, (args) => this.onHeartbeat(args.me, args.vid));
+  }
+
+  /**
+   * Heartbeat handler: replies with my vid; OK when the caller's view is mine or I am mid-Paxos
+   * (the views may legitimately differ by one then). A caller with a newer view also gets OK, and
+   * I catch up from it (the lab answers ERR and the caller removes me instead).
+   */
+  private onHeartbeat(caller: string, callerVid: number): { status: number; result: number } {
+    const mine = this.vid;
+    if (callerVid === mine || this.proposer.isRunning) return { status: PaxosStatus.OK, result: mine };
+    if (callerVid > mine) {
+      if (isValidNodeId(caller)) this.catchUpInBackground(caller);
+      else log('%s heartbeat: ignoring catch-up (bad caller id)', this.me);
+      return { status: PaxosStatus.OK, result: mine };
+    }
+    return { status: PaxosStatus.ERR, result: mine };
+  }
+
+  private catchUpInBackground(from: string): void {
+    if (!isValidNodeId(from)) return;
+    void this.catchUp(from).catch((error) => this.fatal(error));
+  }
+
+  /** The acceptor's upcall: a durable commit of view `instance`. */
+  private onAcceptorCommit(instance: number, value: string): void {
+    const members = decodeView(value);
+    assert(members !== undefined, `committed a non-view ${JSON.stringify(value)}`);
+    assert(instance <= this.vid, 'commit upcall beyond the current view');
+    // Former members' heartbeat clients are of no more use.
+    for (const [node, client] of this.heartbeatClients) {
+      if (!members.includes(node)) {
+        client.close();
+        this.heartbeatClients.delete(node);
+      }
+    }
+    this.commitListener(instance, members);
+  }
+
+  private fatal(error: unknown): void {
+    if (this.stopped) return;
+    this.onFatal(error);
+  }
+}
+
+function rethrowLater(error: unknown): void {
+  queueMicrotask(() => {
+    throw error;
+  });
+}
+

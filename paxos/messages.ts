@@ -1,0 +1,118 @@
+/**
+ * Paxos and heartbeat wire messages (the lab's paxos_protocol), all served on a node's main port.
+ *
+ * | message     | proc    | from → to             | args (wire order)                  | result                                          |
+ * |-------------|---------|-----------------------|------------------------------------|-------------------------------------------------|
+ * | preparereq  | 0x11001 | proposer → acceptors  | src, instance: u32, n: {n, m}      | {oldinstance: bool, accept: bool, n_a, v_a}     |
+ * | acceptreq   | 0x11002 | proposer → promisers  | src, instance: u32, n: {n, m}, v   | bool: accepted                                  |
+ * | decidereq   | 0x11003 | proposer → accepters  | src, instance: u32, v              | i32 (unused, 0)                                 |
+ * | heartbeat   | 0x11004 | member → member       | me, vid: u32                       | u32: the receiver's vid                         |
+ *
+ * Every reply carries status OK (0) or ERR (1) in the RPC header. Only the heartbeat uses ERR
+ * ("our views differ and I am not mid-Paxos"); the acceptor always answers OK and encodes its
+ * decision in the result. `src` and `me` are node ids (informational for the acceptor).
+ *
+ * A refused prepare (accept = false, oldinstance = false) carries the acceptor's promise in n_a, a
+ * field a refusal does not otherwise use (our extension; the proposer outbids it next round).
+ *
+ * A preparereq with n = (0, "") never changes an acceptor's state: it is how a lagging node asks
+ * "what was decided in this instance?" (answered with oldinstance = true and the value).
+ */
+import { procedure, codecs, type Codec } from '../lib/rpc.js';
+
+/** Reply statuses of the paxos protocol. */
+export const PaxosStatus = { OK: 0, ERR: 1 } as const;
+
+/** A proposal number: a round `n` and the proposer's id `m` as tie-break. */
+export interface ProposalNumber {
+  readonly n: number;
+  readonly m: string;
+}
+
+/** The smallest proposal number; no real proposal uses it. */
+export const PROPOSAL_ZERO: ProposalNumber = Object.freeze({ n: 0, m: '' });
+
+/** Total order on proposal numbers: by n, then by m as a string. */
+export function compareProposal(a: ProposalNumber, b: ProposalNumber): number {
+  if (a.n !== b.n) return a.n < b.n ? -1 : 1;
+  if (a.m !== b.m) return a.m < b.m ? -1 : 1;
+  return 0;
+}
+
+export function describeProposal(p: ProposalNumber): string {
+  return `(${p.n},${p.m})`;
+}
+
+/** Upper bound on node ids and values read from the network (a view of many ids still fits). */
+export const ID_BYTES_MAX = 256;
+export const VALUE_BYTES_MAX = 64 * 1024;
+
+const id: Codec<string> = { write: (w, v) => w.string(v), read: (r) => r.string(ID_BYTES_MAX) };
+const value: Codec<string> = { write: (w, v) => w.string(v), read: (r) => r.string(VALUE_BYTES_MAX) };
+
+export const proposalCodec: Codec<ProposalNumber> = codecs.struct<ProposalNumber>({ n: codecs.u32, m: id });
+
+export interface PrepareArgs {
+  readonly src: string;
+  readonly instance: number;
+  readonly n: ProposalNumber;
+}
+
+export interface PrepareRes {
+  /** The instance is already decided here; `v_a` holds the decided value. */
+  readonly oldinstance: boolean;
+  /** A promise: the acceptor will not accept proposals below `n` in this instance. */
+  readonly accept: boolean;
+  /**
+   * With accept: the highest proposal accepted in this instance (PROPOSAL_ZERO if none) and its
+   * value. With a refusal: the promise that caused it (v_a empty).
+   */
+  readonly n_a: ProposalNumber;
+  readonly v_a: string;
+}
+
+export interface AcceptArgs {
+  readonly src: string;
+  readonly instance: number;
+  readonly n: ProposalNumber;
+  readonly v: string;
+}
+
+export interface DecideArgs {
+  readonly src: string;
+  readonly instance: number;
+  readonly v: string;
+}
+
+export interface HeartbeatArgs {
+  readonly me: string;
+  readonly vid: number;
+}
+
+export const preparereq = procedure<PrepareArgs, PrepareRes>(
+  0x11001,
+  'preparereq',
+  codecs.struct<PrepareArgs>({ src: id, instance: codecs.u32, n: proposalCodec }),
+  codecs.struct<PrepareRes>({ oldinstance: codecs.bool, accept: codecs.bool, n_a: proposalCodec, v_a: value }),
+);
+
+export const acceptreq = procedure<AcceptArgs, boolean>(
+  0x11002,
+  'acceptreq',
+  codecs.struct<AcceptArgs>({ src: id, instance: codecs.u32, n: proposalCodec, v: value }),
+  codecs.bool,
+);
+
+export const decidereq = procedure<DecideArgs, number>(
+  0x11003,
+  'decidereq',
+  codecs.struct<DecideArgs>({ src: id, instance: codecs.u32, v: value }),
+  codecs.i32,
+);
+
+export const heartbeat = procedure<HeartbeatArgs, number>(
+  0x11004,
+  'heartbeat',
+  codecs.struct<HeartbeatArgs>({ me: id, vid: codecs.u32 }),
+  codecs.u32,
+);

@@ -1,0 +1,168 @@
+/**
+ * The durable Paxos state of one node in a `Storage`, and the one ordered path every change takes.
+ *
+ * Keys (values are big-endian codec records):
+ *
+ *   paxos/promised                 {instance: u32, n: u32, m: string}   promise for instanceH+1
+ *   paxos/accepted                 {instance: u32, n: u32, m: string, v: string}
+ *   paxos/decided/<instance, 10 digits>  {value: string}
+ *   paxos/proposer                 {n: u32}   the highest round this node ever proposed with
+ *
+ * DURABILITY RULE. Every change is written with `sync: true` before any reply that depends on it
+ * leaves. Writes go through one serial chain, so they reach storage in the order the in-memory
+ * state changed, whatever the storage does with concurrent batches; a reply waits for the chain
+ * as it stood when the reply was computed (see `flushed`). A write failure is fatal for the node:
+ * it can no longer promise durability, so every later write fails too.
+ */
+import { assert } from '../lib/assert.js';
+import { Reader, Writer } from '../lib/codec.js';
+import type { Storage, StorageOp } from '../lib/env.js';
+import { ViewstampError } from '../lib/errors.js';
+import { ID_BYTES_MAX, VALUE_BYTES_MAX, type ProposalNumber } from './messages.js';
+import type { HistoryEntry } from './view.js';
+
+export const KEY_PROMISED = 'paxos/promised';
+export const KEY_ACCEPTED = 'paxos/accepted';
+export const KEY_PROPOSER = 'paxos/proposer';
+export const KEY_DECIDED_PREFIX = 'paxos/decided/';
+
+export function decidedKey(instance: number): string {
+  assert(Number.isSafeInteger(instance) && instance >= 1 && instance <= 0xffff_ffff, `bad instance ${instance}`);
+  return `${KEY_DECIDED_PREFIX}${String(instance).padStart(10, '0')}`;
+}
+
+export interface PromisedRecord {
+  readonly instance: number;
+  readonly n: ProposalNumber;
+}
+
+export interface AcceptedRecord {
+  readonly instance: number;
+  readonly n: ProposalNumber;
+  readonly v: string;
+}
+
+/** Everything `load` finds. */
+export interface PaxosDurableState {
+  readonly decided: HistoryEntry[];
+  readonly promised: PromisedRecord | undefined;
+  readonly accepted: AcceptedRecord | undefined;
+  readonly proposerN: number;
+}
+
+export function putPromised(record: PromisedRecord): StorageOp {
+  const value = new Writer().u32(record.instance).u32(record.n.n).string(record.n.m).finish();
+  return { type: 'put', key: KEY_PROMISED, value };
+}
+
+export function putAccepted(record: AcceptedRecord): StorageOp {
+  const value = new Writer().u32(record.instance).u32(record.n.n).string(record.n.m).string(record.v).finish();
+  return { type: 'put', key: KEY_ACCEPTED, value };
+}
+
+export function putDecided(instance: number, value: string): StorageOp {
+  return { type: 'put', key: decidedKey(instance), value: new Writer().string(value).finish() };
+}
+
+export function putProposerN(n: number): StorageOp {
+  return { type: 'put', key: KEY_PROPOSER, value: new Writer().u32(n).finish() };
+}
+
+export const delPromised: StorageOp = { type: 'del', key: KEY_PROMISED };
+export const delAccepted: StorageOp = { type: 'del', key: KEY_ACCEPTED };
+
+/** Decodes one stored record; storage holds only what we wrote, so a failure is corruption. */
+function readRecord<T>(key: string, bytes: Uint8Array, read: (reader: Reader) => T): T {
+  const reader = new Reader(bytes);
+  const decoded = reader.finish(read(reader));
+  if (!decoded.ok) throw new ViewstampError('STORAGE_CORRUPT', `paxos record ${key}: ${decoded.reason}`);
+  return decoded.value;
+}
+
+export class PaxosStore {
+  /** The end of the write chain: resolves once every write issued so far is durable. */
+  private tail: Promise<void> = Promise.resolve();
+  private failure: unknown;
+  private stopped = false;
+
+  constructor(private readonly storage: Storage) {}
+
+  /** Reads the whole durable state; the decided history must be 1..k with no hole. */
+  async load(): Promise<PaxosDurableState> {
+    const decided: HistoryEntry[] = [];
+    for (const [key, bytes] of await this.storage.list(KEY_DECIDED_PREFIX)) {
+      const instance = Number(key.slice(KEY_DECIDED_PREFIX.length));
+      if (!/^\d{10}$/.test(key.slice(KEY_DECIDED_PREFIX.length))) {
+        throw new ViewstampError('STORAGE_CORRUPT', `unexpected paxos key ${key}`);
+      }
+      const value = readRecord(key, bytes, (r) => r.string(VALUE_BYTES_MAX));
+      decided.push({ instance, value });
+    }
+    for (let i = 0; i < decided.length; i++) {
+      if (decided[i]!.instance !== i + 1) {
+        throw new ViewstampError('STORAGE_CORRUPT', `paxos history has a hole: instance ${decided[i]!.instance} at ${i + 1}`);
+      }
+    }
+    const promisedBytes = await this.storage.get(KEY_PROMISED);
+    const promised =
+      promisedBytes === undefined
+        ? undefined
+        : readRecord(KEY_PROMISED, promisedBytes, (r) => ({ instance: r.u32(), n: { n: r.u32(), m: r.string(ID_BYTES_MAX) } }));
+    const acceptedBytes = await this.storage.get(KEY_ACCEPTED);
+    const accepted =
+      acceptedBytes === undefined
+        ? undefined
+        : readRecord(KEY_ACCEPTED, acceptedBytes, (r) => ({
+            instance: r.u32(),
+            n: { n: r.u32(), m: r.string(ID_BYTES_MAX) },
+            v: r.string(VALUE_BYTES_MAX),
+          }));
+    const proposerBytes = await this.storage.get(KEY_PROPOSER);
+    const proposerN = proposerBytes === undefined ? 0 : readRecord(KEY_PROPOSER, proposerBytes, (r) => r.u32());
+    return { decided, promised, accepted, proposerN };
+  }
+
+  /**
+   * Appends a synced write to the chain and runs `afterDurable` once it (and every earlier write)
+   * is durable, in chain order. The returned promise settles after `afterDurable` ran. Once the
+   * store is stopped nothing more happens: the promise never settles, as for a dead process.
+   */
+  write(ops: readonly StorageOp[], afterDurable?: () => void): Promise<void> {
+    assert(ops.length > 0, 'empty paxos write');
+    const next = this.tail.then(async () => {
+      if (this.failure !== undefined) throw this.failure;
+      if (this.stopped) return never();
+      try {
+        await this.storage.write(ops, { sync: true });
+      } catch (error) {
+        this.failure = error;
+        throw error;
+      }
+      if (this.stopped) return never();
+      afterDurable?.();
+    });
+    this.tail = next.catch(() => {});
+    return next;
+  }
+
+  /** Resolves once every write issued so far is durable (rejects if the store failed). */
+  flushed(): Promise<void> {
+    return this.tail.then(() => {
+      if (this.failure !== undefined) throw this.failure;
+      if (this.stopped) return never();
+    });
+  }
+
+  /** The node stopped or crashed: pending and later writes never complete or call back. */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+}
+
+function never(): Promise<never> {
+  return new Promise<never>(() => {});
+}

@@ -1,0 +1,9 @@
+/**
+ * Simulator seeds 0-499 of the Paxos/membership swarm (tester/sim/paxos-swarm.ts): random cluster
+ * size, network faults, crashes and restarts (losing unsynced writes), partitions and
+ * breakpoints; then heal and converge. Split over two files so tap runs them in parallel.
+ * PAXOS_SIM_SEEDS=N runs N seeds per file instead of 500 (for longer soaks).
+ */
+import { runSwarmSeeds } from './paxos-sim-seeds.js';
+
+runSwarmSeeds(0);

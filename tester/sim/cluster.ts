@@ -1,0 +1,210 @@
+/**
+ * A cluster of RSM nodes inside one SimWorld: each node has its own clock owner and PRNG stream,
+ * its SimNetwork address is its id (control endpoint at id+1), its storage lives on a shared
+ * SimDisk, and its Paxos log goes to an in-memory sink that outlives incarnations, as a file does.
+ * A PaxosChecker watches every log.
+ *
+ * crash(id) = stop the node's code, cancel its timers, close its endpoints, crash its storage
+ * (losing unsynced writes). restart(id) = reopen from the disk and start again; a node outside
+ * the current view rejoins through its master.
+ */
+import { RpcEndpoint, type RpcOptions } from '../../lib/rpc.js';
+import { SimDisk, SimNetwork, SimWorld, simEnv, type SimWorldOptions } from '../../lib/sim/index.js';
+import { MemoryLogSink, type PaxosLogSink } from '../../paxos/log-sink.js';
+import { RsmNode, type RsmTiming } from '../../rsm/node.js';
+import { PaxosChecker } from './checkers.js';
+
+export interface SimClusterOptions {
+  readonly seed: number | string;
+  /** Node ids (bare ports, spaced by 2 so each has a control port id+1). */
+  readonly ids: readonly string[];
+  readonly timing?: Partial<RsmTiming>;
+  readonly rpcOptions?: Partial<RpcOptions>;
+  readonly world?: SimWorldOptions;
+}
+
+/** What the cluster keeps per node id, across incarnations. */
+export interface SimNodeSlot {
+  readonly id: string;
+  /** The node's Paxos log (a file in the real world): survives crashes. */
+  readonly log: MemoryLogSink;
+  /** The running incarnation, or undefined while crashed or not started. */
+  node: RsmNode | undefined;
+  rpc: RpcEndpoint | undefined;
+  control: RpcEndpoint | undefined;
+  /** Incarnations started so far. */
+  starts: number;
+  /** Messages passed to `die` (breakpoints that fired). */
+  readonly deaths: string[];
+}
+
+/** Ids like the tester's: ports spaced by 2 from `base`. */
+export function portIds(count: number, base = 3772): string[] {
+  return Array.from({ length: count }, (_, i) => String(base + 2 * i));
+}
+
+/** The control endpoint address of a simulated node: its port + 1. */
+export function simControlAddress(id: string): string {
+  return String(Number(id) + 1);
+}
+
+export class SimCluster {
+  readonly world: SimWorld;
+  readonly network: SimNetwork;
+  readonly disk: SimDisk;
+  readonly checker: PaxosChecker;
+  readonly ids: readonly string[];
+  readonly slots = new Map<string, SimNodeSlot>();
+  /** Unexpected errors from node loops; any entry fails a run. */
+  readonly fatalErrors: Array<{ node: string; error: unknown }> = [];
+  /** Sees every line appended to any node's log, after the checker (fault injection hooks in here). */
+  lineListener: (id: string, line: string) => void = () => {};
+  private readonly timing: Partial<RsmTiming>;
+  private readonly rpcOptions: Partial<RpcOptions>;
+
+  constructor(options: SimClusterOptions) {
+    this.world = new SimWorld(options.seed, options.world);
+    this.network = new SimNetwork(this.world);
+    this.disk = new SimDisk(this.world);
+    this.checker = new PaxosChecker(() => this.world.now());
+    this.ids = [...options.ids];
+    this.timing = options.timing ?? {};
+    this.rpcOptions = options.rpcOptions ?? {};
+    for (const id of this.ids) {
+      this.slots.set(id, { id, log: new MemoryLogSink(), node: undefined, rpc: undefined, control: undefined, starts: 0, deaths: [] });
+    }
+  }
+
+  slot(id: string): SimNodeSlot {
+    const slot = this.slots.get(id);
+    if (slot === undefined) throw new Error(`SimCluster: unknown node ${id}`);
+    return slot;
+  }
+
+  node(id: string): RsmNode | undefined {
+    return this.slot(id).node;
+  }
+
+  isUp(id: string): boolean {
+    return this.slot(id).node !== undefined;
+  }
+
+  upIds(): string[] {
+    return this.ids.filter((id) => this.isUp(id));
+  }
+
+  /**
+   * Starts (or restarts) node `id` with MASTER `master` (default: the first id): opens its storage
+   * from the disk, listens on its id and id+1, restores Paxos state and starts its loops.
+   */
+  async start(id: string, master: string = this.ids[0]!): Promise<RsmNode> {
+    const slot = this.slot(id);
+    if (slot.node !== undefined) throw new Error(`SimCluster.start: ${id} is already up`);
+    if (this.world.isDown(id)) this.world.restart(id);
+    slot.starts++;
+    const env = simEnv(this.world, this.network, id);
+    const storage = this.disk.open(id);
+    const rpc = new RpcEndpoint(await env.network.listen(id), env.clock, env.random.fork(), this.rpcOptions);
+    const control = new RpcEndpoint(await env.network.listen(simControlAddress(id)), env.clock, env.random.fork(), this.rpcOptions);
+    const incarnation = slot.starts;
+    const node = await RsmNode.open({
+      me: id,
+      master,
+      env,
+      rpc,
+      storage,
+      logSink: this.observedSink(slot),
+      die: (message) => {
+        slot.deaths.push(message);
+        this.world.trace(`die ${id} ${message}`);
+        if (slot.starts === incarnation && slot.node !== undefined) this.crash(id);
+      },
+      onFatal: (error) => this.fatalErrors.push({ node: id, error }),
+      timing: this.timing,
+    });
+    node.registerControl(control);
+    slot.node = node;
+    slot.rpc = rpc;
+    slot.control = control;
+    node.start();
+    this.world.trace(`start ${id} master=${master} incarnation=${incarnation} vid=${node.config.vid}`);
+    return node;
+  }
+
+  /** Crashes node `id` now: its code stops, its timers, endpoints and unsynced writes are gone. */
+  crash(id: string): void {
+    const slot = this.slot(id);
+    const node = slot.node;
+    if (node === undefined) throw new Error(`SimCluster.crash: ${id} is not up`);
+    slot.node = undefined;
+    slot.rpc = undefined;
+    slot.control = undefined;
+    node.stop();
+    this.world.crash(id);
+  }
+
+  /** Crash then start again (with `master`, default the first id). */
+  async restart(id: string, master?: string): Promise<RsmNode> {
+    if (this.isUp(id)) this.crash(id);
+    return this.start(id, master);
+  }
+
+  /** Runs until `predicate` holds or `limitMs` of virtual time passed; resolves whether it held. */
+  runUntil(predicate: () => boolean, limitMs: number): Promise<boolean> {
+    return this.world.runUntil(predicate, limitMs);
+  }
+
+  runFor(ms: number): Promise<void> {
+    return this.world.runFor(ms);
+  }
+
+  /**
+   * True when every listed node is up, has committed the same view, is out of its view change,
+   * and that view's members are exactly the listed nodes.
+   */
+  converged(ids: readonly string[] = this.ids): boolean {
+    let vid: number | undefined;
+    for (const id of ids) {
+      const node = this.slot(id).node;
+      if (node === undefined || node.isInViewChange) return false;
+      if (vid === undefined) vid = node.vidCommit;
+      else if (node.vidCommit !== vid) return false;
+    }
+    if (vid === undefined || vid === 0) return false;
+    const members = this.slot(ids[0]!).node!.config.members(vid);
+    return members.length === ids.length && ids.every((id) => members.includes(id));
+  }
+
+  /** Feeds the checker with every node's current acceptor history (call at the end of a run). */
+  checkHistories(): void {
+    for (const slot of this.slots.values()) {
+      if (slot.node !== undefined) this.checker.checkHistory(slot.id, slot.node.config.history());
+    }
+  }
+
+  /** A short description of every node, for failure messages. */
+  describe(): string {
+    return this.ids
+      .map((id) => {
+        const node = this.slot(id).node;
+        if (node === undefined) return `${id}: down`;
+        const members = node.config.members(node.vidCommit).join(' ');
+        return `${id}: vid ${node.vidCommit}/${node.config.vid} [${members}] primary ${node.primary}${node.isInViewChange ? ' (view change)' : ''}`;
+      })
+      .join('; ');
+  }
+
+  private observedSink(slot: SimNodeSlot): PaxosLogSink {
+    return {
+      append: (line) => {
+        slot.log.append(line);
+        this.checker.observeAppend(slot.id, line);
+        this.lineListener(slot.id, line);
+      },
+      replace: (lines) => {
+        slot.log.replace(lines);
+        this.checker.observeReplace(slot.id, lines);
+      },
+    };
+  }
+}
