@@ -466,7 +466,7 @@ t.test('command-line errors exit 2, --help exits 0', async (t) => {
     ['lock_server', [], {}, 2, /usage: lock_server/],
     ['lock_server', ['--bogus', '1'], {}, 2, /usage: lock_server/],
     ['lock_server', ['not-a-port'], {}, 2, /PORT must be/],
-    ['lock_server', ['1', '2'], {}, 2, /not yet implemented/],
+    ['lock_server', ['1', 'x'], {}, 2, /ME must be/],
     ['lock_server', ['1'], { RPC_LOSSY: 'x' }, 2, /RPC_LOSSY/],
     ['lock_server', ['--help'], {}, 0, /RPC_COUNT/],
     ['lock_tester', ['1', '6'], {}, 2, /between 1 and 5/],
