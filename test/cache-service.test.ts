@@ -9,8 +9,8 @@ import { CachingLockClient } from '../lockserver/cache-client.js';
 import { Notifier, startCachingLockServer, type RunningCachingLockServer } from '../lockserver/cache-host.js';
 import { CacheProc, cacheCallbackProtocol, type Notice } from '../lockserver/cache-protocol.js';
 import { CachingLockServer, type CachingLockServerLimits } from '../lockserver/cache-server.js';
-import { LockError } from '../lockserver/protocol.js';
 import { runLockTester } from '../tester/lock-tester.js';
+import { lockErrorCode, resolved, track } from './helpers/sim.js';
 
 const SERVER = 'server:1';
 
@@ -51,37 +51,6 @@ async function harness(seed: number | string, limits: Partial<CachingLockServerL
   };
 }
 
-interface Tracked<T> {
-  settled: boolean;
-  result: PromiseSettledResult<T> | undefined;
-}
-
-function track<T>(promise: Promise<T>): Tracked<T> {
-  const tracked: Tracked<T> = { settled: false, result: undefined };
-  promise.then(
-    (value) => Object.assign(tracked, { settled: true, result: { status: 'fulfilled', value } }),
-    (reason: unknown) => Object.assign(tracked, { settled: true, result: { status: 'rejected', reason } }),
-  );
-  return tracked;
-}
-
-async function settle<T>(world: SimWorld, promise: Promise<T>, limitMs = 600_000): Promise<PromiseSettledResult<T>> {
-  const tracked = track(promise);
-  if (!(await world.runUntil(() => tracked.settled, limitMs))) throw new Error(`not settled within ${limitMs} virtual ms`);
-  return tracked.result!;
-}
-
-async function ok<T>(world: SimWorld, promise: Promise<T>): Promise<T> {
-  const result = await settle(world, promise);
-  if (result.status === 'rejected') throw result.reason;
-  return result.value;
-}
-
-async function errorCode(world: SimWorld, promise: Promise<unknown>): Promise<string> {
-  const result = await settle(world, promise);
-  if (result.status === 'fulfilled') return 'fulfilled';
-  return result.reason instanceof LockError ? result.reason.code : `not a LockError: ${String(result.reason)}`;
-}
 
 /**
  * The end-to-end workload: `clients` caching clients with `callers` concurrent callers each, every
@@ -134,11 +103,11 @@ async function workload(
       Array.from({ length: shape.callers }, (_, w) => caller(client, `c${c}/w${w}`, h.world.clockFor(`c${c}`))),
     ),
   );
-  await ok(h.world, all);
+  await resolved(h.world, all);
   const endMs = h.world.now();
   const acquireRpcs = clients.reduce((sum, client) => sum + client.acquireRpcCount, 0);
   // Closing gives every cached lock back: afterwards the server's table is empty.
-  await ok(h.world, Promise.all(clients.map((client) => client.close())));
+  await resolved(h.world, Promise.all(clients.map((client) => client.close())));
   for (const lid of shape.locks) {
     if (h.table.holderOf(lid) !== undefined) violations.push(`lock ${lid} still held by ${JSON.stringify(h.table.holderOf(lid))} after close`);
   }
@@ -197,8 +166,8 @@ t.test('repeated acquire/release of a cached lock by one client sends exactly on
   const h = await harness('cached');
   const client = await h.client('c0');
   for (let i = 0; i < 20; i++) {
-    await ok(h.world, client.acquire(7));
-    await ok(h.world, client.release(7));
+    await resolved(h.world, client.acquire(7));
+    await resolved(h.world, client.release(7));
   }
   t.equal(client.acquireRpcCount, 1);
   t.equal(h.server.host.executed.get(CacheProc.ACQUIRE), 1, 'the server executed one acquire');
@@ -207,7 +176,7 @@ t.test('repeated acquire/release of a cached lock by one client sends exactly on
 
   // Another client wants it: the server revokes, the first client gives it back.
   const other = await h.client('c1');
-  await ok(h.world, other.acquire(7));
+  await resolved(h.world, other.acquire(7));
   t.equal(h.table.holderOf(7)?.id, other.id);
   t.equal(client.cacheStateOf(7), 'none');
   t.equal(client.stats().revokesReceived >= 1, true);
@@ -217,35 +186,35 @@ t.test('API errors: LOCK_NOT_HELD, LOCK_TIMEOUT, LOCK_ABORTED, LOCK_CLIENT_CLOSE
   const h = await harness('errors');
   const a = await h.client('a');
   const b = await h.client('b');
-  t.equal(await errorCode(h.world, a.release(1)), 'LOCK_NOT_HELD');
-  await ok(h.world, a.acquire(1));
-  t.equal(await errorCode(h.world, b.acquire(1, { timeoutMs: 500 })), 'LOCK_TIMEOUT', 'a holds it and a local caller keeps it');
+  t.equal(await lockErrorCode(h.world, a.release(1)), 'LOCK_NOT_HELD');
+  await resolved(h.world, a.acquire(1));
+  t.equal(await lockErrorCode(h.world, b.acquire(1, { timeoutMs: 500 })), 'LOCK_TIMEOUT', 'a holds it and a local caller keeps it');
 
   const controller = new AbortController();
   const waiting = b.acquire(1, { signal: controller.signal });
   h.world.schedule(100, () => controller.abort(new Error('bored')));
-  t.equal(await errorCode(h.world, waiting), 'LOCK_ABORTED');
-  t.equal(await errorCode(h.world, b.acquire(1, { signal: AbortSignal.abort() })), 'LOCK_ABORTED', 'already aborted');
+  t.equal(await lockErrorCode(h.world, waiting), 'LOCK_ABORTED');
+  t.equal(await lockErrorCode(h.world, b.acquire(1, { signal: AbortSignal.abort() })), 'LOCK_ABORTED', 'already aborted');
 
   // b's attempt goes on after its callers gave up; once a releases, b ends up caching the lock.
-  await ok(h.world, a.release(1));
+  await resolved(h.world, a.release(1));
   await h.world.runFor(5_000);
   t.equal(h.table.holderOf(1)?.id, b.id, 'the abandoned attempt completed: b caches the lock');
-  await ok(h.world, a.acquire(1));
+  await resolved(h.world, a.acquire(1));
   t.equal(h.table.holderOf(1)?.id, a.id, '...and gives it back when asked');
 
   const waitingOnClose = b.acquire(1);
   await h.world.runFor(100);
   const closing = b.close();
-  t.equal(await errorCode(h.world, waitingOnClose), 'LOCK_CLIENT_CLOSED');
-  await ok(h.world, closing);
-  t.equal(await errorCode(h.world, b.acquire(2)), 'LOCK_CLIENT_CLOSED');
+  t.equal(await lockErrorCode(h.world, waitingOnClose), 'LOCK_CLIENT_CLOSED');
+  await resolved(h.world, closing);
+  t.equal(await lockErrorCode(h.world, b.acquire(2)), 'LOCK_CLIENT_CLOSED');
 
   const c = await h.client('c');
   h.net.partition([['server', 'a', 'b'], ['c']]);
-  t.equal(await errorCode(h.world, c.acquire(3, { timeoutMs: 30_000 })), 'LOCK_RPC_FAILED', 'server unreachable');
+  t.equal(await lockErrorCode(h.world, c.acquire(3, { timeoutMs: 30_000 })), 'LOCK_RPC_FAILED', 'server unreachable');
   h.net.heal();
-  await ok(h.world, c.acquire(3));
+  await resolved(h.world, c.acquire(3));
   t.equal(h.table.holderOf(3)?.id, c.id, 'works again after the partition heals');
 });
 
@@ -253,13 +222,13 @@ t.test('a lost retry is made up by the retry timer', async (t) => {
   const h = await harness('lost-retry');
   const a = await h.client('a');
   const b = await h.client('b');
-  await ok(h.world, a.acquire(1));
+  await resolved(h.world, a.acquire(1));
   const bWaits = track(b.acquire(1));
   await h.world.runFor(100);
   // Cut the server's calls to b (retry), but not b's calls to the server.
   h.net.setLinkFaults({ loss: 1 }, ['server', 'b']);
   h.net.setLinkFaults({ loss: 0 }, ['server', 'a']);
-  await ok(h.world, a.release(1));
+  await resolved(h.world, a.release(1));
   await h.world.runFor(50);
   h.net.clearLinkFaults(['server', 'b']);
   await h.world.runUntil(() => bWaits.settled, 30_000);
@@ -318,7 +287,7 @@ t.test('the classic lock_tester in the simulator (lossy network) against caching
   const h = await harness('lock-tester-sim');
   h.net.setLinkFaults({ delayMinMs: 1, delayMaxMs: 20, loss: 0.05, duplicate: 0.05 });
   const lines: string[] = [];
-  const result = await ok(
+  const result = await resolved(
     h.world,
     runLockTester({
       clients: (i) => h.client(`tester-c${i}`),

@@ -9,6 +9,7 @@ import {
   LockError,
   type BasicLockLimits,
 } from '../lockserver/index.js';
+import { lockErrorCode, resolved, track } from './helpers/sim.js';
 
 const SERVER = 'server:1';
 const A = 1;
@@ -49,39 +50,6 @@ async function harness(seed: number | string, limits: Partial<BasicLockLimits> =
 }
 
 /** A promise whose settlement can be inspected synchronously. */
-interface Tracked<T> {
-  readonly promise: Promise<T>;
-  settled: boolean;
-  result: PromiseSettledResult<T> | undefined;
-}
-
-function track<T>(promise: Promise<T>): Tracked<T> {
-  const tracked: Tracked<T> = { promise, settled: false, result: undefined };
-  promise.then(
-    (value) => Object.assign(tracked, { settled: true, result: { status: 'fulfilled', value } }),
-    (reason: unknown) => Object.assign(tracked, { settled: true, result: { status: 'rejected', reason } }),
-  );
-  return tracked;
-}
-
-/** Runs the world until `promise` settles (bounded in virtual time) and returns how it settled. */
-async function settle<T>(world: SimWorld, promise: Promise<T>, limitMs = 600_000): Promise<PromiseSettledResult<T>> {
-  const tracked = track(promise);
-  if (!(await world.runUntil(() => tracked.settled, limitMs))) throw new Error(`not settled within ${limitMs} virtual ms`);
-  return tracked.result!;
-}
-
-async function ok<T>(world: SimWorld, promise: Promise<T>): Promise<T> {
-  const result = await settle(world, promise);
-  if (result.status === 'rejected') throw result.reason;
-  return result.value;
-}
-
-async function lockErrorCode(world: SimWorld, promise: Promise<unknown>): Promise<string> {
-  const result = await settle(world, promise);
-  if (result.status === 'fulfilled') return 'fulfilled';
-  return result.reason instanceof LockError ? result.reason.code : `not a LockError: ${String(result.reason)}`;
-}
 
 async function until(world: SimWorld, predicate: () => boolean, what: string, limitMs = 60_000): Promise<void> {
   if (!(await world.runUntil(predicate, limitMs))) throw new Error(`${what}: not reached within ${limitMs} virtual ms`);
@@ -91,7 +59,7 @@ t.test('mutual exclusion and FIFO hand-off', async (t) => {
   const h = await harness('fifo');
   const [a, b, c] = [h.client('a'), h.client('b'), h.client('c')];
   const table = h.server.table;
-  await ok(h.world, a.acquire(A));
+  await resolved(h.world, a.acquire(A));
   t.equal(table.holder(A), a.clt);
 
   // Queue b, then c, each only once the previous one is queued, so the arrival order is known.
@@ -102,34 +70,34 @@ t.test('mutual exclusion and FIFO hand-off', async (t) => {
   await h.world.runFor(30_000); // far beyond any retransmission: nothing may be granted while a holds
   t.notOk(bWaits.settled || cWaits.settled, 'no waiter is granted while the lock is held');
 
-  const lock2 = await ok(h.world, c.stat(2));
+  const lock2 = await resolved(h.world, c.stat(2));
   t.equal(lock2, 0, 'another lock is untouched');
-  await ok(h.world, a.acquire(2));
+  await resolved(h.world, a.acquire(2));
   t.equal(table.holder(2), a.clt, 'other locks are independent');
 
-  await ok(h.world, a.release(A));
+  await resolved(h.world, a.release(A));
   await until(h.world, () => bWaits.settled, 'b granted');
   t.equal(bWaits.result?.status, 'fulfilled');
   t.equal(table.holder(A), b.clt, 'the first waiter gets the lock');
   await h.world.runFor(30_000);
   t.notOk(cWaits.settled, 'the second waiter still waits');
 
-  await ok(h.world, b.release(A));
+  await resolved(h.world, b.release(A));
   await until(h.world, () => cWaits.settled, 'c granted');
   t.equal(cWaits.result?.status, 'fulfilled');
   t.equal(table.holder(A), c.clt);
-  t.equal(await ok(h.world, a.stat(A)), 3, 'three acquires granted');
+  t.equal(await resolved(h.world, a.stat(A)), 3, 'three acquires granted');
   table.invariants();
 });
 
 t.test('a holder acquiring again waits like anyone (locks are not reentrant)', async (t) => {
   const h = await harness('reentrant');
   const a = h.client('a');
-  await ok(h.world, a.acquire(A));
+  await resolved(h.world, a.acquire(A));
   const again = track(a.acquire(A));
   await h.world.runFor(30_000);
   t.notOk(again.settled, 'the second acquire by the same client waits');
-  await ok(h.world, a.release(A));
+  await resolved(h.world, a.release(A));
   await until(h.world, () => again.settled, 'second acquire granted');
   t.equal(h.server.table.holder(A), a.clt);
 });
@@ -138,32 +106,32 @@ t.test('release by a non-holder is LOCK_NOT_HELD and changes nothing', async (t)
   const h = await harness('noent');
   const [a, b] = [h.client('a'), h.client('b')];
   t.equal(await lockErrorCode(h.world, b.release(A)), 'LOCK_NOT_HELD', 'a lock nobody ever held');
-  await ok(h.world, a.acquire(A));
+  await resolved(h.world, a.acquire(A));
   t.equal(await lockErrorCode(h.world, b.release(A)), 'LOCK_NOT_HELD', 'a lock held by someone else');
   t.equal(h.server.table.holder(A), a.clt, 'the holder keeps it');
-  await ok(h.world, a.release(A));
+  await resolved(h.world, a.release(A));
   t.equal(await lockErrorCode(h.world, a.release(A)), 'LOCK_NOT_HELD', 'a second release');
   t.equal(h.server.table.holder(A), undefined);
-  t.equal(await ok(h.world, b.stat(A)), 1, 'failed releases grant nothing');
+  t.equal(await resolved(h.world, b.stat(A)), 1, 'failed releases grant nothing');
 });
 
 t.test('stat counts the acquires granted per lock', async (t) => {
   const h = await harness('stat');
   const clients = [h.client('a'), h.client('b'), h.client('c')];
-  t.equal(await ok(h.world, clients[0]!.stat(7)), 0);
+  t.equal(await resolved(h.world, clients[0]!.stat(7)), 0);
   for (const client of [...clients, ...clients]) {
-    await ok(h.world, client.acquire(7));
-    await ok(h.world, client.release(7));
+    await resolved(h.world, client.acquire(7));
+    await resolved(h.world, client.release(7));
   }
-  t.equal(await ok(h.world, clients[1]!.stat(7)), 6);
-  t.equal(await ok(h.world, clients[1]!.stat(8)), 0);
+  t.equal(await resolved(h.world, clients[1]!.stat(7)), 6);
+  t.equal(await resolved(h.world, clients[1]!.stat(8)), 0);
 });
 
 t.test('aborting a waiting acquire: LOCK_ABORTED, and a later grant is handed back', async (t) => {
   const h = await harness('abort');
   const [a, b, c] = [h.client('a'), h.client('b'), h.client('c')];
   const table = h.server.table;
-  await ok(h.world, a.acquire(A));
+  await resolved(h.world, a.acquire(A));
 
   const controller = new AbortController();
   const bWaits = track(b.acquire(A, { signal: controller.signal }));
@@ -176,20 +144,20 @@ t.test('aborting a waiting acquire: LOCK_ABORTED, and a later grant is handed ba
   t.equal(((reason as LockError).cause as Error).message, 'caller gave up', 'cause is the signal reason');
 
   // The server still grants b's queued request when a releases; b's client returns it at once.
-  await ok(h.world, a.release(A));
+  await resolved(h.world, a.release(A));
   await until(h.world, () => table.grants(A) === 2 && table.holder(A) === undefined, 'abandoned grant released');
-  await ok(h.world, c.acquire(A));
+  await resolved(h.world, c.acquire(A));
   t.equal(table.holder(A), c.clt, 'the lock is usable again');
 
   const already = AbortSignal.abort();
   t.equal(await lockErrorCode(h.world, b.acquire(9, { signal: already })), 'LOCK_ABORTED', 'already aborted');
-  t.equal(await ok(h.world, c.stat(9)), 0, 'an already-aborted acquire is never sent');
+  t.equal(await resolved(h.world, c.stat(9)), 0, 'an already-aborted acquire is never sent');
 });
 
 t.test('close fails a waiting acquire with LOCK_CLIENT_CLOSED', async (t) => {
   const h = await harness('close');
   const [a, b] = [h.client('a'), h.client('b')];
-  await ok(h.world, a.acquire(A));
+  await resolved(h.world, a.acquire(A));
   const bWaits = b.acquire(A);
   await until(h.world, () => h.server.table.waiters === 1, 'b queued');
   b.close();
@@ -201,16 +169,16 @@ t.test('a full waiter table answers RETRY; the client backs off and gets the loc
   const h = await harness('retry', { maxWaiters: 1 });
   const [a, b, c] = [h.client('a'), h.client('b'), h.client('c')];
   const table = h.server.table;
-  await ok(h.world, a.acquire(A));
+  await resolved(h.world, a.acquire(A));
   const bWaits = track(b.acquire(A));
   await until(h.world, () => table.waiters === 1, 'b queued');
   const cWaits = track(c.acquire(A));
   await h.world.runFor(20_000);
   t.equal(table.waiters, 1, 'c was refused, not queued');
   t.notOk(cWaits.settled, 'c keeps retrying');
-  await ok(h.world, a.release(A));
+  await resolved(h.world, a.release(A));
   await until(h.world, () => bWaits.settled, 'b granted');
-  await ok(h.world, b.release(A));
+  await resolved(h.world, b.release(A));
   await until(h.world, () => cWaits.settled, 'c granted after retrying');
   t.equal(cWaits.result?.status, 'fulfilled');
   t.equal(table.holder(A), c.clt);
@@ -219,12 +187,12 @@ t.test('a full waiter table answers RETRY; the client backs off and gets the loc
 t.test('server restart (RPC_OLDSRV): the request is sent once more to the new instance', async (t) => {
   const h = await harness('oldsrv');
   const a = h.client('a');
-  await ok(h.world, a.acquire(A));
+  await resolved(h.world, a.acquire(A));
   const fresh = await h.restartServer();
   t.equal(fresh.table.holder(A), undefined, 'the new instance starts empty');
-  await ok(h.world, a.acquire(A));
+  await resolved(h.world, a.acquire(A));
   t.equal(fresh.table.holder(A), a.clt, 'granted by the new instance');
-  await ok(h.world, a.release(A));
+  await resolved(h.world, a.release(A));
 });
 
 t.test('lock ids must be safe non-negative integers', async (t) => {
@@ -234,7 +202,7 @@ t.test('lock ids must be safe non-negative integers', async (t) => {
     await t.rejects(a.acquire(bad), RangeError, `acquire(${bad})`);
     await t.rejects(a.release(bad), RangeError, `release(${bad})`);
   }
-  await ok(h.world, a.acquire(2 ** 53 - 1));
+  await resolved(h.world, a.acquire(2 ** 53 - 1));
   t.equal(h.server.table.holder(2 ** 53 - 1), a.clt, 'the largest safe id works end to end');
 });
 
@@ -253,7 +221,7 @@ t.test('mutual exclusion holds under loss, duplication and reordering', async (t
         await client.release(A);
       }
     });
-    await ok(h.world, Promise.all(workers));
+    await resolved(h.world, Promise.all(workers));
     t.equal(maxHolders, 1, `seed ${seed}: never two holders`);
     t.equal(h.server.table.grants(A), 20, `seed ${seed}: every acquire executed exactly once`);
     h.server.table.invariants();

@@ -4,6 +4,7 @@ import { Reader, Writer } from '../lib/codec.js';
 import type { Endpoint } from '../lib/env.js';
 import { BIND_PROC, ReplyTable, RpcEndpoint, RpcStatus, codecs, procedure, type RpcOptions } from '../lib/rpc.js';
 import { SimNetwork, SimWorld } from '../lib/sim/index.js';
+import { resolved } from './helpers/sim.js';
 
 const echo = procedure(0x7001, 'echo', codecs.u32, codecs.u32);
 const slowEcho = procedure(0x7002, 'slowEcho', codecs.u32, codecs.u32);
@@ -42,18 +43,6 @@ async function harness(seed: number | string, options: Partial<RpcOptions> = {},
   return { world, net, server, client, executions };
 }
 
-/** Runs the world until `promise` settles (bounded in virtual time) and returns its value. */
-async function settle<T>(world: SimWorld, promise: Promise<T>, limitMs = 600_000): Promise<T> {
-  let done = false;
-  let value: T | undefined;
-  void promise.then((v) => {
-    done = true;
-    value = v;
-  });
-  const ok = await world.runUntil(() => done, limitMs);
-  if (!ok) throw new Error(`promise did not settle within ${limitMs} virtual ms`);
-  return value as T;
-}
 
 function rawRequest(xid: number, proc: number, clientNonce: number, serverNonce: number, xidRep: number, args: (w: Writer) => void): Uint8Array {
   const w = new Writer();
@@ -101,7 +90,7 @@ t.test('ReplyTable keeps at most maxClients windows, evicting the least recently
 
 t.test('a call returns the handler status and result', async (t) => {
   const h = await harness(1);
-  const reply = await settle(h.world, h.client.call('server:1', concat, { a: 'foo', b: 'bar' }));
+  const reply = await resolved(h.world, h.client.call('server:1', concat, { a: 'foo', b: 'bar' }));
   t.same(reply, { ok: true, status: 7, result: 'foobar' });
 });
 
@@ -109,7 +98,7 @@ t.test('a request duplicated by the network executes once', async (t) => {
   const h = await harness(2);
   h.net.setLinkFaults({ duplicate: 1, delayMinMs: 1, delayMaxMs: 50 });
   for (let i = 1; i <= 50; i++) {
-    const reply = await settle(h.world, h.client.call('server:1', echo, i));
+    const reply = await resolved(h.world, h.client.call('server:1', echo, i));
     t.ok(reply.ok && reply.result === i, `call ${i} answered`);
   }
   t.equal(h.executions.size, 50);
@@ -118,7 +107,7 @@ t.test('a request duplicated by the network executes once', async (t) => {
 
 t.test('a retransmission of a request still running is not re-executed, and is answered once it finishes', async (t) => {
   const h = await harness(3, { retransmitMsMin: 100, retransmitMsMax: 100 });
-  const reply = await settle(h.world, h.client.call('server:1', slowEcho, 41));
+  const reply = await resolved(h.world, h.client.call('server:1', slowEcho, 41));
   t.same(reply, { ok: true, status: 0, result: 42 });
   t.equal(h.executions.get(41), 1, 'ran once although retransmitted about 20 times');
 });
@@ -141,7 +130,7 @@ t.test('1,000 calls over a lossy, duplicating, reordering network each execute e
       );
     }
   }
-  await settle(h.world, Promise.all(calls), 10_000_000);
+  await resolved(h.world, Promise.all(calls), 10_000_000);
   t.same(mismatches, [], 'every call got its own reply');
   t.equal(h.executions.size, 1000, 'every call executed');
   t.same([...h.executions.entries()].filter(([, n]) => n !== 1), [], 'none executed twice');
@@ -195,45 +184,45 @@ t.test('a finished request retransmitted before acknowledgement gets the saved r
 
 t.test('a call to a restarted server fails with RPC_OLDSRV; the next call binds to the new instance', async (t) => {
   const h = await harness(7);
-  t.ok((await settle(h.world, h.client.call('server:1', echo, 1))).ok);
+  t.ok((await resolved(h.world, h.client.call('server:1', echo, 1))).ok);
   const oldNonce = h.server.nonce;
   await h.server.close();
   const restarted = new RpcEndpoint(await h.net.forOwner('server').listen('server:1'), h.world.clockFor('server'), h.world.random.fork());
   restarted.handle(echo, (x) => ({ status: 0, result: x * 2 }));
   t.not(restarted.nonce, oldNonce, 'a new instance draws a new nonce');
-  const stale = await settle(h.world, h.client.call('server:1', echo, 2));
+  const stale = await resolved(h.world, h.client.call('server:1', echo, 2));
   t.equal(stale.ok ? 'ok' : stale.error.code, 'RPC_OLDSRV');
-  const fresh = await settle(h.world, h.client.call('server:1', echo, 3));
+  const fresh = await resolved(h.world, h.client.call('server:1', echo, 3));
   t.same(fresh, { ok: true, status: 0, result: 6 });
 });
 
 t.test('calls time out, abort, and fail after close with stable codes', async (t) => {
   const h = await harness(8);
   h.net.isolate('server');
-  const timedOut = await settle(h.world, h.client.call('server:1', echo, 1, { timeoutMs: 3_000 }));
+  const timedOut = await resolved(h.world, h.client.call('server:1', echo, 1, { timeoutMs: 3_000 }));
   t.equal(timedOut.ok ? 'ok' : timedOut.error.code, 'RPC_TIMEOUT');
   t.equal(h.world.now(), 3_000, 'gave up at the deadline, not before');
 
   const controller = new AbortController();
   const pending = h.client.call('server:1', echo, 2, { signal: controller.signal, timeoutMs: 60_000 });
   h.world.schedule(500, () => controller.abort());
-  const aborted = await settle(h.world, pending);
+  const aborted = await resolved(h.world, pending);
   t.equal(aborted.ok ? 'ok' : aborted.error.code, 'RPC_ABORTED');
 
   const closing = h.client.call('server:1', echo, 3, { timeoutMs: 60_000 });
   await h.world.runFor(10);
   await h.client.close();
-  const closed = await settle(h.world, closing);
+  const closed = await resolved(h.world, closing);
   t.equal(closed.ok ? 'ok' : closed.error.code, 'RPC_CLOSED');
 });
 
 t.test('unknown procedures and undecodable arguments are answered with errors, not crashes', async (t) => {
   const h = await harness(9);
   const unknown = procedure(0x7999, 'unknown', codecs.u32, codecs.u32);
-  const reply = await settle(h.world, h.client.call('server:1', unknown, 1));
+  const reply = await resolved(h.world, h.client.call('server:1', unknown, 1));
   t.equal(reply.ok ? 'ok' : reply.error.code, 'RPC_NO_SUCH_PROC');
   const wrongShape = procedure(0x7001, 'echo-as-string', codecs.string, codecs.u32);
-  const bad = await settle(h.world, h.client.call('server:1', wrongShape, 'not a u32'));
+  const bad = await resolved(h.world, h.client.call('server:1', wrongShape, 'not a u32'));
   t.equal(bad.ok ? 'ok' : bad.error.code, 'RPC_BAD_ARGS');
   t.equal(h.executions.size, 0, 'no handler ran');
 });
@@ -250,7 +239,7 @@ t.test('random bytes sent to a server never throw, and it keeps serving', async 
     }),
     { numRuns: 500 },
   );
-  const reply = await settle(h.world, h.client.call('server:1', echo, 5));
+  const reply = await resolved(h.world, h.client.call('server:1', echo, 5));
   t.same(reply, { ok: true, status: 0, result: 5 });
 });
 
@@ -259,7 +248,7 @@ t.test('RPC_COUNT prints RPC STATS every N new requests', async (t) => {
   const h = await harness(11, { statsEvery: 3, printStats: (line) => lines.push(line) });
   for (let i = 0; i < 6; i++) {
     const call: Promise<unknown> = i % 3 === 0 ? h.client.call('server:1', concat, { a: '', b: '' }) : h.client.call('server:1', echo, i);
-    await settle(h.world, call);
+    await resolved(h.world, call);
   }
   t.same(lines, ['RPC STATS: 7001:2 7003:1', 'RPC STATS: 7001:4 7003:2']);
 });
@@ -269,7 +258,7 @@ t.test('the same seed gives the same trace; a different seed a different one', a
     const h = await harness(seed, { retransmitMsMin: 30 }, true);
     h.net.setLinkFaults({ loss: 0.3, duplicate: 0.3, delayMinMs: 1, delayMaxMs: 60 });
     const calls = Array.from({ length: 30 }, (_, i) => h.client.call('server:1', echo, i + 1, { timeoutMs: 100_000 }));
-    await settle(h.world, Promise.all(calls), 1_000_000);
+    await resolved(h.world, Promise.all(calls), 1_000_000);
     return h.world.traceHash();
   }
   const a = await run(1234);
