@@ -3,7 +3,7 @@
  * awaits, no clock, no I/O. `CachingLockClient` (cache-client.ts) feeds it events from local
  * callers, server replies, callbacks and timers, and carries out the actions it returns, in order.
  *
- * Per lock the cache is in one of five states (lockserver/CACHING.md has the diagram):
+ * Per lock the cache is in one of five states (lockserver/README.md ("The caching lock service") has the diagram):
  *
  * | state     | meaning                                                     | RPC outstanding |
  * |-----------|-------------------------------------------------------------|-----------------|

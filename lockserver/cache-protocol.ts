@@ -1,7 +1,7 @@
 /**
  * The caching lock protocol (lab 7 shapes): procedure numbers, argument layouts, status codes,
  * the server's revoke/retry notices, and the request encoding a `StateMachine` receives.
- * lockserver/CACHING.md describes the protocol in full.
+ * lockserver/README.md ("The caching lock service") describes the protocol in full.
  *
  * | proc    | id     | from → to       | args                          | status (RPC ret)            | result  |
  * |---------|--------|-----------------|-------------------------------|-----------------------------|---------|

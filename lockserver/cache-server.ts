@@ -2,7 +2,7 @@
  * The caching lock server as a replicated-state-machine service: a deterministic `StateMachine`
  * with no clock, no randomness and no I/O, whose `execute` runs to completion. The same class runs
  * unreplicated behind `CachingLockHost` (lockserver/cache-host.ts) and, later, on every replica of
- * the RSM. lockserver/CACHING.md gives the protocol; this header gives the table's rules.
+ * the RSM. lockserver/README.md ("The caching lock service") gives the protocol; this header gives the table's rules.
  *
  * State:
  * - per lock: the holder {id, xid} or none, and an ordered list of waiters {id, xid} (each client
