@@ -11,11 +11,12 @@ import { osRandom } from '../lib/random.js';
 import { RpcEndpoint } from '../lib/rpc.js';
 import { SimNetwork, SimWorld } from '../lib/sim/index.js';
 import { tcpNetwork } from '../lib/tcp.js';
-import { BasicLockServer, LockError, lockProtocol } from '../lockserver/index.js';
+import { BasicLockServer, CacheProc, CachingLockHost, CachingLockServer, LockError, lockProtocol } from '../lockserver/index.js';
 import { HistoryRecorder, memoryHistorySink, type HistoryRecord } from '../tester/history.js';
 import {
   HolderCounters,
   basicClientFactory,
+  cachingClientFactory,
   runLockTester,
   type LockTesterOptions,
   type LockTesterResult,
@@ -138,6 +139,61 @@ t.test('the five tests pass against the basic server (simulated network with fau
   const second = await run();
   t.same(second.out.lines, first.out.lines, 'the same seed gives the same run');
   t.equal(second.events, first.events);
+});
+
+/** A sim world with a caching lock server at "server:1" and caching clients for the tester. */
+async function cachingSimSetup(seed: string): Promise<SimSetup & { host: CachingLockHost; table: CachingLockServer }> {
+  const world = new SimWorld(seed);
+  const net = new SimNetwork(world);
+  const rpc = new RpcEndpoint(await net.forOwner('server').listen('server:1'), world.clockFor('server'), world.random.fork());
+  const table = new CachingLockServer();
+  const host = new CachingLockHost({ rpc, stateMachine: table });
+  const clock = world.clockFor('tester');
+  const clients = cachingClientFactory('server:1', {
+    network: net.forOwner('tester'),
+    clock,
+    random: world.random.fork(),
+    host: 'tester',
+    clientOptions: { checkInvariants: true },
+  });
+  return { world, net, host, table, options: { clients, clock } };
+}
+
+t.test('the five tests pass with caching clients against the caching server (simulated network with faults)', async (t) => {
+  const { world, net, host, table, options } = await cachingSimSetup('tester-cache-sim');
+  net.setLinkFaults({ loss: 0.1, duplicate: 0.1, delayMinMs: 1, delayMaxMs: 100 });
+  const out = output();
+  const result = await settle(world, runLockTester({ ...options, ...out }));
+  t.same(out.errors, []);
+  t.same(result, { ok: true, passed: [1, 2, 3, 4, 5] });
+  table.invariants();
+  host.close();
+});
+
+t.test('caching clients hand a cached lock between their threads without asking the server', async (t) => {
+  const { world, host, options } = await cachingSimSetup('tester-cache-test4');
+  const out = output();
+  // Test 4: two threads of client 0 acquire and release lock a ten times each.
+  const result = await settle(world, runLockTester({ ...options, ...out, tests: [4] }));
+  t.same(result, { ok: true, passed: [4] });
+  t.equal(out.lines.filter((line) => /^test4: thread \d on client 0 got lock$/.test(line)).length, 20, '20 grants to the tester');
+  t.equal(host.executed.get(CacheProc.ACQUIRE), 1, 'one acquire reached the server');
+  t.equal(host.executed.get(CacheProc.RELEASE), 1, 'one release: the cached lock given back when the client closed');
+  host.close();
+});
+
+t.test('a caching client against a basic server fails at once with LOCK_PROTOCOL_MISMATCH', async (t) => {
+  const world = new SimWorld('mismatch');
+  const net = new SimNetwork(world);
+  new BasicLockServer(new RpcEndpoint(await net.forOwner('server').listen('server:1'), world.clockFor('server'), world.random.fork()));
+  const clock = world.clockFor('tester');
+  const out = output();
+  const clients = cachingClientFactory('server:1', { network: net.forOwner('tester'), clock, random: world.random.fork(), host: 'tester' });
+  const started = world.now();
+  const result = await settle(world, runLockTester({ clients, clock, ...out, tests: [1] }));
+  t.equal(result.failure?.kind, 'error');
+  t.match(out.errors, [/^error: client 0 acquire 0000000000000001 failed: LOCK_PROTOCOL_MISMATCH: .* does not serve the caching lock protocol \(RPC_BAD_ARGS\); .*lock_tester --basic/]);
+  t.ok(world.now() - started < 60_000, 'long before any acquire deadline');
 });
 
 t.test('a server that grants twice is caught', async (t) => {
@@ -385,22 +441,34 @@ async function waitForOutput(child: Child, pattern: RegExp, limitMs: number): Pr
   }
 }
 
-async function processRun(t: Test, env: Record<string, string>): Promise<void> {
+type Mode = 'caching' | 'basic';
+
+/** The mode's command-line flag (none for the default, caching). */
+const modeArgs = (mode: Mode): string[] => (mode === 'basic' ? ['--basic'] : []);
+
+/** Starts `lock_server [--basic] PORT` on a free port and waits for its startup line. */
+async function startServer(t: Test, mode: Mode, env: Record<string, string> = {}): Promise<{ server: Child; port: number }> {
   const port = await freePort();
-  const server = start('lock_server', [String(port)], env);
+  const server = start('lock_server', [...modeArgs(mode), String(port)], env);
   t.teardown(() => {
     if (server.process.exitCode === null && server.process.signalCode === null) process.kill(server.process.pid!, 'SIGKILL');
   });
-  await waitForOutput(server, /serving basic locks on 127\.0\.0\.1:\d+/, 10_000);
+  await waitForOutput(server, new RegExp(`^lock_server: serving ${mode} locks on 127\\.0\\.0\\.1:${port}$`, 'm'), 10_000);
+  return { server, port };
+}
+
+async function processRun(t: Test, mode: Mode, env: Record<string, string>): Promise<void> {
+  const { server, port } = await startServer(t, mode, env);
 
   const historyDir = mkdtempSync(join(tmpdir(), 'lock-history-'));
   t.teardown(() => rmSync(historyDir, { recursive: true, force: true }));
-  const tester = start('lock_tester', ['--timeout-ms', '120000', String(port)], { ...env, LOCK_HISTORY_DIR: historyDir });
+  const tester = start('lock_tester', [...modeArgs(mode), '--timeout-ms', '120000', String(port)], { ...env, LOCK_HISTORY_DIR: historyDir });
   t.teardown(() => {
     if (tester.process.exitCode === null && tester.process.signalCode === null) process.kill(tester.process.pid!, 'SIGKILL');
   });
   const code = await tester.exited(150_000);
   t.equal(code, 0, 'lock_tester exits 0');
+  t.match(tester.output(), new RegExp(`^lock_tester: 6 ${mode} lock clients against 127\\.0\\.0\\.1:${port}$`, 'm'));
   t.match(tester.output(), /^lock_tester: passed all tests successfully$/m);
   t.notMatch(tester.output(), /^error:/m);
 
@@ -415,30 +483,52 @@ async function processRun(t: Test, env: Record<string, string>): Promise<void> {
   t.equal(await server.exited(10_000), 0, 'lock_server exits 0 on SIGTERM');
 }
 
-t.test('lock_server and lock_tester as processes', (t) => processRun(t, {}));
-t.test('lock_server and lock_tester as processes, RPC_LOSSY=5 on both', (t) => processRun(t, { RPC_LOSSY: '5' }));
+t.test('caching lock_server and lock_tester as processes', (t) => processRun(t, 'caching', {}));
+t.test('caching lock_server and lock_tester as processes, RPC_LOSSY=5 on both', (t) => processRun(t, 'caching', { RPC_LOSSY: '5' }));
+t.test('lock_server --basic and lock_tester --basic as processes', (t) => processRun(t, 'basic', {}));
 
-t.test('lock_server prints RPC STATS with RPC_COUNT', async (t) => {
-  const port = await freePort();
-  const server = start('lock_server', [`127.0.0.1:${port}`], { RPC_COUNT: '4' });
-  t.teardown(() => {
-    if (server.process.exitCode === null && server.process.signalCode === null) process.kill(server.process.pid!, 'SIGKILL');
-  });
-  await waitForOutput(server, /serving basic locks/, 10_000);
+t.test('caching lock_server: RPC_COUNT shows that cached locks never reach the server again', async (t) => {
+  const { server, port } = await startServer(t, 'caching', { RPC_COUNT: '1' });
+  // Test 1 acquires a three times and b once on client 0: a and b reach the server once each,
+  // and the two releases are the cached locks given back when the client closes.
   const tester = start('lock_tester', [String(port), '1']);
   t.equal(await tester.exited(60_000), 0);
-  await waitForOutput(server, /^RPC STATS: 7001:2 7002:2$/m, 10_000); // test 1: a, a twice, then a, b
+  await waitForOutput(server, /^RPC STATS: 7001:2 7002:2$/m, 10_000);
+  process.kill(server.process.pid!, 'SIGINT');
+  t.equal(await server.exited(10_000), 0, 'lock_server exits 0 on SIGINT');
+  const stats = server.output().split('\n').filter((line) => line.startsWith('RPC STATS'));
+  t.same(stats, ['RPC STATS: 7001:1', 'RPC STATS: 7001:2', 'RPC STATS: 7001:2 7002:1', 'RPC STATS: 7001:2 7002:2']);
+});
+
+t.test('lock_server --basic prints RPC STATS with RPC_COUNT', async (t) => {
+  const { server, port } = await startServer(t, 'basic', { RPC_COUNT: '4' });
+  const tester = start('lock_tester', ['--basic', `127.0.0.1:${port}`, '1']);
+  t.equal(await tester.exited(60_000), 0);
+  // Test 1: every acquire and release reaches the basic server: a, a, a+b, then b, a.
+  await waitForOutput(server, /^RPC STATS: 7001:4 7002:4$/m, 10_000);
+  t.match(server.output(), /^RPC STATS: 7001:2 7002:2$/m);
   process.kill(server.process.pid!, 'SIGINT');
   t.equal(await server.exited(10_000), 0, 'lock_server exits 0 on SIGINT');
 });
 
+t.test('lock_tester against a server of the other kind fails at once and says which flag to use', async (t) => {
+  for (const [serverMode, testerMode, hint] of [
+    ['basic', 'caching', /does not serve the caching lock protocol \(RPC_BAD_ARGS\); .*use lock_tester --basic/],
+    ['caching', 'basic', /does not serve the basic lock protocol \(RPC_BAD_ARGS\); .*use lock_tester without --basic/],
+  ] as const) {
+    const { server, port } = await startServer(t, serverMode);
+    const tester = start('lock_tester', [...modeArgs(testerMode), '--timeout-ms', '60000', String(port), '1']);
+    t.equal(await tester.exited(60_000), 1, `${testerMode} lock_tester against a ${serverMode} server exits 1`);
+    t.match(tester.output(), /^error: client 0 acquire 0000000000000001 failed: LOCK_PROTOCOL_MISMATCH: /m);
+    t.match(tester.output(), hint);
+    t.notMatch(tester.output(), /hung/, 'it did not wait for the deadline');
+    process.kill(server.process.pid!, 'SIGTERM');
+    t.equal(await server.exited(10_000), 0);
+  }
+});
+
 t.test('lock_server survives 100 KB of random bytes and a frame announcing 4 GB, then passes lock_tester', async (t) => {
-  const port = await freePort();
-  const server = start('lock_server', [String(port)]);
-  t.teardown(() => {
-    if (server.process.exitCode === null && server.process.signalCode === null) process.kill(server.process.pid!, 'SIGKILL');
-  });
-  await waitForOutput(server, /serving basic locks/, 10_000);
+  const { server, port } = await startServer(t, 'caching');
 
   // Each hostile connection must be closed by the server (bounded wait), never crash it.
   async function hostile(bytes: Uint8Array): Promise<void> {
@@ -467,11 +557,14 @@ t.test('command-line errors exit 2, --help exits 0', async (t) => {
     ['lock_server', ['--bogus', '1'], {}, 2, /usage: lock_server/],
     ['lock_server', ['not-a-port'], {}, 2, /PORT must be/],
     ['lock_server', ['1', 'x'], {}, 2, /ME must be/],
+    ['lock_server', ['--basic', '1', '2'], {}, 2, /--basic applies to the one-argument form/],
     ['lock_server', ['1'], { RPC_LOSSY: 'x' }, 2, /RPC_LOSSY/],
-    ['lock_server', ['--help'], {}, 0, /RPC_COUNT/],
+    ['lock_server', ['--help'], {}, 0, /--basic[\s\S]*RPC_COUNT/],
     ['lock_tester', ['1', '6'], {}, 2, /between 1 and 5/],
     ['lock_tester', ['1', '2', '3'], {}, 2, /usage: lock_tester/],
-    ['lock_tester', ['--help'], {}, 0, /LOCK_HISTORY_DIR/],
+    ['lock_tester', ['--basic', '--callback-host', '127.0.0.1', '1'], {}, 2, /--callback-host applies to caching clients only/],
+    ['lock_tester', ['--callback-host', 'no place', '1'], {}, 2, /--callback-host must be/],
+    ['lock_tester', ['--help'], {}, 0, /--basic[\s\S]*LOCK_HISTORY_DIR/],
   ];
   for (const [name, args, env, expected, pattern] of cases) {
     const child = start(name, args, env);

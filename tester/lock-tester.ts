@@ -1,6 +1,7 @@
 /**
  * The five classic lock tests (lab-reference §5.2), against any lock client that fits
- * TesterLockClient: the basic client now, the caching client later.
+ * TesterLockClient: `cachingClientFactory` (the default of the lock_tester program) or
+ * `basicClientFactory` (lock_tester --basic).
  *
  * Six clients; lock ids a = 1 and b = 2. Safety is checked with a shared counter per lock id,
  * incremented when an acquire returns and decremented around the release, as the lab does: a grant
@@ -17,9 +18,17 @@
  */
 import { sleep, realClock } from '../lib/clock.js';
 import type { Clock, Network, Random, Timer } from '../lib/env.js';
+import { RpcError } from '../lib/errors.js';
 import { RpcEndpoint, type RpcOptions } from '../lib/rpc.js';
 import { BasicLockClient, type BasicLockClientOptions } from '../lockserver/basic-client.js';
-import { formatLockId } from '../lockserver/protocol.js';
+import {
+  CachingLockClient,
+  directConnection,
+  type CachingLockClientOptions,
+  type DirectConnectionOptions,
+  type LockServerConnection,
+} from '../lockserver/cache-client.js';
+import { LockError, formatLockId } from '../lockserver/protocol.js';
 import type { HistoryActor, HistoryRecorder } from './history.js';
 
 /** What the tester needs of a lock client. Operations reject when they fail. */
@@ -380,18 +389,99 @@ export interface BasicClientEnv {
 /**
  * A factory of basic lock clients talking to `server`. Each has its own RpcEndpoint on its own
  * `network.connect()` endpoint, so the six are independent clients, like the lab's separate rpccs.
+ * A server that does not speak the basic protocol fails the operation with LOCK_PROTOCOL_MISMATCH.
  */
 export function basicClientFactory(server: string, env: BasicClientEnv): TesterClientFactory {
   return async () => {
     const rpc = new RpcEndpoint(env.network.connect(), env.clock, env.random.fork(), env.rpcOptions);
     const client = new BasicLockClient(rpc, server, env.clientOptions);
+    const explain = (error: unknown): never => {
+      const mismatch = protocolMismatchOf(error);
+      throw mismatch === undefined ? error : new ProtocolMismatchError('basic', server, mismatch);
+    };
     return {
-      acquire: (lid) => client.acquire(lid),
-      release: (lid) => client.release(lid),
+      acquire: (lid) => client.acquire(lid).catch(explain),
+      release: (lid) => client.release(lid).catch(explain),
       close: async () => {
         client.close();
         await rpc.close();
       },
     };
   };
+}
+
+/** What caching lock clients need to run: each listens on its own ephemeral port of `network`. */
+export interface CachingClientEnv {
+  readonly network: Network;
+  readonly clock: Clock;
+  /** Forked once per client, so each RpcEndpoint has its own stream. */
+  readonly random: Random;
+  /** Host part of each client's callback address (its id at the server). Default 127.0.0.1. */
+  readonly host?: string;
+  readonly rpcOptions?: Partial<RpcOptions>;
+  readonly connection?: DirectConnectionOptions;
+  readonly clientOptions?: Partial<Omit<CachingLockClientOptions, 'rpc' | 'server' | 'clock' | 'callbackEndpoint' | 'ownedEndpoints'>>;
+}
+
+/**
+ * A factory of caching lock clients talking directly to the unreplicated caching server at
+ * `server`. Each client has its own RpcEndpoint listening on `host:0` (an ephemeral port): the
+ * server sends revoke and retry there, and its address is the client's id.
+ *
+ * A caching client retries a failed acquire forever (until its deadline), so a server that does
+ * not speak the caching protocol (a basic server answers RPC_BAD_ARGS, a replica without the lock
+ * service RPC_NO_SUCH_PROC) would hang the tester; such an answer fails every waiting and later
+ * acquire of that client at once with LOCK_PROTOCOL_MISMATCH instead.
+ */
+export function cachingClientFactory(server: string, env: CachingClientEnv): TesterClientFactory {
+  return async () => {
+    const rpc = new RpcEndpoint(await env.network.listen(`${env.host ?? '127.0.0.1'}:0`), env.clock, env.random.fork(), env.rpcOptions);
+    let reportMismatch!: (error: ProtocolMismatchError) => void;
+    const mismatch = new Promise<never>((_, reject) => (reportMismatch = reject));
+    mismatch.catch(() => {}); // observed through the races below
+    const direct = directConnection(rpc, server, env.connection);
+    const watch = async (exchange: Promise<number>): Promise<number> => {
+      try {
+        return await exchange;
+      } catch (error) {
+        const cause = protocolMismatchOf(error);
+        if (cause !== undefined) reportMismatch(new ProtocolMismatchError('caching', server, cause));
+        throw error;
+      }
+    };
+    const connection: LockServerConnection = {
+      acquire: (lid, id, xid) => watch(direct.acquire(lid, id, xid)),
+      release: (lid, id, xid) => watch(direct.release(lid, id, xid)),
+      close: () => direct.close(),
+    };
+    const client = new CachingLockClient({ ...env.clientOptions, rpc, clock: env.clock, server: connection, ownedEndpoints: [rpc] });
+    return {
+      // The race subscribes to the acquire too, so its later rejection (at close) is handled.
+      acquire: (lid) => Promise.race([client.acquire(lid), mismatch]),
+      release: (lid) => client.release(lid),
+      close: () => client.close(),
+    };
+  };
+}
+
+/** The server answered a lock procedure in a way that means it serves another protocol. */
+export class ProtocolMismatchError extends Error {
+  override name = 'ProtocolMismatchError';
+  readonly code = 'LOCK_PROTOCOL_MISMATCH';
+
+  constructor(kind: 'basic' | 'caching', server: string, cause: RpcError) {
+    const hint =
+      cause.code !== 'RPC_BAD_ARGS'
+        ? ''
+        : kind === 'caching'
+          ? '; if it is a basic lock server (lock_server --basic), use lock_tester --basic'
+          : '; if it is a caching lock server (lock_server without --basic), use lock_tester without --basic';
+    super(`the server at ${server} does not serve the ${kind} lock protocol (${cause.code})${hint}`, { cause });
+  }
+}
+
+/** The RpcError behind `error` if it says the server speaks another protocol. */
+function protocolMismatchOf(error: unknown): RpcError | undefined {
+  const cause = error instanceof LockError ? error.cause : error;
+  return cause instanceof RpcError && (cause.code === 'RPC_BAD_ARGS' || cause.code === 'RPC_NO_SUCH_PROC') ? cause : undefined;
 }

@@ -9,14 +9,13 @@
  * RPCs on ME+1. Views are judged only from the `paxos-<port>.log` files (tester/paxos-log.ts),
  * like the lab, but by their actual members and join order, against one common history.
  *
- * Process hygiene: every child's PID is tracked from spawn to exit; `killAllChildren` SIGKILLs
- * whatever is still alive. Each scenario kills its own children when it ends (pass or fail), and
- * the rsm_tester program calls `killAllChildren` on interrupts and at process exit.
+ * Process hygiene: every child's PID is tracked from spawn to exit (processes.ts);
+ * `killAllChildren` SIGKILLs whatever is still alive. Each scenario kills its own children when it
+ * ends (pass or fail), and the rsm_tester program calls `killAllChildren` on interrupts and at
+ * process exit.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,6 +26,7 @@ import { SeededRandom, osRandom } from '../lib/random.js';
 import { RpcEndpoint } from '../lib/rpc.js';
 import { normalizeAddress, tcpNetwork } from '../lib/tcp.js';
 import { RsmTestStatus, rsmTestProtocol } from '../rsm/protocol.js';
+import { ChildHandle, describeExit, isPortFree, tail, type ExitInfo } from './processes.js';
 import {
   commonHistoryProblem,
   judgeHistory,
@@ -183,126 +183,11 @@ export async function choosePorts(random: Random, isFree: (port: number) => Prom
   return chosen.sort((a, b) => a - b);
 }
 
-/** True if a TCP server can bind 127.0.0.1:port right now (it is closed again at once). */
-export function isPortFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => server.close(() => resolve(true)));
-  });
-}
-
 // -----------------------------------------------------------------------------------------------
-// Child processes.
+// Child processes and port checks live in processes.ts (shared with start_cluster); re-exported
+// here for the harness's users.
 
-export interface ExitInfo {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-}
-
-/** PIDs of every child spawned by this process that has not exited yet. */
-const livePids = new Set<number>();
-
-/** SIGKILLs every child still alive. Synchronous, so it is safe in exit and signal handlers. */
-export function killAllChildren(): number {
-  let killed = 0;
-  for (const pid of livePids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-      killed++;
-    } catch {
-      // Already gone; its exit event has not been processed yet.
-    }
-  }
-  return killed;
-}
-
-export function liveChildCount(): number {
-  return livePids.size;
-}
-
-/** A spawned program whose stdout and stderr are appended to `logFile`. */
-export class ChildHandle {
-  /** Set once it exited. */
-  exitInfo: ExitInfo | undefined;
-  /** The signal the harness sent it, if any (an exit without one happened on its own). */
-  signalSent: NodeJS.Signals | undefined;
-  readonly exited: Promise<ExitInfo>;
-
-  private constructor(
-    readonly pid: number,
-    readonly command: string,
-    readonly logFile: string,
-    exited: Promise<ExitInfo>,
-  ) {
-    this.exited = exited.then((info) => (this.exitInfo = info));
-  }
-
-  /**
-   * Runs `node <script> <args…>`. The log file gets the command as its first line (appended, so
-   * a restarted node's log holds every incarnation).
-   */
-  static spawn(script: string, args: readonly string[], logFile: string, env: NodeJS.ProcessEnv): ChildHandle {
-    const command = `node ${script} ${args.join(' ')}`;
-    const fd = fs.openSync(logFile, 'a');
-    try {
-      fs.writeSync(fd, `${command}\n`);
-      const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', fd, fd], env });
-      const pid = child.pid;
-      if (pid === undefined) throw new Error(`could not start ${command}`);
-      livePids.add(pid);
-      const exited = new Promise<ExitInfo>((resolve) => {
-        child.once('exit', (code, signal) => {
-          livePids.delete(pid);
-          resolve({ code, signal });
-        });
-      });
-      child.on('error', () => {}); // a failed kill of an exited child; the exit event tells us
-      return new ChildHandle(pid, command, logFile, exited);
-    } finally {
-      fs.closeSync(fd); // the child has its own copy
-    }
-  }
-
-  get running(): boolean {
-    return this.exitInfo === undefined;
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    if (!this.running) return;
-    this.signalSent ??= signal;
-    try {
-      process.kill(this.pid, signal);
-    } catch {
-      // It exited between the check and the kill.
-    }
-  }
-
-  /** Resolves with the exit, or undefined if it is still running after `timeoutMs`. */
-  async waitForExit(timeoutMs: number): Promise<ExitInfo | undefined> {
-    if (this.exitInfo !== undefined) return this.exitInfo;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)));
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-}
-
-function describeExit(info: ExitInfo): string {
-  return info.signal !== null ? `signal ${info.signal}` : `code ${info.code}`;
-}
-
-async function tail(file: string, lines: number): Promise<string[]> {
-  try {
-    const text = await fsp.readFile(file, 'utf8');
-    return text.split('\n').filter((line) => line !== '').slice(-lines);
-  } catch {
-    return [];
-  }
-}
+export { ChildHandle, isPortFree, killAllChildren, liveChildCount, type ExitInfo } from './processes.js';
 
 // -----------------------------------------------------------------------------------------------
 // Scenarios.

@@ -19,6 +19,8 @@ export class UsageError extends Error {
 }
 
 export interface CommandSpec {
+  /** The name in error messages. Default: programName() (the script's basename). */
+  readonly name?: string;
   /** Usage lines without the leading "usage: ", e.g. "lock_tester [host:]PORT [test 1-5]". */
   readonly usage: readonly string[];
   /** Further --help text (arguments, environment variables). */
@@ -70,7 +72,7 @@ export function parseCommandLine(spec: CommandSpec, args: readonly string[] = pr
 }
 
 export function exitUsage(spec: CommandSpec, problem: string): never {
-  process.stderr.write(`${programName()}: ${problem}\n${usageText(spec)}\n`);
+  process.stderr.write(`${spec.name ?? programName()}: ${problem}\n${usageText(spec)}\n`);
   process.exit(EXIT_USAGE);
 }
 
@@ -113,7 +115,7 @@ export function runMain(spec: CommandSpec, main: () => Promise<number>): void {
       }
       // Our own errors are expected failures (a port in use, …): their message says it all.
       const text = error instanceof ViewstampError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error);
-      process.stderr.write(`${programName()}: ${text}\n`);
+      process.stderr.write(`${spec.name ?? programName()}: ${text}\n`);
       process.exit(EXIT_FAILURE);
     },
   );

@@ -2,7 +2,8 @@
 /**
  * lock_server: the lock service host.
  *
- *   lock_server [host:]PORT          one unreplicated basic (lab 1) lock server
+ *   lock_server [host:]PORT               one unreplicated caching lock server (lockserver/CACHING.md)
+ *   lock_server --basic [host:]PORT       one unreplicated basic (lab 1) lock server, for comparisons
  *   lock_server [host:]MASTER [host:]ME   a replica (view management; the lock service follows with the RSM)
  *
  * Wires the real environment (TCP, Node timers, OS-seeded randomness) into the service code.
@@ -12,18 +13,26 @@ import { osRandom } from '../../lib/random.js';
 import { RpcEndpoint } from '../../lib/rpc.js';
 import { lossyPercentFromEnv, tcpNetwork } from '../../lib/tcp.js';
 import { BasicLockServer } from '../../lockserver/basic-server.js';
+import { startCachingLockServer } from '../../lockserver/cache-host.js';
 import { startReplica } from '../replica.js';
-import { countFromEnv, parseAddressArgument, parseCommandLine, programName, runMain, type CommandSpec } from './cli.js';
+import { UsageError, countFromEnv, parseAddressArgument, parseCommandLine, programName, runMain, type CommandSpec } from './cli.js';
 
 const spec: CommandSpec = {
-  usage: ['lock_server [host:]PORT', 'lock_server [host:]MASTER [host:]ME'],
-  help: `With one argument, runs a single unreplicated basic lock server (lab 1) on PORT.
-A bare PORT binds 127.0.0.1. Stops on SIGINT or SIGTERM.
+  usage: ['lock_server [--basic] [host:]PORT', 'lock_server [host:]MASTER [host:]ME'],
+  help: `With one argument, runs a single unreplicated caching lock server on PORT: clients cache
+locks, and the server revokes a cached lock when another client wants it (lockserver/CACHING.md).
+Use lock_tester (its default client is the caching one) against it. With --basic, runs the basic
+non-caching lock server of lab 1 instead (every acquire and release reaches the server), for
+comparisons; test it with lock_tester --basic. A bare PORT binds 127.0.0.1. Stops on SIGINT or
+SIGTERM.
 
 With two arguments, runs a replica of the replicated lock service: MASTER is the first node
 (and the one a joining node asks), ME is this node's port (control RPCs on ME+1). For now a
 replica runs view management only (Paxos, heartbeats, joins); the replicated lock service comes
 with the RSM. Logs go to $RSM_LOG_DIR (default logs/), durable state to $RSM_DATA_DIR/<ME>.
+
+Options:
+  --basic       serve the basic (lab 1) lock service instead of the caching one (one-argument form only)
 
 Environment:
   RPC_LOSSY=N   lose, else duplicate, else delay N% of the messages sent (0..100)
@@ -31,10 +40,13 @@ Environment:
   DEBUG=viewstamp:*   diagnostic logging on stderr`,
   minPositionals: 1,
   maxPositionals: 2,
+  options: { basic: { type: 'boolean' } },
 };
 
 runMain(spec, async () => {
-  const { positionals } = parseCommandLine(spec);
+  const { positionals, values } = parseCommandLine(spec);
+  const basic = values['basic'] === true;
+  if (basic && positionals.length === 2) throw new UsageError('--basic applies to the one-argument form (an unreplicated server) only');
   if (positionals.length === 2) {
     // Node ids are canonical: a bare port for 127.0.0.1 (as in the lab and its logs), else host:port.
     const nodeId = (text: string, what: string): string => parseAddressArgument(text, what).replace(/^127\.0\.0\.1:/, '');
@@ -61,12 +73,19 @@ runMain(spec, async () => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
-  const rpc = new RpcEndpoint(await network.listen(address), realClock, osRandom(), { statsEvery });
-  new BasicLockServer(rpc);
-  process.stdout.write(`${programName()}: serving basic locks on ${rpc.address}\n`);
-
+  if (basic) {
+    const rpc = new RpcEndpoint(await network.listen(address), realClock, osRandom(), { statsEvery });
+    new BasicLockServer(rpc);
+    process.stdout.write(`${programName()}: serving basic locks on ${rpc.address}\n`);
+    const signal = await stop;
+    process.stdout.write(`${programName()}: ${signal}, stopping\n`);
+    await rpc.close();
+    return 0;
+  }
+  const server = await startCachingLockServer({ network, clock: realClock, random: osRandom(), address, rpcOptions: { statsEvery } });
+  process.stdout.write(`${programName()}: serving caching locks on ${server.address}\n`);
   const signal = await stop;
   process.stdout.write(`${programName()}: ${signal}, stopping\n`);
-  await rpc.close();
+  await server.close();
   return 0;
 });

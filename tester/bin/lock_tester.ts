@@ -1,23 +1,41 @@
 #!/usr/bin/env node
 /**
- * lock_tester [host:]PORT [test 1-5]: the five classic lock tests (tester/lock-tester.ts) with six
- * basic lock clients against the lock server at PORT. Prints "<program>: passed all tests
- * successfully" and exits 0, or prints an `error: …` line and exits 1.
+ * lock_tester [--basic] [host:]PORT [test 1-5]: the five classic lock tests (tester/lock-tester.ts)
+ * with six lock clients against the lock server at PORT: caching lock clients (each listening on
+ * its own ephemeral port for revoke and retry) by default, basic lab-1 clients with --basic.
+ * Prints "<program>: passed all tests successfully" and exits 0, or prints an `error: …` line and
+ * exits 1.
  */
 import { realClock } from '../../lib/clock.js';
 import { osRandom } from '../../lib/random.js';
 import { lossyPercentFromEnv, tcpNetwork } from '../../lib/tcp.js';
 import { HISTORY_DIR_ENV, HistoryRecorder } from '../history.js';
-import { DEFAULT_TIMEOUT_MS, TESTER_CLIENTS, basicClientFactory, isTestNumber, runLockTester, type TestNumber } from '../lock-tester.js';
+import {
+  DEFAULT_TIMEOUT_MS,
+  TESTER_CLIENTS,
+  basicClientFactory,
+  cachingClientFactory,
+  isTestNumber,
+  runLockTester,
+  type TestNumber,
+} from '../lock-tester.js';
 import { EXIT_FAILURE, UsageError, parseAddressArgument, parseCommandLine, parseCount, programName, runMain, type CommandSpec } from './cli.js';
 
 const spec: CommandSpec = {
-  usage: ['lock_tester [--timeout-ms MS] [host:]PORT [test 1-5]'],
+  usage: ['lock_tester [--basic] [--callback-host HOST] [--timeout-ms MS] [host:]PORT [test 1-5]'],
   help: `Runs the classic lock tests 1-5 (or only the one given) with ${TESTER_CLIENTS} lock clients against the
 lock server at PORT (a bare PORT means 127.0.0.1).
 
+By default the clients are caching lock clients for a caching lock server (lock_server PORT):
+each listens on its own ephemeral port for the server's revoke and retry calls, keeps locks it was
+granted until the server revokes them, and hands them between its own threads without asking the
+server. With --basic they are basic (lab 1) clients for a basic server (lock_server --basic PORT).
+
 Options:
-  --timeout-ms MS   bound on the whole run (default ${DEFAULT_TIMEOUT_MS}); on expiry the hung test is named
+  --basic                use basic lock clients (every acquire and release goes to the server)
+  --callback-host HOST   address caching clients listen on for revoke/retry (default 127.0.0.1);
+                         must be reachable from the server
+  --timeout-ms MS        bound on the whole run (default ${DEFAULT_TIMEOUT_MS}); on expiry the hung test is named
 
 Environment:
   RPC_LOSSY=N          lose, else duplicate, else delay N% of the messages sent (0..100)
@@ -25,7 +43,11 @@ Environment:
   DEBUG=viewstamp:*    diagnostic logging on stderr`,
   minPositionals: 1,
   maxPositionals: 2,
-  options: { 'timeout-ms': { type: 'string' } },
+  options: {
+    'timeout-ms': { type: 'string' },
+    basic: { type: 'boolean' },
+    'callback-host': { type: 'string' },
+  },
 };
 
 runMain(spec, async () => {
@@ -39,11 +61,20 @@ runMain(spec, async () => {
   }
   const timeoutText = values['timeout-ms'];
   const timeoutMs = typeof timeoutText === 'string' ? parseCount(timeoutText, '--timeout-ms', 2 ** 31 - 1) : DEFAULT_TIMEOUT_MS;
+  const basic = values['basic'] === true;
+  const callbackHost = values['callback-host'];
+  if (basic && callbackHost !== undefined) throw new UsageError('--callback-host applies to caching clients only (not with --basic)');
+  let host: string | undefined;
+  if (typeof callbackHost === 'string') {
+    // Validated as an address with port 0: the port is always ephemeral.
+    host = parseAddressArgument(`${callbackHost}:0`, '--callback-host').replace(/:0$/, '');
+  }
   const network = tcpNetwork({ lossyPercent: lossyPercentFromEnv() });
+  const env = { network, clock: realClock, random: osRandom() };
 
-  process.stdout.write(`${programName()}: ${TESTER_CLIENTS} basic lock clients against ${server}\n`);
+  process.stdout.write(`${programName()}: ${TESTER_CLIENTS} ${basic ? 'basic' : 'caching'} lock clients against ${server}\n`);
   const result = await runLockTester({
-    clients: basicClientFactory(server, { network, clock: realClock, random: osRandom() }),
+    clients: basic ? basicClientFactory(server, env) : cachingClientFactory(server, { ...env, ...(host === undefined ? {} : { host }) }),
     ...(tests === undefined ? {} : { tests }),
     timeoutMs,
     history: (name) => HistoryRecorder.fromEnv(name),

@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench`: the benchmarks of issue #5, printed as figures with units and ratios against a
+ * baseline measured in the same run (framework.ts). Benchmarks never pass or fail: the program
+ * exits 0 unless a benchmark crashes (exit 1) or the command line is wrong (exit 2).
+ *
+ *   (a) cache-workload.ts   server acquires with basic versus caching clients (the caching lab's workload)
+ *   (b) RSM throughput and latency             — to be added with the replicated lock service
+ *   (c) fail-over time                         — to be added with the replicated lock service
+ */
+import { UsageError, parseCommandLine, parseCount, runMain, type CommandSpec } from '../bin/cli.js';
+import { DEFAULT_CACHE_WORKLOAD, cacheWorkloadBenchmark, type CacheWorkloadOptions } from './cache-workload.js';
+import { BenchReport, type Benchmark } from './framework.js';
+
+/** Options every benchmark receives; each reads what concerns it. */
+type BenchOptions = CacheWorkloadOptions;
+
+const REPLICATED_SERVICE_MISSING = 'needs the replicated lock service (lock_server MASTER ME does not serve locks yet)';
+
+/**
+ * The benchmarks, in the order they run. (b) and (c) are the places for the RSM benchmarks of
+ * issue #5 item 7; they report themselves as skipped until the replicated lock service exists.
+ */
+const benchmarks: ReadonlyArray<Benchmark<BenchOptions>> = [
+  cacheWorkloadBenchmark,
+  {
+    // Acquire+release throughput and p50/p99 latency through a 3-replica cluster with 1, 8 and 32
+    // concurrent clients on distinct locks, cache defeated (each acquire must reach the server).
+    id: 'b',
+    title: 'RSM throughput and latency: acquire+release through 3 replicas, 1/8/32 clients, cache defeated',
+    unavailable: REPLICATED_SERVICE_MISSING,
+    run: async () => {},
+  },
+  {
+    // SIGKILL the primary while a client loops; time until its next successful acquire (median of 5).
+    id: 'c',
+    title: 'fail-over time: SIGKILL the primary while a client loops, time to its next acquire',
+    unavailable: REPLICATED_SERVICE_MISSING,
+    run: async () => {},
+  },
+];
+
+const spec: CommandSpec = {
+  name: 'bench',
+  usage: ['npm run bench -- [--only IDS] [--clients N] [--locks N] [--rounds N]', 'node dist/tester/bench/index.js [options]'],
+  help: `Runs the benchmarks and prints their figures, with ratios against a baseline measured in the
+same run. Nothing passes or fails: the exit status is 0 unless a benchmark crashes.
+
+Benchmarks:
+${benchmarks.map((b) => `  (${b.id}) ${b.title}${b.unavailable === undefined ? '' : `\n      not available yet: ${b.unavailable}`}`).join('\n')}
+
+Options:
+  --only IDS      run only these benchmarks, e.g. --only a or --only a,b (default: all)
+  --clients N     (a) lock clients, each with its own locks (default ${DEFAULT_CACHE_WORKLOAD.clients})
+  --locks N       (a) locks per client (default ${DEFAULT_CACHE_WORKLOAD.locks})
+  --rounds N      (a) rounds of acquiring and releasing every lock (default ${DEFAULT_CACHE_WORKLOAD.rounds})`,
+  minPositionals: 0,
+  maxPositionals: 0,
+  options: {
+    only: { type: 'string' },
+    clients: { type: 'string' },
+    locks: { type: 'string' },
+    rounds: { type: 'string' },
+  },
+};
+
+function positive(value: string | boolean | undefined, name: string, fallback: number, max: number): number {
+  if (typeof value !== 'string') return fallback;
+  const n = parseCount(value, name, max);
+  if (n === 0) throw new UsageError(`${name} must be at least 1`);
+  return n;
+}
+
+runMain(spec, async () => {
+  const { values } = parseCommandLine(spec);
+  const options: BenchOptions = {
+    ...DEFAULT_CACHE_WORKLOAD,
+    clients: positive(values['clients'], '--clients', DEFAULT_CACHE_WORKLOAD.clients, 64),
+    locks: positive(values['locks'], '--locks', DEFAULT_CACHE_WORKLOAD.locks, 10_000),
+    rounds: positive(values['rounds'], '--rounds', DEFAULT_CACHE_WORKLOAD.rounds, 10_000),
+  };
+  let selected = benchmarks;
+  const only = values['only'];
+  if (typeof only === 'string') {
+    const ids = only.split(',').map((id) => id.trim().replace(/^\((.*)\)$/, '$1'));
+    for (const id of ids) {
+      if (!benchmarks.some((b) => b.id === id)) throw new UsageError(`no benchmark ${JSON.stringify(id)}; they are ${benchmarks.map((b) => b.id).join(', ')}`);
+    }
+    selected = benchmarks.filter((b) => ids.includes(b.id));
+  }
+
+  const report = new BenchReport();
+  report.header('viewstamp benchmarks');
+  for (const benchmark of selected) {
+    if (benchmark.unavailable !== undefined) {
+      report.skipped(benchmark.id, benchmark.title, benchmark.unavailable);
+      continue;
+    }
+    report.title(benchmark.id, benchmark.title);
+    await benchmark.run(report, options);
+  }
+  return 0;
+});

@@ -1,0 +1,214 @@
+#!/usr/bin/env node
+/**
+ * start_cluster [--replicas N] [--base-port PORT] [--log-dir DIR] [--keep]
+ *
+ * Starts a local replica cluster (tester/cluster.ts) on 127.0.0.1 as child processes, prints the
+ * ports and commands to try against it, then a status line per replica, refreshed every second
+ * until SIGINT (Ctrl-C), SIGTERM or SIGHUP. Then it stops every replica (SIGTERM, SIGKILL after
+ * 5 s), removes their durable state unless --keep, and exits 0. It never leaves replicas behind:
+ * whatever is still alive at process exit (an uncaught error included) is SIGKILLed; a second
+ * Ctrl-C during the shutdown SIGKILLs at once.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  DEFAULT_BASE_PORT,
+  DEFAULT_REPLICAS,
+  LocalCluster,
+  MAX_REPLICAS,
+  STOP_GRACE_MS,
+  StartupError,
+  chooseBasePort,
+  pause,
+  type ReplicaStatus,
+} from '../cluster.js';
+import { isPortFree, killAllChildren } from '../processes.js';
+import { EXIT_FAILURE, UsageError, parseCommandLine, parseCount, programName, runMain, type CommandSpec } from './cli.js';
+
+/** How often the status is refreshed. */
+const STATUS_INTERVAL_MS = 1_000;
+
+/**
+ * Whether `lock_server MASTER ME` serves the replicated lock service yet. Until it does,
+ * lock_tester against a replica fails at once (RPC_NO_SUCH_PROC), and the hint says so.
+ */
+const REPLICAS_SERVE_LOCKS = false;
+
+const spec: CommandSpec = {
+  usage: ['start_cluster [--replicas N] [--base-port PORT] [--log-dir DIR] [--keep]'],
+  help: `Starts a local cluster of N lock_server replicas on 127.0.0.1 and shows their status until
+Ctrl-C, which stops them all.
+
+Replica i runs "lock_server P0 Pi" with Pi = PORT + 2i, so each replica's control port Pi + 1 is
+free too. The replicas start one at a time, each joining the view of those before it. Then one
+status line per replica is refreshed every second: whether it is up (running and answering the
+members call), its latest view (from its paxos-<port>.log) and the primary it knows. On a
+terminal the lines are redrawn in place; otherwise a line is printed whenever it changes.
+
+Options:
+  --replicas N      number of replicas, 1..${MAX_REPLICAS} (default ${DEFAULT_REPLICAS})
+  --base-port PORT  P0 (default ${DEFAULT_BASE_PORT} if ${DEFAULT_BASE_PORT}..${DEFAULT_BASE_PORT + 2 * DEFAULT_REPLICAS - 1} are free, else random free ports)
+  --log-dir DIR     RSM_LOG_DIR of the replicas: their output (lock_server-P0-Pi.log) and paxos
+                    logs (paxos-Pi.log) (default logs); a paxos log left there for the same port
+                    by an earlier cluster is removed first. Durable state goes to a fresh
+                    DIR/data-<time>-<pid>, removed at exit
+  --keep            keep the durable state at exit
+
+Environment: passed on to the replicas (e.g. RPC_LOSSY=N, DEBUG=viewstamp:*).`,
+  minPositionals: 0,
+  maxPositionals: 0,
+  options: {
+    replicas: { type: 'string' },
+    'base-port': { type: 'string' },
+    'log-dir': { type: 'string' },
+    keep: { type: 'boolean' },
+  },
+};
+
+const name = programName();
+const say = (line: string): void => void process.stdout.write(`${name}: ${line}\n`);
+
+// Stop requests: the first signal stops the cluster politely, a second SIGINT kills at once.
+const stop = new AbortController();
+process.on('exit', () => killAllChildren());
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    if (!stop.signal.aborted) {
+      stop.abort(signal);
+      return;
+    }
+    if (signal === 'SIGINT') {
+      const killed = killAllChildren();
+      process.stdout.write(`\n${name}: second SIGINT: killed ${killed} replicas with SIGKILL\n`);
+    }
+  });
+}
+
+runMain(spec, async () => {
+  const { values } = parseCommandLine(spec);
+  const replicas = typeof values['replicas'] === 'string' ? parseCount(values['replicas'], '--replicas', MAX_REPLICAS) : DEFAULT_REPLICAS;
+  if (replicas < 1) throw new UsageError('--replicas must be at least 1');
+  const requestedBase = typeof values['base-port'] === 'string' ? parseCount(values['base-port'], '--base-port', 65_535) : undefined;
+  const logDir = typeof values['log-dir'] === 'string' ? values['log-dir'] : 'logs';
+  if (logDir === '') throw new UsageError('--log-dir must not be empty');
+  const keep = values['keep'] === true;
+
+  const choice = await chooseBasePort(replicas, requestedBase, isPortFree);
+  if (!choice.ok) {
+    say(choice.message);
+    return EXIT_FAILURE;
+  }
+  if (choice.defaultBusy !== undefined) say(`port ${choice.defaultBusy} is in use; using ports from ${choice.base} instead`);
+  const dataDir = path.join(logDir, `data-${timestamp()}-${process.pid}`);
+  const cluster = new LocalCluster({
+    replicas,
+    basePort: choice.base,
+    logDir,
+    dataDir,
+    binDir: path.dirname(fileURLToPath(import.meta.url)),
+  });
+  const ports = cluster.replicas.map((r) => r.port);
+  say(`${replicas} replica${replicas === 1 ? '' : 's'} on 127.0.0.1, ports ${ports.join(' ')} (control ports ${ports.map((p) => p + 1).join(' ')})`);
+  say(`logs in ${logDir}/ (lock_server-${choice.base}-<port>.log, paxos-<port>.log); durable state in ${dataDir} (${keep ? 'kept' : 'removed'} at exit)`);
+
+  let status = 0;
+  try {
+    await cluster.start(say, stop.signal);
+  } catch (error) {
+    if (!(error instanceof StartupError)) throw error;
+    say(`startup failed: ${error.message}`);
+    status = EXIT_FAILURE;
+  }
+
+  if (status === 0 && !stop.signal.aborted) {
+    printTryThis(cluster);
+    await showStatus(cluster, stop.signal);
+  }
+
+  const why = stop.signal.aborted ? `${String(stop.signal.reason)}: ` : '';
+  const running = cluster.replicas.filter((r) => r.process?.running === true).length;
+  say(`${why}stopping ${running} running replica${running === 1 ? '' : 's'} (SIGTERM, then SIGKILL after ${STOP_GRACE_MS / 1000} s)`);
+  const result = await cluster.stop();
+  for (const replica of cluster.replicas) {
+    const child = replica.process;
+    if (child === undefined) continue;
+    const exit = child.exitInfo;
+    say(`${replica.name} (pid ${child.pid}) ${exit === undefined ? 'is STILL RUNNING' : exit.signal !== null ? `ended by ${exit.signal}` : `exited with code ${exit.code}`}`);
+  }
+  if (result.killed > 0) say(`${result.killed} replica(s) did not stop within ${STOP_GRACE_MS / 1000} s of SIGTERM and were SIGKILLed`);
+  if (result.stuck.length > 0) {
+    say(`could not stop pid ${result.stuck.map((c) => c.pid).join(', ')}`);
+    status = EXIT_FAILURE;
+  }
+  if (keep) {
+    say(`durable state kept in ${dataDir}`);
+  } else {
+    const { rm } = await import('node:fs/promises');
+    await rm(dataDir, { recursive: true, force: true });
+    say(`durable state removed; logs are in ${logDir}/`);
+  }
+  return status;
+});
+
+function printTryThis(cluster: LocalCluster): void {
+  const [p0, p1] = cluster.replicas;
+  const lines: Array<[string, string]> = [];
+  lines.push([
+    `npx lock_tester ${p0!.port}`,
+    REPLICAS_SERVE_LOCKS
+      ? `the classic lock tests through ${p0!.name}`
+      : `the classic lock tests through ${p0!.name} (not yet: the replicas do not serve the lock service until the RSM executes requests, so it fails at once)`,
+  ]);
+  lines.push([`npx rsm_ctl ${p0!.controlPort} partition 0`, `arm a partition of ${p0!.name}: it cuts itself off at its next client request as primary ("partition 1" heals it)`]);
+  if (p1 !== undefined) lines.push([`kill ${p1.process!.pid}`, `stop backup ${p1.name} (SIGTERM) and watch the view change below`]);
+  lines.push([`kill ${p0!.process!.pid}`, `stop the first primary ${p0!.name}; the survivors form a view without it`]);
+  lines.push([`tail -f ${p0!.paxosLog}`, `the views ${p0!.name} has seen decided`]);
+  const width = Math.max(...lines.map(([command]) => command.length));
+  process.stdout.write('\nTry, in another terminal (from the repository directory):\n');
+  for (const [command, what] of lines) process.stdout.write(`  ${command.padEnd(width)}   ${what}\n`);
+  process.stdout.write(`Replicas that die are not restarted. Ctrl-C stops them all.\n\n`);
+}
+
+/**
+ * Refreshes the status every STATUS_INTERVAL_MS until `signal` aborts. On a terminal the block is
+ * redrawn in place; otherwise each replica's line is printed (time-stamped) when it changes.
+ */
+async function showStatus(cluster: LocalCluster, signal: AbortSignal): Promise<void> {
+  const tty = process.stdout.isTTY === true;
+  const previous = new Map<string, string>();
+  let drawn = 0;
+  while (!signal.aborted) {
+    const statuses: ReplicaStatus[] = await cluster.status();
+    if (signal.aborted) break;
+    const lines = statuses.map((s) => cluster.formatStatus(s));
+    if (tty) {
+      const width = Math.max(20, (process.stdout.columns || 120) - 1);
+      const block = [`status at ${clock()} (every ${STATUS_INTERVAL_MS / 1000} s; Ctrl-C stops the cluster)`, ...lines];
+      let out = drawn > 0 ? `\x1b[${drawn}A` : '';
+      for (const line of block) out += `\x1b[2K${line.slice(0, width)}\n`;
+      process.stdout.write(out);
+      drawn = block.length;
+    } else {
+      statuses.forEach((s, i) => {
+        const line = lines[i]!;
+        if (previous.get(s.replica.name) === line) return;
+        previous.set(s.replica.name, line);
+        process.stdout.write(`${clock()} ${line}\n`);
+      });
+    }
+    await pause(STATUS_INTERVAL_MS, signal);
+  }
+  if (tty) process.stdout.write('\n'); // past the "^C" the terminal echoed
+}
+
+/** "20260102-150405" (local time). */
+function timestamp(): string {
+  const d = new Date();
+  const two = (n: number): string => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${two(d.getMonth() + 1)}${two(d.getDate())}-${two(d.getHours())}${two(d.getMinutes())}${two(d.getSeconds())}`;
+}
+
+/** "15:04:05" (local time). */
+function clock(): string {
+  return new Date().toTimeString().slice(0, 8);
+}

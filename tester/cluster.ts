@@ -1,0 +1,320 @@
+/**
+ * A local replica cluster for people to play with: the machinery behind `start_cluster` (and,
+ * later, `npm start`). It starts `lock_server P0 Pi` for i = 0..N-1 as child processes on
+ * 127.0.0.1, one at a time, each joining the view of the ones before it; then reports each
+ * replica's status on demand: whether it runs and answers, its latest view, and the primary.
+ *
+ * Sources of the status, all read from outside the replicas:
+ * - process: the child's PID, tracked from spawn to exit (processes.ts);
+ * - view id and members: the last `done` line of the replica's `paxos-<port>.log`
+ *   (tester/paxos-log.ts), the same file rsm_tester judges views by;
+ * - primary and "answering": the RSM client `members` RPC (0x9002) on the replica's port, which
+ *   returns the members of its committed view with the primary appended last.
+ * The last executed viewstamp has no source yet (no status RPC exists), so it is reported as
+ * undefined and shown as "-".
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { realClock } from '../lib/clock.js';
+import type { Random } from '../lib/env.js';
+import { osRandom } from '../lib/random.js';
+import { RpcEndpoint } from '../lib/rpc.js';
+import { tcpNetwork } from '../lib/tcp.js';
+import { RsmClientStatus, rsmClientProtocol } from '../rsm/protocol.js';
+import { parsePaxosLog, type View } from './paxos-log.js';
+import { ChildHandle, describeExit, stopChildren, tail, type ExitInfo, type StopResult } from './processes.js';
+
+// -----------------------------------------------------------------------------------------------
+// Limits and timings.
+
+/** The first port when none is given and it is free (the port `npm start` always used). */
+export const DEFAULT_BASE_PORT = 3772;
+export const DEFAULT_REPLICAS = 3;
+export const MAX_REPLICAS = 15;
+/** Random base ports are drawn from [RANDOM_PORT_MIN, RANDOM_PORT_MAX). */
+export const RANDOM_PORT_MIN = 10_000;
+export const RANDOM_PORT_MAX = 60_000;
+/** Draws of a random base port before giving up. */
+export const PORT_DRAWS_MAX = 200;
+/** How long a starting replica may take to appear in a view (its log shows a view with it). */
+export const JOIN_WAIT_MS = 30_000;
+/** How often the startup wait re-reads the logs. */
+export const JOIN_POLL_MS = 200;
+/** Deadline of one `members` status call. */
+export const MEMBERS_TIMEOUT_MS = 800;
+/** After SIGTERM, how long a replica may take before it gets SIGKILL (and again after that). */
+export const STOP_GRACE_MS = 5_000;
+/** Lines of a replica's output quoted when it fails to start. */
+const LOG_TAIL_LINES = 8;
+
+// -----------------------------------------------------------------------------------------------
+// Ports.
+
+/** Node i listens on base + 2i and serves test control on base + 2i + 1. */
+export function clusterPorts(base: number, replicas: number): number[] {
+  return Array.from({ length: replicas }, (_, i) => base + 2 * i);
+}
+
+/** Every port the cluster binds: each node's port and its control port. */
+export function boundPorts(base: number, replicas: number): number[] {
+  return Array.from({ length: 2 * replicas }, (_, i) => base + i);
+}
+
+export type PortChoice =
+  | { readonly ok: true; readonly base: number; /** Set when the default base was busy. */ readonly defaultBusy?: number }
+  | { readonly ok: false; readonly message: string };
+
+/**
+ * The base port: `requested` if given (all its ports must be free), else DEFAULT_BASE_PORT if
+ * free, else a random free block. At most PORT_DRAWS_MAX draws.
+ */
+export async function chooseBasePort(
+  replicas: number,
+  requested: number | undefined,
+  isFree: (port: number) => Promise<boolean>,
+  random: Random = osRandom(),
+): Promise<PortChoice> {
+  const allFree = async (base: number): Promise<number | undefined> => {
+    for (const port of boundPorts(base, replicas)) if (!(await isFree(port))) return port;
+    return undefined;
+  };
+  if (requested !== undefined) {
+    if (requested < 1 || requested + 2 * replicas - 1 > 65_535) {
+      return { ok: false, message: `--base-port ${requested} leaves no room for ${replicas} replicas (ports ${requested}..${requested + 2 * replicas - 1})` };
+    }
+    const busy = await allFree(requested);
+    if (busy !== undefined) return { ok: false, message: `port ${busy} is in use; pick another --base-port (the cluster needs ${requested}..${requested + 2 * replicas - 1})` };
+    return { ok: true, base: requested };
+  }
+  const busyDefault = await allFree(DEFAULT_BASE_PORT);
+  if (busyDefault === undefined) return { ok: true, base: DEFAULT_BASE_PORT };
+  for (let draw = 0; draw < PORT_DRAWS_MAX; draw++) {
+    const base = RANDOM_PORT_MIN + random.int(RANDOM_PORT_MAX - RANDOM_PORT_MIN - 2 * replicas);
+    if ((await allFree(base)) === undefined) return { ok: true, base, defaultBusy: busyDefault };
+  }
+  return { ok: false, message: `found no ${2 * replicas} free consecutive ports in ${PORT_DRAWS_MAX} tries; give one with --base-port` };
+}
+
+// -----------------------------------------------------------------------------------------------
+// Status sources.
+
+export interface LoggedView {
+  readonly vid: number;
+  readonly members: View;
+}
+
+/** The latest view in a paxos log file, or undefined if the file is missing or has no view yet. */
+export async function latestLoggedView(file: string): Promise<LoggedView | undefined> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const last = parsePaxosLog(text).done.at(-1);
+  return last === undefined ? undefined : { vid: last.instance, members: last.members };
+}
+
+export type MembersAnswer =
+  | { readonly answered: true; /** Members of its committed view, in join order. */ readonly members: View; /** '' before any view. */ readonly primary: string }
+  | { readonly answered: false; readonly reason: string };
+
+/** Asks a replica's main port for `members` (primary last). */
+export async function queryMembers(rpc: RpcEndpoint, address: string, timeoutMs = MEMBERS_TIMEOUT_MS): Promise<MembersAnswer> {
+  // A fresh client per call, as rsm-tester's control calls do: no state to go stale.
+  const client = rpc.newClient(address);
+  try {
+    const reply = await client.call(rsmClientProtocol.members, { dummy: 0 }, { timeoutMs });
+    if (!reply.ok) return { answered: false, reason: reply.error.code };
+    if (reply.status !== RsmClientStatus.OK) return { answered: false, reason: `status ${reply.status}` };
+    const list = reply.result;
+    return { answered: true, members: list.slice(0, -1), primary: list.at(-1) ?? '' };
+  } finally {
+    client.close();
+  }
+}
+
+// -----------------------------------------------------------------------------------------------
+// The cluster.
+
+export interface Replica {
+  readonly index: number;
+  /** "p0", "p1", … */
+  readonly name: string;
+  readonly port: number;
+  readonly controlPort: number;
+  /** The node's id in views and logs: the bare port. */
+  readonly id: string;
+  readonly logFile: string;
+  readonly paxosLog: string;
+  process: ChildHandle | undefined;
+}
+
+export interface ReplicaStatus {
+  readonly replica: Replica;
+  /** 'up': runs and answers; 'no answer': runs but the status call failed; 'exited'. */
+  readonly state: 'up' | 'no answer' | 'exited' | 'not started';
+  readonly exit: ExitInfo | undefined;
+  readonly view: LoggedView | undefined;
+  /** The primary as this replica sees it ('' if it has no view yet), undefined if unknown. */
+  readonly primary: string | undefined;
+  /** The last executed viewstamp: undefined until a status RPC reports it. */
+  readonly lastViewstamp: string | undefined;
+}
+
+export interface ClusterOptions {
+  readonly replicas: number;
+  readonly basePort: number;
+  /** RSM_LOG_DIR of the replicas: their output and paxos logs. */
+  readonly logDir: string;
+  /** RSM_DATA_DIR of the replicas: their durable state, one subdirectory per node. */
+  readonly dataDir: string;
+  /** Where lock_server.js is. */
+  readonly binDir: string;
+  /** Environment of the replicas (RSM_LOG_DIR and RSM_DATA_DIR are set on top). */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+export class StartupError extends Error {
+  override name = 'StartupError';
+}
+
+export class LocalCluster {
+  readonly replicas: readonly Replica[];
+  private readonly rpc: RpcEndpoint;
+
+  constructor(readonly options: ClusterOptions) {
+    this.replicas = clusterPorts(options.basePort, options.replicas).map((port, index) => ({
+      index,
+      name: `p${index}`,
+      port,
+      controlPort: port + 1,
+      id: String(port),
+      logFile: path.join(options.logDir, `lock_server-${options.basePort}-${port}.log`),
+      paxosLog: path.join(options.logDir, `paxos-${port}.log`),
+      process: undefined,
+    }));
+    this.rpc = new RpcEndpoint(tcpNetwork().connect(), realClock, osRandom(), { callTimeoutMs: MEMBERS_TIMEOUT_MS });
+  }
+
+  get master(): Replica {
+    return this.replicas[0]!;
+  }
+
+  /** `{p0,p1}` for a member list; ids that are not ours are shown as they are. */
+  describe(view: View): string {
+    return `{${view.map((id) => this.nameOf(id)).join(',')}}`;
+  }
+
+  nameOf(id: string): string {
+    return this.replicas.find((replica) => replica.id === id)?.name ?? id;
+  }
+
+  /**
+   * Starts the replicas one at a time; each must show up in a view of its own log (the lab's
+   * start_nodes) within JOIN_WAIT_MS. `progress` gets a line per step. Throws StartupError if a
+   * replica exits or does not join; the caller stops the cluster. `signal` aborts the wait.
+   */
+  async start(progress: (line: string) => void, signal?: AbortSignal): Promise<void> {
+    await fsp.mkdir(this.options.logDir, { recursive: true });
+    await fsp.mkdir(this.options.dataDir, { recursive: true });
+    for (const replica of this.replicas) {
+      // A log left by an earlier cluster on these ports would show its views until the new node
+      // rewrites the file from its (fresh) state; remove it so the status never shows stale views.
+      await fsp.rm(replica.paxosLog, { force: true });
+    }
+    const script = path.join(this.options.binDir, 'lock_server.js');
+    if (!fs.existsSync(script)) throw new StartupError(`cannot find the lock_server program at ${script} (build it with npm run build)`);
+    for (const replica of this.replicas) {
+      if (signal?.aborted) return;
+      const args = [this.master.id, replica.id];
+      replica.process = ChildHandle.spawn(script, args, replica.logFile, {
+        ...(this.options.env ?? process.env),
+        RSM_LOG_DIR: this.options.logDir,
+        RSM_DATA_DIR: this.options.dataDir,
+      });
+      progress(`starting ${replica.name}: lock_server ${args.join(' ')} (pid ${replica.process.pid})`);
+      const view = await this.waitUntilInView(replica, signal);
+      if (view === undefined) return; // aborted
+      progress(`${replica.name} is in view ${view.vid} ${this.describe(view.members)}`);
+    }
+  }
+
+  private async waitUntilInView(replica: Replica, signal: AbortSignal | undefined): Promise<LoggedView | undefined> {
+    const deadline = Date.now() + JOIN_WAIT_MS;
+    for (;;) {
+      if (signal?.aborted) return undefined;
+      const child = replica.process!;
+      if (!child.running) {
+        const lines = (await tail(replica.logFile, LOG_TAIL_LINES)).map((line) => `\n    ${line}`).join('');
+        throw new StartupError(`${replica.name} (port ${replica.port}) exited during startup (${describeExit(child.exitInfo!)}); last lines of ${replica.logFile}:${lines}`);
+      }
+      const view = await latestLoggedView(replica.paxosLog);
+      if (view !== undefined && view.members.includes(replica.id)) return view;
+      if (Date.now() >= deadline) {
+        throw new StartupError(`${replica.name} (port ${replica.port}) did not join a view within ${JOIN_WAIT_MS / 1000} s; see ${replica.logFile} and ${replica.paxosLog}`);
+      }
+      await pause(JOIN_POLL_MS, signal);
+    }
+  }
+
+  /** Every replica's status now. Bounded by MEMBERS_TIMEOUT_MS (the calls run in parallel). */
+  async status(): Promise<ReplicaStatus[]> {
+    return Promise.all(
+      this.replicas.map(async (replica): Promise<ReplicaStatus> => {
+        const view = await latestLoggedView(replica.paxosLog);
+        const child = replica.process;
+        const base = { replica, view, lastViewstamp: undefined };
+        if (child === undefined) return { ...base, state: 'not started', exit: undefined, primary: undefined };
+        if (!child.running) return { ...base, state: 'exited', exit: child.exitInfo, primary: undefined };
+        const answer = await queryMembers(this.rpc, `127.0.0.1:${replica.port}`);
+        // It may have died while we asked.
+        if (!child.running) return { ...base, state: 'exited', exit: child.exitInfo, primary: undefined };
+        if (!answer.answered) return { ...base, state: 'no answer', exit: undefined, primary: undefined };
+        return { ...base, state: 'up', exit: undefined, primary: answer.primary };
+      }),
+    );
+  }
+
+  /** One status line per replica, fixed columns. */
+  formatStatus(status: ReplicaStatus): string {
+    const { replica } = status;
+    const state = status.state === 'exited' ? `exited (${describeExit(status.exit!)})` : status.state;
+    const view = status.view === undefined ? 'view -' : `view ${status.view.vid} ${this.describe(status.view.members)}`;
+    // Unknown: '?' while it runs but does not answer, '-' once it exited or before any view.
+    const primary = status.primary === undefined ? (status.state === 'no answer' ? '?' : '-') : status.primary === '' ? '-' : this.nameOf(status.primary);
+    const pid = replica.process === undefined ? '-' : String(replica.process.pid);
+    return [
+      replica.name.padEnd(3),
+      `port ${replica.port}`.padEnd(10),
+      `pid ${pid}`.padEnd(11),
+      state.padEnd(22),
+      view.padEnd(12 + 3 * this.replicas.length),
+      `primary ${primary}`.padEnd(11),
+      `last vs ${status.lastViewstamp ?? '-'}`,
+    ].join(' ');
+  }
+
+  /** SIGTERM to every replica, SIGKILL after STOP_GRACE_MS; closes the status endpoint. */
+  async stop(graceMs = STOP_GRACE_MS): Promise<StopResult> {
+    const children = this.replicas.map((replica) => replica.process).filter((child): child is ChildHandle => child !== undefined);
+    const result = await stopChildren(children, graceMs);
+    await this.rpc.close();
+    return result;
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
