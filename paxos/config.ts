@@ -83,6 +83,12 @@ export class Config {
   readonly proposer: Proposer;
   /** Called after each durable commit (or adoption) with the new vid and its members. */
   commitListener: (vid: number, members: readonly string[]) => void = () => {};
+  /**
+   * Asked before a failure detected by heartbeats leads to proposing a removal; false means this
+   * node does not propose it (others may). The RSM closes it while this node does not hold the
+   * replicated state (see rsm/README.md, "Who may remove a member"). Default: always open.
+   */
+  removalGate: () => boolean = () => true;
 
   private readonly env: Env;
   private readonly rpc: RpcEndpoint;
@@ -227,6 +233,11 @@ export class Config {
     this.proposer.breakpoint(b);
   }
 
+  /** Disarms the proposer breakpoints (simulator liveness phases). */
+  disarmBreakpoints(): void {
+    this.proposer.disarmBreakpoints();
+  }
+
   /**
    * Replaces this node's history with a newer one (a joiner adopting the primary's). The log is
    * replaced too. Resolves whether it was adopted.
@@ -334,6 +345,10 @@ export class Config {
       return;
     }
     if (this.vid !== vid || this.proposer.isRunning) return;
+    if (!this.removalGate()) {
+      log('%s heartbeat: not proposing to remove %s from view %d (the removal gate is closed)', this.me, failed, vid);
+      return;
+    }
     log('%s heartbeat: proposing to remove %s from view %d', this.me, failed, vid);
     await this.remove(failed);
   }

@@ -73,6 +73,12 @@ export class Proposer {
     else this.break2 = true;
   }
 
+  /** Disarms both breakpoints (simulator liveness phases). */
+  disarmBreakpoints(): void {
+    this.break1 = false;
+    this.break2 = false;
+  }
+
   stop(): void {
     this.stopped = true;
   }

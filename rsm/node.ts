@@ -1,34 +1,54 @@
 /**
- * The RSM node (the lab's rsm class), for now its membership shell: view commits and primary
- * choice, the recovery loop that gets a node outside the current view admitted (joinreq), the
- * `members` call of clients, and the test-control hooks (breakpoints, partitions). Request
- * execution (invoke) and state transfer extend this class later: they hook into `syncView`, use
- * `myvs`/`lastMyvs`, and call `breakpoint1()` and `partition1()` from the request path.
+ * The RSM node (the lab's rsm class): one replica of a replicated state machine. It runs
  *
- * Everything on the node's main port goes through one RpcEndpoint (paxos, heartbeat, rsm, later
- * the lock service). The test-control protocol is served on a separate endpoint (port ME+1), so a
- * self-partition does not cut the tester off.
+ * - membership: view commits from config and the primary of each view, `members` for clients,
+ *   joins of nodes outside the view (`joinreq`);
+ * - the request path: on the primary, client `invoke` serialised by a SerialQueue, stamped with
+ *   the next viewstamp, sent to every backup (internal `invoke`), executed after all acknowledge;
+ *   on a backup, the accept rule (rsm/invoke-rule.ts) and execution;
+ * - recovery after each view change: the primary collects the newest state among the view's
+ *   members, then every backup pulls it (`transferreq`) and says so (`transferdonereq`); only then
+ *   does the view serve requests;
+ * - durability: the replica record (state, last viewstamp, last synchronised view, a primary's
+ *   stamped request) is written with sync before anything that depends on it is acknowledged, so
+ *   a restarted replica resumes where it was;
+ * - the test-control hooks (breakpoints 1 and 2, `partition1()`).
+ *
+ * The protocol, and where it differs from the lab, is described step by step in rsm/README.md.
+ *
+ * Everything on the node's main port goes through one RpcEndpoint (paxos, heartbeat, rsm and the
+ * service's own procedures). The test-control protocol is served on a separate endpoint (port
+ * ME+1), so a self-partition does not cut the tester off.
  */
 import { assert } from '../lib/assert.js';
 import { sleep } from '../lib/clock.js';
-import type { Env, Storage } from '../lib/env.js';
+import type { Env, Storage, Timer } from '../lib/env.js';
+import { ViewstampError } from '../lib/errors.js';
 import { logger } from '../lib/log.js';
-import type { RpcEndpoint } from '../lib/rpc.js';
+import type { HandlerReply, RpcEndpoint } from '../lib/rpc.js';
+import { SerialQueue } from '../lib/serial-queue.js';
 import { Config, defaultConfigTiming, type ConfigTiming } from '../paxos/config.js';
 import type { PaxosLogSink } from '../paxos/log-sink.js';
 import { historyProblem, isValidNodeId, type HistoryEntry } from '../paxos/view.js';
+import { classifyInvoke, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker, joinCandidates } from './membership.js';
 import {
   RsmClientStatus,
   RsmStatus,
   RsmTestStatus,
   VIEWSTAMP_ZERO,
+  compareViewstamp,
+  describeViewstamp,
+  encodeInvokeReply,
   rsmClientProtocol,
   rsmProtocol,
   rsmTestProtocol,
   type JoinRes,
+  type TransferRes,
   type Viewstamp,
 } from './protocol.js';
+import { KEY_REPLICA, decodeReplicaRecord, encodeReplicaRecord } from './replica-store.js';
+import { EmptyStateMachine, type ExecuteResult, type StateMachine } from './state-machine.js';
 
 const log = logger('rsm');
 
@@ -39,6 +59,12 @@ export interface RsmTiming extends ConfigTiming {
   joinTimeoutMs: number;
   /** Wait before retrying a view synchronisation that failed without a view change. */
   syncRetryMs: number;
+  /** Deadline of one internal invoke (primary → backup). Keep it well below the client's call timeout. */
+  invokeTimeoutMs: number;
+  /** Deadline of one transferreq or transferdonereq (the lab: 1 s). */
+  transferTimeoutMs: number;
+  /** Wait after a BUSY or failed transfer step before the next attempt. */
+  transferRetryMs: number;
 }
 
 export const defaultRsmTiming: RsmTiming = {
@@ -46,6 +72,9 @@ export const defaultRsmTiming: RsmTiming = {
   joinRetryMs: 1000,
   joinTimeoutMs: 10_000,
   syncRetryMs: 1000,
+  invokeTimeoutMs: 1000,
+  transferTimeoutMs: 1000,
+  transferRetryMs: 100,
 };
 
 export interface RsmNodeOptions {
@@ -58,6 +87,11 @@ export interface RsmNodeOptions {
   readonly rpc: RpcEndpoint;
   readonly storage: Storage;
   readonly logSink: PaxosLogSink;
+  /**
+   * The replicated service (default: an EmptyStateMachine, for membership-only nodes). It must be
+   * fresh: a node starts with the service's initial state and gets the group's by state transfer.
+   */
+  readonly stateMachine?: StateMachine;
   /** Breakpoint exit: print the message and exit (host) or crash the node (simulator). */
   readonly die: (message: string) => void;
   /** Maps a node id to its network address (default: the id itself). */
@@ -65,6 +99,33 @@ export interface RsmNodeOptions {
   /** Unexpected errors of background loops (default: rethrow, crashing the process). */
   readonly onFatal?: (error: unknown) => void;
   readonly timing?: Partial<RsmTiming>;
+}
+
+/** A view commit (`committed`: the view change starts) or the end of its synchronisation (`ready`). */
+export interface RsmViewEvent {
+  readonly vid: number;
+  readonly members: readonly string[];
+  readonly primary: string;
+  readonly phase: 'committed' | 'ready';
+}
+
+/** One request executed by this replica. */
+export interface RsmExecutedEvent {
+  readonly vs: Viewstamp;
+  readonly proc: number;
+  readonly request: Uint8Array;
+  readonly result: ExecuteResult;
+  readonly role: 'primary' | 'backup';
+}
+
+/** This replica's state was replaced by another replica's (state transfer). */
+export interface RsmStateInstalledEvent {
+  /** The viewstamp of the last request reflected in the installed state. */
+  readonly last: Viewstamp;
+  /** The replica it came from. */
+  readonly from: string;
+  /** The view being synchronised. */
+  readonly vid: number;
 }
 
 /** A one-shot wake-up for a loop waiting on "something changed". */
@@ -82,11 +143,44 @@ class Wakeup {
   }
 }
 
+/** A stamped request the primary has not executed yet (it awaits some backup's acknowledgement). */
+interface PendingRequest {
+  readonly vs: Viewstamp;
+  readonly proc: number;
+  readonly request: Uint8Array;
+  /** Backups that acknowledged it. */
+  readonly acked: Set<string>;
+}
+
+/** A registry of listeners; a throwing listener is a fatal error of the node, not of the caller. */
+class Listeners<E> {
+  private readonly listeners = new Set<(event: E) => void>();
+
+  add(listener: (event: E) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  emit(event: E, onError: (error: unknown) => void): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch (error) {
+        onError(error);
+      }
+    }
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
 export class RsmNode {
   readonly me: string;
   readonly master: string;
   readonly config: Config;
   readonly timing: RsmTiming;
+  /** The replicated service. */
+  readonly stateMachine: StateMachine;
 
   /** Who this node believes is primary: the MASTER argument until it knows a view. */
   protected primaryId: string;
@@ -96,9 +190,16 @@ export class RsmNode {
   protected vidInsync = 0;
   /** True from a view commit until the view is synchronised; the RSM then answers BUSY. */
   protected inViewChange = true;
-  /** Next viewstamp to assign (primary) or expected (backup). */
+  /**
+   * Next viewstamp to assign (primary) or expected (backup). Meaningful only outside a view change,
+   * and then always in the committed view.
+   */
   protected myvs: Viewstamp = { vid: 0, seqno: 1 };
-  /** Viewstamp of the last executed request. */
+  /**
+   * Viewstamp of the last executed request: the state machine's state is the result of every
+   * request up to it. Two replicas with the same lastMyvs have the same state (the checker in
+   * tester/sim verifies it). Durable, with the state, in the replica record (replica-store.ts).
+   */
   protected lastMyvs: Viewstamp = VIEWSTAMP_ZERO;
 
   // Test flags (rsm_tester): breakpoints 1 and 2, and the partition hook.
@@ -109,15 +210,50 @@ export class RsmNode {
 
   protected readonly env: Env;
   protected readonly rpc: RpcEndpoint;
+  protected readonly storage: Storage;
   protected readonly die: (message: string) => void;
   protected readonly addressOf: (id: string) => string;
   private readonly onFatal: (error: unknown) => void;
   private readonly primaries = new PrimaryTracker();
   private readonly viewCommitted = new Wakeup();
+  /** Wakes the primary's synchronisation when a backup reports transferdonereq. */
+  private readonly syncProgress = new Wakeup();
   private readonly stopController = new AbortController();
+  /** Serialises client invokes on the primary (the lab's invoke_mutex). */
+  private readonly invokeQueue = new SerialQueue();
+  /** The primary's stamped but not yet executed request (at most one; see clientInvoke). */
+  private pending: PendingRequest | undefined;
+  /** Resends the pending request when no client request comes to do it (retryPending). */
+  private pendingRetry: Timer | undefined;
+  /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
+  private lastRequest: { readonly proc: number; readonly request: Uint8Array } | undefined;
+  /** The last view whose synchronisation this replica completed (durable; 0: none). */
+  private syncedVid = 0;
+  /** Whether open() found a durable record (the state was restored from storage). */
+  private restored = false;
+  /** Orders the durable writes of the replica record. */
+  private readonly persistQueue = new SerialQueue();
+  /** Settles once the latest replica record written is durable. */
+  private durable: Promise<void> = Promise.resolve();
+  /** The primary accepts transferreq and transferdonereq for vidInsync. */
+  private insync = false;
+  /** Backups of vidInsync that sent transferdonereq. */
+  private syncedBackups = new Set<string>();
+  /**
+   * Set at start when this replica restarts inside the view it had finished synchronising: it
+   * resumes that view from its durable record, without synchronising again (see syncView).
+   */
+  private resumeVid = 0;
   private joinAttempts = 0;
+  /** Set by resync(): the recovery loop synchronises the committed view again. */
+  private resyncRequested = false;
   private started = false;
   private stopped = false;
+  private wasPrimary = false;
+  private readonly viewListeners = new Listeners<RsmViewEvent>();
+  private readonly primaryListeners = new Listeners<boolean>();
+  private readonly executedListeners = new Listeners<RsmExecutedEvent>();
+  private readonly installedListeners = new Listeners<RsmStateInstalledEvent>();
 
   protected constructor(options: RsmNodeOptions, config: Config) {
     assert(isValidNodeId(options.master), `bad master id ${JSON.stringify(options.master)}`);
@@ -126,7 +262,9 @@ export class RsmNode {
     this.config = config;
     this.env = options.env;
     this.rpc = options.rpc;
+    this.storage = options.storage;
     this.die = options.die;
+    this.stateMachine = options.stateMachine ?? new EmptyStateMachine();
     this.addressOf = options.addressOf ?? ((id) => id);
     this.onFatal = options.onFatal ?? ((error) => queueMicrotask(() => { throw error; }));
     this.timing = { ...defaultRsmTiming, ...options.timing };
@@ -137,8 +275,60 @@ export class RsmNode {
   static async open(options: RsmNodeOptions): Promise<RsmNode> {
     const config = await Config.open(RsmNode.configOptions(options));
     const node = new RsmNode(options, config);
+    await node.restore();
     node.registerHandlers();
     return node;
+  }
+
+  /**
+   * Restores the replica record, if any: the service state, lastMyvs and the last synchronised
+   * view. A record that does not decode is fatal (RSM_STATE_CORRUPT): starting over with an empty
+   * state would silently lose what this replica acknowledged.
+   */
+  protected async restore(): Promise<void> {
+    const bytes = await this.storage.get(KEY_REPLICA);
+    if (bytes === undefined) return;
+    const record = decodeReplicaRecord(bytes);
+    if (!record.ok) throw new ViewstampError('RSM_STATE_CORRUPT', `${this.me}: unreadable replica record: ${record.reason}`);
+    const installed = this.stateMachine.unmarshalState(record.value.state);
+    if (!installed.ok) throw new ViewstampError('RSM_STATE_CORRUPT', `${this.me}: the service rejects its stored state: ${installed.reason}`);
+    this.lastMyvs = record.value.last;
+    this.syncedVid = record.value.syncedVid;
+    this.lastRequest = record.value.lastRequest;
+    const pending = record.value.pending;
+    if (pending !== undefined) this.pending = { vs: pending.vs, proc: pending.proc, request: pending.request, acked: new Set() };
+    this.restored = true;
+    log('%s restored: last %s, synchronised view %d', this.me, describeViewstamp(this.lastMyvs), this.syncedVid);
+  }
+
+  /**
+   * Writes the replica record (state, lastMyvs, syncedVid as they are now) with sync. Writes are
+   * ordered; the promise settles when this one is durable. A storage failure is fatal.
+   */
+  private persist(): Promise<void> {
+    const pending = this.pending;
+    const bytes = encodeReplicaRecord({
+      last: this.lastMyvs,
+      syncedVid: this.syncedVid,
+      state: this.stateMachine.marshalState(),
+      lastRequest: this.lastRequest,
+      pending: pending === undefined ? undefined : { vs: pending.vs, proc: pending.proc, request: pending.request },
+    });
+    this.durable = this.persistQueue.run(() => this.storage.write([{ type: 'put', key: KEY_REPLICA, value: bytes }], { sync: true }));
+    this.durable.catch((error: unknown) => this.fatal(error));
+    return this.durable;
+  }
+
+  /**
+   * Whether this replica holds every request committed in the current view: it completed the
+   * synchronisation of some view and has been a member of every view since (a member executes
+   * every request its view commits, durably). Only such a replica proposes removals (the
+   * config's removal gate): a view formed by members that lack the state would serve without it.
+   */
+  get holdsState(): boolean {
+    if (this.syncedVid === 0 || this.syncedVid > this.config.vid) return false;
+    for (let vid = this.syncedVid; vid <= this.config.vid; vid++) if (!this.config.isMember(this.me, vid)) return false;
+    return true;
   }
 
   protected static configOptions(options: RsmNodeOptions): Parameters<typeof Config.open>[0] {
@@ -171,9 +361,13 @@ export class RsmNode {
     return this.inViewChange;
   }
 
-  /** The lab's amiprimary(): primary of the committed view and not in a view change. */
+  /**
+   * The lab's amiprimary(): primary of the committed view and not in a view change, i.e. this
+   * node serves client requests now. A service host runs primary-only work (sending revoke and
+   * retry notices) while it holds; `onPrimaryChange` says when it flips.
+   */
   get isPrimary(): boolean {
-    return this.primaryId === this.me && !this.inViewChange;
+    return this.primaryId === this.me && !this.inViewChange && !this.stopped;
   }
 
   get isPartitioned(): boolean {
@@ -184,9 +378,39 @@ export class RsmNode {
     return this.stopped;
   }
 
+  /** The viewstamp of the last request executed here (VIEWSTAMP_ZERO: none). */
+  get lastExecuted(): Viewstamp {
+    return this.lastMyvs;
+  }
+
   /** Members of the committed view with the primary appended last (the client `members` reply). */
   membersWithPrimary(): string[] {
     return [...this.config.members(this.vidCommitted), this.primaryId];
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Listeners, for service hosts (primary-only background work) and checkers. Each registration
+  // returns a function that removes it. Listeners run synchronously, after the node's state has
+  // changed; they must not throw (a throw is reported as a fatal error of the node).
+
+  /** A view was committed (phase `committed`) or finished its synchronisation (phase `ready`). */
+  onViewChange(listener: (event: RsmViewEvent) => void): () => void {
+    return this.viewListeners.add(listener);
+  }
+
+  /** `isPrimary` flipped; the argument is its new value. */
+  onPrimaryChange(listener: (isPrimary: boolean) => void): () => void {
+    return this.primaryListeners.add(listener);
+  }
+
+  /** A request was executed here (on the primary or a backup). */
+  onExecuted(listener: (event: RsmExecutedEvent) => void): () => void {
+    return this.executedListeners.add(listener);
+  }
+
+  /** This replica's state was replaced by state transfer. */
+  onStateInstalled(listener: (event: RsmStateInstalledEvent) => void): () => void {
+    return this.installedListeners.add(listener);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -195,6 +419,12 @@ export class RsmNode {
   start(): void {
     assert(!this.started, 'rsm node started twice');
     this.started = true;
+    // Restarting inside the view it had synchronised, with its durable record, a replica simply
+    // carries on: it holds everything it acknowledged, and a primary also the last request it
+    // stamped, so it neither loses requests nor stamps a viewstamp twice.
+    if (this.restored && this.syncedVid === this.config.vid && this.config.isMember(this.me, this.syncedVid)) this.resumeVid = this.syncedVid;
+    if (this.restored) this.installedListeners.emit({ last: this.lastMyvs, from: 'storage', vid: 0 }, (e) => this.fatal(e));
+    this.config.removalGate = () => this.holdsState;
     this.config.commitListener = (vid) => this.commitChange(vid);
     if (this.config.vid > 0) this.commitChange(this.config.vid);
     this.config.start();
@@ -207,7 +437,10 @@ export class RsmNode {
     this.stopped = true;
     this.config.stop();
     this.stopController.abort(new Error('rsm node stopped'));
+    this.pendingRetry?.cancel();
     this.viewCommitted.notify();
+    this.syncProgress.notify();
+    this.primaryMaybeChanged();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -232,11 +465,23 @@ export class RsmNode {
     this.primaryId = this.primaries.primaryOf(vid, (v) => this.config.members(v));
     log('%s commitChange: view %d [%s], primary %s', this.me, vid, members.join(' '), this.primaryId);
     this.viewCommitted.notify();
+    this.syncProgress.notify();
+    this.primaryMaybeChanged();
+    this.viewListeners.emit({ vid, members, primary: this.primaryId, phase: 'committed' }, (e) => this.fatal(e));
     if (members.includes(this.me)) this.breakpoint2();
   }
 
   // ---------------------------------------------------------------------------------------------
   // Recovery: join when outside the view, then synchronise each new view.
+
+  /** Re-enters the view change of the committed view; the recovery loop synchronises it again. */
+  private resync(): void {
+    if (this.stopped || this.inViewChange) return;
+    this.inViewChange = true;
+    this.resyncRequested = true;
+    this.primaryMaybeChanged();
+    this.viewCommitted.notify();
+  }
 
   private async recoveryLoop(): Promise<void> {
     while (!this.stopped) {
@@ -253,19 +498,214 @@ export class RsmNode {
         if (!(await this.pause(this.timing.syncRetryMs))) return;
         continue;
       }
-      this.myvs = { vid, seqno: 1 };
+      // A primary resuming after a restart continues after the request it had stamped last.
+      this.myvs = this.pending !== undefined ? successor(this.pending.vs) : nextExpected(vid, this.lastMyvs);
+      this.syncedVid = vid;
+      void this.persist();
       this.inViewChange = false;
-      log('%s recovery: view %d ready (primary %s)', this.me, vid, this.primaryId);
-      const next = this.viewCommitted.wait();
-      if (this.vidCommitted === vid && !this.stopped) await next;
+      log('%s recovery: view %d ready (primary %s, last %s)', this.me, vid, this.primaryId, describeViewstamp(this.lastMyvs));
+      this.schedulePendingRetry();
+      this.primaryMaybeChanged();
+      this.viewListeners.emit({ vid, members: this.config.members(vid), primary: this.primaryId, phase: 'ready' }, (e) => this.fatal(e));
+      while (this.vidCommitted === vid && !this.stopped && !this.resyncRequested) await this.viewCommitted.wait();
+      this.resyncRequested = false;
     }
   }
 
   /**
-   * Brings this node's state in line for view `vid` (later: state transfer between the primary
-   * and the backups). The membership shell has no state to move.
+   * Brings this node's state in line for view `vid`: the primary runs `syncWithBackups`, a backup
+   * `syncWithPrimary`. Resolves true when this node may leave the view change.
    */
-  protected async syncView(_vid: number): Promise<boolean> {
+  protected async syncView(vid: number): Promise<boolean> {
+    if (vid === this.resumeVid) {
+      this.resumeVid = 0;
+      assert(this.pending === undefined || (this.primaryId === this.me && this.pending.vs.vid === vid), 'resuming with a pending request of another view or role');
+      log('%s sync: resuming view %d after a restart (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
+      return true;
+    }
+    this.resumeVid = 0;
+    // No client request may be mid-flight while state moves; later ones see the view change and
+    // get BUSY. A request still pending from an earlier view is forgotten: the synchronisation
+    // settles it (it takes effect if some member of the new view executed it).
+    await this.invokeQueue.drain();
+    if (this.viewGone(vid)) return false;
+    this.pending = undefined;
+    return this.primaryId === this.me ? this.syncWithBackups(vid) : this.syncWithPrimary(vid);
+  }
+
+  /** True once view `vid` is no longer the committed one (or the node stopped). */
+  private viewGone(vid: number): boolean {
+    return this.stopped || this.vidCommitted !== vid;
+  }
+
+  /**
+   * The primary's synchronisation of view `vid` (the lab's sync_with_backups, extended):
+   * 1. (syncView) The invoke queue is drained and the pending request of the old view forgotten.
+   * 2. Ask every backup for its last viewstamp (transferreq to the backup), and adopt the state of
+   *    the newest one if it is newer than ours. A restarted primary has lost its state, and a
+   *    backup may have executed a request the old primary never executed; every request a client
+   *    saw acknowledged was executed by every member of its view, so the newest state of the view's
+   *    members holds all of them.
+   * 3. insync: answer the backups' transferreq, and wait until every backup of the view sent
+   *    transferdonereq, or a newer view is committed. Now and then nudge the backups that have
+   *    not reported (nudgeBackups).
+   */
+  private async syncWithBackups(vid: number): Promise<boolean> {
+    const backups = this.config.members(vid).filter((member) => member !== this.me);
+
+    const newest = await this.collectFromBackups(vid, backups);
+    if (newest === undefined) return false;
+    if (compareViewstamp(newest.last, this.lastMyvs) > 0) {
+      log('%s sync: adopting the state of %s (last %s, mine %s)', this.me, newest.from, describeViewstamp(newest.last), describeViewstamp(this.lastMyvs));
+      if (!this.installState(newest.state, newest.last, newest.from, vid)) return false;
+      await this.persist();
+      if (this.viewGone(vid)) return false;
+    }
+
+    this.syncedBackups = new Set();
+    this.insync = true;
+    try {
+      while (!backups.every((backup) => this.syncedBackups.has(backup))) {
+        if (this.viewGone(vid)) return false;
+        const timer = this.env.clock.setTimer(this.timing.syncRetryMs, () => this.syncProgress.notify());
+        const started = this.env.clock.now();
+        await this.syncProgress.wait();
+        timer.cancel();
+        if (this.env.clock.now() - started >= this.timing.syncRetryMs) this.nudgeBackups(vid, backups);
+      }
+      log('%s sync: view %d, every backup has my state (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
+      return !this.viewGone(vid);
+    } finally {
+      this.insync = false;
+    }
+  }
+
+  /**
+   * A backup that restarted with a durable record of having synchronised this view resumes it
+   * and will not send transferdonereq. A pull from its primary makes it synchronise again (see
+   * onTransferReq); send one to every backup that has not reported, now and then.
+   */
+  private nudgeBackups(vid: number, backups: readonly string[]): void {
+    for (const backup of backups) {
+      if (this.syncedBackups.has(backup)) continue;
+      log('%s sync: nudging %s (no transferdonereq yet for view %d)', this.me, backup, vid);
+      void this.rpc.call(
+        this.addressOf(backup),
+        rsmProtocol.transferreq,
+        { src: this.me, last: this.lastMyvs, vid },
+        { timeoutMs: this.timing.transferTimeoutMs },
+      );
+    }
+  }
+
+  /**
+   * Asks every backup for its last viewstamp and, when newer than ours, its state. Retries each
+   * until it answers or the view is gone (then resolves undefined). Resolves the newest answer.
+   */
+  private async collectFromBackups(
+    vid: number,
+    backups: readonly string[],
+  ): Promise<{ from: string; last: Viewstamp; state: Uint8Array } | undefined> {
+    const mine = this.lastMyvs;
+    const answers = await Promise.all(
+      backups.map(async (backup) => {
+        for (;;) {
+          if (this.viewGone(vid)) return undefined;
+          const reply = await this.rpc.call(
+            this.addressOf(backup),
+            rsmProtocol.transferreq,
+            { src: this.me, last: mine, vid },
+            { timeoutMs: this.timing.transferTimeoutMs },
+          );
+          if (this.viewGone(vid)) return undefined;
+          if (reply.ok && reply.status === RsmStatus.OK) {
+            const { last, state } = reply.result;
+            if (last.vid >= vid) {
+              // Nobody executes in a view before its synchronisation ends: a broken or forged reply.
+              log('%s sync: ignoring (%s claims last %s in view %d)', this.me, backup, describeViewstamp(last), vid);
+              return { from: backup, last: VIEWSTAMP_ZERO, state: EMPTY };
+            }
+            return { from: backup, last, state };
+          }
+          log('%s sync: collecting from %s: %s', this.me, backup, reply.ok ? `status ${reply.status}` : reply.error.code);
+          if (!(await this.pause(this.timing.transferRetryMs))) return undefined;
+        }
+      }),
+    );
+    if (answers.some((answer) => answer === undefined)) return undefined;
+    let newest: { from: string; last: Viewstamp; state: Uint8Array } = { from: this.me, last: mine, state: EMPTY };
+    for (const answer of answers) if (compareViewstamp(answer!.last, newest.last) > 0) newest = answer!;
+    return newest;
+  }
+
+  /**
+   * A backup's synchronisation of view `vid` (the lab's sync_with_primary): transferreq to the
+   * primary until it answers OK, installing its state when its last viewstamp differs from ours;
+   * then transferdonereq until OK. Gives up when a newer view is committed.
+   */
+  private async syncWithPrimary(vid: number): Promise<boolean> {
+    const primary = this.primaryId;
+    for (;;) {
+      if (this.viewGone(vid)) return false;
+      const last = this.lastMyvs;
+      const reply = await this.rpc.call(
+        this.addressOf(primary),
+        rsmProtocol.transferreq,
+        { src: this.me, last, vid },
+        { timeoutMs: this.timing.transferTimeoutMs },
+      );
+      if (this.viewGone(vid)) return false;
+      if (reply.ok && reply.status === RsmStatus.OK && this.acceptTransfer(primary, vid, last, reply.result)) {
+        await this.durable; // the primary learns we have its state only once it is durable here
+        break;
+      }
+      if (!reply.ok || reply.status !== RsmStatus.OK) {
+        log('%s sync: transferreq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
+      }
+      if (!(await this.pause(this.timing.transferRetryMs))) return false;
+    }
+    for (;;) {
+      if (this.viewGone(vid)) return false;
+      const reply = await this.rpc.call(
+        this.addressOf(primary),
+        rsmProtocol.transferdonereq,
+        { m: this.me, vid },
+        { timeoutMs: this.timing.transferTimeoutMs },
+      );
+      if (this.viewGone(vid)) return false;
+      if (reply.ok && reply.status === RsmStatus.OK) {
+        log('%s sync: view %d, %s has our transfer done', this.me, vid, primary);
+        return true;
+      }
+      log('%s sync: transferdonereq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
+      if (!(await this.pause(this.timing.transferRetryMs))) return false;
+    }
+  }
+
+  /** Installs the primary's state when its last viewstamp differs from ours; resolves success. */
+  private acceptTransfer(primary: string, vid: number, asked: Viewstamp, result: TransferRes): boolean {
+    if (compareViewstamp(this.lastMyvs, asked) !== 0) return false; // changed meanwhile: ask again
+    if (compareViewstamp(result.last, asked) === 0) return true; // we have its state already
+    if (result.last.vid > vid) {
+      log('%s sync: ignoring (%s sent last %s for view %d)', this.me, primary, describeViewstamp(result.last), vid);
+      return false;
+    }
+    if (!this.installState(result.state, result.last, primary, vid)) return false;
+    void this.persist();
+    return true;
+  }
+
+  /** Replaces the state machine's state; false (state unchanged) if the bytes do not decode. */
+  private installState(state: Uint8Array, last: Viewstamp, from: string, vid: number): boolean {
+    const installed = this.stateMachine.unmarshalState(state);
+    if (!installed.ok) {
+      log('%s sync: ignoring the state of %s (%s)', this.me, from, installed.reason);
+      return false;
+    }
+    this.lastMyvs = last;
+    this.lastRequest = undefined;
+    log('%s sync: installed the state of %s (last %s)', this.me, from, describeViewstamp(last));
+    this.installedListeners.emit({ last, from, vid }, (e) => this.fatal(e));
     return true;
   }
 
@@ -352,12 +792,248 @@ export class RsmNode {
 
   protected registerHandlers(): void {
     this.rpc.handle(rsmClientProtocol.members, () => ({ status: RsmClientStatus.OK, result: this.membersWithPrimary() }));
+    this.rpc.handle(rsmClientProtocol.invoke, (args) => this.invokeQueue.run(() => this.clientInvoke(args.procno, args.req)));
+    this.rpc.handle(rsmProtocol.invoke, (args) => this.onInvoke(args.proc, args.vs, args.req));
+    this.rpc.handle(rsmProtocol.transferreq, (args) => this.onTransferReq(args.src, args.last, args.vid));
+    this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.onTransferDoneReq(args.m, args.vid));
     this.rpc.handle(rsmProtocol.joinreq, (args) => this.onJoinReq(args.src));
   }
 
   /**
+   * Client invoke on the primary (runs inside the invoke queue, one at a time):
+   * 1. BUSY in a view change; NOTPRIMARY unless primary.
+   * 2. If a request stamped earlier in this view is still pending (some backup did not
+   *    acknowledge it), resend it to the backups that did not and execute it here once all have;
+   *    if that fails again, BUSY. The primary never stamps a request before the previous one was
+   *    executed everywhere, so replicas never diverge inside a view.
+   * 3. Stamp the request with myvs, advance myvs, and write the stamped request durably.
+   * 4. Send it to every backup of the view in parallel; right after the first answer, pass
+   *    partition1() and breakpoint1() (lab-reference §4.6).
+   * 5. If any backup failed: BUSY, without executing here (the request stays pending, step 2).
+   * 6. Execute it here, record lastMyvs, write the replica record, reply OK with the service's
+   *    status and reply.
+   */
+  private async clientInvoke(proc: number, request: Uint8Array): Promise<HandlerReply<Uint8Array>> {
+    const busy = { status: RsmClientStatus.BUSY, result: EMPTY };
+    if (this.stopped || this.inViewChange) return busy;
+    if (this.primaryId !== this.me) return { status: RsmClientStatus.NOTPRIMARY, result: EMPTY };
+    const vid = this.vidCommitted;
+    assert(this.myvs.vid === vid, `primary of view ${vid} stamping in view ${this.myvs.vid}`);
+    if (this.pending !== undefined) {
+      assert(this.pending.vs.vid === vid, 'a pending request of an older view survived its view change');
+      if (!(await this.replicate(this.pending, false))) {
+        this.schedulePendingRetry();
+        return busy;
+      }
+      // Its client was answered BUSY and will retry; the service recognises the retry.
+      this.executePending();
+    }
+    const vs = this.myvs;
+    this.myvs = successor(vs);
+    const pending: PendingRequest = { vs, proc, request: request.slice(), acked: new Set() };
+    this.pending = pending;
+    // The stamp is durable before any backup sees it: a primary that restarts inside this view
+    // carries on from it and never gives this viewstamp to another request.
+    await this.persist();
+    if (this.stopped || this.pending !== pending) return busy;
+    if (!(await this.replicate(pending, true))) {
+      this.schedulePendingRetry();
+      return busy;
+    }
+    // Every backup executed it. Even if a view change began meanwhile (its synchronisation waits
+    // for this queue), executing here keeps us equal to them.
+    const result = this.executePending();
+    await this.persist();
+    if (this.stopped) return busy;
+    return { status: RsmClientStatus.OK, result: encodeInvokeReply(result) };
+  }
+
+  /**
+   * A pending request is completed by the next client request; if none comes, by this timer, so
+   * every stamped request ends up executed everywhere (or dropped by a view change) and replicas
+   * do not stay one request apart.
+   */
+  private schedulePendingRetry(): void {
+    if (this.pendingRetry !== undefined || this.stopped || this.pending === undefined) return;
+    this.pendingRetry = this.env.clock.setTimer(this.timing.syncRetryMs, () => {
+      this.pendingRetry = undefined;
+      this.invokeQueue.run(() => this.retryPending()).catch((error: unknown) => this.fatal(error));
+    });
+  }
+
+  private async retryPending(): Promise<void> {
+    const pending = this.pending;
+    if (pending === undefined || this.stopped || this.inViewChange || this.primaryId !== this.me || pending.vs.vid !== this.vidCommitted) return;
+    if (!(await this.replicate(pending, false))) {
+      this.schedulePendingRetry();
+      return;
+    }
+    this.executePending();
+    await this.persist();
+  }
+
+  /**
+   * Sends the pending request to every backup of its view that has not acknowledged it, in
+   * parallel. Resolves whether all of them have now (and this node is still running).
+   */
+  private async replicate(pending: PendingRequest, firstTime: boolean): Promise<boolean> {
+    const backups = this.config.members(pending.vs.vid).filter((member) => member !== this.me && !pending.acked.has(member));
+    let hooksPassed = !firstTime;
+    const passHooks = (): void => {
+      if (hooksPassed) return;
+      hooksPassed = true;
+      this.partition1();
+      this.breakpoint1();
+    };
+    if (backups.length === 0) {
+      passHooks();
+      return !this.stopped;
+    }
+    const args = { proc: pending.proc, vs: pending.vs, req: pending.request };
+    const acks = await Promise.all(
+      backups.map(async (backup) => {
+        const reply = await this.rpc.call(this.addressOf(backup), rsmProtocol.invoke, args, { timeoutMs: this.timing.invokeTimeoutMs });
+        passHooks();
+        const ok = reply.ok && reply.status === RsmStatus.OK;
+        if (ok) pending.acked.add(backup);
+        else log('%s invoke %s to %s failed: %s', this.me, describeViewstamp(pending.vs), backup, reply.ok ? `status ${reply.status}` : reply.error.code);
+        return ok;
+      }),
+    );
+    return !this.stopped && this.pending === pending && acks.every(Boolean);
+  }
+
+  /** Executes the pending request here (every backup has); it becomes the last executed. */
+  private executePending(): ExecuteResult {
+    const pending = this.pending;
+    assert(pending !== undefined, 'executePending without a pending request');
+    assert(compareViewstamp(pending.vs, nextExpected(pending.vs.vid, this.lastMyvs)) === 0, `primary executing ${describeViewstamp(pending.vs)} after ${describeViewstamp(this.lastMyvs)}`);
+    this.pending = undefined;
+    return this.execute(pending.vs, pending.proc, pending.request, 'primary');
+  }
+
+  private execute(vs: Viewstamp, proc: number, request: Uint8Array, role: 'primary' | 'backup'): ExecuteResult {
+    const result = this.stateMachine.execute(proc, request);
+    assert(Number.isInteger(result.status) && result.status >= 0 && result.status <= 0x7fff_ffff, `service returned status ${result.status}`);
+    this.lastMyvs = vs;
+    this.lastRequest = { proc, request };
+    this.executedListeners.emit({ vs, proc, request, result, role }, (e) => this.fatal(e));
+    return result;
+  }
+
+  /**
+   * Internal invoke on a backup: the accept rule (classifyInvoke) decides. The expected viewstamp
+   * is executed and written durably, then breakpoint1() (a backup dies right after executing),
+   * then acknowledged. The request executed
+   * last is acknowledged again without executing it: the primary resends a request when an
+   * acknowledgement did not reach it (the RPC call timed out, so the at-most-once table may have
+   * forgotten it; or the reply window was evicted), and only this replica can tell it already ran.
+   * Since a viewstamp is assigned once per view (a primary writes each stamp durably before
+   * sending it, and a restarted primary carries on after it), a duplicate carries the same
+   * request; it is compared anyway, and a mismatch is ERR.
+   */
+  private async onInvoke(proc: number, vs: Viewstamp, request: Uint8Array): Promise<HandlerReply<number>> {
+    const decision = classifyInvoke(
+      { inViewChange: this.inViewChange, isPrimary: this.primaryId === this.me, expected: this.myvs, last: this.lastMyvs },
+      vs,
+    );
+    switch (decision.action) {
+      case 'reject':
+        log('%s invoke %s: ignoring (%s)', this.me, describeViewstamp(vs), decision.reason);
+        return { status: RsmStatus.ERR, result: 0 };
+      case 'duplicate': {
+        const last = this.lastRequest;
+        if (last === undefined || last.proc !== proc || !sameBytes(last.request, request)) {
+          log('%s invoke %s: ignoring (a different request than the one executed there)', this.me, describeViewstamp(vs));
+          return { status: RsmStatus.ERR, result: 0 };
+        }
+        log('%s invoke %s: duplicate of the last executed request; acknowledging it again', this.me, describeViewstamp(vs));
+        await this.durable;
+        return { status: this.stopped ? RsmStatus.ERR : RsmStatus.OK, result: 0 };
+      }
+      case 'execute':
+        assert(this.myvs.vid === this.vidCommitted, 'backup expecting a viewstamp outside its committed view');
+        this.myvs = successor(vs);
+        this.execute(vs, proc, request.slice(), 'backup');
+        // Acknowledge only once it is durable here: the primary counts on every backup keeping it.
+        await this.persist();
+        if (this.stopped) return { status: RsmStatus.ERR, result: 0 };
+        this.breakpoint1();
+        return { status: RsmStatus.OK, result: 0 };
+    }
+  }
+
+  /**
+   * transferreq(src, last, vid). Read-only; the state is included only when it is of use:
+   * - on the primary of `vid`, from a backup of it: while synchronising `vid` (insync), or while
+   *   serving it (a backup that restarted inside the view re-synchronises without a view change),
+   *   with the state when `last` differs from ours (the lab's rule);
+   * - on a backup of `vid`, from its primary collecting (syncWithBackups step 2), with the state
+   *   when ours is newer than `last`;
+   * - BUSY otherwise (in particular for a view we have not committed, or no longer hold).
+   */
+  private async onTransferReq(src: string, last: Viewstamp, vid: number): Promise<HandlerReply<TransferRes>> {
+    // Ship only durable state: a replica that installs it may be the one that keeps it.
+    for (let durable = this.durable; ; durable = this.durable) {
+      await durable;
+      if (durable === this.durable) break;
+    }
+    const busy = { status: RsmStatus.BUSY, result: { state: EMPTY, last: this.lastMyvs } };
+    if (this.stopped || vid !== this.vidCommitted) return busy;
+    const members = this.config.members(vid);
+    if (!members.includes(src) || !members.includes(this.me) || src === this.me) {
+      log('%s transferreq from %s: ignoring (not both members of view %d)', this.me, src, vid);
+      return busy;
+    }
+    if (this.primaryId === this.me) {
+      // Inside the invoke queue, so no request is half-way: the state shipped and the requests
+      // the backup executes afterwards line up (a request the backup executed but we have not
+      // is resent to it as pending; one we executed is in the state).
+      return this.invokeQueue.run(async () => {
+        for (let durable = this.durable; ; durable = this.durable) {
+          await durable;
+          if (durable === this.durable) break;
+        }
+        if (this.stopped || vid !== this.vidCommitted || this.primaryId !== this.me) return busy;
+        const synchronising = this.insync && this.vidInsync === vid;
+        if (!synchronising && this.inViewChange) return busy;
+        const differs = compareViewstamp(last, this.lastMyvs) !== 0;
+        return { status: RsmStatus.OK, result: { state: differs ? this.stateMachine.marshalState() : EMPTY, last: this.lastMyvs } };
+      });
+    }
+    if (src === this.primaryId) {
+      if (!this.inViewChange) {
+        // The primary is synchronising this view again (it restarted before finishing, so it does
+        // not know we finished): take part once more.
+        log('%s transferreq from primary %s: synchronising view %d again', this.me, src, vid);
+        this.resync();
+      }
+      const newer = compareViewstamp(this.lastMyvs, last) > 0;
+      return { status: RsmStatus.OK, result: { state: newer ? this.stateMachine.marshalState() : EMPTY, last: this.lastMyvs } };
+    }
+    return busy;
+  }
+
+  /**
+   * transferdonereq(m, vid) on the primary: while synchronising `vid`, m has our state; once all
+   * backups have, the view serves. While serving `vid`, OK again (a retry whose first reply was
+   * lost, or a backup that re-synchronised inside the view). BUSY otherwise.
+   */
+  private onTransferDoneReq(m: string, vid: number): HandlerReply<number> {
+    const busy = { status: RsmStatus.BUSY, result: 0 };
+    if (this.stopped || this.primaryId !== this.me || vid !== this.vidCommitted || m === this.me) return busy;
+    if (!this.config.isMember(m, vid)) return busy;
+    if (this.insync && this.vidInsync === vid) {
+      this.syncedBackups.add(m);
+      this.syncProgress.notify();
+      return { status: RsmStatus.OK, result: 0 };
+    }
+    return this.inViewChange ? busy : { status: RsmStatus.OK, result: 0 };
+  }
+
+  /**
    * joinreq(src) on the node asked to admit `src`: a member already gets OK with the history;
-   * a non-primary answers BUSY; the primary runs config.add and answers OK with the history if
+   * a non-primary, or the primary during a view change, answers BUSY; the primary runs config.add and answers OK with the history if
    * `src` is a member afterwards, else BUSY. The history is sent only once durable here.
    */
   private async onJoinReq(src: string): Promise<{ status: number; result: JoinRes }> {
@@ -369,6 +1045,12 @@ export class RsmNode {
     if (!this.config.isMember(src, this.vidCommitted)) {
       if (this.primaryId !== this.me || !this.config.isMember(this.me, this.vidCommitted)) {
         log('%s joinreq from %s: ignoring (not primary; primary is %s)', this.me, src, this.primaryId);
+        return busy;
+      }
+      if (this.inViewChange) {
+        // Admit only from a synchronised view: then every member but the joiner holds the state,
+        // and a later view that drops members still contains one that does.
+        log('%s joinreq from %s: ignoring (view %d is not synchronised yet)', this.me, src, this.vidCommitted);
         return busy;
       }
       await this.config.add(src, this.vidCommitted);
@@ -405,6 +1087,13 @@ export class RsmNode {
       default:
         return RsmTestStatus.ERR;
     }
+  }
+
+  /** Disarms every breakpoint, RSM and Paxos (the simulator's liveness phase; no RPC for it). */
+  disarmBreakpoints(): void {
+    this.break1 = false;
+    this.break2 = false;
+    this.config.disarmBreakpoints();
   }
 
   /**
@@ -445,10 +1134,23 @@ export class RsmNode {
     if (this.break2) this.die('Dying at breakpoint 2 in rsm!');
   }
 
+  private primaryMaybeChanged(): void {
+    const now = this.isPrimary;
+    if (now === this.wasPrimary) return;
+    this.wasPrimary = now;
+    this.primaryListeners.emit(now, (e) => this.fatal(e));
+  }
+
   private fatal(error: unknown): void {
     if (this.stopped) return;
     this.onFatal(error);
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Re-exported for hosts that only import the RSM. */

@@ -20,6 +20,7 @@
  * Unlike the lab, joinres carries the decided view history as a list of (instance, value) rather
  * than the text of the joiner-to-be's log; the joiner writes its log from it.
  */
+import { Writer, decode, type Decoded } from '../lib/codec.js';
 import { codecs, procedure, type Codec } from '../lib/rpc.js';
 import { ID_BYTES_MAX, VALUE_BYTES_MAX } from '../paxos/messages.js';
 import type { HistoryEntry } from '../paxos/view.js';
@@ -163,3 +164,26 @@ export const rsmTestProtocol = {
     codecs.i32,
   ),
 } as const;
+
+/**
+ * The result blob of a client invoke (lab-reference §4.2): the service's status as an i32, then
+ * its reply as bytes. The RPC header carries the RSM status (OK, NOTPRIMARY, BUSY); this blob is
+ * meaningful only when that status is OK.
+ */
+export interface InvokeReply {
+  /** The service status (≥ 0; 0 is conventionally OK). */
+  readonly status: number;
+  /** The service's marshalled reply. */
+  readonly reply: Uint8Array;
+}
+
+export function encodeInvokeReply(result: InvokeReply): Uint8Array {
+  return new Writer().i32(result.status).bytes(result.reply).finish();
+}
+
+/** Never throws: a malformed blob (or a negative status) is `{ ok: false, reason }`. */
+export function decodeInvokeReply(bytes: Uint8Array): Decoded<InvokeReply> {
+  const decoded = decode(bytes, (r) => ({ status: r.i32(), reply: r.bytes(BLOB_BYTES_MAX).slice() }));
+  if (decoded.ok && decoded.value.status < 0) return { ok: false, reason: `negative service status ${decoded.value.status}` };
+  return decoded;
+}

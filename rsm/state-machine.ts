@@ -35,3 +35,24 @@ export interface ExecuteResult {
   /** The marshalled reply for the client. */
   readonly reply: Uint8Array;
 }
+
+/** The status every request gets from the EmptyStateMachine. */
+export const EMPTY_MACHINE_STATUS = 1;
+
+/**
+ * The state machine of a replica that serves no service (membership-only hosts and tests): no
+ * state, and every request is answered EMPTY_MACHINE_STATUS with an empty reply, without effect.
+ */
+export class EmptyStateMachine implements StateMachine {
+  execute(_proc: number, _request: Uint8Array): ExecuteResult {
+    return { status: EMPTY_MACHINE_STATUS, reply: new Uint8Array(0) };
+  }
+
+  marshalState(): Uint8Array {
+    return new Uint8Array(0);
+  }
+
+  unmarshalState(state: Uint8Array): { readonly ok: true } | { readonly ok: false; readonly reason: string } {
+    return state.length === 0 ? { ok: true } : { ok: false, reason: `the empty machine has no state (got ${state.length} bytes)` };
+  }
+}

@@ -98,11 +98,17 @@ scenario('scenario 4: a minority never forms a view; a restarted member rejoins 
   cluster.crash(p2!);
   await cluster.start(p1!, p0!);
   await cluster.runFor(7000);
-  t.same(sizes(cluster, p0!), [1, 2, 3, 2], 'p1 came back into view 4 without a new view');
-  t.same(sizes(cluster, p1!), [1, 2, 3, 2]);
+  // p1 is still a member of view 4 and comes back without a new view being needed. But p0 may
+  // have been proposing to remove p1 when it returned (a heartbeat sent while p1 was down fails
+  // just after), and p1's return gives that proposal its majority: then view 5 is {p0} and p1
+  // rejoins as view 6 {p0,p1}. rsm_tester accepts the same two histories (tester/scenarios.ts).
+  const back = views(cluster, p0!).slice(4);
+  t.ok(back.length === 0 || JSON.stringify(back) === JSON.stringify([[p0], [p0, p1]]), `p1 came back into view 4, or was removed and rejoined: ${JSON.stringify(back)}`);
   await cluster.start(p2!, p0!);
-  t.ok(await waitViews(cluster, [p0!, p1!, p2!], 5), cluster.describe());
-  for (const id of [p0!, p1!, p2!]) t.same(views(cluster, id)[4], [p0, p1, p2], `${id}: view 5`);
+  const all = (id: string): boolean => views(cluster, id).at(-1)?.length === 3;
+  t.ok(await cluster.runUntil(() => [p0!, p1!, p2!].every(all), 20_000), cluster.describe());
+  const legal = [JSON.stringify([[p0, p1, p2]]), JSON.stringify([[p0], [p0, p1], [p0, p1, p2]])];
+  for (const id of [p0!, p1!, p2!]) t.ok(legal.includes(JSON.stringify(views(cluster, id).slice(4))), `${id}: views after 4 ${JSON.stringify(views(cluster, id).slice(4))}`);
   done(t, cluster);
 });
 

@@ -12,6 +12,7 @@ import { RpcEndpoint, type RpcOptions } from '../../lib/rpc.js';
 import { SimDisk, SimNetwork, SimWorld, simEnv, type SimWorldOptions } from '../../lib/sim/index.js';
 import { MemoryLogSink, type PaxosLogSink } from '../../paxos/log-sink.js';
 import { RsmNode, type RsmTiming } from '../../rsm/node.js';
+import type { StateMachine } from '../../rsm/state-machine.js';
 import { PaxosChecker } from './checkers.js';
 
 export interface SimClusterOptions {
@@ -21,6 +22,10 @@ export interface SimClusterOptions {
   readonly timing?: Partial<RsmTiming>;
   readonly rpcOptions?: Partial<RpcOptions>;
   readonly world?: SimWorldOptions;
+  /** A fresh state machine for each incarnation of a node (default: the node's EmptyStateMachine). */
+  readonly stateMachine?: (id: string) => StateMachine;
+  /** Called with each new incarnation before it starts (attach listeners and checkers here). */
+  readonly onNodeStart?: (id: string, node: RsmNode, incarnation: number) => void;
 }
 
 /** What the cluster keeps per node id, across incarnations. */
@@ -36,6 +41,8 @@ export interface SimNodeSlot {
   starts: number;
   /** Messages passed to `die` (breakpoints that fired). */
   readonly deaths: string[];
+  /** The running incarnation's state machine (undefined while down, or with the default machine). */
+  stateMachine: StateMachine | undefined;
 }
 
 /** Ids like the tester's: ports spaced by 2 from `base`. */
@@ -61,6 +68,8 @@ export class SimCluster {
   lineListener: (id: string, line: string) => void = () => {};
   private readonly timing: Partial<RsmTiming>;
   private readonly rpcOptions: Partial<RpcOptions>;
+  private readonly stateMachineOf: ((id: string) => StateMachine) | undefined;
+  private readonly onNodeStart: ((id: string, node: RsmNode, incarnation: number) => void) | undefined;
 
   constructor(options: SimClusterOptions) {
     this.world = new SimWorld(options.seed, options.world);
@@ -70,8 +79,10 @@ export class SimCluster {
     this.ids = [...options.ids];
     this.timing = options.timing ?? {};
     this.rpcOptions = options.rpcOptions ?? {};
+    this.stateMachineOf = options.stateMachine;
+    this.onNodeStart = options.onNodeStart;
     for (const id of this.ids) {
-      this.slots.set(id, { id, log: new MemoryLogSink(), node: undefined, rpc: undefined, control: undefined, starts: 0, deaths: [] });
+      this.slots.set(id, { id, log: new MemoryLogSink(), node: undefined, rpc: undefined, control: undefined, starts: 0, deaths: [], stateMachine: undefined });
     }
   }
 
@@ -107,7 +118,9 @@ export class SimCluster {
     const rpc = new RpcEndpoint(await env.network.listen(id), env.clock, env.random.fork(), this.rpcOptions);
     const control = new RpcEndpoint(await env.network.listen(simControlAddress(id)), env.clock, env.random.fork(), this.rpcOptions);
     const incarnation = slot.starts;
+    const stateMachine = this.stateMachineOf?.(id);
     const node = await RsmNode.open({
+      ...(stateMachine === undefined ? {} : { stateMachine }),
       me: id,
       master,
       env,
@@ -126,6 +139,8 @@ export class SimCluster {
     slot.node = node;
     slot.rpc = rpc;
     slot.control = control;
+    slot.stateMachine = stateMachine;
+    this.onNodeStart?.(id, node, incarnation);
     node.start();
     this.world.trace(`start ${id} master=${master} incarnation=${incarnation} vid=${node.config.vid}`);
     return node;
@@ -139,6 +154,7 @@ export class SimCluster {
     slot.node = undefined;
     slot.rpc = undefined;
     slot.control = undefined;
+    slot.stateMachine = undefined;
     node.stop();
     this.world.crash(id);
   }

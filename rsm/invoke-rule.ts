@@ -1,0 +1,76 @@
+/**
+ * The viewstamp rules of the RSM as pure functions, so they can be tested alone (property tests in
+ * test/rsm-viewstamp.test.ts): the backup's accept rule for an internal invoke, and the next
+ * expected viewstamp after a view is synchronised.
+ */
+import { assert } from '../lib/assert.js';
+import { compareViewstamp, describeViewstamp, type Viewstamp } from './protocol.js';
+
+/** What a replica knows when an internal invoke arrives. */
+export interface InvokePosition {
+  /** Between a view commit and the end of that view's synchronisation. */
+  readonly inViewChange: boolean;
+  /** This replica is the primary of its committed view (primaries never accept invokes). */
+  readonly isPrimary: boolean;
+  /** The next viewstamp this backup may execute (the lab's myvs). */
+  readonly expected: Viewstamp;
+  /** The viewstamp of the last request it executed (the lab's last_myvs). */
+  readonly last: Viewstamp;
+}
+
+export type InvokeDecision =
+  /** Execute the request, then last = vs and expected = vs + 1. */
+  | { readonly action: 'execute' }
+  /**
+   * The request executed last, again: acknowledge it without executing it a second time. The
+   * primary resends a request whose acknowledgement it did not get (see rsm/README.md, "Invoke").
+   */
+  | { readonly action: 'duplicate' }
+  | { readonly action: 'reject'; readonly reason: string };
+
+/**
+ * The backup's accept rule. Exactly one viewstamp is executed: the expected one. The one executed
+ * last is acknowledged without execution when it was stamped in the current view. Everything else
+ * is rejected: any viewstamp while in a view change or on the primary, a gap (beyond the expected
+ * one, including any later view), an older duplicate, an earlier view, and malformed viewstamps.
+ */
+export function classifyInvoke(position: InvokePosition, vs: Viewstamp): InvokeDecision {
+  if (!isWellFormed(vs) || vs.seqno === 0) return reject(`malformed viewstamp ${describeViewstamp(vs)}`);
+  if (position.inViewChange) return reject('in a view change');
+  if (position.isPrimary) return reject('I am the primary');
+  const { expected, last } = position;
+  const order = compareViewstamp(vs, expected);
+  if (order === 0) return { action: 'execute' };
+  if (order > 0) return reject(`gap: expected ${describeViewstamp(expected)}, got ${describeViewstamp(vs)}`);
+  if (compareViewstamp(vs, last) === 0 && last.vid === expected.vid) return { action: 'duplicate' };
+  return reject(`old: expected ${describeViewstamp(expected)}, last ${describeViewstamp(last)}, got ${describeViewstamp(vs)}`);
+}
+
+/**
+ * The viewstamp to expect (backup) or assign (primary) once view `vid` is synchronised: the one
+ * after `last` if `last` was stamped in this view (a replica that re-synchronised in the middle of
+ * the view), else (vid, 1).
+ */
+export function nextExpected(vid: number, last: Viewstamp): Viewstamp {
+  assert(isWellFormed(last), `nextExpected: bad last ${describeViewstamp(last)}`);
+  assert(Number.isSafeInteger(vid) && vid >= 1 && last.vid <= vid, `nextExpected: last ${describeViewstamp(last)} beyond view ${vid}`);
+  return last.vid === vid ? { vid, seqno: last.seqno + 1 } : { vid, seqno: 1 };
+}
+
+/** The viewstamp after `vs` in the same view. */
+export function successor(vs: Viewstamp): Viewstamp {
+  return { vid: vs.vid, seqno: vs.seqno + 1 };
+}
+
+/** u32 fields, as on the wire. */
+export function isWellFormed(vs: Viewstamp): boolean {
+  return isU32(vs.vid) && isU32(vs.seqno);
+}
+
+function isU32(n: number): boolean {
+  return Number.isInteger(n) && n >= 0 && n <= 0xffff_ffff;
+}
+
+function reject(reason: string): InvokeDecision {
+  return { action: 'reject', reason };
+}

@@ -1,0 +1,148 @@
+/**
+ * Property tests of the viewstamp rules (rsm/protocol.ts, rsm/invoke-rule.ts): the viewstamp
+ * order, the backup's accept rule, the expected viewstamp after a synchronisation, and the
+ * replica record and invoke reply codecs.
+ */
+import fc from 'fast-check';
+import t from 'tap';
+import { classifyInvoke, nextExpected, successor, type InvokePosition } from '../rsm/invoke-rule.js';
+import { VIEWSTAMP_ZERO, compareViewstamp, decodeInvokeReply, encodeInvokeReply, type Viewstamp } from '../rsm/protocol.js';
+import { decodeReplicaRecord, encodeReplicaRecord } from '../rsm/replica-store.js';
+
+const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
+const small = fc.integer({ min: 0, max: 6 });
+/** Viewstamps from a small range (many ties) or the whole u32 range. */
+const viewstamp = fc.oneof(
+  fc.record({ vid: small, seqno: small }),
+  fc.record({ vid: u32, seqno: u32 }),
+) as fc.Arbitrary<Viewstamp>;
+
+const sign = (n: number): number => (n > 0 ? 1 : n < 0 ? -1 : 0);
+
+t.test('compareViewstamp is a total order equal to (vid, seqno) lexicographic order', async (t) => {
+  fc.assert(
+    fc.property(viewstamp, viewstamp, viewstamp, (a, b, c) => {
+      const ab = compareViewstamp(a, b);
+      const lexicographic = a.vid !== b.vid ? sign(a.vid - b.vid) : sign(a.seqno - b.seqno);
+      if (sign(ab) !== lexicographic) return false; // consistent with (vid, seqno)
+      if (sign(compareViewstamp(b, a)) !== -sign(ab)) return false; // antisymmetric
+      if ((ab === 0) !== (a.vid === b.vid && a.seqno === b.seqno)) return false; // equal only when equal
+      if (compareViewstamp(a, a) !== 0) return false; // reflexive
+      // transitive
+      if (compareViewstamp(a, b) <= 0 && compareViewstamp(b, c) <= 0 && compareViewstamp(a, c) > 0) return false;
+      return true;
+    }),
+    { numRuns: 5000 },
+  );
+  const sorted = [{ vid: 2, seqno: 1 }, { vid: 1, seqno: 9 }, VIEWSTAMP_ZERO, { vid: 1, seqno: 2 }].sort(compareViewstamp);
+  t.same(sorted, [VIEWSTAMP_ZERO, { vid: 1, seqno: 2 }, { vid: 1, seqno: 9 }, { vid: 2, seqno: 1 }]);
+});
+
+/** Positions a backup can be in: out of a view change, expecting the one after its last. */
+const steadyBackup = fc
+  .record({ vid: fc.integer({ min: 1, max: 6 }), executedInView: fc.boolean(), seqno: fc.integer({ min: 1, max: 6 }), lastVid: fc.integer({ min: 0, max: 5 }) })
+  .map(({ vid, executedInView, seqno, lastVid }): InvokePosition => {
+    const last = executedInView ? { vid, seqno } : { vid: Math.min(lastVid, vid - 1), seqno };
+    return { inViewChange: false, isPrimary: false, expected: nextExpected(vid, last), last };
+  });
+
+t.test('the accept rule executes exactly the expected viewstamp and rejects every gap and old duplicate', async (t) => {
+  fc.assert(
+    fc.property(steadyBackup, viewstamp, (position, vs) => {
+      const decision = classifyInvoke(position, vs).action;
+      const order = compareViewstamp(vs, position.expected);
+      if (order === 0) return decision === 'execute';
+      if (order > 0) return decision === 'reject'; // a gap (later seqno, or any later view)
+      // Older than expected: only the last executed, stamped in this view, is acknowledged again
+      // (never executed); everything else older is rejected.
+      const lastAgain = compareViewstamp(vs, position.last) === 0 && position.last.vid === position.expected.vid;
+      return decision === (lastAgain ? 'duplicate' : 'reject');
+    }),
+    { numRuns: 5000 },
+  );
+  t.pass();
+});
+
+t.test('the accept rule never executes or acknowledges anything in a view change or on the primary', async (t) => {
+  fc.assert(
+    fc.property(steadyBackup, fc.boolean(), viewstamp, (position, primary, vs) => {
+      const changed = primary ? { ...position, isPrimary: true } : { ...position, inViewChange: true };
+      return classifyInvoke(changed, vs).action === 'reject';
+    }),
+    { numRuns: 2000 },
+  );
+  t.pass();
+});
+
+t.test('a sequence of invokes executes each viewstamp once, in order, whatever is resent or reordered', async (t) => {
+  // A backup receives an arbitrary mix of the primary's stamps 1..n (resends, reordering, gaps):
+  // it must execute 1, 2, …, k for some k with no repeat and nothing skipped.
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: 0, max: 8 }), { maxLength: 40 }), (arrivals) => {
+      const vid = 3;
+      let last: Viewstamp = { vid: 2, seqno: 7 };
+      let expected = nextExpected(vid, last);
+      const executed: number[] = [];
+      for (const seqno of arrivals) {
+        const decision = classifyInvoke({ inViewChange: false, isPrimary: false, expected, last }, { vid, seqno });
+        if (decision.action === 'execute') {
+          executed.push(seqno);
+          last = { vid, seqno };
+          expected = successor(last);
+        }
+      }
+      return executed.every((seqno, i) => seqno === i + 1);
+    }),
+    { numRuns: 3000 },
+  );
+  t.pass();
+});
+
+t.test('malformed viewstamps are rejected', async (t) => {
+  const position: InvokePosition = { inViewChange: false, isPrimary: false, expected: { vid: 1, seqno: 1 }, last: VIEWSTAMP_ZERO };
+  for (const vs of [{ vid: 1, seqno: 0 }, { vid: -1, seqno: 1 }, { vid: 1.5, seqno: 1 }, { vid: 2 ** 32, seqno: 1 }, { vid: 1, seqno: NaN }]) {
+    t.equal(classifyInvoke(position, vs).action, 'reject', JSON.stringify(vs));
+  }
+});
+
+t.test('nextExpected: the one after last in the same view, else seqno 1', async (t) => {
+  t.same(nextExpected(4, { vid: 4, seqno: 7 }), { vid: 4, seqno: 8 });
+  t.same(nextExpected(4, { vid: 2, seqno: 7 }), { vid: 4, seqno: 1 });
+  t.same(nextExpected(1, VIEWSTAMP_ZERO), { vid: 1, seqno: 1 });
+  t.throws(() => nextExpected(3, { vid: 4, seqno: 1 }), 'last beyond the view is a programmer error');
+});
+
+t.test('replica records and invoke replies round-trip, and bad bytes are refused without throwing', async (t) => {
+  const bytes = fc.uint8Array({ maxLength: 40 });
+  const request = fc.option(fc.record({ proc: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), request: bytes }), { nil: undefined });
+  const record = fc.record({
+    last: fc.record({ vid: u32, seqno: u32 }),
+    syncedVid: u32,
+    state: bytes,
+    lastRequest: request,
+    pending: fc.option(fc.record({ vs: fc.record({ vid: u32, seqno: u32 }), proc: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), request: bytes }), { nil: undefined }),
+  });
+  fc.assert(
+    fc.property(record, (r) => {
+      const decoded = decodeReplicaRecord(encodeReplicaRecord(r));
+      return decoded.ok && JSON.stringify(decoded.value) === JSON.stringify(r);
+    }),
+    { numRuns: 1000 },
+  );
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 2 ** 31 - 1 }), bytes, (status, reply) => {
+      const decoded = decodeInvokeReply(encodeInvokeReply({ status, reply }));
+      return decoded.ok && decoded.value.status === status && Buffer.compare(decoded.value.reply, reply) === 0;
+    }),
+    { numRuns: 1000 },
+  );
+  fc.assert(
+    fc.property(bytes, (junk) => {
+      decodeReplicaRecord(junk);
+      decodeInvokeReply(junk);
+      return true;
+    }),
+    { numRuns: 2000 },
+  );
+  t.notOk(decodeInvokeReply(encodeInvokeReply({ status: -1, reply: new Uint8Array(0) })).ok, 'a negative service status is refused');
+});

@@ -1,0 +1,394 @@
+/**
+ * One run of the RSM simulator (`rsm_sim`): a replicated kv service under faults, from one seed.
+ *
+ * From the seed it draws (on a stream of its own, so the drawn options never shift with the run):
+ * the cluster size (3–5 unless given) and ids, the network's link faults (delay, hence reordering;
+ * loss; duplication), and a client workload (2–4 clients, each issuing 8–24 operations one at a
+ * time: appends of unique tokens, some puts and gets; some clients give up on operations after a
+ * deadline, so their outcome is unknown). The run then has two phases:
+ *
+ * - safety: the clients run while the fault schedule crashes and restarts nodes (losing unsynced
+ *   writes and all RSM state), restarts them at once, partitions the network (clients included),
+ *   isolates nodes, changes link faults, arms RSM breakpoints 1 and 2, Paxos breakpoints 3 and 4,
+ *   and partitions at the primary's next request (net_repair 0);
+ * - liveness: the network is healed, breakpoints disarmed, dead nodes restarted; every client must
+ *   finish every operation, and the whole cluster must converge on one synchronised view, within a
+ *   bound of virtual time.
+ *
+ * Checkers watch from outside: PaxosChecker (one value per instance, histories), RsmChecker (order,
+ * request and state agreement per viewstamp), and at the end the kv history against a sequential
+ * model (tester/sim/kv-model.ts) and the replicas' final states against each other.
+ *
+ * Crashes are unrestricted: every replica keeps its state durably (rsm/README.md, "Durability"),
+ * so even all nodes crashing at once loses nothing acknowledged.
+ */
+import { RpcEndpoint } from '../../lib/rpc.js';
+import { SeededRandom } from '../../lib/random.js';
+import type { LinkFaults } from '../../lib/sim/network.js';
+import { doneEntries } from '../../paxos/log-sink.js';
+import { RsmError } from '../../rsm/errors.js';
+import { RsmClient } from '../../rsm/client.js';
+import { KvClient, type KvResult } from '../../rsm/kv/kv-client.js';
+import { KvService } from '../../rsm/kv/kv-service.js';
+import type { RsmTiming } from '../../rsm/node.js';
+import { compareViewstamp, describeViewstamp } from '../../rsm/protocol.js';
+import { SimCluster, portIds } from './cluster.js';
+import { checkKvHistory, type KvOpKind, type KvOpRecord } from './kv-model.js';
+import { RsmChecker, digest } from './rsm-checkers.js';
+
+export interface RsmSimOptions {
+  /** Cluster size (3–5); default: drawn. */
+  readonly nodes?: number;
+  /** Virtual length of the safety phase (default 30 s). */
+  readonly faultPhaseMs?: number;
+  /** Virtual time the healed cluster gets to finish (default 120 s). */
+  readonly livenessLimitMs?: number;
+  /** Keep the world's trace lines (debugging). */
+  readonly keepTrace?: boolean;
+  /** Record the fault schedule as lines (printed by --verbose). */
+  readonly keepEvents?: boolean;
+}
+
+export type RsmSimOutcome = 'ok' | 'violation' | 'liveness';
+
+export interface RsmSimResult {
+  readonly seed: number;
+  readonly outcome: RsmSimOutcome;
+  readonly problems: readonly string[];
+  /** The drawn options, one line. */
+  readonly options: string;
+  /** One line of statistics (deterministic). */
+  readonly summary: string;
+  readonly traceHash: string;
+  readonly events: readonly string[];
+  readonly traceLines?: readonly string[];
+  readonly stats: RsmSimStats;
+}
+
+export interface RsmSimStats {
+  readonly nodes: number;
+  readonly views: number;
+  readonly crashes: number;
+  readonly deaths: number;
+  readonly ops: number;
+  readonly acked: number;
+  readonly unknown: number;
+  readonly executions: number;
+  readonly transfers: number;
+  readonly virtualMs: number;
+  readonly worldEvents: number;
+}
+
+/** Protocol timers for the simulator (virtual time is free; events are not). */
+export const RSM_SIM_TIMING: Partial<RsmTiming> = {
+  heartbeatIntervalMs: 500,
+  heartbeatTimeoutMs: 500,
+  paxosTimeoutMs: 500,
+  removeJitterMsMax: 100,
+  joinRetryMs: 500,
+  joinTimeoutMs: 3000,
+  syncRetryMs: 500,
+  invokeTimeoutMs: 500,
+  transferTimeoutMs: 500,
+  transferRetryMs: 100,
+};
+
+const KEYS = ['a', 'b', 'm'] as const;
+
+interface ClientPlan {
+  readonly name: string;
+  readonly ops: ReadonlyArray<{ readonly kind: KvOpKind; readonly key: string }>;
+  /** Deadline per operation during the safety phase (undefined: none). */
+  readonly opTimeoutMs: number | undefined;
+  readonly thinkMsMax: number;
+  /** Whom the client knows at first: the MASTER only, or every node. */
+  readonly knowsAll: boolean;
+}
+
+interface Parameters {
+  readonly ids: string[];
+  readonly faults: LinkFaults;
+  readonly clients: ClientPlan[];
+  readonly faultPhaseMs: number;
+  readonly livenessLimitMs: number;
+}
+
+function pick<T>(random: SeededRandom, items: readonly T[]): T {
+  return items[random.int(items.length)]!;
+}
+
+function shuffle<T>(random: SeededRandom, items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = random.int(i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+/** The drawn options: a pure function of the seed (and the overrides). */
+export function drawParameters(seed: number, options: RsmSimOptions = {}): Parameters {
+  const draw = new SeededRandom(`rsm-sim-parameters:${seed}`);
+  const drawnSize = 3 + draw.int(3);
+  const size = options.nodes ?? drawnSize;
+  const ids = portIds(size, pick(draw, [3772, 10000, 40000]));
+  const faults: LinkFaults = {
+    delayMinMs: 1,
+    delayMaxMs: pick(draw, [1, 5, 20, 100, 300]),
+    loss: pick(draw, [0, 0, 0.01, 0.05, 0.15]),
+    duplicate: pick(draw, [0, 0.02, 0.1]),
+  };
+  const clientCount = 2 + draw.int(3);
+  const thinkMsMax = pick(draw, [50, 500, 2000]);
+  const clients: ClientPlan[] = [];
+  for (let i = 1; i <= clientCount; i++) {
+    const count = 8 + draw.int(17);
+    const ops: Array<{ kind: KvOpKind; key: string }> = [];
+    for (let j = 0; j < count; j++) {
+      const key = pick(draw, KEYS);
+      const roll = draw.int(100);
+      const kind: KvOpKind = key === 'm' ? (roll < 30 ? 'put' : roll < 70 ? 'append' : 'get') : roll < 80 ? 'append' : 'get';
+      ops.push({ kind, key });
+    }
+    const impatient = draw.int(3) === 0;
+    clients.push({ name: `c${i}`, ops, opTimeoutMs: impatient ? pick(draw, [2000, 6000]) : undefined, thinkMsMax, knowsAll: draw.int(2) === 0 });
+  }
+  return { ids, faults, clients, faultPhaseMs: options.faultPhaseMs ?? 30_000, livenessLimitMs: options.livenessLimitMs ?? 120_000 };
+}
+
+export function describeParameters(seed: number, p: Parameters): string {
+  const f = p.faults;
+  const clients = p.clients
+    .map((c) => `${c.name}:${c.ops.length}${c.opTimeoutMs === undefined ? '' : `/timeout=${c.opTimeoutMs}ms`}${c.knowsAll ? '' : '/master-only'}`)
+    .join(' ');
+  return (
+    `seed=${seed} nodes=${p.ids.length} ids=[${p.ids.join(' ')}] delay=${f.delayMinMs}..${f.delayMaxMs}ms loss=${f.loss} dup=${f.duplicate}` +
+    ` clients=[${clients}] think<=${p.clients[0]?.thinkMsMax ?? 0}ms faultPhase=${p.faultPhaseMs}ms liveness<=${p.livenessLimitMs}ms`
+  );
+}
+
+export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Promise<RsmSimResult> {
+  const params = drawParameters(seed, options);
+  const { ids } = params;
+  const events: string[] = [];
+  const keepEvents = options.keepEvents ?? false;
+  let rsm: RsmChecker | undefined;
+  const cluster = new SimCluster({
+    seed: `rsm-sim:${seed}`,
+    ids,
+    timing: RSM_SIM_TIMING,
+    world: { keepTrace: options.keepTrace ?? false },
+    stateMachine: () => new KvService(),
+    onNodeStart: (id, node, incarnation) => rsm!.attach(id, incarnation, node, cluster.slot(id).stateMachine!),
+  });
+  const { world, network } = cluster;
+  rsm = new RsmChecker(() => world.now());
+  const random = world.random;
+  const event = (line: string): void => {
+    world.trace(`sim ${line}`);
+    if (keepEvents) events.push(`t=${world.now()} ${line}`);
+  };
+  const problems: string[] = [];
+  let crashes = 0;
+  let liveness = false;
+
+  // Bootstrap: nodes join one by one with the first as MASTER, on a reliable network.
+  for (let i = 0; i < ids.length; i++) {
+    await cluster.start(ids[i]!);
+    if (!(await cluster.runUntil(() => cluster.converged(ids.slice(0, i + 1)), 30_000))) {
+      problems.push(`bootstrap: ${ids.slice(0, i + 1).join(',')} did not converge: ${cluster.describe()}`);
+      break;
+    }
+  }
+  network.setLinkFaults(params.faults);
+
+  // Clients.
+  const history: KvOpRecord[] = [];
+  let clientsDone = 0;
+  const clientErrors: string[] = [];
+  params.clients.forEach((plan, index) => {
+    const owner = plan.name;
+    const rpc = new RpcEndpoint(network.forOwner(owner).connect(), world.clockFor(owner), random.fork(), { callTimeoutMs: 3000 });
+    const rsmClient = new RsmClient({ rpc, knownMembers: plan.knowsAll ? ids : [ids[0]!], callTimeoutMs: 2000, backoffMsMax: 1000 });
+    const kv = new KvClient(rsmClient, plan.name);
+    const think = new SeededRandom(`rsm-sim-think:${seed}:${index}`);
+    const clock = world.clockFor(owner);
+    const pause = (ms: number): Promise<void> => new Promise((resolve) => clock.setTimer(ms, resolve));
+    void (async () => {
+      for (const op of plan.ops) {
+        if (plan.thinkMsMax > 0) await pause(think.int(plan.thinkMsMax + 1));
+        const seq = kv.lastSeq + 1;
+        const token = op.kind === 'get' ? '' : `${plan.name}.${seq};`;
+        const record: KvOpRecord = { client: plan.name, seq, kind: op.kind, key: op.key, token, call: world.now(), ret: undefined, result: undefined };
+        history.push(record);
+        const timeout = liveness || plan.opTimeoutMs === undefined ? {} : { timeoutMs: plan.opTimeoutMs };
+        try {
+          let result: KvResult;
+          if (op.kind === 'put') result = await kv.put(op.key, token, timeout);
+          else if (op.kind === 'append') result = await kv.append(op.key, token, timeout);
+          else result = await kv.get(op.key, timeout);
+          if (result.seq !== seq) clientErrors.push(`${plan.name}: operation sent with seq ${result.seq}, expected ${seq}`);
+          record.ret = world.now();
+          record.result = { status: result.status, value: result.value };
+        } catch (error) {
+          if (!(error instanceof RsmError && error.code === 'RSM_TIMEOUT')) {
+            clientErrors.push(`${plan.name}#${seq}: ${(error as Error)?.stack ?? String(error)}`);
+          }
+        }
+      }
+      clientsDone++;
+    })();
+  });
+
+  const crash = (id: string, why: string): void => {
+    event(`crash ${id} (${why})`);
+    cluster.crash(id);
+    crashes++;
+  };
+  const start = async (id: string, master: string = ids[0]!): Promise<void> => {
+    event(`start ${id} master=${master}`);
+    await cluster.start(id, master);
+  };
+
+  // Safety phase.
+  const faultEnd = world.now() + params.faultPhaseMs;
+  while (world.now() < faultEnd && problems.length === 0 && cluster.checker.ok && rsm.ok) {
+    await cluster.runFor(100 + random.int(2000));
+    const up = cluster.upIds();
+    const down = ids.filter((id) => !cluster.isUp(id));
+    const roll = random.int(100);
+    if (roll < 14 && up.length > 0) {
+      crash(pick(random, up), 'fault');
+    } else if (roll < 32 && down.length > 0) {
+      const id = pick(random, down);
+      await start(id, random.int(4) === 0 ? pick(random, ids) : ids[0]!);
+    } else if (roll < 40 && up.length > 0) {
+      const id = pick(random, up);
+      crash(id, 'quick restart');
+      await start(id);
+    } else if (roll < 54) {
+      const shuffled = shuffle(random, ids);
+      const cut = 1 + random.int(ids.length - 1);
+      const groups = [shuffled.slice(0, cut), shuffled.slice(cut)];
+      for (const plan of params.clients) groups[random.int(2)]!.push(plan.name);
+      event(`partition ${groups.map((g) => `[${g.join(' ')}]`).join(' ')}`);
+      network.partition(groups);
+    } else if (roll < 66) {
+      event('heal');
+      network.heal();
+    } else if (roll < 73) {
+      const faults = { delayMaxMs: pick(random, [1, 10, 50, 300, 1000]), loss: pick(random, [0, 0.05, 0.3, 0.6]), duplicate: pick(random, [0, 0.1, 0.3]) };
+      event(`link faults delay<=${faults.delayMaxMs} loss=${faults.loss} dup=${faults.duplicate}`);
+      network.setLinkFaults(faults);
+    } else if (roll < 76) {
+      event('link faults as drawn');
+      network.setLinkFaults(params.faults);
+    } else if (roll < 88 && up.length > 0) {
+      const id = pick(random, up);
+      const b = pick(random, [1, 1, 2, 3, 4]);
+      event(`breakpoint ${b} on ${id}`);
+      cluster.node(id)!.breakpoint(b);
+    } else if (roll < 94 && up.length > 0) {
+      const id = pick(random, up);
+      event(`partition armed on ${id} (net_repair 0)`);
+      cluster.node(id)!.netRepair(0);
+    } else if (roll < 97 && up.length > 0) {
+      const id = pick(random, up);
+      event(`net_repair 1 on ${id}`);
+      cluster.node(id)!.netRepair(1);
+    } else if (up.length > 0) {
+      const id = pick(random, up);
+      event(`isolate ${id}`);
+      network.isolate(id);
+    }
+  }
+
+  // Liveness phase: heal everything; every client must finish and the cluster converge.
+  liveness = true;
+  event('liveness phase: heal, disarm, restart the dead');
+  network.heal();
+  network.setLinkFaults({ delayMinMs: 1, delayMaxMs: 5, loss: 0, duplicate: 0 });
+  for (const id of ids) {
+    const node = cluster.node(id);
+    if (node !== undefined) {
+      node.disarmBreakpoints();
+      node.netRepair(1);
+    }
+  }
+  for (const id of ids) if (!cluster.isUp(id)) await start(id);
+  const healedAt = world.now();
+  const totalOps = params.clients.reduce((sum, c) => sum + c.ops.length, 0);
+  const settled = (): boolean => {
+    if (clientsDone < params.clients.length || !cluster.converged()) return false;
+    // Every replica has executed what the primary has (no request half-done).
+    const primary = cluster.node(ids[0]!)!.primary;
+    const last = cluster.node(primary)?.lastExecuted;
+    return last !== undefined && ids.every((id) => compareViewstamp(cluster.node(id)!.lastExecuted, last) === 0);
+  };
+  const stop = (): boolean => !cluster.checker.ok || !rsm!.ok || cluster.fatalErrors.length > 0;
+  const finished = problems.length === 0 && (await cluster.runUntil(() => settled() || stop(), params.livenessLimitMs));
+  const livenessProblems: string[] = [];
+  if (problems.length === 0 && !stop() && !finished) {
+    const pending = history.filter((op) => op.ret === undefined).length;
+    livenessProblems.push(
+      `no progress within ${params.livenessLimitMs} ms of healing: ${clientsDone}/${params.clients.length} clients done, ` +
+        `${history.length}/${totalOps} operations started, ${pending} without reply; ${cluster.describe()}`,
+    );
+  }
+
+  // Final checks.
+  cluster.checkHistories();
+  for (const id of ids) {
+    const node = cluster.node(id);
+    if (node === undefined) continue;
+    const logged = doneEntries(cluster.slot(id).log.lines);
+    if (JSON.stringify(logged) !== JSON.stringify(node.config.history())) problems.push(`${id}: log done lines differ from the durable history`);
+  }
+  problems.unshift(...cluster.checker.violations, ...rsm.violations);
+  for (const { node, error } of cluster.fatalErrors) problems.push(`${node}: fatal ${String((error as Error)?.stack ?? error)}`);
+  problems.push(...clientErrors);
+  if (finished && problems.length === 0) {
+    const primary = cluster.node(ids[0]!)!.primary;
+    const states = new Set(ids.map((id) => digest(cluster.slot(id).stateMachine!.marshalState())));
+    if (states.size !== 1) problems.push(`the converged replicas disagree on their state (${states.size} different states)`);
+    const service = cluster.slot(primary).stateMachine as KvService;
+    const finals = new Map(KEYS.map((key) => [key, service.valueOf(key)] as const));
+    const checked = checkKvHistory(history, finals, world.now() + 1);
+    problems.push(...checked.violations);
+  }
+  const outcome: RsmSimOutcome = problems.length > 0 ? 'violation' : livenessProblems.length > 0 ? 'liveness' : 'ok';
+  const acked = history.filter((op) => op.ret !== undefined).length;
+  const deaths = ids.reduce((sum, id) => sum + cluster.slot(id).deaths.length, 0);
+  const stats: RsmSimStats = {
+    nodes: ids.length,
+    views: cluster.checker.chosen.size,
+    crashes,
+    deaths,
+    ops: history.length,
+    acked,
+    unknown: history.length - acked,
+    executions: rsm.executions,
+    transfers: rsm.transfers,
+    virtualMs: world.now(),
+    worldEvents: world.eventsRun,
+  };
+  const finalVs = cluster.node(ids[0]!)?.lastExecuted;
+  const summary =
+    `views=${stats.views} crashes=${crashes} deaths=${deaths} ops=${stats.ops}/${totalOps} acked=${acked} unknown=${stats.unknown}` +
+    ` executions=${stats.executions} transfers=${stats.transfers} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
+    ` healed+${world.now() - healedAt}ms virtual=${stats.virtualMs}ms`;
+  // Stop every node and client so nothing of this run lingers.
+  for (const id of ids) if (cluster.isUp(id)) cluster.crash(id);
+  for (const plan of params.clients) if (!world.isDown(plan.name)) world.crash(plan.name);
+  return {
+    seed,
+    outcome,
+    problems: [...problems, ...livenessProblems],
+    options: describeParameters(seed, params),
+    summary,
+    traceHash: world.traceHash(),
+    events,
+    ...(world.traceLines === undefined ? {} : { traceLines: world.traceLines }),
+    stats,
+  };
+}
