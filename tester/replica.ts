@@ -14,6 +14,7 @@ import { osRandom } from '../lib/random.js';
 import { RpcEndpoint, type RpcOptions } from '../lib/rpc.js';
 import { lossyPercentFromEnv, normalizeAddress, tcpNetwork } from '../lib/tcp.js';
 import { RsmNode, type RsmTiming } from '../rsm/node.js';
+import type { StateMachine } from '../rsm/state-machine.js';
 
 export interface ReplicaOptions {
   /** The MASTER argument: `[host:]port` of the first node. */
@@ -32,6 +33,12 @@ export interface ReplicaOptions {
   readonly rpcOptions?: Partial<RpcOptions>;
   /** Breakpoint exit (default: print the message to stdout and exit(1)). */
   readonly die?: (message: string) => void;
+  /**
+   * The replicated service, fresh (its state comes from this node's durable record or by state
+   * transfer). Default: none, i.e. an EmptyStateMachine: the replica runs views, joins and the
+   * request path, and answers every request EMPTY_MACHINE_STATUS (membership-only scenarios).
+   */
+  readonly stateMachine?: StateMachine;
 }
 
 export interface Replica {
@@ -117,6 +124,7 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
       rpc,
       storage,
       logSink: openFileLineLog(logPath),
+      ...(options.stateMachine === undefined ? {} : { stateMachine: options.stateMachine }),
       die: options.die ?? defaultDie,
       addressOf: addressOfId,
       timing,
