@@ -6,3 +6,4 @@ export * from './cache-protocol.js';
 export * from './cache-server.js';
 export * from './cache-client.js';
 export * from './cache-host.js';
+export * from './rsm-connection.js';
