@@ -9,17 +9,8 @@ import { doneEntries } from '../paxos/log-sink.js';
 import { RsmClientStatus, RsmStatus, RsmTestStatus, VIEWSTAMP_ZERO, rsmClientProtocol, rsmProtocol, rsmTestProtocol } from '../rsm/protocol.js';
 import { PrimaryTracker, joinCandidates } from '../rsm/membership.js';
 import { SimCluster, portIds, simControlAddress } from '../tester/sim/cluster.js';
+import { resolved } from './helpers/sim.js';
 
-async function settle<T>(cluster: SimCluster, promise: Promise<T>, limitMs = 60_000): Promise<T> {
-  let done = false;
-  let value: T | undefined;
-  void promise.then((v) => {
-    done = true;
-    value = v;
-  });
-  if (!(await cluster.runUntil(() => done, limitMs))) throw new Error('did not settle');
-  return value as T;
-}
 
 /** A cluster of `ids` where the first `count` (default all) have joined, one after the other. */
 async function joined(ids: readonly string[], seed: string, count = ids.length): Promise<SimCluster> {
@@ -67,8 +58,8 @@ t.test('a lagging member learns the views it missed by catching up (no view chan
   // Cut the laggard off, then change views twice without it: remove p3, then add it back.
   cluster.network.isolate(laggard);
   const p0 = cluster.node(ids[0]!)!;
-  t.ok(await settle(cluster, p0.config.remove(ids[3]!)));
-  t.ok(await settle(cluster, p0.config.add(ids[3]!, 6)));
+  t.ok(await resolved(cluster.world, p0.config.remove(ids[3]!)));
+  t.ok(await resolved(cluster.world, p0.config.add(ids[3]!, 6)));
   t.equal(cluster.node(laggard)!.config.vid, 5, 'the laggard missed views 6 and 7');
   cluster.network.heal();
   t.ok(await cluster.runUntil(() => cluster.node(laggard)!.config.vid === 7, 10_000), cluster.describe());
@@ -93,19 +84,19 @@ t.test('members: the view with the primary appended; joinreq: BUSY unless primar
   const ids = portIds(3);
   const cluster = await joined(ids, 'handlers');
   const rpc = tester(cluster);
-  const members = await settle(cluster, rpc.call(ids[1]!, rsmClientProtocol.members, { dummy: 0 }));
+  const members = await resolved(cluster.world, rpc.call(ids[1]!, rsmClientProtocol.members, { dummy: 0 }));
   t.same(members.ok && [members.status, members.result], [RsmClientStatus.OK, [...ids, ids[0]]]);
-  const busy = await settle(cluster, rpc.call(ids[1]!, rsmProtocol.joinreq, { src: '3790', last: VIEWSTAMP_ZERO }));
+  const busy = await resolved(cluster.world, rpc.call(ids[1]!, rsmProtocol.joinreq, { src: '3790', last: VIEWSTAMP_ZERO }));
   t.same(busy.ok && busy.status, RsmStatus.BUSY, 'a backup does not admit joiners');
-  const bad = await settle(cluster, rpc.call(ids[0]!, rsmProtocol.joinreq, { src: 'a b', last: VIEWSTAMP_ZERO }));
+  const bad = await resolved(cluster.world, rpc.call(ids[0]!, rsmProtocol.joinreq, { src: 'a b', last: VIEWSTAMP_ZERO }));
   t.same(bad.ok && bad.status, RsmStatus.ERR, 'an id with a space would corrupt the view');
-  const member = await settle(cluster, rpc.call(ids[1]!, rsmProtocol.joinreq, { src: ids[2]!, last: VIEWSTAMP_ZERO }));
+  const member = await resolved(cluster.world, rpc.call(ids[1]!, rsmProtocol.joinreq, { src: ids[2]!, last: VIEWSTAMP_ZERO }));
   t.same(member.ok && [member.status, member.result.history.length], [RsmStatus.OK, 3], 'a member gets the history from anyone');
   t.equal(cluster.node(ids[0]!)!.config.vid, 3, 'no view change');
   // The primary cannot admit a node while it has no majority: BUSY, and no view.
   cluster.crash(ids[1]!);
   cluster.crash(ids[2]!);
-  const noMajority = await settle(cluster, rpc.call(ids[0]!, rsmProtocol.joinreq, { src: '3790', last: VIEWSTAMP_ZERO }, { timeoutMs: 20_000 }));
+  const noMajority = await resolved(cluster.world, rpc.call(ids[0]!, rsmProtocol.joinreq, { src: '3790', last: VIEWSTAMP_ZERO }, { timeoutMs: 20_000 }));
   t.same(noMajority.ok && noMajority.status, RsmStatus.BUSY);
   t.equal(cluster.node(ids[0]!)!.config.vid, 3);
   t.same(cluster.checker.violations, []);
@@ -117,13 +108,13 @@ t.test('the control endpoint: breakpoints 1-4 arm, others are ERR; net_repair 0 
   const rpc = tester(cluster);
   const control = simControlAddress(ids[0]!);
   for (const b of [1, 3, 4]) {
-    const reply = await settle(cluster, rpc.call(control, rsmTestProtocol.breakpoint, { b }));
+    const reply = await resolved(cluster.world, rpc.call(control, rsmTestProtocol.breakpoint, { b }));
     t.same(reply.ok && reply.status, RsmTestStatus.OK, `breakpoint ${b}`);
   }
-  const badBreakpoint = await settle(cluster, rpc.call(control, rsmTestProtocol.breakpoint, { b: 7 }));
+  const badBreakpoint = await resolved(cluster.world, rpc.call(control, rsmTestProtocol.breakpoint, { b: 7 }));
   t.same(badBreakpoint.ok && badBreakpoint.status, RsmTestStatus.ERR);
   const p0 = cluster.node(ids[0]!)!;
-  const arm = await settle(cluster, rpc.call(control, rsmTestProtocol.net_repair, { heal: 0 }));
+  const arm = await resolved(cluster.world, rpc.call(control, rsmTestProtocol.net_repair, { heal: 0 }));
   t.same(arm.ok && arm.status, RsmTestStatus.OK);
   t.equal(cluster.slot(ids[0]!).rpc!.isReachable, true, 'net_repair 0 only arms');
   p0.partition1();
@@ -131,7 +122,7 @@ t.test('the control endpoint: breakpoints 1-4 arm, others are ERR; net_repair 0 
   t.equal(p0.isPartitioned, true);
   p0.partition1();
   t.ok(await cluster.runUntil(() => cluster.converged(ids.slice(1)), 20_000), 'the others form a view without p0');
-  const heal = await settle(cluster, rpc.call(control, rsmTestProtocol.net_repair, { heal: 1 }));
+  const heal = await resolved(cluster.world, rpc.call(control, rsmTestProtocol.net_repair, { heal: 1 }));
   t.same(heal.ok && heal.status, RsmTestStatus.OK, 'the control port still answers while partitioned');
   t.equal(cluster.slot(ids[0]!).rpc!.isReachable, true);
   p0.breakpoint1();

@@ -6,19 +6,10 @@ import t from 'tap';
 import { SimCluster, portIds } from '../tester/sim/cluster.js';
 import { PROPOSAL_ZERO } from '../paxos/messages.js';
 import { encodeView } from '../paxos/view.js';
+import { resolved } from './helpers/sim.js';
 
 const QUIET = { heartbeatIntervalMs: 1e9 };
 
-async function settle<T>(cluster: SimCluster, promise: Promise<T>, limitMs = 60_000): Promise<T> {
-  let done = false;
-  let value: T | undefined;
-  void promise.then((v) => {
-    done = true;
-    value = v;
-  });
-  if (!(await cluster.runUntil(() => done, limitMs))) throw new Error('did not settle');
-  return value as T;
-}
 
 /** A cluster of `count` nodes that all joined (views 1..count), heartbeats off. */
 async function joined(count: number, seed: number | string, timing = QUIET): Promise<{ cluster: SimCluster; ids: string[] }> {
@@ -40,7 +31,7 @@ t.test('the proposer adopts the value of the highest accepted proposal among the
   // a saw round 7 too, so its first round (8) gets every promise, with both accepted proposals.
   await a!.acceptor.onPrepare({ src: 'y', instance: 4, n: { n: 7, m: 'y' } });
   const own = encodeView([...ids, '3778']);
-  t.ok(await settle(cluster, a!.proposer.run(4, ids, own)));
+  t.ok(await resolved(cluster.world, a!.proposer.run(4, ids, own)));
   t.same(a!.acceptor.history().length, 4);
   t.equal(a!.acceptor.value(4), encodeView([ids[0]!, ids[2]!]), 'the value accepted at (7, y) won, not our own');
   await cluster.runFor(1000);
@@ -57,7 +48,7 @@ t.test('with only some promisers, the highest accepted value among *them* wins',
   let runs = 0;
   let decided = false;
   while (runs < 10 && !decided) {
-    decided = await settle(cluster, a!.proposer.run(4, ids, encodeView(ids)));
+    decided = await resolved(cluster.world, a!.proposer.run(4, ids, encodeView(ids)));
     runs++;
   }
   t.ok(decided);
@@ -70,11 +61,11 @@ t.test('a minority never decides; the majority side can', async (t) => {
   const { cluster, ids } = await joined(5, 'minority');
   const configs = ids.map((id) => cluster.node(id)!.config);
   cluster.network.partition([ids.slice(0, 2), ids.slice(2)]);
-  t.equal(await settle(cluster, configs[0]!.proposer.run(6, ids, encodeView(ids.slice(0, 2)))), false, 'two of five');
-  t.equal(await settle(cluster, configs[1]!.proposer.run(6, ids, encodeView(ids.slice(0, 2)))), false);
+  t.equal(await resolved(cluster.world, configs[0]!.proposer.run(6, ids, encodeView(ids.slice(0, 2)))), false, 'two of five');
+  t.equal(await resolved(cluster.world, configs[1]!.proposer.run(6, ids, encodeView(ids.slice(0, 2)))), false);
   await cluster.runFor(5000);
   for (const config of configs) t.equal(config.vid, 5, 'no view 6 anywhere');
-  t.equal(await settle(cluster, configs[2]!.proposer.run(6, ids, encodeView(ids.slice(2)))), true, 'three of five');
+  t.equal(await resolved(cluster.world, configs[2]!.proposer.run(6, ids, encodeView(ids.slice(2)))), true, 'three of five');
   t.equal(configs[2]!.acceptor.value(6), encodeView(ids.slice(2)));
   t.equal(configs[0]!.vid, 5, 'the cut-off side has not learned it');
   t.same(cluster.checker.violations, []);
@@ -106,7 +97,7 @@ t.test('paxos breakpoint 4 (proposer breakpoint 2) fires after the accept majori
     t.equal(node.config.vid, 3, 'but not decided');
   }
   // The survivors finish the instance with the accepted value, whatever they propose.
-  t.equal(await settle(cluster, p1!.config.proposer.run(4, ids.slice(0, 3), encodeView([ids[1]!, ids[2]!]))), true);
+  t.equal(await resolved(cluster.world, p1!.config.proposer.run(4, ids.slice(0, 3), encodeView([ids[1]!, ids[2]!]))), true);
   t.equal(p1!.config.acceptor.value(4), value, 'the accepted value was adopted');
   t.same(cluster.checker.violations, []);
 });
@@ -115,7 +106,7 @@ t.test('the proposer persists its round before sending prepares: a restart never
   const { cluster, ids } = await joined(3, 'round');
   const p2 = cluster.node(ids[2]!)!;
   cluster.network.isolate(ids[2]!);
-  for (let i = 0; i < 3; i++) t.equal(await settle(cluster, p2.config.proposer.run(4, ids, encodeView(ids.slice(1)))), false);
+  for (let i = 0; i < 3; i++) t.equal(await resolved(cluster.world, p2.config.proposer.run(4, ids, encodeView(ids.slice(1)))), false);
   const rounds = cluster.slot(ids[2]!).log.lines.filter((line) => line.startsWith('propseen'));
   t.same(rounds, [`propseen 1 ${ids[2]}`, `propseen 2 ${ids[2]}`, `propseen 3 ${ids[2]}`]);
   // A commit resets the acceptor's promise, so only the persisted round keeps n growing.
@@ -123,10 +114,10 @@ t.test('the proposer persists its round before sending prepares: a restart never
   await cluster.restart(ids[2]!);
   const again = cluster.node(ids[2]!)!;
   t.same(again.config.acceptor.promised, { n: 3, m: ids[2] }, 'the promise survived');
-  await settle(cluster, again.config.acceptor.commit(4, encodeView(ids)));
+  await resolved(cluster.world, again.config.acceptor.commit(4, encodeView(ids)));
   t.same(again.config.acceptor.promised, PROPOSAL_ZERO);
   cluster.network.isolate(ids[2]!);
-  await settle(cluster, again.config.proposer.run(5, ids, encodeView(ids.slice(1))));
+  await resolved(cluster.world, again.config.proposer.run(5, ids, encodeView(ids.slice(1))));
   t.equal(cluster.slot(ids[2]!).log.lines.at(-1), `propseen 4 ${ids[2]}`, 'round 4, not 1 again');
 });
 
@@ -134,10 +125,10 @@ t.test('a lagging proposer learns the decided value from an oldinstance reply (a
   const { cluster, ids } = await joined(3, 'oldinstance');
   const [p0, , p2] = ids.map((id) => cluster.node(id)!.config);
   cluster.network.isolate(ids[2]!);
-  t.ok(await settle(cluster, p0!.proposer.run(4, ids, encodeView(ids.slice(0, 2)))), 'view 4 without p2');
+  t.ok(await resolved(cluster.world, p0!.proposer.run(4, ids, encodeView(ids.slice(0, 2)))), 'view 4 without p2');
   cluster.network.heal();
   t.equal(p2!.vid, 3);
-  t.equal(await settle(cluster, p2!.proposer.run(4, ids, encodeView(ids.slice(1)))), false, 'its own proposal fails');
+  t.equal(await resolved(cluster.world, p2!.proposer.run(4, ids, encodeView(ids.slice(1)))), false, 'its own proposal fails');
   t.equal(p2!.vid, 4, 'but it learned view 4');
   t.equal(p2!.acceptor.value(4), encodeView(ids.slice(0, 2)));
   t.same(cluster.checker.violations, []);
