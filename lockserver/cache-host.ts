@@ -122,6 +122,16 @@ export class Notifier {
     this.schedule(0);
   }
 
+  /**
+   * Forgets when each notice was last sent and runs a pass soon: every pending notice not in
+   * flight goes out again. For view and primary changes, where nobody knows whether the old
+   * primary's notices arrived.
+   */
+  resendAll(): void {
+    this.lastSent.clear();
+    this.poke();
+  }
+
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;

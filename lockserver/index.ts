@@ -7,3 +7,4 @@ export * from './cache-server.js';
 export * from './cache-client.js';
 export * from './cache-host.js';
 export * from './rsm-connection.js';
+export * from './replicated-host.js';

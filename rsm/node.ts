@@ -44,6 +44,7 @@ import {
   rsmProtocol,
   rsmTestProtocol,
   type JoinRes,
+  type StatusRes,
   type TransferRes,
   type Viewstamp,
 } from './protocol.js';
@@ -1063,11 +1064,23 @@ export class RsmNode {
   // ---------------------------------------------------------------------------------------------
   // Test control (rsm_tester, rsm_ctl), served on port ME+1.
 
-  /** Registers net_repair and breakpoint on the control endpoint (a separate RpcEndpoint). */
+  /** Registers net_repair, breakpoint and status on the control endpoint (a separate RpcEndpoint). */
   registerControl(control: RpcEndpoint): void {
     assert(control !== this.rpc, 'the control protocol needs its own endpoint');
     control.handle(rsmTestProtocol.breakpoint, (args) => ({ status: this.breakpoint(args.b), result: 0 }));
     control.handle(rsmTestProtocol.net_repair, (args) => ({ status: this.netRepair(args.heal), result: 0 }));
+    control.handle(rsmTestProtocol.status, () => ({ status: RsmTestStatus.OK, result: this.status() }));
+  }
+
+  /** This replica's committed view, primary and last executed viewstamp (the status RPC). */
+  status(): StatusRes {
+    return {
+      vid: this.vidCommitted,
+      members: this.vidCommitted === 0 ? [] : [...this.config.members(this.vidCommitted)],
+      primary: this.vidCommitted === 0 ? '' : this.primaryId,
+      inViewChange: this.inViewChange,
+      last: this.lastMyvs,
+    };
   }
 
   /** breakpoint b: 1 and 2 arm the rsm breakpoints, 3 and 4 the Paxos ones; others are ERR. */

@@ -12,6 +12,7 @@
  * | internal | joinreq         | 0x10004 | src: string, last: viewstamp              | {history: list<{instance: u32, value}>} |
  * | test     | net_repair      | 0x12001 | heal: i32                                 | i32                                     |
  * | test     | breakpoint      | 0x12002 | b: i32                                    | i32                                     |
+ * | test     | status          | 0x12003 | dummy: i32                                | {vid, members, primary, inViewChange, last} |
  *
  * The status travels in the RPC reply header. NOTE: BUSY is 3 in the client protocol but 2 in the
  * internal one, as in the lab. The lab's std::string request/state blobs are `bytes` here (same
@@ -104,6 +105,22 @@ export interface NetRepairArgs {
 export interface BreakpointArgs {
   readonly b: number;
 }
+export interface StatusArgs {
+  readonly dummy: number;
+}
+/** A replica's own view of itself (status 0x12003; not in the lab: for start_cluster and tools). */
+export interface StatusRes {
+  /** The committed view (0: none yet). */
+  readonly vid: number;
+  /** Its members in join order. */
+  readonly members: string[];
+  /** The primary this replica believes in ('' before any view). */
+  readonly primary: string;
+  /** True from a view commit until its synchronisation ends (the RSM answers BUSY meanwhile). */
+  readonly inViewChange: boolean;
+  /** The viewstamp of the last request executed here (0.0: none). */
+  readonly last: Viewstamp;
+}
 
 /** What clients call on a replica's main port. */
 export const rsmClientProtocol = {
@@ -162,6 +179,13 @@ export const rsmTestProtocol = {
     'rsm_test.breakpoint',
     codecs.struct<BreakpointArgs>({ b: codecs.i32 }),
     codecs.i32,
+  ),
+  /** Not in the lab: the replica's committed view, primary and last executed viewstamp. */
+  status: procedure<StatusArgs, StatusRes>(
+    0x12003,
+    'rsm_test.status',
+    codecs.struct<StatusArgs>({ dummy: codecs.i32 }),
+    codecs.struct<StatusRes>({ vid: codecs.u32, members: codecs.list(id, 10_000), primary: id, inViewChange: codecs.bool, last: viewstampCodec }),
   ),
 } as const;
 

@@ -29,6 +29,10 @@ import {
   type LockServerConnection,
 } from '../lockserver/cache-client.js';
 import { LockError, formatLockId } from '../lockserver/protocol.js';
+import { rsmConnection, type RsmConnectionOptions } from '../lockserver/rsm-connection.js';
+import { RsmClient, type RsmClientOptions } from '../rsm/client.js';
+import { RsmClientStatus, rsmClientProtocol } from '../rsm/protocol.js';
+import { normalizeAddress } from '../lib/tcp.js';
 import type { HistoryActor, HistoryRecorder } from './history.js';
 
 /** What the tester needs of a lock client. Operations reject when they fail. */
@@ -484,4 +488,76 @@ export class ProtocolMismatchError extends Error {
 function protocolMismatchOf(error: unknown): RpcError | undefined {
   const cause = error instanceof LockError ? error.cause : error;
   return cause instanceof RpcError && (cause.code === 'RPC_BAD_ARGS' || cause.code === 'RPC_NO_SUCH_PROC') ? cause : undefined;
+}
+
+// -----------------------------------------------------------------------------------------------
+// The replicated service: which kind of server is at a port, and clients through the RSM.
+
+/** What answers at a lock service port. */
+export type LockServiceKind =
+  /** A replica of the RSM (`lock_server MASTER ME`): `members` answered with its view. */
+  | { readonly kind: 'replicated'; readonly members: readonly string[]; readonly primary: string }
+  /** An unreplicated lock server (`lock_server PORT`): `members` is not one of its procedures. */
+  | { readonly kind: 'unreplicated' }
+  | { readonly kind: 'unknown'; readonly reason: string };
+
+/** Deadline of the detection call (it retransmits meanwhile, so RPC_LOSSY is fine). */
+export const DETECT_TIMEOUT_MS = 10_000;
+
+/**
+ * Asks `server` for the RSM `members` (0x9002): a replica answers with its view (primary last),
+ * an unreplicated lock server answers RPC_NO_SUCH_PROC. Anything else (no answer) is unknown.
+ */
+export async function detectLockService(rpc: RpcEndpoint, server: string, timeoutMs = DETECT_TIMEOUT_MS): Promise<LockServiceKind> {
+  const client = rpc.newClient(server);
+  try {
+    const reply = await client.call(rsmClientProtocol.members, { dummy: 0 }, { timeoutMs });
+    if (!reply.ok) {
+      return reply.error.code === 'RPC_NO_SUCH_PROC' ? { kind: 'unreplicated' } : { kind: 'unknown', reason: `${server} did not answer: ${reply.error.code}` };
+    }
+    if (reply.status !== RsmClientStatus.OK) return { kind: 'unknown', reason: `${server} answered members with status ${reply.status}` };
+    return { kind: 'replicated', members: reply.result.slice(0, -1), primary: reply.result.at(-1) ?? '' };
+  } finally {
+    client.close();
+  }
+}
+
+/** A replica id ("3772" or host:port) to its address; ids that are no address map to themselves. */
+function addressOfMember(id: string): string {
+  try {
+    return normalizeAddress(id);
+  } catch {
+    return id;
+  }
+}
+
+export interface RsmCachingClientEnv extends CachingClientEnv {
+  /** RsmClient settings (timeouts, backoff). */
+  readonly rsm?: Partial<Omit<RsmClientOptions, 'rpc' | 'knownMembers' | 'clock' | 'random' | 'addressOf'>>;
+  readonly rsmConnection?: RsmConnectionOptions;
+}
+
+/**
+ * A factory of caching lock clients talking to the REPLICATED lock service through the RSM: each
+ * client has its own RpcEndpoint on an ephemeral port (its id and callback address), an RsmClient
+ * on it that starts from `server` (any replica) and finds the primary, and `rsmConnection` carrying
+ * acquire and release as RSM requests. Revoke and retry come from whichever replica is primary.
+ */
+export function rsmCachingClientFactory(server: string, env: RsmCachingClientEnv): TesterClientFactory {
+  return async () => {
+    const rpc = new RpcEndpoint(await env.network.listen(`${env.host ?? '127.0.0.1'}:0`), env.clock, env.random.fork(), env.rpcOptions);
+    const rsm = new RsmClient({ ...env.rsm, rpc, knownMembers: [server], clock: env.clock, addressOf: addressOfMember });
+    const client = new CachingLockClient({
+      ...env.clientOptions,
+      rpc,
+      clock: env.clock,
+      server: rsmConnection(rsm, env.rsmConnection),
+      ownedEndpoints: [rpc],
+    });
+    return {
+      acquire: (lid) => client.acquire(lid),
+      release: (lid) => client.release(lid),
+      close: () => client.close(),
+    };
+  };
 }

@@ -15,6 +15,8 @@ import { RpcEndpoint, type RpcOptions } from '../lib/rpc.js';
 import { lossyPercentFromEnv, normalizeAddress, tcpNetwork } from '../lib/tcp.js';
 import { RsmNode, type RsmTiming } from '../rsm/node.js';
 import type { StateMachine } from '../rsm/state-machine.js';
+import { CachingLockServer, type CachingLockServerLimits } from '../lockserver/cache-server.js';
+import { ReplicatedLockHost } from '../lockserver/replicated-host.js';
 
 export interface ReplicaOptions {
   /** The MASTER argument: `[host:]port` of the first node. */
@@ -154,4 +156,43 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
     await storage.close();
     throw error;
   }
+}
+
+export interface LockReplicaOptions extends Omit<ReplicaOptions, 'stateMachine'> {
+  readonly limits?: Partial<CachingLockServerLimits>;
+  readonly noticeResendMs?: number;
+}
+
+export interface LockReplica {
+  readonly replica: Replica;
+  readonly stateMachine: CachingLockServer;
+  readonly host: ReplicatedLockHost;
+  /** Stops the notifier, then the replica. */
+  close(): Promise<void>;
+}
+
+/**
+ * A replica of the replicated caching lock service (`lock_server MASTER ME`): a CachingLockServer
+ * as the replica's StateMachine, and a ReplicatedLockHost sending revoke/retry from the primary.
+ */
+export async function startLockReplica(options: LockReplicaOptions): Promise<LockReplica> {
+  const { limits, noticeResendMs, ...replicaOptions } = options;
+  const stateMachine = new CachingLockServer(limits);
+  const replica = await startReplica({ ...replicaOptions, stateMachine });
+  const host = new ReplicatedLockHost({
+    node: replica.node,
+    rpc: replica.rpc,
+    clock: realClock,
+    stateMachine,
+    ...(noticeResendMs === undefined ? {} : { noticeResendMs }),
+  });
+  return {
+    replica,
+    stateMachine,
+    host,
+    async close() {
+      host.close();
+      await replica.close();
+    },
+  };
 }

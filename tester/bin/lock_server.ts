@@ -2,9 +2,9 @@
 /**
  * lock_server: the lock service host.
  *
- *   lock_server [host:]PORT               one unreplicated caching lock server (lockserver/CACHING.md)
+ *   lock_server [host:]PORT               one unreplicated caching lock server (lockserver/README.md)
  *   lock_server --basic [host:]PORT       one unreplicated basic (lab 1) lock server, for comparisons
- *   lock_server [host:]MASTER [host:]ME   a replica (view management; the lock service follows with the RSM)
+ *   lock_server [host:]MASTER [host:]ME   a replica of the replicated caching lock service
  *
  * Wires the real environment (TCP, Node timers, OS-seeded randomness) into the service code.
  */
@@ -14,22 +14,22 @@ import { RpcEndpoint } from '../../lib/rpc.js';
 import { lossyPercentFromEnv, tcpNetwork } from '../../lib/tcp.js';
 import { BasicLockServer } from '../../lockserver/basic-server.js';
 import { startCachingLockServer } from '../../lockserver/cache-host.js';
-import { startReplica } from '../replica.js';
+import { startLockReplica } from '../replica.js';
 import { UsageError, countFromEnv, parseAddressArgument, parseCommandLine, programName, runMain, type CommandSpec } from './cli.js';
 
 const spec: CommandSpec = {
   usage: ['lock_server [--basic] [host:]PORT', 'lock_server [host:]MASTER [host:]ME'],
   help: `With one argument, runs a single unreplicated caching lock server on PORT: clients cache
-locks, and the server revokes a cached lock when another client wants it (lockserver/CACHING.md).
+locks, and the server revokes a cached lock when another client wants it (lockserver/README.md).
 Use lock_tester (its default client is the caching one) against it. With --basic, runs the basic
 non-caching lock server of lab 1 instead (every acquire and release reaches the server), for
 comparisons; test it with lock_tester --basic. A bare PORT binds 127.0.0.1. Stops on SIGINT or
 SIGTERM.
 
-With two arguments, runs a replica of the replicated lock service: MASTER is the first node
-(and the one a joining node asks), ME is this node's port (control RPCs on ME+1). For now a
-replica runs view management only (Paxos, heartbeats, joins); the replicated lock service comes
-with the RSM. Logs go to $RSM_LOG_DIR (default logs/), durable state to $RSM_DATA_DIR/<ME>.
+With two arguments, runs a replica of the replicated caching lock service: MASTER is the first
+node (and the one a joining node asks), ME is this node's port (control RPCs on ME+1). The lock
+table is the replica's state machine; the primary sends revoke and retry. Run lock_tester against
+any replica's port. Logs go to $RSM_LOG_DIR (default logs/), durable state to $RSM_DATA_DIR/<ME>.
 
 Options:
   --basic       serve the basic (lab 1) lock service instead of the caching one (one-argument form only)
@@ -56,12 +56,13 @@ runMain(spec, async () => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
-    const replica = await startReplica({ master, me, rpcOptions: { statsEvery: countFromEnv('RPC_COUNT', 0) } });
-    process.stdout.write(`${programName()}: replica ${replica.me} (master ${master}) on ${replica.address}\n`);
+    const service = await startLockReplica({ master, me, rpcOptions: { statsEvery: countFromEnv('RPC_COUNT', 0) } });
+    const replica = service.replica;
+    process.stdout.write(`${programName()}: replica ${replica.me} (master ${master}) on ${replica.address}, serving caching locks\n`);
     // SIGTERM means "this node stops now": no goodbye messages, no view changes of its own.
     const signal = await stop;
     process.stdout.write(`${programName()}: ${signal}, stopping\n`);
-    await replica.close();
+    await service.close();
     return 0;
   }
   const address = parseAddressArgument(positionals[0]!, 'PORT');

@@ -8,6 +8,7 @@
  */
 import { realClock } from '../../lib/clock.js';
 import { osRandom } from '../../lib/random.js';
+import { RpcEndpoint } from '../../lib/rpc.js';
 import { lossyPercentFromEnv, tcpNetwork } from '../../lib/tcp.js';
 import { HISTORY_DIR_ENV, HistoryRecorder } from '../history.js';
 import {
@@ -15,8 +16,11 @@ import {
   TESTER_CLIENTS,
   basicClientFactory,
   cachingClientFactory,
+  detectLockService,
   isTestNumber,
+  rsmCachingClientFactory,
   runLockTester,
+  type TesterClientFactory,
   type TestNumber,
 } from '../lock-tester.js';
 import { EXIT_FAILURE, UsageError, parseAddressArgument, parseCommandLine, parseCount, programName, runMain, type CommandSpec } from './cli.js';
@@ -26,10 +30,15 @@ const spec: CommandSpec = {
   help: `Runs the classic lock tests 1-5 (or only the one given) with ${TESTER_CLIENTS} lock clients against the
 lock server at PORT (a bare PORT means 127.0.0.1).
 
-By default the clients are caching lock clients for a caching lock server (lock_server PORT):
-each listens on its own ephemeral port for the server's revoke and retry calls, keeps locks it was
-granted until the server revokes them, and hands them between its own threads without asking the
-server. With --basic they are basic (lab 1) clients for a basic server (lock_server --basic PORT).
+By default the clients are caching lock clients: each listens on its own ephemeral port for the
+server's revoke and retry calls, keeps locks it was granted until the server revokes them, and
+hands them between its own threads without asking the server. PORT may be a replica of the
+replicated lock service (lock_server MASTER ME) or an unreplicated caching server
+(lock_server PORT): lock_tester asks PORT for the RSM members first; a replica answers, and then
+every client goes through its own RSM client (which finds the primary and fails over), while an
+unreplicated server answers "no such procedure", and then the clients call it directly. One line
+says which. With --basic they are basic (lab 1) clients for a basic server (lock_server --basic
+PORT), without detection.
 
 Options:
   --basic                use basic lock clients (every acquire and release goes to the server)
@@ -72,9 +81,29 @@ runMain(spec, async () => {
   const network = tcpNetwork({ lossyPercent: lossyPercentFromEnv() });
   const env = { network, clock: realClock, random: osRandom() };
 
-  process.stdout.write(`${programName()}: ${TESTER_CLIENTS} ${basic ? 'basic' : 'caching'} lock clients against ${server}\n`);
+  let clients: TesterClientFactory;
+  if (basic) {
+    process.stdout.write(`${programName()}: ${TESTER_CLIENTS} basic lock clients against ${server}\n`);
+    clients = basicClientFactory(server, env);
+  } else {
+    const probe = new RpcEndpoint(network.connect(), realClock, env.random.fork());
+    const service = await detectLockService(probe, server).finally(() => probe.close());
+    const cachingEnv = { ...env, ...(host === undefined ? {} : { host }) };
+    if (service.kind === 'replicated') {
+      process.stdout.write(
+        `${programName()}: ${TESTER_CLIENTS} caching lock clients against ${server}: a replica (replicated lock service, view {${service.members.join(',')}}, primary ${service.primary || '-'}); through the RSM client\n`,
+      );
+      clients = rsmCachingClientFactory(server, cachingEnv);
+    } else if (service.kind === 'unreplicated') {
+      process.stdout.write(`${programName()}: ${TESTER_CLIENTS} caching lock clients against ${server}: an unreplicated lock server; direct\n`);
+      clients = cachingClientFactory(server, cachingEnv);
+    } else {
+      process.stderr.write(`error: cannot tell which lock service is at ${server}: ${service.reason}\n`);
+      return EXIT_FAILURE;
+    }
+  }
   const result = await runLockTester({
-    clients: basic ? basicClientFactory(server, env) : cachingClientFactory(server, { ...env, ...(host === undefined ? {} : { host }) }),
+    clients,
     ...(tests === undefined ? {} : { tests }),
     timeoutMs,
     history: (name) => HistoryRecorder.fromEnv(name),
