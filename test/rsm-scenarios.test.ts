@@ -1,6 +1,7 @@
 /**
- * Runs the process-level replica scenarios 0–7 (`rsm_tester 0 1 2 3 4 5 6 7`) against real
- * lock_server processes and requires them all to pass. The run's seed is in the output, so a
+ * Runs all seventeen process-level scenarios (`rsm_tester 0 1 … 16`) against real lock_server
+ * processes and requires them all to pass: 0–7 membership and Paxos faults, 8–16 lock_tester
+ * through the replicated lock service while replicas die, hit breakpoints and are partitioned. The run's seed is in the output, so a
  * failure can be repeated with `rsm_tester -s SEED N`; its log directory is kept and printed.
  */
 import { spawn } from 'node:child_process';
@@ -8,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 
 const RSM_TESTER = fileURLToPath(new URL('../tester/bin/rsm_tester.js', import.meta.url));
-const TESTS = ['0', '1', '2', '3', '4', '5', '6', '7'];
-/** Bound on the whole run (it takes a few minutes); below tap's per-file timeout. */
+const TESTS = Array.from({ length: 17 }, (_, i) => String(i));
+/** Bound on the whole run (about five minutes on a 2-core machine); below tap's per-file timeout. */
 const RUN_TIMEOUT_MS = 780_000;
 /** After SIGTERM (which makes rsm_tester kill its servers), how long before SIGKILL. */
 const STOP_GRACE_MS = 15_000;
