@@ -1,7 +1,8 @@
 /**
  * The benchmark program (tester/bench): its arithmetic and printing, and one small run of
- * benchmark (a) whose request counts are exact. Only counts are checked, never times: benchmarks
- * measure, they do not pass or fail.
+ * benchmark (a) whose request counts are exact, and a shortened run of (b) and (c) whose layout is
+ * checked. Only counts and layout are checked, never times: benchmarks measure, they do not pass
+ * or fail.
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -11,13 +12,13 @@ import { BenchReport, ratioText, significant } from '../tester/bench/framework.j
 
 const BENCH = fileURLToPath(new URL('../tester/bench/index.js', import.meta.url));
 
-function run(args: string[]): Promise<{ code: number | null; output: string }> {
+function run(args: string[], limitMs = 60_000): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [BENCH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), limitMs);
     child.on('exit', (code) => {
       clearTimeout(timer);
       resolve({ code, output });
@@ -75,26 +76,44 @@ t.test('the workload: every basic acquire reaches the server, a caching client a
   t.match(caching, { acquires: 20, releases: 0, releasesAtClose: 20, operations: 120 });
 });
 
-t.test('npm run bench: figures for (a), the RSM benchmarks named as not available yet, exit 0', async (t) => {
-  const { code, output } = await run(['--locks', '10', '--rounds', '3']);
+t.test('npm run bench --only a: figures for (a), exit 0', async (t) => {
+  const { code, output } = await run(['--only', 'a', '--locks', '10', '--rounds', '3']);
   t.equal(code, 0, 'exits 0');
   t.match(output, /^viewstamp benchmarks$/m);
   t.match(output, /^\(a\) lock caching/m);
   t.match(output, /^ {6}basic client \(baseline\) +60 requests +1\.00×$/m);
   t.match(output, /^ {6}caching client +20 requests +0\.333× \(3\.00× fewer\)$/m);
   t.match(output, /^ {6}ideal +20 requests +\(one per distinct lock\)$/m);
-  t.match(output, /^\(b\) RSM throughput[^\n]*\n {4}skipped: needs the replicated lock service/m);
-  t.match(output, /^\(c\) fail-over time[^\n]*\n {4}skipped: needs the replicated lock service/m);
+  t.notMatch(output, /^\(b\)/m);
+});
+
+t.test('npm run bench --only b,c (shortened): the layout of the RSM benchmarks, exit 0', async (t) => {
+  const { code, output } = await run(['--only', 'b,c', '--duration-ms', '300', '--trials', '1'], 180_000);
+  t.equal(code, 0, 'exits 0');
+  t.match(output, /^\(b\) RSM throughput/m);
+  t.match(output, /Cache defeated/);
+  t.match(output, /^ {4}throughput \(acquire\+release operations per second\)$/m);
+  t.match(output, /^ {4}p50 latency of one acquire\+release$/m);
+  t.match(output, /^ {4}p99 latency of one acquire\+release$/m);
+  t.match(output, /^ {6}1 client \(baseline\) +[\d,.]+ ops\/s +1\.00×/m);
+  t.match(output, /^ {6}8 clients +[\d,.-]+ ops\/s/m);
+  t.match(output, /^ {6}32 clients +[\d,.-]+ ops\/s/m);
+  t.match(output, /^\(c\) fail-over time/m);
+  t.match(output, /^ {4}trial 1: killed p\d: /m);
+  t.match(output, /^ {6}median \(baseline\) +[\d,.-]+ ms/m);
+  t.notMatch(output, /skipped/);
 });
 
 t.test('bench command line: --only, --help, and errors', async (t) => {
-  const only = await run(['--only', 'c']);
+  const only = await run(['--only', 'a', '--locks', '2', '--rounds', '1']);
   t.equal(only.code, 0);
-  t.notMatch(only.output, /^\(a\)/m, '--only c runs only (c)');
-  t.match(only.output, /^\(c\) /m);
+  t.notMatch(only.output, /^\(c\)/m, '--only a runs only (a)');
+  t.match(only.output, /^\(a\) /m);
   const help = await run(['--help']);
   t.equal(help.code, 0);
   t.match(help.output, /--rounds N/);
+  t.match(help.output, /--duration-ms MS/);
+  t.match(help.output, /--trials N/);
   const bad = await run(['--only', 'z']);
   t.equal(bad.code, 2);
   t.match(bad.output, /^bench: no benchmark "z"; they are a, b, c$/m);

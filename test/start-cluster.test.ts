@@ -1,8 +1,9 @@
 /**
  * start_cluster (tester/bin/start_cluster.ts, tester/cluster.ts): port choice, and the program as
- * a child process: it brings up three replicas in view 3, shows a killed replica and the view
- * change that follows, and on SIGINT stops every replica, removes the durable state and exits 0.
- * No lock service is involved (the replicas do not serve one yet).
+ * a child process: it brings up three replicas of the replicated lock service in view 3,
+ * lock_tester against its first port passes (and the status shows the replicas' last viewstamp
+ * move), it shows a killed replica and the view change that follows, and on SIGINT stops every
+ * replica, removes the durable state and exits 0.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -15,6 +16,26 @@ import { DEFAULT_BASE_PORT, boundPorts, chooseBasePort, clusterPorts } from '../
 import { isPidAlive, isPortFree } from '../tester/processes.js';
 
 const START_CLUSTER = fileURLToPath(new URL('../tester/bin/start_cluster.js', import.meta.url));
+const LOCK_TESTER = fileURLToPath(new URL('../tester/bin/lock_tester.js', import.meta.url));
+
+/** Runs lock_tester against `port`; resolves its exit code ('timeout' after `limitMs`, then SIGKILL) and output. */
+function runLockTester(port: number, limitMs: number): Promise<{ code: number | string; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [LOCK_TESTER, String(port)], { env: { ...process.env, RPC_LOSSY: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, limitMs);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: timedOut ? 'timeout' : (code ?? signal ?? -1), output });
+    });
+  });
+}
 
 t.test('ports: node i on base + 2i, its control port next to it', async (t) => {
   t.same(clusterPorts(5000, 3), [5000, 5002, 5004]);
@@ -116,7 +137,7 @@ t.test('start_cluster brings up 3 replicas, shows a view change, and stops every
   // Startup: each replica joins in turn, then the status shows view 3 everywhere, primary p0.
   await waitFor(
     run,
-    [0, 1, 2].map((i) => statusLine(`p${i}`, 'up +view 3 \\{p0,p1,p2\\} +primary p0 +last vs -$')),
+    [0, 1, 2].map((i) => statusLine(`p${i}`, 'up +view 3 \\{p0,p1,p2\\} +primary p0 +last vs 0\\.0$')),
     90_000,
   );
   const out = run.output();
@@ -135,6 +156,18 @@ t.test('start_cluster brings up 3 replicas, shows a view change, and stops every
   const dataDirs = fs.readdirSync(logDir).filter((name) => name.startsWith('data-'));
   t.equal(dataDirs.length, 1, 'one fresh durable-state directory');
   for (const i of [0, 1, 2]) t.ok(fs.existsSync(path.join(logDir, `paxos-${base + 2 * i}.log`)), `paxos log of p${i} in the log directory`);
+
+  // The lock service: lock_tester through p0's port detects a replica and passes; every replica
+  // then shows a last viewstamp in view 3.
+  const tester = await runLockTester(base, 180_000);
+  t.equal(tester.code, 0, 'lock_tester against the cluster exits 0');
+  t.match(tester.output, /^lock_tester: 6 caching lock clients against [^\n]*: a replica \(replicated lock service/m);
+  t.match(tester.output, /^lock_tester: passed all tests successfully$/m);
+  await waitFor(
+    run,
+    [0, 1, 2].map((i) => statusLine(`p${i}`, 'up +view 3 \\{p0,p1,p2\\} +primary p0 +last vs 3\\.[1-9]\\d*$')),
+    30_000,
+  );
 
   // Kill p2: its line shows the exit, the survivors' lines the next view.
   process.kill(pids[2]!, 'SIGTERM');

@@ -10,8 +10,8 @@
  *   (tester/paxos-log.ts), the same file rsm_tester judges views by;
  * - primary and "answering": the RSM client `members` RPC (0x9002) on the replica's port, which
  *   returns the members of its committed view with the primary appended last.
- * The last executed viewstamp has no source yet (no status RPC exists), so it is reported as
- * undefined and shown as "-".
+ * - the last executed viewstamp: the test-control `status` RPC (0x12003) on the replica's control
+ *   port (ME+1), which answers even while the replica is partitioned.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -21,7 +21,7 @@ import type { Random } from '../lib/env.js';
 import { osRandom } from '../lib/random.js';
 import { RpcEndpoint } from '../lib/rpc.js';
 import { tcpNetwork } from '../lib/tcp.js';
-import { RsmClientStatus, rsmClientProtocol } from '../rsm/protocol.js';
+import { RsmClientStatus, RsmTestStatus, describeViewstamp, rsmClientProtocol, rsmTestProtocol, type StatusRes } from '../rsm/protocol.js';
 import { parsePaxosLog, type View } from './paxos-log.js';
 import { ChildHandle, describeExit, stopChildren, tail, type ExitInfo, type StopResult } from './processes.js';
 
@@ -135,6 +135,17 @@ export async function queryMembers(rpc: RpcEndpoint, address: string, timeoutMs 
   }
 }
 
+/** Asks a replica's control port for its `status` (view, primary, last viewstamp); undefined if no answer. */
+export async function queryStatus(rpc: RpcEndpoint, controlAddress: string, timeoutMs = MEMBERS_TIMEOUT_MS): Promise<StatusRes | undefined> {
+  const client = rpc.newClient(controlAddress);
+  try {
+    const reply = await client.call(rsmTestProtocol.status, { dummy: 0 }, { timeoutMs });
+    return reply.ok && reply.status === RsmTestStatus.OK ? reply.result : undefined;
+  } finally {
+    client.close();
+  }
+}
+
 // -----------------------------------------------------------------------------------------------
 // The cluster.
 
@@ -159,7 +170,7 @@ export interface ReplicaStatus {
   readonly view: LoggedView | undefined;
   /** The primary as this replica sees it ('' if it has no view yet), undefined if unknown. */
   readonly primary: string | undefined;
-  /** The last executed viewstamp: undefined until a status RPC reports it. */
+  /** The last executed viewstamp ("4.12"; "0.0" before any request), undefined if unknown. */
   readonly lastViewstamp: string | undefined;
 }
 
@@ -268,11 +279,15 @@ export class LocalCluster {
         const base = { replica, view, lastViewstamp: undefined };
         if (child === undefined) return { ...base, state: 'not started', exit: undefined, primary: undefined };
         if (!child.running) return { ...base, state: 'exited', exit: child.exitInfo, primary: undefined };
-        const answer = await queryMembers(this.rpc, `127.0.0.1:${replica.port}`);
+        const [answer, status] = await Promise.all([
+          queryMembers(this.rpc, `127.0.0.1:${replica.port}`),
+          queryStatus(this.rpc, `127.0.0.1:${replica.controlPort}`),
+        ]);
         // It may have died while we asked.
         if (!child.running) return { ...base, state: 'exited', exit: child.exitInfo, primary: undefined };
-        if (!answer.answered) return { ...base, state: 'no answer', exit: undefined, primary: undefined };
-        return { ...base, state: 'up', exit: undefined, primary: answer.primary };
+        const lastViewstamp = status === undefined ? undefined : describeViewstamp(status.last);
+        if (!answer.answered) return { ...base, lastViewstamp, state: 'no answer', exit: undefined, primary: undefined };
+        return { ...base, lastViewstamp, state: 'up', exit: undefined, primary: answer.primary };
       }),
     );
   }

@@ -5,44 +5,26 @@
  * exits 0 unless a benchmark crashes (exit 1) or the command line is wrong (exit 2).
  *
  *   (a) cache-workload.ts   server acquires with basic versus caching clients (the caching lab's workload)
- *   (b) RSM throughput and latency             — to be added with the replicated lock service
- *   (c) fail-over time                         — to be added with the replicated lock service
+ *   (b) rsm-bench.ts        acquire+release throughput and p50/p99 latency through 3 replicas, 1/8/32 clients
+ *   (c) rsm-bench.ts        fail-over time after SIGKILL of the primary (median of 5)
  */
 import { UsageError, parseCommandLine, parseCount, runMain, type CommandSpec } from '../bin/cli.js';
 import { DEFAULT_CACHE_WORKLOAD, cacheWorkloadBenchmark, type CacheWorkloadOptions } from './cache-workload.js';
 import { BenchReport, type Benchmark } from './framework.js';
+import { DEFAULT_RSM_BENCH, failoverBenchmark, rsmThroughputBenchmark, type RsmBenchOptions } from './rsm-bench.js';
 
 /** Options every benchmark receives; each reads what concerns it. */
-type BenchOptions = CacheWorkloadOptions;
+type BenchOptions = CacheWorkloadOptions & RsmBenchOptions;
 
-const REPLICATED_SERVICE_MISSING = 'needs the replicated lock service (lock_server MASTER ME does not serve locks yet)';
-
-/**
- * The benchmarks, in the order they run. (b) and (c) are the places for the RSM benchmarks of
- * issue #5 item 7; they report themselves as skipped until the replicated lock service exists.
- */
-const benchmarks: ReadonlyArray<Benchmark<BenchOptions>> = [
-  cacheWorkloadBenchmark,
-  {
-    // Acquire+release throughput and p50/p99 latency through a 3-replica cluster with 1, 8 and 32
-    // concurrent clients on distinct locks, cache defeated (each acquire must reach the server).
-    id: 'b',
-    title: 'RSM throughput and latency: acquire+release through 3 replicas, 1/8/32 clients, cache defeated',
-    unavailable: REPLICATED_SERVICE_MISSING,
-    run: async () => {},
-  },
-  {
-    // SIGKILL the primary while a client loops; time until its next successful acquire (median of 5).
-    id: 'c',
-    title: 'fail-over time: SIGKILL the primary while a client loops, time to its next acquire',
-    unavailable: REPLICATED_SERVICE_MISSING,
-    run: async () => {},
-  },
-];
+/** The benchmarks, in the order they run. */
+const benchmarks: ReadonlyArray<Benchmark<BenchOptions>> = [cacheWorkloadBenchmark, rsmThroughputBenchmark, failoverBenchmark];
 
 const spec: CommandSpec = {
   name: 'bench',
-  usage: ['npm run bench -- [--only IDS] [--clients N] [--locks N] [--rounds N]', 'node dist/tester/bench/index.js [options]'],
+  usage: [
+    'npm run bench -- [--only IDS] [--clients N] [--locks N] [--rounds N] [--duration-ms MS] [--trials N]',
+    'node dist/tester/bench/index.js [options]',
+  ],
   help: `Runs the benchmarks and prints their figures, with ratios against a baseline measured in the
 same run. Nothing passes or fails: the exit status is 0 unless a benchmark crashes.
 
@@ -53,7 +35,11 @@ Options:
   --only IDS      run only these benchmarks, e.g. --only a or --only a,b (default: all)
   --clients N     (a) lock clients, each with its own locks (default ${DEFAULT_CACHE_WORKLOAD.clients})
   --locks N       (a) locks per client (default ${DEFAULT_CACHE_WORKLOAD.locks})
-  --rounds N      (a) rounds of acquiring and releasing every lock (default ${DEFAULT_CACHE_WORKLOAD.rounds})`,
+  --rounds N      (a) rounds of acquiring and releasing every lock (default ${DEFAULT_CACHE_WORKLOAD.rounds})
+  --duration-ms MS  (b) measured time per concurrency level (default ${DEFAULT_RSM_BENCH.durationMs})
+  --trials N      (c) fail-overs measured, each on a fresh cluster (default ${DEFAULT_RSM_BENCH.trials})
+
+The default run takes about a minute; --only a, --duration-ms 1000 and --trials 1 shorten it.`,
   minPositionals: 0,
   maxPositionals: 0,
   options: {
@@ -61,6 +47,8 @@ Options:
     clients: { type: 'string' },
     locks: { type: 'string' },
     rounds: { type: 'string' },
+    'duration-ms': { type: 'string' },
+    trials: { type: 'string' },
   },
 };
 
@@ -78,6 +66,9 @@ runMain(spec, async () => {
     clients: positive(values['clients'], '--clients', DEFAULT_CACHE_WORKLOAD.clients, 64),
     locks: positive(values['locks'], '--locks', DEFAULT_CACHE_WORKLOAD.locks, 10_000),
     rounds: positive(values['rounds'], '--rounds', DEFAULT_CACHE_WORKLOAD.rounds, 10_000),
+    ...DEFAULT_RSM_BENCH,
+    durationMs: positive(values['duration-ms'], '--duration-ms', DEFAULT_RSM_BENCH.durationMs, 600_000),
+    trials: positive(values['trials'], '--trials', DEFAULT_RSM_BENCH.trials, 100),
   };
   let selected = benchmarks;
   const only = values['only'];

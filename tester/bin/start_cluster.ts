@@ -28,21 +28,16 @@ import { EXIT_FAILURE, UsageError, parseCommandLine, parseCount, programName, ru
 /** How often the status is refreshed. */
 const STATUS_INTERVAL_MS = 1_000;
 
-/**
- * Whether `lock_server MASTER ME` serves the replicated lock service yet. Until it does,
- * lock_tester against a replica fails at once (RPC_NO_SUCH_PROC), and the hint says so.
- */
-const REPLICAS_SERVE_LOCKS = false;
-
 const spec: CommandSpec = {
   usage: ['start_cluster [--replicas N] [--base-port PORT] [--log-dir DIR] [--keep]'],
-  help: `Starts a local cluster of N lock_server replicas on 127.0.0.1 and shows their status until
-Ctrl-C, which stops them all.
+  help: `Starts a local cluster of N lock_server replicas of the replicated caching lock service on
+127.0.0.1 and shows their status until Ctrl-C, which stops them all. This is what npm start runs.
 
 Replica i runs "lock_server P0 Pi" with Pi = PORT + 2i, so each replica's control port Pi + 1 is
 free too. The replicas start one at a time, each joining the view of those before it. Then one
 status line per replica is refreshed every second: whether it is up (running and answering the
-members call), its latest view (from its paxos-<port>.log) and the primary it knows. On a
+members call), its latest view (from its paxos-<port>.log), the primary it knows and the
+viewstamp of the last request it executed (the status call on its control port). On a
 terminal the lines are redrawn in place; otherwise a line is printed whenever it changes.
 
 Options:
@@ -155,9 +150,7 @@ function printTryThis(cluster: LocalCluster): void {
   const lines: Array<[string, string]> = [];
   lines.push([
     `npx lock_tester ${p0!.port}`,
-    REPLICAS_SERVE_LOCKS
-      ? `the classic lock tests through ${p0!.name}`
-      : `the classic lock tests through ${p0!.name} (not yet: the replicas do not serve the lock service until the RSM executes requests, so it fails at once)`,
+    `the classic lock tests through ${p0!.name} (any replica's port works; the last vs column moves)`,
   ]);
   lines.push([`npx rsm_ctl ${p0!.controlPort} partition 0`, `arm a partition of ${p0!.name}: it cuts itself off at its next client request as primary ("partition 1" heals it)`]);
   if (p1 !== undefined) lines.push([`kill ${p1.process!.pid}`, `stop backup ${p1.name} (SIGTERM) and watch the view change below`]);
