@@ -26,6 +26,7 @@
  *
  * Host-independent: time and randomness come from the injected Clock and Random.
  */
+import { setMaxListeners } from 'node:events';
 import { sleep } from '../lib/clock.js';
 import type { Clock, Random } from '../lib/env.js';
 import { RpcError } from '../lib/errors.js';
@@ -116,6 +117,9 @@ export class RsmClient {
   private readonly closer = new AbortController();
 
   constructor(options: RsmClientOptions) {
+    // Every invoke in progress listens on the closer (through its RPC calls), and a shared client
+    // legitimately has many at once (a lock client: one per lock): not a leak, so no warning.
+    setMaxListeners(0, this.closer.signal);
     this.rpc = options.rpc;
     this.clock = options.clock ?? options.rpc.clock;
     this.random = options.random ?? options.rpc.random;

@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 /**
- * rsm_sim [--seed S | --seeds N] [--first-seed S] [--nodes K] [--fault-ms MS] [--liveness-ms MS] [--verbose]
+ * rsm_sim [--workload kv|lock] [--seed S | --seeds N] [--first-seed S] [--nodes K] [--fault-ms MS] [--liveness-ms MS] [--verbose]
  *
- * The deterministic RSM simulator (tester/sim/rsm-sim.ts): a replicated kv service in one process
+ * The deterministic RSM simulator (tester/sim/rsm-sim.ts): a replicated kv service (default) or
+ * the replicated caching lock service (--workload lock, tester/sim/lock-sim.ts) in one process
  * under simulated faults, checked from outside. The same seed gives byte-identical output.
+ * With --workload lock and LOCK_HISTORY_DIR set, each seed's history goes to
+ * $LOCK_HISTORY_DIR/rsm_sim-lock-<seed>.jsonl.
  *
  * Exit status: 0 all runs passed; 1 a safety violation; 2 a liveness failure (or a usage error);
  * 3 the simulator itself crashed. With several seeds the worst wins: 3, then 1, then 2.
@@ -19,15 +22,19 @@ const EXIT_CRASH = 3;
 const PROBLEMS_SHOWN = 5;
 
 const spec: CommandSpec = {
-  usage: ['rsm_sim [--seed S | --seeds N] [--first-seed S] [--nodes K] [--fault-ms MS] [--liveness-ms MS] [--verbose]'],
-  help: `Runs the deterministic RSM simulator: a replicated kv service (3-5 replicas, 2-4 clients)
+  usage: ['rsm_sim [--workload kv|lock] [--seed S | --seeds N] [--first-seed S] [--nodes K] [--fault-ms MS] [--liveness-ms MS] [--verbose]'],
+  help: `Runs the deterministic RSM simulator: a replicated service (3-5 replicas) and its clients
 under crashes, restarts, partitions, message loss, duplication and reordering, breakpoints and
 armed partitions, then a liveness phase on a healed network. Checkers watch from outside: one
 value per Paxos instance; every replica executes the same request at each viewstamp, in order,
-with no gaps or duplicates; replicas at the same viewstamp have the same state; every kv result
-agrees with a sequential model. Everything is drawn from the seed: the same seed prints the same
-output, byte for byte.
+with no gaps or duplicates; replicas at the same viewstamp have the same state. Workload kv
+(default): 2-4 kv clients; every kv result agrees with a sequential model. Workload lock: the
+caching lock service (a CachingLockServer per replica, revoke/retry from the primary), 2-4 caching
+lock clients with 2-4 concurrent callers each on 2-3 locks; no two callers ever hold one lock,
+replicas agree on holders, the clients' caches agree with the primary's table. Everything is
+drawn from the seed: the same seed (and workload) prints the same output, byte for byte.
 
+  --workload W    kv (default) or lock
   --seed S        run seed S (default: a seed drawn at random, and printed)
   --seeds N       run seeds F..F+N-1 (F = --first-seed, default 0), one line each, and a summary
   --first-seed S  the first seed of --seeds
@@ -37,10 +44,14 @@ output, byte for byte.
   --verbose       print the fault schedule of a single seed, and the options of every seed
 
 Exit status: 0 passed; 1 safety violation; 2 liveness failure (or usage error); 3 the simulator
-crashed. A failing seed prints "SEED=<s> to reproduce: rsm_sim --seed <s>".`,
+crashed. A failing seed prints "SEED=<s> to reproduce: rsm_sim --seed <s>" (with
+"--workload lock" before --seed for the lock workload).
+
+Environment: LOCK_HISTORY_DIR=DIR (lock workload) writes DIR/rsm_sim-lock-<seed>.jsonl per seed.`,
   minPositionals: 0,
   maxPositionals: 0,
   options: {
+    workload: { type: 'string' },
     seed: { type: 'string' },
     seeds: { type: 'string' },
     'first-seed': { type: 'string' },
@@ -65,7 +76,8 @@ function reproduce(seed: number, options: RsmSimOptions): string {
     (options.nodes === undefined ? '' : ` --nodes ${options.nodes}`) +
     (options.faultPhaseMs === undefined ? '' : ` --fault-ms ${options.faultPhaseMs}`) +
     (options.livenessLimitMs === undefined ? '' : ` --liveness-ms ${options.livenessLimitMs}`);
-  return `SEED=${seed} to reproduce: rsm_sim --seed ${seed}${extra}`;
+  const workload = options.workload === 'lock' ? ' --workload lock' : '';
+  return `SEED=${seed} to reproduce: rsm_sim${workload} --seed ${seed}${extra}`;
 }
 
 function label(outcome: Outcome): string {
@@ -104,7 +116,10 @@ runMain(spec, async () => {
   if (nodes !== undefined && nodes < 3) throw new UsageError('--nodes must be 3..5');
   const faultMs = text('fault-ms') === undefined ? undefined : parseCount(text('fault-ms')!, '--fault-ms', 10_000_000);
   const livenessMs = text('liveness-ms') === undefined ? undefined : parseCount(text('liveness-ms')!, '--liveness-ms', 10_000_000);
+  const workload = text('workload') ?? 'kv';
+  if (workload !== 'kv' && workload !== 'lock') throw new UsageError('--workload must be kv or lock');
   const options: RsmSimOptions = {
+    ...(workload === 'lock' ? { workload } : {}),
     ...(nodes === undefined ? {} : { nodes }),
     ...(faultMs === undefined ? {} : { faultPhaseMs: faultMs }),
     ...(livenessMs === undefined ? {} : { livenessLimitMs: livenessMs }),

@@ -21,6 +21,10 @@
  *
  * Crashes are unrestricted: every replica keeps its state durably (rsm/README.md, "Durability"),
  * so even all nodes crashing at once loses nothing acknowledged.
+ *
+ * `workload: 'lock'` runs the replicated caching lock service instead (tester/sim/lock-sim.ts),
+ * with the same fault schedule (tester/sim/sim-common.ts). The workload is chosen explicitly, never
+ * drawn from the seed, so a kv seed keeps its run when the lock workload changes and vice versa.
  */
 import { RpcEndpoint } from '../../lib/rpc.js';
 import { SeededRandom } from '../../lib/random.js';
@@ -30,13 +34,19 @@ import { RsmError } from '../../rsm/errors.js';
 import { RsmClient } from '../../rsm/client.js';
 import { KvClient, type KvResult } from '../../rsm/kv/kv-client.js';
 import { KvService } from '../../rsm/kv/kv-service.js';
-import type { RsmTiming } from '../../rsm/node.js';
 import { compareViewstamp, describeViewstamp } from '../../rsm/protocol.js';
 import { SimCluster, portIds } from './cluster.js';
 import { checkKvHistory, type KvOpKind, type KvOpRecord } from './kv-model.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
+import { runLockSim } from './lock-sim.js';
+import type { CachingLockServer } from '../../lockserver/cache-server.js';
+import { RSM_SIM_TIMING, bootstrap, drawLinkFaults, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
+
+export type RsmSimWorkload = 'kv' | 'lock';
 
 export interface RsmSimOptions {
+  /** The replicated service and its clients (default kv); 'lock' is tester/sim/lock-sim.ts. */
+  readonly workload?: RsmSimWorkload;
   /** Cluster size (3–5); default: drawn. */
   readonly nodes?: number;
   /** Virtual length of the safety phase (default 30 s). */
@@ -47,6 +57,10 @@ export interface RsmSimOptions {
   readonly keepTrace?: boolean;
   /** Record the fault schedule as lines (printed by --verbose). */
   readonly keepEvents?: boolean;
+  /** Lock workload: write the history to `<dir>/rsm_sim-lock-<seed>.jsonl` (default: $LOCK_HISTORY_DIR). */
+  readonly historyDir?: string;
+  /** Lock workload: each replica's state machine (default a new CachingLockServer; tests break it). */
+  readonly lockServer?: () => CachingLockServer;
 }
 
 export type RsmSimOutcome = 'ok' | 'violation' | 'liveness';
@@ -79,19 +93,7 @@ export interface RsmSimStats {
   readonly worldEvents: number;
 }
 
-/** Protocol timers for the simulator (virtual time is free; events are not). */
-export const RSM_SIM_TIMING: Partial<RsmTiming> = {
-  heartbeatIntervalMs: 500,
-  heartbeatTimeoutMs: 500,
-  paxosTimeoutMs: 500,
-  removeJitterMsMax: 100,
-  joinRetryMs: 500,
-  joinTimeoutMs: 3000,
-  syncRetryMs: 500,
-  invokeTimeoutMs: 500,
-  transferTimeoutMs: 500,
-  transferRetryMs: 100,
-};
+export { RSM_SIM_TIMING };
 
 const KEYS = ['a', 'b', 'm'] as const;
 
@@ -113,31 +115,13 @@ interface Parameters {
   readonly livenessLimitMs: number;
 }
 
-function pick<T>(random: SeededRandom, items: readonly T[]): T {
-  return items[random.int(items.length)]!;
-}
-
-function shuffle<T>(random: SeededRandom, items: readonly T[]): T[] {
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = random.int(i + 1);
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
-
 /** The drawn options: a pure function of the seed (and the overrides). */
 export function drawParameters(seed: number, options: RsmSimOptions = {}): Parameters {
   const draw = new SeededRandom(`rsm-sim-parameters:${seed}`);
   const drawnSize = 3 + draw.int(3);
   const size = options.nodes ?? drawnSize;
   const ids = portIds(size, pick(draw, [3772, 10000, 40000]));
-  const faults: LinkFaults = {
-    delayMinMs: 1,
-    delayMaxMs: pick(draw, [1, 5, 20, 100, 300]),
-    loss: pick(draw, [0, 0, 0.01, 0.05, 0.15]),
-    duplicate: pick(draw, [0, 0.02, 0.1]),
-  };
+  const faults = drawLinkFaults(draw);
   const clientCount = 2 + draw.int(3);
   const thinkMsMax = pick(draw, [50, 500, 2000]);
   const clients: ClientPlan[] = [];
@@ -168,6 +152,7 @@ export function describeParameters(seed: number, p: Parameters): string {
 }
 
 export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Promise<RsmSimResult> {
+  if (options.workload === 'lock') return runLockSim(seed, options);
   const params = drawParameters(seed, options);
   const { ids } = params;
   const events: string[] = [];
@@ -189,17 +174,9 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
     if (keepEvents) events.push(`t=${world.now()} ${line}`);
   };
   const problems: string[] = [];
-  let crashes = 0;
   let liveness = false;
 
-  // Bootstrap: nodes join one by one with the first as MASTER, on a reliable network.
-  for (let i = 0; i < ids.length; i++) {
-    await cluster.start(ids[i]!);
-    if (!(await cluster.runUntil(() => cluster.converged(ids.slice(0, i + 1)), 30_000))) {
-      problems.push(`bootstrap: ${ids.slice(0, i + 1).join(',')} did not converge: ${cluster.describe()}`);
-      break;
-    }
-  }
+  problems.push(...(await bootstrap(cluster, ids)));
   network.setLinkFaults(params.faults);
 
   // Clients.
@@ -240,82 +217,27 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
     })();
   });
 
-  const crash = (id: string, why: string): void => {
-    event(`crash ${id} (${why})`);
-    cluster.crash(id);
-    crashes++;
-  };
-  const start = async (id: string, master: string = ids[0]!): Promise<void> => {
-    event(`start ${id} master=${master}`);
-    await cluster.start(id, master);
+  const driver: FaultDriver = {
+    cluster,
+    random,
+    ids,
+    clientOwners: params.clients.map((plan) => plan.name),
+    drawnFaults: params.faults,
+    event,
+    crashes: 0,
   };
 
   // Safety phase.
   const faultEnd = world.now() + params.faultPhaseMs;
   while (world.now() < faultEnd && problems.length === 0 && cluster.checker.ok && rsm.ok) {
     await cluster.runFor(100 + random.int(2000));
-    const up = cluster.upIds();
-    const down = ids.filter((id) => !cluster.isUp(id));
-    const roll = random.int(100);
-    if (roll < 14 && up.length > 0) {
-      crash(pick(random, up), 'fault');
-    } else if (roll < 32 && down.length > 0) {
-      const id = pick(random, down);
-      await start(id, random.int(4) === 0 ? pick(random, ids) : ids[0]!);
-    } else if (roll < 40 && up.length > 0) {
-      const id = pick(random, up);
-      crash(id, 'quick restart');
-      await start(id);
-    } else if (roll < 54) {
-      const shuffled = shuffle(random, ids);
-      const cut = 1 + random.int(ids.length - 1);
-      const groups = [shuffled.slice(0, cut), shuffled.slice(cut)];
-      for (const plan of params.clients) groups[random.int(2)]!.push(plan.name);
-      event(`partition ${groups.map((g) => `[${g.join(' ')}]`).join(' ')}`);
-      network.partition(groups);
-    } else if (roll < 66) {
-      event('heal');
-      network.heal();
-    } else if (roll < 73) {
-      const faults = { delayMaxMs: pick(random, [1, 10, 50, 300, 1000]), loss: pick(random, [0, 0.05, 0.3, 0.6]), duplicate: pick(random, [0, 0.1, 0.3]) };
-      event(`link faults delay<=${faults.delayMaxMs} loss=${faults.loss} dup=${faults.duplicate}`);
-      network.setLinkFaults(faults);
-    } else if (roll < 76) {
-      event('link faults as drawn');
-      network.setLinkFaults(params.faults);
-    } else if (roll < 88 && up.length > 0) {
-      const id = pick(random, up);
-      const b = pick(random, [1, 1, 2, 3, 4]);
-      event(`breakpoint ${b} on ${id}`);
-      cluster.node(id)!.breakpoint(b);
-    } else if (roll < 94 && up.length > 0) {
-      const id = pick(random, up);
-      event(`partition armed on ${id} (net_repair 0)`);
-      cluster.node(id)!.netRepair(0);
-    } else if (roll < 97 && up.length > 0) {
-      const id = pick(random, up);
-      event(`net_repair 1 on ${id}`);
-      cluster.node(id)!.netRepair(1);
-    } else if (up.length > 0) {
-      const id = pick(random, up);
-      event(`isolate ${id}`);
-      network.isolate(id);
-    }
+    await faultStep(driver);
   }
 
   // Liveness phase: heal everything; every client must finish and the cluster converge.
   liveness = true;
-  event('liveness phase: heal, disarm, restart the dead');
-  network.heal();
-  network.setLinkFaults({ delayMinMs: 1, delayMaxMs: 5, loss: 0, duplicate: 0 });
-  for (const id of ids) {
-    const node = cluster.node(id);
-    if (node !== undefined) {
-      node.disarmBreakpoints();
-      node.netRepair(1);
-    }
-  }
-  for (const id of ids) if (!cluster.isUp(id)) await start(id);
+  await healForLiveness(driver);
+  const crashes = driver.crashes;
   const healedAt = world.now();
   const totalOps = params.clients.reduce((sum, c) => sum + c.ops.length, 0);
   const settled = (): boolean => {

@@ -1,0 +1,132 @@
+/**
+ * LockChecker: the lock workload's safety checks in rsm_sim, from outside the service.
+ *
+ * 1. Mutual exclusion at the API: an owner (lock client and local caller, e.g. "lc2/w1") holds a
+ *    lock from the moment its acquire returned OK until it calls release. At no time may two
+ *    owners hold one lock (checked at every acquire return, so at every step).
+ * 2. Replica agreement: every replica that reaches viewstamp vs (by executing it, by state
+ *    transfer or by restoring its durable state) has the same holder (client id and xid) for every
+ *    lock of the workload (CachingLockServer.holderOf). The RsmChecker compares whole states too;
+ *    this names the lock.
+ * 3. Client cache against the table, checked after every simulated event where it is decidable:
+ *    when the primary of the newest decided view is serving (not in a view change), it has executed
+ *    every request any client got an answer for, and nobody but the caching client can move a hold
+ *    it caches. So a client whose cache says a lock is `free` or `locked` must be that lock's holder
+ *    in the primary's table; and an owner that holds a lock at the API must be on a client whose
+ *    cache says `locked`.
+ */
+import type { CacheState } from '../../lockserver/cache-client-core.js';
+import type { CachingLockServer } from '../../lockserver/cache-server.js';
+import { describeViewstamp, type Viewstamp } from '../../rsm/protocol.js';
+
+/** What the checker sees of one lock client. */
+export interface CheckedLockClient {
+  /** The client id at the server (its callback address). */
+  readonly id: string;
+  cacheStateOf(lid: number): CacheState;
+}
+
+export interface PrimaryView {
+  readonly id: string;
+  readonly vid: number;
+  readonly last: Viewstamp;
+  readonly server: CachingLockServer;
+}
+
+export class LockChecker {
+  readonly violations: string[] = [];
+  /** Acquires that returned OK, releases called. */
+  grants = 0;
+  releases = 0;
+  /** Steps at which the client/table check was decidable (and ran). */
+  decidedSteps = 0;
+  /** lid → the owner holding it at the API, and its lock client's id. */
+  private readonly held = new Map<number, { owner: string; client: string }>();
+  /** viewstamp → the holders of every workload lock, as one string. */
+  private readonly holdersAt = new Map<string, string>();
+
+  constructor(
+    private readonly now: () => number,
+    private readonly locks: readonly number[],
+  ) {}
+
+  get ok(): boolean {
+    return this.violations.length === 0;
+  }
+
+  /** Who holds `lid` at the API (undefined: nobody). */
+  holderOf(lid: number): string | undefined {
+    return this.held.get(lid)?.owner;
+  }
+
+  /** `owner` (a caller of lock client `client`) got `lid`: its acquire just returned OK. */
+  acquired(lid: number, owner: string, client: string): void {
+    this.grants++;
+    const other = this.held.get(lid);
+    if (other !== undefined) {
+      this.violation(`mutual exclusion: ${owner} acquired lock ${lid} while ${other.owner} holds it`);
+    }
+    this.held.set(lid, { owner, client });
+  }
+
+  /** `owner` is about to call release(lid). */
+  releasing(lid: number, owner: string): void {
+    this.releases++;
+    const holder = this.held.get(lid);
+    if (holder?.owner !== owner) {
+      this.violation(`${owner} releases lock ${lid}, held by ${holder?.owner ?? 'nobody'} (tester bug)`);
+      return;
+    }
+    this.held.delete(lid);
+  }
+
+  /** Replica `who` is at viewstamp `vs` with this service state. */
+  replicaAt(who: string, vs: Viewstamp, server: CachingLockServer, what: string): void {
+    const holders = this.locks
+      .map((lid) => {
+        const holder = server.holderOf(lid);
+        return `${lid}:${holder === undefined ? '-' : `${holder.id}#${holder.xid}`}`;
+      })
+      .join(' ');
+    const key = describeViewstamp(vs);
+    const existing = this.holdersAt.get(key);
+    if (existing === undefined) this.holdersAt.set(key, holders);
+    else if (existing !== holders) this.violation(`${who} ${what}: at ${key} its holders are [${holders}], another replica's were [${existing}]`);
+    try {
+      server.invariants();
+    } catch (error) {
+      this.violation(`${who} ${what}: lock table invariant broken: ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * One step's cross-check of the clients' caches against the serving primary of the newest view
+   * (undefined when that is not decidable now).
+   */
+  step(primary: PrimaryView | undefined, clients: readonly CheckedLockClient[]): void {
+    for (const [lid, { owner, client }] of this.held) {
+      const holderClient = clients.find((c) => c.id === client);
+      const state = holderClient?.cacheStateOf(lid);
+      if (state !== 'locked') this.violation(`${owner} holds lock ${lid} but its client's cache says ${state ?? 'unknown client'}`);
+    }
+    if (primary === undefined) return;
+    this.decidedSteps++;
+    for (const client of clients) {
+      for (const lid of this.locks) {
+        const state = client.cacheStateOf(lid);
+        if (state !== 'free' && state !== 'locked') continue;
+        const holder = primary.server.holderOf(lid);
+        if (holder?.id !== client.id) {
+          this.violation(
+            `client ${client.id} caches lock ${lid} (${state}) but the primary ${primary.id} of view ${primary.vid} ` +
+              `at ${describeViewstamp(primary.last)} has holder ${holder === undefined ? 'none' : `${holder.id}#${holder.xid}`}`,
+          );
+        }
+      }
+    }
+  }
+
+  private violation(message: string): void {
+    if (this.violations.length < 100) this.violations.push(`t=${this.now()}ms ${message}`);
+  }
+}
