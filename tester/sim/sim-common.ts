@@ -8,16 +8,11 @@ import type { SeededRandom } from '../../lib/random.js';
 import type { LinkFaults } from '../../lib/sim/network.js';
 import type { RsmTiming } from '../../rsm/node.js';
 import type { SimCluster } from './cluster.js';
+import { SWARM_TIMING } from './paxos-swarm.js';
 
 /** Protocol timers for the simulator (virtual time is free; events are not). */
 export const RSM_SIM_TIMING: Partial<RsmTiming> = {
-  heartbeatIntervalMs: 500,
-  heartbeatTimeoutMs: 500,
-  paxosTimeoutMs: 500,
-  removeJitterMsMax: 100,
-  joinRetryMs: 500,
-  joinTimeoutMs: 3000,
-  syncRetryMs: 500,
+  ...SWARM_TIMING,
   invokeTimeoutMs: 500,
   transferTimeoutMs: 500,
   transferRetryMs: 100,
