@@ -34,8 +34,8 @@
  *    resends on the timer.
  *
  * Every event returns the actions to carry out, in order; the host must call `retryTimerFired`
- * exactly once for each `startRetryTimer` (it may do so late). Protocol code: never Date.now,
- * Math.random or timers here.
+ * exactly once for each `startRetryTimer` (it may do so late). Protocol code: no clock, no
+ * randomness and no timers of its own here; time arrives only as events from the host.
  */
 import { assert, assertNever, maybe } from '../lib/assert.js';
 import { LockStatus } from './cache-protocol.js';
