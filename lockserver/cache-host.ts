@@ -16,7 +16,7 @@ import { assert } from '../lib/assert.js';
 import type { Clock, Network, Random, Timer } from '../lib/env.js';
 import { logger } from '../lib/log.js';
 import { RpcEndpoint, type HandlerReply, type RpcClient, type RpcOptions } from '../lib/rpc.js';
-import type { StateMachine } from '../rsm/state-machine.js';
+import { localContext, type StateMachine } from '../rsm/state-machine.js';
 import {
   CacheProc,
   cacheCallbackProtocol,
@@ -246,9 +246,12 @@ export class CachingLockHost {
   readonly notifier: Notifier;
   /** Requests executed, by procedure id (for tests and statistics). */
   readonly executed = new Map<number, number>();
+  private readonly clock: Clock;
+  private executedCount = 0;
 
   constructor(options: CachingLockHostOptions) {
     const { rpc } = options;
+    this.clock = options.clock ?? rpc.clock;
     this.stateMachine = options.stateMachine ?? new CachingLockServer(options.limits);
     this.notifier = new Notifier({
       rpc,
@@ -270,7 +273,8 @@ export class CachingLockHost {
   }
 
   private run(proc: number, request: Uint8Array): HandlerReply<number> {
-    const { status, reply } = this.stateMachine.execute(proc, request);
+    // Unreplicated: this host is its own "primary" and stamps its own clock.
+    const { status, reply } = this.stateMachine.execute(proc, request, localContext(this.clock.now(), ++this.executedCount));
     this.executed.set(proc, (this.executed.get(proc) ?? 0) + 1);
     this.notifier.poke();
     const decoded = decodeI32Reply(reply);

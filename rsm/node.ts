@@ -914,7 +914,9 @@ export class RsmNode {
   }
 
   private execute(vs: Viewstamp, proc: number, request: Uint8Array, role: 'primary' | 'backup'): ExecuteResult {
-    const result = this.stateMachine.execute(proc, request);
+    // Interim: the request does not carry the primary's time yet (replication core v2 stamps it
+    // into every log entry); until then services see time 0.
+    const result = this.stateMachine.execute(proc, request, { vid: vs.vid, seqno: vs.seqno, timeMs: 0 });
     assert(Number.isInteger(result.status) && result.status >= 0 && result.status <= 0x7fff_ffff, `service returned status ${result.status}`);
     this.lastMyvs = vs;
     this.lastRequest = { proc, request };

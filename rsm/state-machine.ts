@@ -15,9 +15,10 @@ export interface StateMachine {
   /**
    * Executes one request. `proc` and `request` come from the client unchanged: they may be
    * malformed, and then the service answers with an error status instead of throwing. Throwing is
-   * reserved for broken invariants (assertions), which crash the replica.
+   * reserved for broken invariants (assertions), which crash the replica. `context` is the same
+   * on every replica: it travels with the request.
    */
-  execute(proc: number, request: Uint8Array): ExecuteResult;
+  execute(proc: number, request: Uint8Array, context: ExecuteContext): ExecuteResult;
 
   /** The complete state, as bytes, for state transfer to a replica that is behind. */
   marshalState(): Uint8Array;
@@ -27,6 +28,29 @@ export interface StateMachine {
    * an error reason for bytes that do not decode, leaving the state unchanged.
    */
   unmarshalState(state: Uint8Array): { readonly ok: true } | { readonly ok: false; readonly reason: string };
+}
+
+/**
+ * What the RSM tells a service about a request beside its bytes. It is stamped once, by the
+ * primary that stamps the request, and carried with the request to every replica (and into the
+ * log), so every replica executes with the same values.
+ */
+export interface ExecuteContext {
+  /** The request's viewstamp: the view it was stamped in and its sequence number there. */
+  readonly vid: number;
+  readonly seqno: number;
+  /**
+   * The stamping primary's clock (milliseconds, monotonic) when it stamped the request. Values are
+   * comparable only between requests of one view: a new view may have a new primary whose clock
+   * has another origin. A service that measures durations (leases) rebases them when `vid`
+   * changes, and never lets time run backwards within a view.
+   */
+  readonly timeMs: number;
+}
+
+/** The context of requests executed outside any replica group (unreplicated hosts, tests). */
+export function localContext(timeMs: number, seqno = 0): ExecuteContext {
+  return { vid: 0, seqno, timeMs };
 }
 
 export interface ExecuteResult {
@@ -44,7 +68,7 @@ export const EMPTY_MACHINE_STATUS = 1;
  * state, and every request is answered EMPTY_MACHINE_STATUS with an empty reply, without effect.
  */
 export class EmptyStateMachine implements StateMachine {
-  execute(_proc: number, _request: Uint8Array): ExecuteResult {
+  execute(_proc: number, _request: Uint8Array, _context?: ExecuteContext): ExecuteResult {
     return { status: EMPTY_MACHINE_STATUS, reply: new Uint8Array(0) };
   }
 

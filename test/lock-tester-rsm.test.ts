@@ -18,7 +18,7 @@ import { RsmTestStatus, rsmTestProtocol } from '../rsm/protocol.js';
 import { chooseBasePort, clusterPorts } from '../tester/cluster.js';
 import { detectLockService, rsmCachingClientFactory, runLockTester } from '../tester/lock-tester.js';
 import { isPortFree } from '../tester/processes.js';
-import { startLockReplica, type LockReplica } from '../tester/replica.js';
+import { startLockReplica, type LockReplica } from '../lockserver/lock-replica.js';
 
 /** Polls `condition` every 50 ms for at most `limitMs`. */
 async function waitUntil(condition: () => boolean, limitMs: number, what: string): Promise<void> {

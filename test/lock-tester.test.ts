@@ -390,7 +390,8 @@ t.test('lock_tester logic over real TCP with RPC_LOSSY 5 on both sides', (t) => 
 // ---------------------------------------------------------------------------------------------
 // The programs, as processes
 
-const bin = (name: string): string => fileURLToPath(new URL(`../tester/bin/${name}.js`, import.meta.url));
+const bin = (name: string): string =>
+  fileURLToPath(new URL(name === 'lock_server' ? '../lockserver/bin/lock_server.js' : `../tester/bin/${name}.js`, import.meta.url));
 
 async function freePort(): Promise<number> {
   const server = net.createServer();

@@ -13,7 +13,7 @@ import { osRandom } from '../lib/random.js';
 import { RpcEndpoint } from '../lib/rpc.js';
 import { tcpNetwork } from '../lib/tcp.js';
 import { RsmTestStatus, rsmClientProtocol, rsmTestProtocol } from '../rsm/protocol.js';
-import { controlAddressOf, nodeIdFromArgument, replicaDirsFromEnv, startReplica, type Replica } from '../tester/replica.js';
+import { controlAddressOf, nodeIdFromArgument, replicaDirsFromEnv, startReplica, type Replica } from '../rsm/replica-process.js';
 
 const TIMING = { heartbeatIntervalMs: 200, heartbeatTimeoutMs: 300, paxosTimeoutMs: 300, removeJitterMsMax: 100, joinRetryMs: 200 };
 

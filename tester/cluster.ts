@@ -23,7 +23,7 @@ import { RpcEndpoint } from '../lib/rpc.js';
 import { tcpNetwork } from '../lib/tcp.js';
 import { RsmClientStatus, RsmTestStatus, describeViewstamp, rsmClientProtocol, rsmTestProtocol, type StatusRes } from '../rsm/protocol.js';
 import { parsePaxosLog, type View } from './paxos-log.js';
-import { ChildHandle, describeExit, stopChildren, tail, type ExitInfo, type StopResult } from './processes.js';
+import { ChildHandle, describeExit, lockServerScript, stopChildren, tail, type ExitInfo, type StopResult } from './processes.js';
 
 // -----------------------------------------------------------------------------------------------
 // Limits and timings.
@@ -235,7 +235,7 @@ export class LocalCluster {
       // rewrites the file from its (fresh) state; remove it so the status never shows stale views.
       await fsp.rm(replica.paxosLog, { force: true });
     }
-    const script = path.join(this.options.binDir, 'lock_server.js');
+    const script = lockServerScript();
     if (!fs.existsSync(script)) throw new StartupError(`cannot find the lock_server program at ${script} (build it with npm run build)`);
     for (const replica of this.replicas) {
       if (signal?.aborted) return;

@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 
 export interface ExitInfo {
   readonly code: number | null;
@@ -173,4 +174,9 @@ export function isPortFree(port: number): Promise<boolean> {
     server.once('error', () => resolve(false));
     server.listen({ host: '127.0.0.1', port, exclusive: true }, () => server.close(() => resolve(true)));
   });
+}
+
+/** The built `lock_server` program (it lives with the lock service, not with the testers). */
+export function lockServerScript(): string {
+  return fileURLToPath(new URL('../lockserver/bin/lock_server.js', import.meta.url));
 }

@@ -26,7 +26,7 @@ import { SeededRandom, osRandom } from '../lib/random.js';
 import { RpcEndpoint } from '../lib/rpc.js';
 import { normalizeAddress, tcpNetwork } from '../lib/tcp.js';
 import { RsmTestStatus, rsmTestProtocol } from '../rsm/protocol.js';
-import { ChildHandle, describeExit, isPortFree, tail, type ExitInfo } from './processes.js';
+import { ChildHandle, describeExit, isPortFree, lockServerScript, tail, type ExitInfo } from './processes.js';
 import {
   commonHistoryProblem,
   judgeHistory,
@@ -327,7 +327,7 @@ export class ScenarioContext {
     const args = [String(this.node(master).port), String(node.port)];
     this.say(`${verb} ${this.who(index)}${detail}: lock_server ${args.join(' ')}`);
     await fsp.mkdir(this.dataDir, { recursive: true });
-    const child = ChildHandle.spawn(path.join(this.binDir, 'lock_server.js'), args, path.join(this.dir, `lock_server-${args.join('-')}.log`), {
+    const child = ChildHandle.spawn(lockServerScript(), args, path.join(this.dir, `lock_server-${args.join('-')}.log`), {
       ...process.env,
       RSM_LOG_DIR: this.dir,
       RSM_DATA_DIR: this.dataDir,
@@ -642,7 +642,7 @@ export function defaultBinDir(): string {
 export async function runScenarios(options: RunOptions): Promise<boolean> {
   const out = options.out ?? ((line: string) => process.stdout.write(`${line}\n`));
   const binDir = options.binDir ?? defaultBinDir();
-  const server = path.join(binDir, 'lock_server.js');
+  const server = lockServerScript();
   if (!fs.existsSync(server)) {
     out(`Failed: cannot find the lock_server program at ${server} (build it with npx tsc -p .)`);
     return false;

@@ -8,7 +8,7 @@
  *   (b) rsm-bench.ts        acquire+release throughput and p50/p99 latency through 3 replicas, 1/8/32 clients
  *   (c) rsm-bench.ts        fail-over time after SIGKILL of the primary (median of 5)
  */
-import { UsageError, parseCommandLine, parseCount, runMain, type CommandSpec } from '../bin/cli.js';
+import { UsageError, parseCommandLine, parseCount, runMain, type CommandSpec } from '../../lib/cli.js';
 import { DEFAULT_CACHE_WORKLOAD, cacheWorkloadBenchmark, type CacheWorkloadOptions } from './cache-workload.js';
 import { BenchReport, type Benchmark } from './framework.js';
 import { DEFAULT_RSM_BENCH, failoverBenchmark, rsmThroughputBenchmark, type RsmBenchOptions } from './rsm-bench.js';

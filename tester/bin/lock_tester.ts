@@ -23,7 +23,7 @@ import {
   type TesterClientFactory,
   type TestNumber,
 } from '../lock-tester.js';
-import { EXIT_FAILURE, UsageError, parseAddressArgument, parseCommandLine, parseCount, programName, runMain, type CommandSpec } from './cli.js';
+import { EXIT_FAILURE, UsageError, parseAddressArgument, parseCommandLine, parseCount, programName, runMain, type CommandSpec } from '../../lib/cli.js';
 
 const spec: CommandSpec = {
   usage: ['lock_tester [--basic] [--callback-host HOST] [--timeout-ms MS] [host:]PORT [test 1-5]'],

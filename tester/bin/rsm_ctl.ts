@@ -8,7 +8,7 @@
  */
 import { RsmTestStatus } from '../../rsm/protocol.js';
 import { CONTROL_TIMEOUT_MS, controlEndpoint, parseRsmCtlArgs, sendControl } from '../rsm-tester.js';
-import { EXIT_FAILURE, UsageError, parseCommandLine, programName, runMain, type CommandSpec } from './cli.js';
+import { EXIT_FAILURE, UsageError, parseCommandLine, programName, runMain, type CommandSpec } from '../../lib/cli.js';
 
 const spec: CommandSpec = {
   usage: ['rsm_ctl [host:]CONTROL_PORT breakpoint N', 'rsm_ctl [host:]CONTROL_PORT partition 0|1'],

@@ -13,7 +13,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { runRsmSim, type RsmSimOptions, type RsmSimResult } from '../sim/rsm-sim.js';
-import { UsageError, parseCommandLine, parseCount, runMain, type CommandSpec } from './cli.js';
+import { UsageError, parseCommandLine, parseCount, runMain, type CommandSpec } from '../../lib/cli.js';
 
 const EXIT_VIOLATION = 1;
 const EXIT_LIVENESS = 2;

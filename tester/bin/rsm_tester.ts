@@ -10,7 +10,7 @@
  */
 import { killAllChildren, parseRsmTesterArgs, runScenarios } from '../rsm-tester.js';
 import { scenarios } from '../scenarios.js';
-import { EXIT_FAILURE, UsageError, parseCommandLine, runMain, type CommandSpec } from './cli.js';
+import { EXIT_FAILURE, UsageError, parseCommandLine, runMain, type CommandSpec } from '../../lib/cli.js';
 
 const spec: CommandSpec = {
   usage: ['rsm_tester [-s SEED] [-k] [TEST…]'],

@@ -23,7 +23,7 @@ import {
   type ReplicaStatus,
 } from '../cluster.js';
 import { isPortFree, killAllChildren } from '../processes.js';
-import { EXIT_FAILURE, UsageError, parseCommandLine, parseCount, programName, runMain, type CommandSpec } from './cli.js';
+import { EXIT_FAILURE, UsageError, parseCommandLine, parseCount, programName, runMain, type CommandSpec } from '../../lib/cli.js';
 
 /** How often the status is refreshed. */
 const STATUS_INTERVAL_MS = 1_000;

@@ -12,10 +12,10 @@ import { realClock } from '../../lib/clock.js';
 import { osRandom } from '../../lib/random.js';
 import { RpcEndpoint } from '../../lib/rpc.js';
 import { lossyPercentFromEnv, tcpNetwork } from '../../lib/tcp.js';
-import { BasicLockServer } from '../../lockserver/basic-server.js';
-import { startCachingLockServer } from '../../lockserver/cache-host.js';
-import { startLockReplica } from '../replica.js';
-import { UsageError, countFromEnv, parseAddressArgument, parseCommandLine, programName, runMain, type CommandSpec } from './cli.js';
+import { BasicLockServer } from '../basic-server.js';
+import { startCachingLockServer } from '../cache-host.js';
+import { startLockReplica } from '../lock-replica.js';
+import { UsageError, countFromEnv, parseAddressArgument, parseCommandLine, programName, runMain, type CommandSpec } from '../../lib/cli.js';
 
 const spec: CommandSpec = {
   usage: ['lock_server [--basic] [host:]PORT', 'lock_server [host:]MASTER [host:]ME'],

@@ -5,8 +5,8 @@
  */
 import { basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ViewstampError } from '../../lib/errors.js';
-import { normalizeAddress } from '../../lib/tcp.js';
+import { ViewstampError } from './errors.js';
+import { normalizeAddress } from './tcp.js';
 
 /** Exit status for a bad command line or configuration (as most Unix tools do). */
 export const EXIT_USAGE = 2;

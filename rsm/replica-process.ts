@@ -1,5 +1,6 @@
 /**
- * Host wiring of one RSM replica in the real environment (the `lock_server MASTER ME` process):
+ * The composition root of one RSM replica process in the real environment (what `lock_server
+ * MASTER ME` runs, and what a process serving its own StateMachine calls):
  * TCP transport (RPC_LOSSY honoured), classic-level storage in `<dataDir>/<ME>`, the Paxos text
  * log `<logDir>/paxos-<ME>.log`, the main RPC endpoint on ME and the test-control endpoint on
  * ME+1. Breakpoints print their message to stdout and exit(1).
@@ -13,10 +14,8 @@ import { openLevelStorage } from '../lib/level-storage.js';
 import { osRandom } from '../lib/random.js';
 import { RpcEndpoint, type RpcOptions } from '../lib/rpc.js';
 import { lossyPercentFromEnv, normalizeAddress, tcpNetwork } from '../lib/tcp.js';
-import { RsmNode, type RsmTiming } from '../rsm/node.js';
-import type { StateMachine } from '../rsm/state-machine.js';
-import { CachingLockServer, type CachingLockServerLimits } from '../lockserver/cache-server.js';
-import { ReplicatedLockHost } from '../lockserver/replicated-host.js';
+import { RsmNode, type RsmTiming } from './node.js';
+import type { StateMachine } from './state-machine.js';
 
 export interface ReplicaOptions {
   /** The MASTER argument: `[host:]port` of the first node. */
@@ -158,41 +157,3 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
   }
 }
 
-export interface LockReplicaOptions extends Omit<ReplicaOptions, 'stateMachine'> {
-  readonly limits?: Partial<CachingLockServerLimits>;
-  readonly noticeResendMs?: number;
-}
-
-export interface LockReplica {
-  readonly replica: Replica;
-  readonly stateMachine: CachingLockServer;
-  readonly host: ReplicatedLockHost;
-  /** Stops the notifier, then the replica. */
-  close(): Promise<void>;
-}
-
-/**
- * A replica of the replicated caching lock service (`lock_server MASTER ME`): a CachingLockServer
- * as the replica's StateMachine, and a ReplicatedLockHost sending revoke/retry from the primary.
- */
-export async function startLockReplica(options: LockReplicaOptions): Promise<LockReplica> {
-  const { limits, noticeResendMs, ...replicaOptions } = options;
-  const stateMachine = new CachingLockServer(limits);
-  const replica = await startReplica({ ...replicaOptions, stateMachine });
-  const host = new ReplicatedLockHost({
-    node: replica.node,
-    rpc: replica.rpc,
-    clock: realClock,
-    stateMachine,
-    ...(noticeResendMs === undefined ? {} : { noticeResendMs }),
-  });
-  return {
-    replica,
-    stateMachine,
-    host,
-    async close() {
-      host.close();
-      await replica.close();
-    },
-  };
-}
