@@ -265,7 +265,7 @@ export class RsmClient {
     if (this.known.length === 0) throw new RsmError('RSM_NO_MEMBERS', 'the RSM client knows no member');
     if (signal?.aborted || this.clock.now() >= deadline) return undefined;
     this.search ??= this.searchMembers(deadline).finally(() => (this.search = undefined));
-    const found = await this.search;
+    const found = await untilAborted(this.search, signal);
     if (found === undefined) attempt?.note('*', 'members: nobody named a primary', this.membersFailure);
     return found;
   }
@@ -366,6 +366,20 @@ class Attempt {
       .map(([node, { what, count }]) => `${node === '*' ? 'all known members' : node} (${what}${count > 1 ? ` ×${count}` : ''})`)
       .join(', ');
   }
+}
+
+/** `promise`, or undefined as soon as `signal` fires (the shared search goes on for the others). */
+function untilAborted<T>(promise: Promise<T | undefined>, signal: AbortSignal | undefined): Promise<T | undefined> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    const onAbort = (): void => resolve(undefined);
+    signal.addEventListener('abort', onAbort, { once: true });
+    void promise.then((value) => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(value);
+    });
+  });
 }
 
 /** A signal that fires when either input fires; `dispose` detaches it. */
