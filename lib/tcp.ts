@@ -31,7 +31,9 @@ import { osRandom } from './random.js';
  * Bounds: frames ≤ maxFrameBytes (both directions: oversized sends are dropped here rather than
  * making the receiver kill the connection); at most maxQueuedBytes waiting in any one socket
  * (while connecting or behind a slow peer), beyond which messages are dropped; a connect attempt
- * gives up after CONNECT_TIMEOUT_MS. Accepted connections are not capped here.
+ * gives up after CONNECT_TIMEOUT_MS; at most MAX_NAMES_PER_CONNECTION destination spellings are
+ * remembered per outgoing connection for peer-down reports. Accepted connections are not capped
+ * here.
  *
  * Lossy mode (RPC_LOSSY=N, DESIGN.md semantics, not the lab's connection kill): every message sent
  * in either direction is independently lost with probability N%, else sent twice with probability
