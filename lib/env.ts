@@ -49,7 +49,18 @@ export interface Endpoint {
   onMessage(handler: (from: string, message: Uint8Array) => void): void;
   /** Stops sending and receiving and releases the port. Idempotent. */
   close(): Promise<void>;
+  /**
+   * Installs the peer-down handler (optional: a transport that cannot tell may leave it out). The
+   * transport calls it when it knows that what it sent to `to` will not be answered: the
+   * connection was refused or never came up (`unreachable`), or it closed or was reset
+   * (`lost`). `to` is the destination exactly as given to `send`. A hint only: the next send
+   * tries again.
+   */
+  onPeerDown?(handler: (to: string, reason: PeerDownReason) => void): void;
 }
+
+/** Why a transport gave up on a destination (see `Endpoint.onPeerDown`). */
+export type PeerDownReason = 'unreachable' | 'lost';
 
 export interface Network {
   /** Opens an endpoint that accepts messages at `address` ("host:port"; port 0 = any free port). */

@@ -22,7 +22,9 @@ export type RpcErrorCode =
   | 'RPC_NO_SUCH_PROC' // the server does not serve this procedure
   | 'RPC_OVERLOADED' // the server refused without running it: too many calls from this client, or in flight
   | 'RPC_HANDLER_FAILED' // the handler threw (it may have had effects)
-  | 'RPC_CLOSED'; // the endpoint was closed
+  | 'RPC_CLOSED' // the endpoint was closed
+  | 'RPC_UNREACHABLE' // the transport could not connect to the destination (refused, unreachable)
+  | 'RPC_CONNECTION_LOST'; // the connection the request went out on closed or was reset before the reply
 
 export class RpcError extends ViewstampError {
   override name = 'RpcError';

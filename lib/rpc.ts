@@ -15,7 +15,7 @@
  */
 import { AssertionError, assert } from './assert.js';
 import { Reader, Writer } from './codec.js';
-import type { Clock, Endpoint, Random, Timer } from './env.js';
+import type { Clock, Endpoint, PeerDownReason, Random, Timer } from './env.js';
 import { RpcError, type RpcErrorCode } from './errors.js';
 import { logger } from './log.js';
 
@@ -140,6 +140,15 @@ export interface CallOptions {
   /** Give up after this long (default: the endpoint's `callTimeoutMs`). */
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
+  /** First retransmission interval of this call (default: the endpoint's `retransmitMsMin`). */
+  readonly retransmitMs?: number;
+  /**
+   * On OLDSRV (the destination restarted since this client bound), bind to the new instance and
+   * send the request again at once, within the same deadline, instead of failing the call. Only
+   * for requests that may safely run again on the new instance (the old one may have run them):
+   * Paxos messages and heartbeats are. Default false.
+   */
+  readonly resendOnOldServer?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,6 +322,7 @@ export class RpcEndpoint {
     this.nonce = nonZeroU32(random);
     this.replies = new ReplyTable(this.options.maxClients, this.options.maxUnackedPerClient);
     endpoint.onMessage((from, message) => this.receive(from, message));
+    endpoint.onPeerDown?.((to, reason) => this.peerDown(to, reason));
   }
 
   get address(): string {
@@ -404,6 +414,16 @@ export class RpcEndpoint {
     if (this.clientsByDestination.get(client.destination) === client) {
       this.clientsByDestination.delete(client.destination);
     }
+  }
+
+  /**
+   * The transport says `to` will not answer what was sent (refused, reset, closed): every call
+   * waiting on a client for that destination fails now with RPC_UNREACHABLE or
+   * RPC_CONNECTION_LOST, instead of retransmitting into a dead socket until its deadline.
+   */
+  private peerDown(to: string, reason: PeerDownReason): void {
+    if (this.closed) return;
+    for (const client of [...this.clients.values()]) if (client.destination === to) client.peerDown(reason);
   }
 
   // Receive loop. Nothing in here may throw on bad input: every malformed message is dropped.
@@ -573,12 +593,19 @@ export class RpcClient {
       const bound = await raceAbort(this.binding, options.signal);
       if (!bound.ok) return bound;
     }
-    const remainingMs = deadline - this.owner.clock.now();
-    const { ret, body } = await this.exchange(procedure.id, this.serverNonce!, (w) => procedure.args.write(w, args), remainingMs, options.signal);
-    if (ret < 0) {
-      if (ret === RpcStatus.OLDSRV) this.serverNonce = undefined; // the next call binds afresh
-      return { ok: false, error: rpcError(ret, procedure.name, this.destination) };
+    const writeArgs = (w: Writer): void => procedure.args.write(w, args);
+    let { ret, body } = await this.exchange(procedure.id, this.serverNonce!, writeArgs, deadline - this.owner.clock.now(), options);
+    if (ret === RpcStatus.OLDSRV) {
+      this.serverNonce = undefined; // the next call binds afresh
+      if (options.resendOnOldServer === true) {
+        // The destination restarted: bind to the new instance and resend once, at once.
+        const rebound = await raceAbort((this.binding ??= this.bind(deadline - this.owner.clock.now()).finally(() => (this.binding = undefined))), options.signal);
+        if (!rebound.ok) return rebound;
+        ({ ret, body } = await this.exchange(procedure.id, this.serverNonce!, writeArgs, deadline - this.owner.clock.now(), options));
+        if (ret === RpcStatus.OLDSRV) this.serverNonce = undefined;
+      }
     }
+    if (ret < 0) return { ok: false, error: rpcError(ret, procedure.name, this.destination) };
     const reader = new Reader(body);
     const decoded = reader.finish(procedure.result.read(reader));
     if (!decoded.ok) {
@@ -595,13 +622,19 @@ export class RpcClient {
     this.owner.forgetClient(this);
   }
 
+  /** @internal The transport gave up on this destination: fail every outstanding call. */
+  peerDown(reason: PeerDownReason): void {
+    const status = reason === 'unreachable' ? UNREACHABLE_STATUS : CONNECTION_LOST_STATUS;
+    for (const call of [...this.pending.values()]) call.settle(status, new Uint8Array(0));
+  }
+
   /** @internal */
   receiveReply(xid: number, ret: number, body: Uint8Array): void {
     this.pending.get(xid)?.settle(ret, body); // a reply nobody waits for is a late duplicate
   }
 
   private async bind(timeoutMs: number): Promise<RpcReply<number>> {
-    const { ret, body } = await this.exchange(BIND_PROC, 0, (w) => w.u32(0), timeoutMs);
+    const { ret, body } = await this.exchange(BIND_PROC, 0, (w) => w.u32(0), timeoutMs, {});
     if (ret < 0) return { ok: false, error: rpcError(ret, 'bind', this.destination) };
     const reader = new Reader(body);
     const decoded = reader.finish(reader.u32());
@@ -619,7 +652,7 @@ export class RpcClient {
     serverNonce: number,
     writeArgs: (w: Writer) => void,
     timeoutMs: number,
-    signal?: AbortSignal,
+    { signal, retransmitMs: firstRetransmitMs }: CallOptions,
   ): Promise<{ ret: number; body: Uint8Array }> {
     if (this.closed) return Promise.resolve({ ret: CLOSED_STATUS, body: new Uint8Array(0) });
     if (signal?.aborted) return Promise.resolve({ ret: RpcStatus.ABORTED, body: new Uint8Array(0) });
@@ -629,7 +662,7 @@ export class RpcClient {
     const bytes = encodeRequest({ xid, proc, clientNonce: this.nonce, serverNonce, xidRep: this.xidRepFront }, writeArgs);
 
     return new Promise((resolve) => {
-      let retransmitMs = options.retransmitMsMin;
+      let retransmitMs = firstRetransmitMs ?? options.retransmitMsMin;
       let retransmitTimer: Timer | undefined;
       const transmit = (): void => {
         this.owner.sendRequest(this.destination, bytes);
@@ -661,11 +694,15 @@ export class RpcClient {
   }
 }
 
-/** Internal status for calls failed by close(); never on the wire. */
+/** Internal statuses for calls failed locally (close(), the transport's peer-down); never on the wire. */
 const CLOSED_STATUS = -100;
+const UNREACHABLE_STATUS = -101;
+const CONNECTION_LOST_STATUS = -102;
 
 function rpcError(ret: number, what: string, destination: string): RpcError {
   if (ret === CLOSED_STATUS) return new RpcError('RPC_CLOSED', `${what} to ${destination}: client closed`);
+  if (ret === UNREACHABLE_STATUS) return new RpcError('RPC_UNREACHABLE', `${what} to ${destination}: RPC_UNREACHABLE (connection refused or not established)`);
+  if (ret === CONNECTION_LOST_STATUS) return new RpcError('RPC_CONNECTION_LOST', `${what} to ${destination}: RPC_CONNECTION_LOST (the connection closed before the reply)`);
   const code = errorCodeOfStatus.get(ret);
   if (code === undefined) return new RpcError('RPC_BAD_REPLY', `${what} to ${destination}: unknown RPC status ${ret}`);
   return new RpcError(code, `${what} to ${destination}: ${code}`);

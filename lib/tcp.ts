@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { realClock } from './clock.js';
-import type { Clock, Endpoint, Network, Random, Timer } from './env.js';
+import type { Clock, Endpoint, Network, PeerDownReason, Random, Timer } from './env.js';
 import { ViewstampError } from './errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, FrameDecoder, encodeFrame } from './frame.js';
 import { logger } from './log.js';
@@ -18,14 +18,22 @@ import { osRandom } from './random.js';
  *
  * Failure model (the Transport contract is weak on purpose): nothing here retries or reports
  * delivery. A failed connect or a dead connection drops what it had queued and leaves the cache;
- * the next send opens a new one. The RPC layer above retransmits. Errors from the network and
+ * the next send opens a new one. The RPC layer above retransmits. What the kernel does tell us
+ * is passed up as a hint, `onPeerDown(to, reason)`: an outgoing connection that was refused or
+ * timed out before connecting reports `unreachable`, one that closed or was reset after
+ * connecting reports `lost`, once per destination string it carried, and only when no newer
+ * connection to that destination has replaced it (its messages then go on the new one). The RPC
+ * layer fails the calls waiting on it at once instead of retransmitting into a dead socket until
+ * their deadline. Closing the endpoint reports nothing. Errors from the network and
  * malformed input from peers are logged (DEBUG=viewstamp:tcp) and never thrown: bad framing
  * destroys that one connection only.
  *
  * Bounds: frames ≤ maxFrameBytes (both directions: oversized sends are dropped here rather than
  * making the receiver kill the connection); at most maxQueuedBytes waiting in any one socket
  * (while connecting or behind a slow peer), beyond which messages are dropped; a connect attempt
- * gives up after CONNECT_TIMEOUT_MS. Accepted connections are not capped here.
+ * gives up after CONNECT_TIMEOUT_MS; at most MAX_NAMES_PER_CONNECTION destination spellings are
+ * remembered per outgoing connection for peer-down reports. Accepted connections are not capped
+ * here.
  *
  * Lossy mode (RPC_LOSSY=N, DESIGN.md semantics, not the lab's connection kill): every message sent
  * in either direction is independently lost with probability N%, else sent twice with probability
@@ -44,6 +52,9 @@ export const CONNECT_TIMEOUT_MS = 5_000;
 export const LOSSY_MAX_DELAY_MS = 200;
 
 const REPLY_ADDRESS_PREFIX = 'conn:';
+
+/** Destination spellings remembered per outgoing connection for peer-down reports. */
+const MAX_NAMES_PER_CONNECTION = 8;
 
 export interface TcpOptions {
   /** Percentage 0..100 of messages lost, else duplicated, else delayed (see above). Default 0. */
@@ -140,6 +151,9 @@ export function tcpNetwork(options: TcpOptions = {}): Network {
 
 class TcpEndpoint implements Endpoint {
   private handler: ((from: string, message: Uint8Array) => void) | undefined;
+  private peerDownHandler: ((to: string, reason: PeerDownReason) => void) | undefined;
+  /** Per outgoing connection: the destination strings sent on it (as given to `send`). */
+  private readonly destinationsOf = new WeakMap<net.Socket, Set<string>>();
   private closed = false;
   private closing: Promise<void> | undefined;
   /** Connections peers opened to us, by reply address. */
@@ -184,6 +198,10 @@ class TcpEndpoint implements Endpoint {
 
   onMessage(handler: (from: string, message: Uint8Array) => void): void {
     this.handler = handler;
+  }
+
+  onPeerDown(handler: (to: string, reason: PeerDownReason) => void): void {
+    this.peerDownHandler = handler;
   }
 
   send(to: string, message: Uint8Array): void {
@@ -251,6 +269,11 @@ class TcpEndpoint implements Endpoint {
       log('%s: dropping message to %s: no connection', this.address, to);
       return;
     }
+    if (!to.startsWith(REPLY_ADDRESS_PREFIX)) {
+      const destinations = this.destinationsOf.get(socket);
+      // Bounded: one destination is usually named one or two ways ("3772", "127.0.0.1:3772").
+      if (destinations !== undefined && destinations.size < MAX_NAMES_PER_CONNECTION) destinations.add(to);
+    }
     if (socket.writableLength + frame.length > this.config.maxQueuedBytes) {
       log('%s: dropping message to %s: %d bytes already queued', this.address, to, socket.writableLength);
       return;
@@ -275,11 +298,24 @@ class TcpEndpoint implements Endpoint {
     const connectTimer = this.config.clock.setTimer(CONNECT_TIMEOUT_MS, () => {
       socket.destroy(new Error(`connect timed out after ${CONNECT_TIMEOUT_MS} ms`));
     });
-    socket.once('connect', () => connectTimer.cancel());
+    let connected = false;
+    socket.once('connect', () => {
+      connected = true;
+      connectTimer.cancel();
+    });
+    this.destinationsOf.set(socket, new Set());
     this.attach(socket, key, () => {
       connectTimer.cancel();
-      // Only forget our own entry: a newer connection may already have replaced it.
-      if (this.outgoing.get(key) === socket) this.outgoing.delete(key);
+      // Only forget our own entry: a newer connection may already have replaced it, and then the
+      // messages of the calls waiting go (retransmitted) on that one: nothing to report.
+      if (this.outgoing.get(key) !== socket) return;
+      this.outgoing.delete(key);
+      if (this.closed) return;
+      const reason: PeerDownReason = connected ? 'lost' : 'unreachable';
+      for (const to of this.destinationsOf.get(socket) ?? []) {
+        log('%s: peer %s down (%s)', this.address, to, reason);
+        this.peerDownHandler?.(to, reason);
+      }
     });
     return socket;
   }

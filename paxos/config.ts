@@ -36,19 +36,31 @@ const log = logger('paxos:config');
 export interface ConfigTiming {
   /** Time between heartbeat rounds. */
   heartbeatIntervalMs: number;
-  /** Deadline of one heartbeat RPC. */
+  /**
+   * Deadline of one heartbeat RPC: a member that has not answered for this long is taken for
+   * failed. The heartbeat is retransmitted every `heartbeatIntervalMs` meanwhile. A refused or
+   * reset connection fails it at once (the process is gone).
+   */
   heartbeatTimeoutMs: number;
   /** Deadline of each prepare, accept, decide and catch-up RPC. */
   paxosTimeoutMs: number;
-  /** Before proposing a removal a node waits a random 0..this, so detectors rarely duel. */
+  /**
+   * The designated remover (the smallest member of the view other than the failed one) proposes a
+   * removal at once; any other detector waits this long, plus a random 0..removeJitterMsMax, and
+   * proposes only if the view is still the same: so proposers do not duel, yet a removal still
+   * happens when the designated one is gone too or may not remove (its removal gate is closed).
+   */
+  removeBackoffMs: number;
+  /** The random part of a non-designated detector's wait (from the injected PRNG). */
   removeJitterMsMax: number;
 }
 
 export const defaultConfigTiming: ConfigTiming = {
-  heartbeatIntervalMs: 1000,
-  heartbeatTimeoutMs: 1000,
+  heartbeatIntervalMs: 100,
+  heartbeatTimeoutMs: 300,
   paxosTimeoutMs: 1000,
-  removeJitterMsMax: 500,
+  removeBackoffMs: 1000,
+  removeJitterMsMax: 200,
 };
 
 /** Catch-up learns at most this many views per call (it is called again when still behind). */
@@ -261,7 +273,7 @@ export class Config {
           this.addressOf(from),
           preparereq,
           { src: this.me, instance, n: PROPOSAL_ZERO },
-          { timeoutMs: this.timing.paxosTimeoutMs },
+          { timeoutMs: this.timing.paxosTimeoutMs, resendOnOldServer: true },
         );
         if (this.stopped) return;
         if (!reply.ok || reply.status !== PaxosStatus.OK || !reply.result.oldinstance) return;
@@ -318,9 +330,10 @@ export class Config {
   }
 
   /**
-   * One round: the smallest member pings every other member in view order and stops at the first
-   * failure; any other member pings the smallest. A failure leads, if the view did not change
-   * meanwhile, to proposing the failed node's removal after a random jitter.
+   * One round: the smallest member pings every other member (in parallel) and takes the first
+   * failure in view order; any other member pings the smallest. A failure leads, if the view did
+   * not change meanwhile, to proposing the failed node's removal: at once by the designated
+   * remover (`designatedRemover`), after `removeBackoffMs` + jitter by anyone else.
    */
   private async heartbeatRound(): Promise<void> {
     const vid = this.vid;
@@ -328,21 +341,19 @@ export class Config {
     if (!members.includes(this.me)) return;
     const smallest = smallestNodeId(members);
     const targets = smallest === this.me ? members.filter((member) => member !== this.me) : [smallest];
-    let failed: string | undefined;
-    for (const target of targets) {
-      const outcome = await this.doHeartbeat(target, vid);
-      if (this.stopped) return;
-      if (outcome === 'failure' || outcome === 'viewerr') {
-        failed = target;
-        break;
-      }
-    }
+    const outcomes = await Promise.all(targets.map((target) => this.doHeartbeat(target, vid)));
+    if (this.stopped) return;
+    const failedAt = outcomes.findIndex((outcome) => outcome === 'failure' || outcome === 'viewerr');
+    const failed = failedAt < 0 ? undefined : targets[failedAt];
     if (failed === undefined || this.vid !== vid) return;
-    const jitterMs = this.env.random.int(this.timing.removeJitterMsMax + 1);
-    try {
-      await sleep(this.env.clock, jitterMs, this.stopController.signal);
-    } catch {
-      return;
+    if (designatedRemover(members, failed) !== this.me) {
+      const waitMs = this.timing.removeBackoffMs + this.env.random.int(this.timing.removeJitterMsMax + 1);
+      log('%s heartbeat: %s failed; leaving its removal to %s for %d ms', this.me, failed, designatedRemover(members, failed), waitMs);
+      try {
+        await sleep(this.env.clock, waitMs, this.stopController.signal);
+      } catch {
+        return;
+      }
     }
     if (this.vid !== vid || this.proposer.isRunning) return;
     if (!this.removalGate()) {
@@ -359,7 +370,11 @@ export class Config {
       client = this.rpc.newClient(this.addressOf(target));
       this.heartbeatClients.set(target, client);
     }
-    const reply = await client.call(heartbeat, { me: this.me, vid }, { timeoutMs: this.timing.heartbeatTimeoutMs });
+    const reply = await client.call(heartbeat, { me: this.me, vid }, {
+      timeoutMs: this.timing.heartbeatTimeoutMs,
+      // Several tries inside the deadline, so one lost message is not a failure.
+      retransmitMs: Math.max(1, Math.min(this.timing.heartbeatIntervalMs, this.timing.heartbeatTimeoutMs / 2)),
+    });
     if (!reply.ok) {
       const code = reply.error.code;
       if (code === 'RPC_OLDSRV' || code === 'RPC_FORGOTTEN') {
@@ -430,6 +445,16 @@ export class Config {
     if (this.stopped) return;
     this.onFatal(error);
   }
+}
+
+/**
+ * Who proposes removing `failed` from a view with `members` without waiting: the smallest other
+ * member. Every detector computes the same answer from the same view, so at most one proposes at
+ * once; the others only after `removeBackoffMs`.
+ */
+export function designatedRemover(members: readonly string[], failed: string): string | undefined {
+  const others = members.filter((member) => member !== failed);
+  return others.length === 0 ? undefined : smallestNodeId(others);
 }
 
 function rethrowLater(error: unknown): void {

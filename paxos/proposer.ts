@@ -3,7 +3,10 @@
  * current view), in three phases: prepare, accept, decide. See paxos/README.md for the steps.
  *
  * The local acceptor is called directly (the same durable path as over RPC); other nodes over the
- * node's one RpcEndpoint, in parallel, each call bounded by `rpcTimeoutMs`.
+ * node's one RpcEndpoint, in parallel, each call bounded by `rpcTimeoutMs`. Each phase moves on as
+ * soon as a majority has answered yes (or, for prepare, someone answered oldinstance), without
+ * waiting out a dead node's timeout; late answers are ignored. Calls to a node that restarted
+ * rebind and resend at once (RPC_OLDSRV is not a lost vote).
  */
 import { assert } from '../lib/assert.js';
 import { logger } from '../lib/log.js';
@@ -118,9 +121,12 @@ export class Proposer {
     if (this.stopped) return false;
     log('%s run: instance %d among [%s] with %s', me, instance, nodes.join(' '), describeProposal(n));
 
-    // Phase 1: prepare.
+    // Phase 1: prepare. Enough: a majority of promises, or one oldinstance answer.
     const prepareArgs: PrepareArgs = { src: me, instance, n };
-    const prepared = await Promise.all(nodes.map(async (node) => ({ node, reply: await this.prepareOne(node, prepareArgs) })));
+    const prepared = await gather(
+      nodes.map(async (node) => ({ node, reply: await this.prepareOne(node, prepareArgs) })),
+      (answers) => answers.some(({ reply }) => reply?.oldinstance === true) || answers.filter(({ reply }) => reply?.accept === true).length >= needed,
+    );
     if (this.stopped) return false;
     const old = prepared.find(({ reply }) => reply?.oldinstance === true);
     if (old !== undefined) {
@@ -154,7 +160,10 @@ export class Proposer {
 
     // Phase 2: accept, to the promisers only.
     const acceptArgs = { src: me, instance, n, v: chosen };
-    const accepted = await Promise.all(promisers.map(async (node) => ({ node, ok: await this.acceptOne(node, acceptArgs) })));
+    const accepted = await gather(
+      promisers.map(async (node) => ({ node, ok: await this.acceptOne(node, acceptArgs) })),
+      (answers) => answers.filter(({ ok }) => ok).length >= needed,
+    );
     if (this.stopped) return false;
     const accepters = accepted.filter(({ ok }) => ok).map(({ node }) => node);
     if (accepters.length < needed) {
@@ -172,13 +181,16 @@ export class Proposer {
     assert(acceptor.instanceH >= instance, 'decided instance not committed locally');
     assert(acceptor.value(instance) === chosen, `instance ${instance} committed with another value than the chosen one`);
     const decideArgs = { src: me, instance, v: chosen };
+    // The other nodes (slow, or refused us) get the decide too, without being waited for: they
+    // would learn it by catch-up anyway, this is sooner.
+    for (const node of nodes) if (node !== me && !accepters.includes(node)) void this.decideOne(node, decideArgs);
     await Promise.all(accepters.filter((node) => node !== me).map((node) => this.decideOne(node, decideArgs)));
     return true;
   }
 
   private async prepareOne(node: string, args: PrepareArgs): Promise<PrepareRes | undefined> {
     if (node === this.options.me) return this.options.acceptor.onPrepare(args);
-    const reply = await this.options.rpc.call(this.options.addressOf(node), preparereq, args, { timeoutMs: this.options.rpcTimeoutMs });
+    const reply = await this.options.rpc.call(this.options.addressOf(node), preparereq, args, { timeoutMs: this.options.rpcTimeoutMs, resendOnOldServer: true });
     if (!reply.ok) {
       log('%s preparereq to %s failed: %s', this.options.me, node, reply.error.code);
       return undefined;
@@ -188,7 +200,7 @@ export class Proposer {
 
   private async acceptOne(node: string, args: { src: string; instance: number; n: ProposalNumber; v: string }): Promise<boolean> {
     if (node === this.options.me) return this.options.acceptor.onAccept(args);
-    const reply = await this.options.rpc.call(this.options.addressOf(node), acceptreq, args, { timeoutMs: this.options.rpcTimeoutMs });
+    const reply = await this.options.rpc.call(this.options.addressOf(node), acceptreq, args, { timeoutMs: this.options.rpcTimeoutMs, resendOnOldServer: true });
     if (!reply.ok) {
       log('%s acceptreq to %s failed: %s', this.options.me, node, reply.error.code);
       return false;
@@ -197,7 +209,31 @@ export class Proposer {
   }
 
   private async decideOne(node: string, args: { src: string; instance: number; v: string }): Promise<void> {
-    const reply = await this.options.rpc.call(this.options.addressOf(node), decidereq, args, { timeoutMs: this.options.rpcTimeoutMs });
+    const reply = await this.options.rpc.call(this.options.addressOf(node), decidereq, args, { timeoutMs: this.options.rpcTimeoutMs, resendOnOldServer: true });
     if (!reply.ok) log('%s decidereq to %s failed: %s (it will learn by catch-up)', this.options.me, node, reply.error.code);
   }
+}
+
+/**
+ * Resolves with the answers that have arrived once `enough(answers)` holds or every promise has
+ * settled, whichever comes first; later answers are dropped. None of the promises may reject.
+ */
+export function gather<T>(promises: readonly Promise<T>[], enough: (answers: readonly T[]) => boolean): Promise<T[]> {
+  return new Promise((resolve) => {
+    const answers: T[] = [];
+    let settled = 0;
+    let done = false;
+    if (promises.length === 0) return resolve(answers);
+    for (const promise of promises) {
+      void promise.then((answer) => {
+        if (done) return;
+        answers.push(answer);
+        settled++;
+        if (settled === promises.length || enough(answers)) {
+          done = true;
+          resolve([...answers]);
+        }
+      });
+    }
+  });
 }

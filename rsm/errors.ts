@@ -4,8 +4,13 @@
 import { ViewstampError } from '../lib/errors.js';
 
 export type RsmErrorCode =
-  /** The call's overall deadline passed before any primary answered OK; `cause` is the last failure. */
-  | 'RSM_TIMEOUT'
+  /**
+   * The call's overall deadline passed before any primary answered OK (no reachable member named a
+   * primary that would serve: the group has no quorum, or is still changing views). The message
+   * lists what each node tried answered; `cause` is the last failure. The request may have
+   * executed if an invoke reached a primary that then died or was cut off.
+   */
+  | 'RSM_NO_QUORUM'
   /** The caller's AbortSignal fired. */
   | 'RSM_ABORTED'
   /** The client knows no member to ask (it was opened with an empty list). */

@@ -295,3 +295,11 @@ t.test('property: any sequence of requests keeps the invariants and never throws
     { numRuns: 300 },
   );
 });
+
+t.test('designatedRemover: the smallest member other than the failed one, the same at every detector', async (t) => {
+  const { designatedRemover } = await import('../paxos/config.js');
+  t.equal(designatedRemover(['3774', '3772', '3776'], '3772'), '3774', 'the smallest failed: the next smallest removes it');
+  t.equal(designatedRemover(['3774', '3772', '3776'], '3776'), '3772');
+  t.equal(designatedRemover(['10', '9'], '10'), '9', 'numeric order for ports');
+  t.equal(designatedRemover(['3772'], '3772'), undefined);
+});

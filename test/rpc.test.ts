@@ -265,3 +265,44 @@ t.test('the same seed gives the same trace; a different seed a different one', a
   t.equal(await run(1234), a, 'same seed, same hash');
   t.not(await run(4321), a, 'different seed, different hash');
 });
+
+t.test('a call to an address where nobody listens fails at once with RPC_UNREACHABLE, not at its deadline', async (t) => {
+  const h = await harness(21);
+  await h.server.close();
+  const started = h.world.now();
+  const refused = await resolved(h.world, h.client.call('server:1', echo, 1, { timeoutMs: 60_000 }));
+  t.equal(refused.ok ? 'ok' : refused.error.code, 'RPC_UNREACHABLE');
+  t.ok(h.world.now() - started < 1_000, `failed after ${h.world.now() - started} virtual ms, long before the 60 s deadline`);
+  // A partition is not a refusal: the call still runs to its deadline (TCP cannot tell either).
+  const again = new RpcEndpoint(await h.net.forOwner('server').listen('server:1'), h.world.clockFor('server'), h.world.random.fork());
+  again.handle(echo, (x) => ({ status: 0, result: x }));
+  h.net.isolate('server');
+  const cut = await resolved(h.world, h.client.call('server:1', echo, 2, { timeoutMs: 2_000 }));
+  t.equal(cut.ok ? 'ok' : cut.error.code, 'RPC_TIMEOUT');
+});
+
+t.test('a server that crashes with a call in flight fails the call with RPC_UNREACHABLE at the next retransmission', async (t) => {
+  const h = await harness(22);
+  t.ok((await resolved(h.world, h.client.call('server:1', echo, 1))).ok, 'bound');
+  const inFlight = h.client.call('server:1', slowEcho, 2, { timeoutMs: 60_000 });
+  await h.world.runFor(10);
+  h.world.crash('server');
+  const reply = await resolved(h.world, inFlight);
+  t.equal(reply.ok ? 'ok' : reply.error.code, 'RPC_UNREACHABLE');
+  t.ok(h.world.now() < 2_000, `failed at ${h.world.now()} virtual ms`);
+});
+
+t.test('resendOnOldServer: a call to a restarted server rebinds and is answered by the new instance', async (t) => {
+  const h = await harness(23);
+  t.ok((await resolved(h.world, h.client.call('server:1', echo, 1))).ok);
+  await h.server.close();
+  const restarted = new RpcEndpoint(await h.net.forOwner('server').listen('server:1'), h.world.clockFor('server'), h.world.random.fork());
+  let ran = 0;
+  restarted.handle(echo, (x) => {
+    ran++;
+    return { status: 0, result: x * 2 };
+  });
+  const reply = await resolved(h.world, h.client.call('server:1', echo, 5, { resendOnOldServer: true }));
+  t.same(reply, { ok: true, status: 0, result: 10 });
+  t.equal(ran, 1, 'ran once, on the new instance');
+});

@@ -88,7 +88,7 @@ t.test('a client that knew only the master still finds the primary after the mas
   t.ok(await settledOn(cluster, [ids[1]!, ids[2]!, ids[3]!]), cluster.describe());
 });
 
-t.test('errors: RSM_TIMEOUT, RSM_ABORTED, RSM_CLOSED, RSM_NO_MEMBERS', async (t) => {
+t.test('errors: RSM_NO_QUORUM, RSM_ABORTED, RSM_CLOSED, RSM_NO_MEMBERS', async (t) => {
   const { cluster, ids } = await kvCluster('client-errors');
   for (const id of ids) cluster.crash(id);
   const client = rsmClient(cluster, 'c1');
@@ -96,7 +96,8 @@ t.test('errors: RSM_TIMEOUT, RSM_ABORTED, RSM_CLOSED, RSM_NO_MEMBERS', async (t)
 
   const started = cluster.world.now();
   const timedOut = await failure(client.invoke(KvProc.GET, request('c1', 1, 'k', ''), { timeoutMs: 3000 }));
-  t.ok(timedOut instanceof RsmError && timedOut.code === 'RSM_TIMEOUT', String(timedOut));
+  t.ok(timedOut instanceof RsmError && timedOut.code === 'RSM_NO_QUORUM', String(timedOut));
+  t.match((timedOut as RsmError).message, /no primary answered within 3\d\d\d ms; tried .*RPC_UNREACHABLE/, 'it says what it tried');
   t.ok((timedOut as RsmError).cause !== undefined, 'the last failure is the cause');
   const elapsed = cluster.world.now() - started;
   t.ok(elapsed >= 3000 && elapsed < 3100, `gave up at the deadline (${elapsed} ms)`);
@@ -128,4 +129,31 @@ t.test('a replica without a service (the default EmptyStateMachine) answers ever
   const reply = await settle(cluster, client.invoke(7, Uint8Array.of(1, 2, 3)));
   t.same(reply, { status: EMPTY_MACHINE_STATUS, reply: new Uint8Array(0) });
   t.same(cluster.node(ids[1]!)!.lastExecuted, { vid: 2, seqno: 1 }, 'it was still ordered and executed on the backup');
+});
+
+t.test('one RsmClient shared by 40 concurrent invokes: all complete across a primary crash, with searches shared', async (t) => {
+  const { cluster, ids, checker } = await kvCluster('client-concurrent');
+  const client = rsmClient(cluster, 'c1');
+  const first = await settle(cluster, Promise.all(Array.from({ length: 20 }, (_, i) => client.invoke(KvProc.PUT, request(`w${i}`, 1, `k${i}`, 'a')))));
+  t.ok(first.every((reply) => reply.status === KvStatus.OK), 'the first 20 all answered OK');
+  const refreshesBefore = client.stats.refreshes;
+  cluster.crash(ids[0]!);
+  const second = await settle(cluster, Promise.all(Array.from({ length: 20 }, (_, i) => client.invoke(KvProc.APPEND, request(`w${i}`, 2, `k${i}`, 'b')))));
+  t.ok(second.every((reply) => reply.status === KvStatus.OK), 'the 20 invokes after the crash all answered OK');
+  for (let i = 0; i < 20; i++) t.equal(valueAt(cluster, ids[1]!, `k${i}`), 'ab', `k${i} got both writes once`);
+  t.equal(client.primary, ids[1]);
+  const searches = client.stats.refreshes - refreshesBefore;
+  t.ok(searches < 20, `the 20 waiting invokes shared their searches (${searches} members answers adopted)`);
+  t.same(checker.violations, []);
+});
+
+t.test('RSM_NO_QUORUM: a survivor of two kills in a view of three; the client fails at its deadline, saying what it tried', async (t) => {
+  const { cluster, ids } = await kvCluster('client-no-quorum');
+  const client = rsmClient(cluster, 'c1');
+  await settle(cluster, client.invoke(KvProc.PUT, request('c1', 1, 'k', 'a')));
+  cluster.crash(ids[2]!);
+  cluster.crash(ids[0]!);
+  const outcome = await settle(cluster, client.invoke(KvProc.GET, request('c1', 2, 'k', ''), { timeoutMs: 5_000 }).then(() => undefined, (error: unknown) => error));
+  t.ok(outcome instanceof RsmError && outcome.code === 'RSM_NO_QUORUM', String(outcome));
+  t.match((outcome as RsmError).message, new RegExp(`no primary answered within 5\\d\\d\\d ms; tried .*${ids[0]}`));
 });

@@ -316,3 +316,28 @@ t.test('the same seed gives the same trace; another seed another', async (t) => 
   t.same(await pingPong(42), first);
   t.not((await pingPong(43)).hash, first.hash);
 });
+
+t.test('peer-down: a message to an address where nothing listens is reported unreachable; a partition reports nothing', async (t) => {
+  const world = new SimWorld(31);
+  const network = new SimNetwork(world);
+  const client = network.forOwner('c').connect();
+  const reports: string[] = [];
+  client.onPeerDown!((to, reason) => reports.push(`${to} ${reason}`));
+  client.send('nobody:1', bytes('x'));
+  await world.runFor(10);
+  t.same(reports, ['nobody:1 unreachable'], 'refused, one round trip later');
+
+  const server = await network.forOwner('s').listen('s:1');
+  server.onMessage(() => {});
+  client.send('s:1', bytes('y'));
+  network.partition([['c'], ['s']]);
+  client.send('s:1', bytes('z'));
+  await world.runFor(10);
+  t.same(reports, ['nobody:1 unreachable'], 'delivered or cut: no report');
+
+  network.heal();
+  world.crash('s');
+  client.send('s:1', bytes('w'));
+  await world.runFor(10);
+  t.same(reports, ['nobody:1 unreachable', 's:1 unreachable'], 'a crashed node refuses');
+});

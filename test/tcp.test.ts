@@ -2,6 +2,9 @@ import net from 'node:net';
 import t from 'tap';
 import type { Clock, Endpoint, Random, Timer } from '../lib/env.js';
 import { encodeFrame } from '../lib/frame.js';
+import { realClock } from '../lib/clock.js';
+import { osRandom } from '../lib/random.js';
+import { RpcEndpoint, codecs, procedure } from '../lib/rpc.js';
 import { CONNECT_TIMEOUT_MS, lossyPercentFromEnv, normalizeAddress, tcpNetwork } from '../lib/tcp.js';
 
 const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
@@ -358,4 +361,82 @@ t.test('bounded queue while connecting and oversized messages are dropped, not f
     inbox.texts().map((m) => m.slice(0, 1)),
     ['0', 'm'],
   );
+});
+
+/** Resolves with the first peer-down report of `endpoint` (bounded by PATIENCE_MS). */
+function nextPeerDown(endpoint: Endpoint): Promise<{ to: string; reason: string }> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no peer-down report after ${PATIENCE_MS} ms`)), PATIENCE_MS);
+    endpoint.onPeerDown!((to, reason) => {
+      clearTimeout(timer);
+      resolve({ to, reason });
+    });
+  });
+}
+
+t.test('a refused connection is reported as unreachable, with the destination as it was given', async (t) => {
+  const network = tcpNetwork();
+  const first = await network.listen('127.0.0.1:0');
+  const port = first.address.split(':')[1]!;
+  await first.close();
+  const client = network.connect();
+  t.teardown(() => client.close());
+  const report = nextPeerDown(client);
+  client.send(port, bytes('anyone there?'));
+  t.same(await report, { to: port, reason: 'unreachable' });
+});
+
+t.test('a connection closed by the peer after connecting is reported as lost; close reports nothing', async (t) => {
+  const network = tcpNetwork();
+  const server = await network.listen('127.0.0.1:0');
+  new Inbox(server, (_from, message) => `re:${message}`);
+  const client = network.connect();
+  t.teardown(() => client.close());
+  const inbox = new Inbox(client);
+  client.send(server.address, bytes('hello'));
+  await inbox.waitFor((r) => r.text === 're:hello');
+  const report = nextPeerDown(client);
+  await server.close();
+  t.same(await report, { to: server.address, reason: 'lost' });
+
+  // The closing side itself gets no report about its own connections.
+  const other = await network.listen('127.0.0.1:0');
+  t.teardown(() => other.close());
+  const closing = network.connect();
+  let reports = 0;
+  closing.onPeerDown!(() => reports++);
+  const closingInbox = new Inbox(closing);
+  new Inbox(other, (_from, message) => `re:${message}`);
+  closing.send(other.address, bytes('x'));
+  await closingInbox.waitFor((r) => r.text === 're:x');
+  await closing.close();
+  await pause(50);
+  t.equal(reports, 0);
+});
+
+t.test('RPC over TCP: a refused call fails with RPC_UNREACHABLE and a reset one with RPC_CONNECTION_LOST', async (t) => {
+  const network = tcpNetwork();
+  const slow = procedure(0x7101, 'slow', codecs.u32, codecs.u32);
+  const client = new RpcEndpoint(network.connect(), realClock, osRandom());
+  t.teardown(() => client.close());
+
+  const gone = await network.listen('127.0.0.1:0');
+  const goneAddress = gone.address;
+  await gone.close();
+  const refused = await client.call(goneAddress, slow, 1, { timeoutMs: 30_000 });
+  t.equal(refused.ok ? 'ok' : refused.error.code, 'RPC_UNREACHABLE', 'not RPC_TIMEOUT after the 30 s deadline');
+
+  const server = new RpcEndpoint(await network.listen('127.0.0.1:0'), realClock, osRandom());
+  let started!: () => void;
+  const handlerStarted = new Promise<void>((resolve) => (started = resolve));
+  server.handle(slow, async (x) => {
+    started();
+    await pause(2_000);
+    return { status: 0, result: x };
+  });
+  const pending = client.call(server.address, slow, 2, { timeoutMs: 30_000 });
+  await handlerStarted;
+  await server.close(); // the server process goes away with the call running
+  const lost = await pending;
+  t.equal(lost.ok ? 'ok' : lost.error.code, 'RPC_CONNECTION_LOST');
 });

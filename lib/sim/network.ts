@@ -1,4 +1,4 @@
-import type { Endpoint, Network } from '../env.js';
+import type { Endpoint, Network, PeerDownReason } from '../env.js';
 import type { SimWorld } from './world.js';
 
 /**
@@ -11,6 +11,12 @@ import type { SimWorld } from './world.js';
  * choose, and a partition must cut all of them alike. Endpoints opened through `forOwner(owner)`
  * belong to that owner; an endpoint opened directly on the network is its own owner, named by its
  * address. Everything else (sends, replies, in-flight bounds, the trace) is by address.
+ *
+ * Peer-down hints, as TCP gives them: a message that arrives where no endpoint is open (never
+ * opened, closed, or crashed) is a refused connection, and the sender's `onPeerDown(to,
+ * 'unreachable')` is called one link delay later (the way back), if the sender is still open and
+ * the link still connects them. A partition reports nothing: TCP cannot tell a cut link from a slow
+ * one either. Reports are world events like any other, so runs stay deterministic.
  */
 
 export interface LinkFaults {
@@ -40,6 +46,7 @@ interface Port {
   readonly address: string;
   readonly owner: string;
   handler: Handler | undefined;
+  peerDownHandler: ((to: string, reason: PeerDownReason) => void) | undefined;
   open: boolean;
 }
 
@@ -186,7 +193,7 @@ export class SimNetwork implements Network {
         throw Object.assign(new Error(`SimNetwork: address ${address} is in use`), { code: 'EADDRINUSE' });
       }
     }
-    const port: Port = { address, owner: owner ?? address, handler: undefined, open: true };
+    const port: Port = { address, owner: owner ?? address, handler: undefined, peerDownHandler: undefined, open: true };
     this.ports.set(address, port);
     this.world.trace(`${requested === undefined ? 'connect' : 'listen'} ${address} owner=${port.owner}`);
     return {
@@ -198,6 +205,9 @@ export class SimNetwork implements Network {
       onMessage: (handler) => {
         port.handler = handler;
       },
+      onPeerDown: (handler) => {
+        port.peerDownHandler = handler;
+      },
       close: async () => {
         if (port.open) this.release(port, 'close');
       },
@@ -207,6 +217,7 @@ export class SimNetwork implements Network {
   private release(port: Port, how: 'close' | 'crash'): void {
     port.open = false;
     port.handler = undefined;
+    port.peerDownHandler = undefined;
     if (this.ports.get(port.address) === port) this.ports.delete(port.address);
     this.world.trace(`${how === 'crash' ? 'crash-endpoint' : 'close'} ${port.address}`);
   }
@@ -239,19 +250,35 @@ export class SimNetwork implements Network {
       const left = this.inFlight.get(key)! - 1;
       if (left === 0) this.inFlight.delete(key);
       else this.inFlight.set(key, left);
-      this.deliver(label, source, to, bytes);
+      this.deliver(label, source, to, bytes, delayMs);
     });
   }
 
-  private deliver(label: string, source: Port, to: string, bytes: Uint8Array): void {
+  private deliver(label: string, source: Port, to: string, bytes: Uint8Array, delayMs: number): void {
     const target = this.ports.get(to);
-    if (target === undefined) return this.drop(label, 'closed');
+    if (target === undefined) {
+      this.drop(label, 'closed');
+      return this.refuse(label, source, to, delayMs);
+    }
     if (!this.connected(source.owner, target.owner)) return this.drop(label, 'partition');
     const handler = target.handler;
     if (handler === undefined) return this.drop(label, 'no-handler');
     this.world.trace(`deliver ${label} ${source.address}->${to}`);
     // No try/catch: a handler that throws has a bug, and the run must stop on it.
     handler(source.address, bytes);
+  }
+
+  /** The "connection refused" coming back to the sender of `label` after `delayMs`. */
+  private refuse(label: string, source: Port, to: string, delayMs: number): void {
+    if (source.peerDownHandler === undefined) return;
+    this.world.schedule(delayMs, () => {
+      const handler = source.peerDownHandler;
+      if (!source.open || handler === undefined || !this.connected(source.owner, this.ports.get(to)?.owner ?? to)) return;
+      // A new endpoint at `to` meanwhile would have accepted the connection: nothing to report.
+      if (this.ports.has(to)) return;
+      this.world.trace(`peer-down ${label} ${source.address}->${to} unreachable`);
+      handler(to, 'unreachable');
+    });
   }
 
   private drop(label: string, reason: 'partition' | 'loss' | 'overflow' | 'closed' | 'no-handler'): void {

@@ -4,7 +4,7 @@
  * client sends again (to the same or to a new primary) and answers it without executing it twice.
  *
  * Operations run one at a time (a SerialQueue), as the service requires of one client id. A
- * sequence number is used up even when its operation fails (RSM_TIMEOUT, RSM_ABORTED): that
+ * sequence number is used up even when its operation fails (RSM_NO_QUORUM, RSM_ABORTED): that
  * operation may still take effect, but only before the client's next operation, never after it
  * (the service answers an older sequence number STALE, without effect).
  *

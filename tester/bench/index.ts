@@ -6,7 +6,7 @@
  *
  *   (a) cache-workload.ts   server acquires with basic versus caching clients (the caching lab's workload)
  *   (b) rsm-bench.ts        acquire+release throughput and p50/p99 latency through 3 replicas, 1/8/32 clients
- *   (c) rsm-bench.ts        fail-over time after SIGKILL of the primary (median of 5)
+ *   (c) rsm-bench.ts        fail-over after SIGKILL of the primary and of a backup (20 trials: median, p90)
  */
 import { UsageError, parseCommandLine, parseCount, runMain, type CommandSpec } from '../../lib/cli.js';
 import { DEFAULT_CACHE_WORKLOAD, cacheWorkloadBenchmark, type CacheWorkloadOptions } from './cache-workload.js';
@@ -37,7 +37,7 @@ Options:
   --locks N       (a) locks per client (default ${DEFAULT_CACHE_WORKLOAD.locks})
   --rounds N      (a) rounds of acquiring and releasing every lock (default ${DEFAULT_CACHE_WORKLOAD.rounds})
   --duration-ms MS  (b) measured time per concurrency level (default ${DEFAULT_RSM_BENCH.durationMs})
-  --trials N      (c) fail-overs measured, each on a fresh cluster (default ${DEFAULT_RSM_BENCH.trials})
+  --trials N      (c) fail-over trials, each on a fresh cluster (default ${DEFAULT_RSM_BENCH.trials})
 
 The default run takes about a minute; --only a, --duration-ms 1000 and --trials 1 shorten it.`,
   minPositionals: 0,

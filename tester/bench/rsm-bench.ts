@@ -9,9 +9,15 @@
  *     every operation is acquire(lid, id, xid) then release(lid, id, xid) with a fresh xid, two RSM
  *     requests that each go through the primary, every backup and the synced writes. Both must
  *     answer OK (an operation that does not is counted as an error, not as a figure).
- * (c) Fail-over time: one client loops acquire+release; after it ran a while, SIGKILL the primary
- *     and time from the kill until the first acquire *issued after the kill* succeeds. One fresh
- *     cluster per trial; the median of the trials.
+ * (c) Fail-over: one client loops acquire+release. Per trial, on a fresh cluster:
+ *     1. after it ran a while, SIGKILL the primary; time from the kill until the first acquire
+ *        *issued after the kill* succeeds, and until a survivor's paxos log shows a view without
+ *        the killed node (the view change alone: its `done` line is written once the view is
+ *        committed durably);
+ *     2. restart the killed replica, wait until it is back in a 3-member view, SIGKILL a backup,
+ *        and take the longest client-visible stall: the longest time without a completed
+ *        operation from the kill until STALL_WINDOW_MS after it.
+ *     20 trials by default; median and p90 (nearest rank) of each figure.
  *
  * Figures depend on the machine, its load and the disks (every request is synced on every
  * replica); they are meant to be read against each other in one run.
@@ -28,8 +34,8 @@ import { normalizeAddress, tcpNetwork } from '../../lib/tcp.js';
 import { CacheProc, encodeCacheLockRequest } from '../../lockserver/cache-protocol.js';
 import { LockStatus } from '../../lockserver/protocol.js';
 import { RsmClient } from '../../rsm/client.js';
-import { LocalCluster, chooseBasePort, queryMembers } from '../cluster.js';
-import { isPortFree } from '../processes.js';
+import { LocalCluster, chooseBasePort, latestLoggedView, queryMembers, type Replica } from '../cluster.js';
+import { ChildHandle, isPortFree, lockServerScript } from '../processes.js';
 import type { Benchmark, BenchReport } from './framework.js';
 
 export interface RsmBenchOptions {
@@ -41,7 +47,7 @@ export interface RsmBenchOptions {
   readonly trials: number;
 }
 
-export const DEFAULT_RSM_BENCH: RsmBenchOptions = { clientCounts: [1, 8, 32], durationMs: 4_000, trials: 5 };
+export const DEFAULT_RSM_BENCH: RsmBenchOptions = { clientCounts: [1, 8, 32], durationMs: 4_000, trials: 20 };
 
 /** Untimed operations before each (b) level is measured. */
 const WARMUP_MS = 500;
@@ -53,6 +59,12 @@ const OPS_BEFORE_KILL = 20;
 const FAILOVER_LIMIT_MS = 60_000;
 /** Bound on waiting for the client loop to reach OPS_BEFORE_KILL. */
 const WARM_LIMIT_MS = 30_000;
+/** (c): the stall after a backup's kill is looked for in this window. */
+const STALL_WINDOW_MS = 3_000;
+/** (c): how often the survivors' paxos logs are read while waiting for the view change. */
+const VIEW_POLL_MS = 2;
+/** (c): bound on the restarted replica's rejoin. */
+const REJOIN_LIMIT_MS = 30_000;
 
 function addressOf(id: string): string {
   try {
@@ -222,41 +234,115 @@ export const rsmThroughputBenchmark: Benchmark<RsmBenchOptions> = {
 };
 
 export interface FailoverTrial {
-  /** ms from the SIGKILL to the first acquire issued after it succeeding; undefined if none within FAILOVER_LIMIT_MS. */
+  /** ms from the primary's SIGKILL to the first acquire issued after it succeeding; undefined if none within FAILOVER_LIMIT_MS. */
   readonly failoverMs: number | undefined;
-  /** The replica that was primary and was killed ("p0"). */
-  readonly killed: string;
+  /** ms from the primary's SIGKILL to a survivor logging a view without it; undefined if none. */
+  readonly viewChangeMs: number | undefined;
+  /** The longest client-visible stall after a backup's SIGKILL, ms; undefined if that part did not run. */
+  readonly backupStallMs: number | undefined;
+  /** The replicas killed ("p0", "p2"). */
+  readonly killedPrimary: string;
+  readonly killedBackup: string | undefined;
+  /** Why the backup part did not run, if it did not. */
+  readonly note?: string;
 }
 
-/** One trial on a fresh cluster. */
+const sleepMs = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The primary as `asked` sees it, or undefined. */
+async function primaryOf(cluster: LocalCluster, asked: readonly Replica[]): Promise<Replica | undefined> {
+  const probe = new RpcEndpoint(tcpNetwork().connect(), realClock, osRandom());
+  try {
+    for (const replica of asked) {
+      const members = await queryMembers(probe, `127.0.0.1:${replica.port}`);
+      if (members.answered) return cluster.replicas.find((r) => r.id === members.primary);
+    }
+    return undefined;
+  } finally {
+    await probe.close();
+  }
+}
+
+/** Resolves ms from `since` until some replica of `watch` logs a view matching `wanted`, or undefined at `limitMs`. */
+async function waitForLoggedView(watch: readonly Replica[], wanted: (members: readonly string[]) => boolean, since: number, limitMs: number): Promise<number | undefined> {
+  const deadline = since + limitMs;
+  while (performance.now() < deadline) {
+    for (const replica of watch) {
+      const view = await latestLoggedView(replica.paxosLog).catch(() => undefined);
+      if (view !== undefined && wanted(view.members)) return performance.now() - since;
+    }
+    await sleepMs(VIEW_POLL_MS);
+  }
+  return undefined;
+}
+
+/** One trial on a fresh cluster: the primary's kill, then (after its restart) a backup's. */
 export async function runFailoverTrial(trial: number): Promise<FailoverTrial> {
   return withCluster(async (cluster) => {
     const client = newClient(cluster, `bench-c-${trial}`, 1);
     let completed = 0;
+    const completions: number[] = [];
     let killedAt: number | undefined;
     let recovered: number | undefined;
     let stop = false;
     const loop = (async () => {
       while (!stop) {
-        await client.operation((issued, at) => {
+        const ok = await client.operation((issued, at) => {
           if (killedAt !== undefined && recovered === undefined && issued >= killedAt) recovered = at - killedAt;
         });
-        completed++;
-        if (recovered !== undefined) break;
+        if (ok) {
+          completed++;
+          completions.push(performance.now());
+          if (completions.length > 100_000) completions.splice(0, 50_000); // bounded
+        }
       }
     })();
     try {
       const warmDeadline = performance.now() + WARM_LIMIT_MS;
-      while (completed < OPS_BEFORE_KILL && performance.now() < warmDeadline) await new Promise((resolve) => setTimeout(resolve, 20));
-      const probe = new RpcEndpoint(tcpNetwork().connect(), realClock, osRandom());
-      const members = await queryMembers(probe, `127.0.0.1:${cluster.master.port}`).finally(() => probe.close());
-      const primaryId = members.answered ? members.primary : cluster.master.id;
-      const primary = cluster.replicas.find((r) => r.id === primaryId) ?? cluster.master;
+      while (completed < OPS_BEFORE_KILL && performance.now() < warmDeadline) await sleepMs(20);
+      // 1. The primary.
+      const primary = (await primaryOf(cluster, cluster.replicas)) ?? cluster.master;
+      const survivors = cluster.replicas.filter((r) => r !== primary);
       killedAt = performance.now();
       primary.process?.signal('SIGKILL');
+      const viewChange = waitForLoggedView(survivors, (members) => !members.includes(primary.id), killedAt, FAILOVER_LIMIT_MS);
       const deadline = killedAt + FAILOVER_LIMIT_MS;
-      while (recovered === undefined && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
-      return { failoverMs: recovered, killed: primary.name };
+      while (recovered === undefined && performance.now() < deadline) await sleepMs(5);
+      const viewChangeMs = await viewChange;
+      const base = { failoverMs: recovered, viewChangeMs, killedPrimary: primary.name };
+      if (recovered === undefined) return { ...base, backupStallMs: undefined, killedBackup: undefined, note: 'no recovery' };
+
+      // 2. Restart it (through the new primary), wait for a 3-member view, then kill a backup.
+      await primary.process?.exited;
+      const newPrimary = (await primaryOf(cluster, survivors)) ?? survivors[0]!;
+      primary.process = ChildHandle.spawn(lockServerScript(), [newPrimary.id, primary.id], primary.logFile, {
+        ...process.env,
+        RPC_LOSSY: '',
+        RPC_COUNT: '',
+        RSM_LOG_DIR: cluster.options.logDir,
+        RSM_DATA_DIR: cluster.options.dataDir,
+      });
+      const rejoined = await waitForLoggedView(survivors, (members) => members.length === 3, performance.now(), REJOIN_LIMIT_MS);
+      if (rejoined === undefined) return { ...base, backupStallMs: undefined, killedBackup: undefined, note: 'the killed primary did not rejoin' };
+      const settled = completed;
+      const settleDeadline = performance.now() + WARM_LIMIT_MS;
+      while (completed < settled + OPS_BEFORE_KILL && performance.now() < settleDeadline) await sleepMs(20);
+      const current = (await primaryOf(cluster, survivors)) ?? newPrimary;
+      const backup = cluster.replicas.find((r) => r !== current && r.process?.running === true);
+      if (backup === undefined) return { ...base, backupStallMs: undefined, killedBackup: undefined, note: 'no backup to kill' };
+      const backupKilledAt = performance.now();
+      backup.process?.signal('SIGKILL');
+      await sleepMs(STALL_WINDOW_MS);
+      const windowEnd = backupKilledAt + STALL_WINDOW_MS;
+      let stall = 0;
+      let previous = backupKilledAt;
+      for (const at of completions) {
+        if (at <= backupKilledAt || at > windowEnd) continue;
+        stall = Math.max(stall, at - previous);
+        previous = at;
+      }
+      stall = Math.max(stall, windowEnd - previous);
+      return { ...base, backupStallMs: stall, killedBackup: backup.name };
     } finally {
       stop = true;
       await client.close(); // ends an invoke in flight (RSM_CLOSED)
@@ -265,32 +351,70 @@ export async function runFailoverTrial(trial: number): Promise<FailoverTrial> {
   });
 }
 
+function median(sorted: readonly number[]): number | undefined {
+  if (sorted.length === 0) return undefined;
+  return sorted.length % 2 === 1 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+}
+
+const ms = (value: number | undefined): string => (value === undefined ? '-' : `${value.toFixed(0)} ms`);
+
 export const failoverBenchmark: Benchmark<RsmBenchOptions> = {
   id: 'c',
-  title: 'fail-over time: SIGKILL the primary while a client loops, time to its next acquire',
+  title: 'fail-over: SIGKILL of the primary (next acquire, view change) and of a backup (longest stall)',
   async run(report: BenchReport, options: RsmBenchOptions): Promise<void> {
-    report.note(`${options.trials} trials, each on a fresh 3-replica cluster: a client loops acquire+release through the RSM;`);
-    report.note(`after ${OPS_BEFORE_KILL} operations the primary gets SIGKILL; measured: kill → first acquire issued after it succeeds.`);
-    report.note('Includes the RSM client giving up on the dead primary (its per-call deadline, 5 s by default), failure');
-    report.note('detection (heartbeats), the Paxos view change, state synchronisation and the client backoff.');
-    const times: number[] = [];
+    report.note(`${options.trials} trials, each on a fresh 3-replica cluster; a client loops acquire+release through the RSM.`);
+    report.note(`Primary: after ${OPS_BEFORE_KILL} operations it gets SIGKILL; measured: kill → first acquire issued after it succeeds,`);
+    report.note('and kill → a survivor logs a view without it (the view change alone). Backup: the killed primary');
+    report.note(`restarts and rejoins, then a backup gets SIGKILL; measured: the longest time without a completed operation`);
+    report.note(`in the ${STALL_WINDOW_MS / 1000} s after the kill. Targets: next acquire median ≤ 500 ms, p90 ≤ 1000 ms; backup stall ≤ 500 ms;`);
+    report.note('view change median ≤ 300 ms.');
+    const failovers: number[] = [];
+    const viewChanges: number[] = [];
+    const stalls: number[] = [];
     let lost = 0;
     for (let trial = 0; trial < options.trials; trial++) {
       const result = await runFailoverTrial(trial);
-      report.note(`trial ${trial + 1}: killed ${result.killed}: ${result.failoverMs === undefined ? `no acquire within ${FAILOVER_LIMIT_MS / 1000} s` : `${result.failoverMs.toFixed(0)} ms`}`);
+      report.note(
+        `trial ${trial + 1}: primary ${result.killedPrimary}: next acquire ${result.failoverMs === undefined ? `none within ${FAILOVER_LIMIT_MS / 1000} s` : ms(result.failoverMs)}, ` +
+          `view change ${ms(result.viewChangeMs)}; backup ${result.killedBackup ?? '-'}: stall ${ms(result.backupStallMs)}${result.note === undefined ? '' : ` (${result.note})`}`,
+      );
       if (result.failoverMs === undefined) lost++;
-      else times.push(result.failoverMs);
+      else failovers.push(result.failoverMs);
+      if (result.viewChangeMs !== undefined) viewChanges.push(result.viewChangeMs);
+      if (result.backupStallMs !== undefined) stalls.push(result.backupStallMs);
     }
-    const sorted = [...times].sort((a, b) => a - b);
-    const median = sorted.length === 0 ? undefined : sorted.length % 2 === 1 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+    const sorted = (values: number[]): number[] => [...values].sort((a, b) => a - b);
+    const [f, v, b] = [sorted(failovers), sorted(viewChanges), sorted(stalls)];
     report.compare({
-      what: 'fail-over time',
+      what: 'primary SIGKILL → next successful acquire',
       unit: 'ms',
       words: ['faster', 'slower'],
       rows: [
-        { label: 'median', value: median, baseline: true, note: lost > 0 ? `${lost} trial(s) without recovery` : `of ${times.length}` },
-        { label: 'fastest', value: sorted[0] },
-        { label: 'slowest', value: sorted.at(-1) },
+        { label: 'median', value: median(f), baseline: true, note: lost > 0 ? `${lost} trial(s) without recovery` : `of ${f.length}` },
+        { label: 'p90', value: percentile(f, 90) },
+        { label: 'slowest', value: f.at(-1) },
+        { label: 'target median', value: 500, reference: true },
+        { label: 'target p90', value: 1000, reference: true },
+      ],
+    });
+    report.compare({
+      what: 'primary SIGKILL → new view committed (the view change alone)',
+      unit: 'ms',
+      words: ['faster', 'slower'],
+      rows: [
+        { label: 'median', value: median(v), baseline: true, note: `of ${v.length}` },
+        { label: 'p90', value: percentile(v, 90) },
+        { label: 'target median', value: 300, reference: true },
+      ],
+    });
+    report.compare({
+      what: 'backup SIGKILL → longest client-visible stall',
+      unit: 'ms',
+      words: ['shorter', 'longer'],
+      rows: [
+        { label: 'median', value: median(b), baseline: true, note: `of ${b.length}` },
+        { label: 'longest', value: b.at(-1) },
+        { label: 'target', value: 500, reference: true },
       ],
     });
   },

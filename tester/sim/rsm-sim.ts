@@ -208,7 +208,7 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
           record.ret = world.now();
           record.result = { status: result.status, value: result.value };
         } catch (error) {
-          if (!(error instanceof RsmError && error.code === 'RSM_TIMEOUT')) {
+          if (!(error instanceof RsmError && error.code === 'RSM_NO_QUORUM')) {
             clientErrors.push(`${plan.name}#${seq}: ${(error as Error)?.stack ?? String(error)}`);
           }
         }
