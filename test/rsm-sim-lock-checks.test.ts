@@ -77,7 +77,7 @@ t.test('LockChecker: a double hold, a release by a non-holder, replicas that dis
   const a = new CachingLockServer();
   const b = new CachingLockServer();
   const acquire = (server: CachingLockServer, id: string): void =>
-    void server.execute(CacheProc.ACQUIRE, encodeCacheLockRequest({ lid: 1, id, xid: 1 }));
+    void server.execute(CacheProc.ACQUIRE, encodeCacheLockRequest({ lid: '1', id, xid: 1 }));
   acquire(a, 'lc1:cb');
   acquire(b, 'lc2:cb');
   const fresh = new LockChecker(() => 9, [1]);

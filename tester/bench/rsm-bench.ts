@@ -79,7 +79,7 @@ class RawLockClient {
   /** One acquire+release; resolves whether both were answered OK. `onAcquired` gets the time the acquire returned. */
   async operation(onAcquired?: (acquireIssuedAt: number, at: number) => void): Promise<boolean> {
     const xid = ++this.xid;
-    const request = encodeCacheLockRequest({ lid: this.lid, id: this.id, xid });
+    const request = encodeCacheLockRequest({ lid: String(this.lid), id: this.id, xid });
     const issued = performance.now();
     const acquired = await this.rsm.invoke(CacheProc.ACQUIRE, request, { timeoutMs: REQUEST_TIMEOUT_MS }).catch(() => undefined);
     if (acquired?.status !== LockStatus.OK) return false;

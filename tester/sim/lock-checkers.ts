@@ -23,7 +23,7 @@ import { describeViewstamp, type Viewstamp } from '../../rsm/protocol.js';
 export interface CheckedLockClient {
   /** The client id at the server (its callback address). */
   readonly id: string;
-  cacheStateOf(lid: number): CacheState;
+  cacheStateOf(lid: string): CacheState;
 }
 
 export interface PrimaryView {
@@ -84,7 +84,7 @@ export class LockChecker {
   replicaAt(who: string, vs: Viewstamp, server: CachingLockServer, what: string): void {
     const holders = this.locks
       .map((lid) => {
-        const holder = server.holderOf(lid);
+        const holder = server.holderOf(String(lid));
         return `${lid}:${holder === undefined ? '-' : `${holder.id}#${holder.xid}`}`;
       })
       .join(' ');
@@ -106,16 +106,16 @@ export class LockChecker {
   step(primary: PrimaryView | undefined, clients: readonly CheckedLockClient[]): void {
     for (const [lid, { owner, client }] of this.held) {
       const holderClient = clients.find((c) => c.id === client);
-      const state = holderClient?.cacheStateOf(lid);
+      const state = holderClient?.cacheStateOf(String(lid));
       if (state !== 'locked') this.violation(`${owner} holds lock ${lid} but its client's cache says ${state ?? 'unknown client'}`);
     }
     if (primary === undefined) return;
     this.decidedSteps++;
     for (const client of clients) {
       for (const lid of this.locks) {
-        const state = client.cacheStateOf(lid);
+        const state = client.cacheStateOf(String(lid));
         if (state !== 'free' && state !== 'locked') continue;
-        const holder = primary.server.holderOf(lid);
+        const holder = primary.server.holderOf(String(lid));
         if (holder?.id !== client.id) {
           this.violation(
             `client ${client.id} caches lock ${lid} (${state}) but the primary ${primary.id} of view ${primary.vid} ` +
