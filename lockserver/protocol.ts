@@ -73,7 +73,8 @@ export function formatLockId(lid: number): string {
  * - LOCK_TIMEOUT: (caching client) its deadline passed while it waited for a lock the server is
  *   busy with.
  * - LOCK_BAD_NAME: (caching client) a lock name that is not 1–256 UTF-8 bytes; nothing was sent.
- * - LOCK_BAD_OPTION: (connect) an option out of its documented range. The basic client cannot tell waiting from an unreachable server: it reports
+ * - LOCK_BAD_OPTION: (connect) an option out of its documented range.
+ * - LOCK_LOST: (Lock.signal's reason) the client lost a lock while it was held. The basic client cannot tell waiting from an unreachable server: it reports
  *   LOCK_RPC_FAILED with an RPC_TIMEOUT cause.
  */
 export type LockErrorCode =
@@ -83,7 +84,8 @@ export type LockErrorCode =
   | 'LOCK_CLIENT_CLOSED'
   | 'LOCK_TIMEOUT'
   | 'LOCK_BAD_NAME'
-  | 'LOCK_BAD_OPTION';
+  | 'LOCK_BAD_OPTION'
+  | 'LOCK_LOST';
 
 export class LockError extends ViewstampError {
   override name = 'LockError';
