@@ -95,7 +95,7 @@ class RawLockClient {
 }
 
 /** A fresh 3-replica cluster on free random ports in a temporary directory; always cleaned up. */
-async function withCluster<T>(body: (cluster: LocalCluster) => Promise<T>): Promise<T> {
+export async function withCluster<T>(body: (cluster: LocalCluster) => Promise<T>): Promise<T> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'viewstamp-bench-'));
   let base: number | undefined;
   const random = osRandom();
