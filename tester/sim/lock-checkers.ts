@@ -14,6 +14,11 @@
  *    it caches. So a client whose cache says a lock is `free` or `locked` must be that lock's holder
  *    in the primary's table; and an owner that holds a lock at the API must be on a client whose
  *    cache says `locked`.
+ * 4. Fencing tokens increase: at the API, a grant to another client than the last grant of the
+ *    lock carries a strictly larger token (a local re-grant from the cache carries the token of
+ *    the client's hold, so an equal token is legal only on the same client); in the replicas,
+ *    a lock's holder at a later viewstamp never has a smaller token than its holder at an earlier
+ *    one (same grant: same token; a later grant: a larger one), checked at every replica step.
  */
 import type { CacheState } from '../../lockserver/cache-client-core.js';
 import type { CachingLockServer } from '../../lockserver/cache-server.js';
@@ -44,6 +49,10 @@ export class LockChecker {
   private readonly held = new Map<number, { owner: string; client: string }>();
   /** viewstamp → the holders of every workload lock, as one string. */
   private readonly holdersAt = new Map<string, string>();
+  /** lid → the last API grant's token and client. */
+  private readonly lastGrant = new Map<number, { token: number; client: string }>();
+  /** lid → (viewstamp, holder token) seen in replicas, for check 4. */
+  private readonly tokensAt = new Map<number, Array<{ vs: Viewstamp; token: number }>>();
 
   constructor(
     private readonly now: () => number,
@@ -60,8 +69,15 @@ export class LockChecker {
   }
 
   /** `owner` (a caller of lock client `client`) got `lid`: its acquire just returned OK. */
-  acquired(lid: number, owner: string, client: string): void {
+  acquired(lid: number, owner: string, client: string, token?: number): void {
     this.grants++;
+    if (token !== undefined) {
+      const last = this.lastGrant.get(lid);
+      if (last !== undefined && (token < last.token || (token === last.token && client !== last.client))) {
+        this.violation(`fencing: ${owner} on ${client} got lock ${lid} with token ${token} after token ${last.token} on ${last.client}`);
+      }
+      this.lastGrant.set(lid, { token, client });
+    }
     const other = this.held.get(lid);
     if (other !== undefined) {
       this.violation(`mutual exclusion: ${owner} acquired lock ${lid} while ${other.owner} holds it`);
@@ -85,9 +101,22 @@ export class LockChecker {
     const holders = this.locks
       .map((lid) => {
         const holder = server.holderOf(String(lid));
-        return `${lid}:${holder === undefined ? '-' : `${holder.id}#${holder.xid}`}`;
+        return `${lid}:${holder === undefined ? '-' : `${holder.id}#${holder.xid}@${holder.token}`}`;
       })
       .join(' ');
+    for (const lid of this.locks) {
+      const holder = server.holderOf(String(lid));
+      if (holder === undefined) continue;
+      const seen = this.tokensAt.get(lid) ?? [];
+      for (const earlier of seen) {
+        const before = earlier.vs.vid < vs.vid || (earlier.vs.vid === vs.vid && earlier.vs.seqno < vs.seqno);
+        if (before && holder.token < earlier.token) {
+          this.violation(`${who} ${what}: lock ${lid} at ${describeViewstamp(vs)} has token ${holder.token}, below ${earlier.token} at ${describeViewstamp(earlier.vs)}`);
+        }
+      }
+      if (seen.length < 10_000) seen.push({ vs, token: holder.token });
+      this.tokensAt.set(lid, seen);
+    }
     const key = describeViewstamp(vs);
     const existing = this.holdersAt.get(key);
     if (existing === undefined) this.holdersAt.set(key, holders);

@@ -235,8 +235,9 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
           const timeout = impatient ? { timeoutMs: plan.acquireTimeoutMs } : {};
           opsStarted++;
           const acquire = actor.begin('acquire', lid);
+          let token: number;
           try {
-            await client.acquire(String(lid), timeout);
+            token = await client.acquire(String(lid), timeout);
           } catch (error) {
             const code = error instanceof LockError ? error.code : undefined;
             acquire.unknown(code ?? String(error));
@@ -251,7 +252,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
           acquire.ok();
           opsAcked++;
           const holder = actor.owner;
-          lockChecker.acquired(lid, holder, running.id);
+          lockChecker.acquired(lid, holder, running.id, token);
           const hold = times.int(caller.holdMsMax + 1);
           if (hold > 0) await pause(hold);
           lockChecker.releasing(lid, holder);
