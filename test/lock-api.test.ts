@@ -6,7 +6,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { realClock } from '../lib/clock.js';
 import { osRandom } from '../lib/random.js';
+import { RpcEndpoint } from '../lib/rpc.js';
+import { tcpNetwork } from '../lib/tcp.js';
+import { CacheProc, LockStatus } from '../lockserver/cache-protocol.js';
+import { RsmClient } from '../rsm/client.js';
 import { connect, type LockClient } from '../lockserver/locks.js';
 import { startLockReplica, type LockReplica } from '../lockserver/lock-replica.js';
 import { chooseBasePort, clusterPorts } from '../tester/cluster.js';
@@ -99,6 +104,28 @@ t.test('the lock API against a 3-replica lock service', async (t) => {
     clients.push(fresh);
     await t.rejects(fresh.acquire('x'.repeat(257)), { code: 'LOCK_BAD_NAME' });
     t.equal(fresh.stats().acquireRpcs, 0, 'nothing was sent');
+  });
+
+  await t.test('malformed lock requests reaching the replicas are refused with a status; the service keeps serving', async (t) => {
+    const rpc = new RpcEndpoint(tcpNetwork().connect(), realClock, osRandom());
+    const rsm = new RsmClient({ rpc, knownMembers: [members[0]!], addressOf: (id) => (id.includes(':') ? id : `127.0.0.1:${id}`) });
+    try {
+      for (const [proc, bytes] of [
+        [CacheProc.ACQUIRE, new Uint8Array([1, 2, 3])],
+        [CacheProc.TRY_ACQUIRE, new Uint8Array([0, 0, 0, 0, 0, 0, 0, 1, 0x61])], // an empty name
+        [CacheProc.RELEASE, new Uint8Array(0)],
+        [0x7fff, new Uint8Array([9])],
+      ] as const) {
+        const answer = await rsm.invoke(proc, bytes, { timeoutMs: 20_000 });
+        t.equal(answer.status, LockStatus.RPCERR, `proc 0x${proc.toString(16)} refused`);
+      }
+    } finally {
+      rsm.close();
+      await rpc.close();
+    }
+    const lock = await a.acquire('after-junk', { timeoutMs: 20_000 });
+    t.ok(lock.token >= 1, 'and still grants locks');
+    await lock.release();
   });
 
   await t.test('bad connect options and a lock lost at close', async (t) => {
