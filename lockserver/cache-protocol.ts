@@ -11,6 +11,7 @@
  * | tryacquire  | 0x7004 | client → server | lid: string, id: string, xid: u64 | OK, RETRY (not queued), IOERR, RPCERR | u64 token |
  * | revoke      | 0x8001 | server → client | lid: string, xid: u64, token: u64 | CallbackStatus.OK        | i32 0   |
  * | retry       | 0x8002 | server → client | lid: string, xid: u64, token: u64 | CallbackStatus.OK        | i32 0   |
+ * | inspect     | 0x7005 | client → server | lid: string                   | OK, RPCERR                  | LockInspection |
  * | grant       | 0x8003 | server → client | lid: string, xid: u64, token: u64 | CallbackStatus.OK        | i32 0   |
  *
  * `lid` is the lock's name: UTF-8, 1–256 bytes (the classic numeric ids travel as decimal
@@ -112,7 +113,39 @@ export const CacheProc = {
   RELEASE: cacheLockProtocol.release.id,
   STAT: cacheLockProtocol.stat.id,
   TRY_ACQUIRE: cacheLockProtocol.tryacquire.id,
+  /** A replicated read: who holds `lid`, who waits, how many sessions (clients) the table knows. */
+  INSPECT: 0x7005,
 } as const;
+
+/** The answer of inspect: the holder (session id, token, since when), the waiters, the sessions. */
+export interface LockInspection {
+  readonly holder: { readonly session: string; readonly token: number; readonly sinceMs: number } | undefined;
+  /** Session ids (client ids) waiting, first first. */
+  readonly waiters: readonly string[];
+  /** Clients (sessions) the table remembers. */
+  readonly sessions: number;
+}
+
+/** At most this many waiters are listed by inspect (the table allows more). */
+export const MAX_INSPECT_WAITERS = 1_000;
+
+export function encodeLockInspection(inspection: LockInspection): Uint8Array {
+  return encode((w) => {
+    w.bool(inspection.holder !== undefined);
+    if (inspection.holder !== undefined) w.string(inspection.holder.session).u64(inspection.holder.token).u64(inspection.holder.sinceMs);
+    w.list(inspection.waiters.slice(0, MAX_INSPECT_WAITERS), (w2, id) => void w2.string(id));
+    w.u32(inspection.sessions);
+  });
+}
+
+export function decodeLockInspection(bytes: Uint8Array): Decoded<LockInspection> {
+  return decode(bytes, (r) => {
+    const holder = r.bool() ? { session: r.string(MAX_CLIENT_ID_BYTES), token: r.u64(), sinceMs: r.u64() } : undefined;
+    const waiters = r.list((r2) => r2.string(MAX_CLIENT_ID_BYTES), 4, MAX_INSPECT_WAITERS);
+    const sessions = r.u32();
+    return { holder, waiters, sessions };
+  });
+}
 
 /**
  * What the server owes a client, derived from its state: `revoke` asks the holder `to` to give

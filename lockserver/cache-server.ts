@@ -56,6 +56,7 @@ import {
   decodeCacheStatRequest,
   MAX_LOCK_NAME_BYTES,
   encodeI32Reply,
+  encodeLockInspection,
   encodeTokenReply,
   isLockName,
   isXid,
@@ -189,6 +190,20 @@ export class CachingLockServer implements StateMachine {
         const status = this.onRelease(decoded.value);
         if (this.pressure && this.hasRoom()) this.pressure = false;
         return tokenAnswer(status, 0);
+      }
+      case CacheProc.INSPECT: {
+        const decoded = decodeCacheStatRequest(request);
+        if (!decoded.ok) return answer(LockStatus.RPCERR);
+        const lock = this.busy.get(decoded.value.lid);
+        const h = lock?.holder;
+        return {
+          status: LockStatus.OK,
+          reply: encodeLockInspection({
+            holder: h === undefined ? undefined : { session: h.id, token: h.token, sinceMs: h.sinceMs },
+            waiters: (lock?.waiters ?? []).map((w) => w.id),
+            sessions: this.clients.size,
+          }),
+        };
       }
       case CacheProc.STAT: {
         const decoded = decodeCacheStatRequest(request);

@@ -25,7 +25,7 @@ import { RpcEndpoint } from '../lib/rpc.js';
 import { normalizeAddress, tcpNetwork } from '../lib/tcp.js';
 import { RsmClient } from '../rsm/client.js';
 import { CachingLockClient } from './cache-client.js';
-import { isLockName } from './cache-protocol.js';
+import { CacheProc, LockStatus, decodeLockInspection, encodeCacheStatRequest, isLockName, type LockInspection } from './cache-protocol.js';
 import { LockError, formatLockName } from './protocol.js';
 import { rsmConnection } from './rsm-connection.js';
 
@@ -114,8 +114,29 @@ class HeldLock implements Lock {
 export class LockClient extends EventEmitter {
   private readonly handles = new Set<HeldLock>();
 
-  constructor(private readonly client: CachingLockClient) {
+  constructor(
+    private readonly client: CachingLockClient,
+    private readonly rsm?: RsmClient,
+  ) {
     super();
+  }
+
+  /**
+   * Who holds `name` (session id, fencing token, since when in the primary's clock), who waits
+   * for it, and how many sessions the service knows: a replicated read (one RSM request).
+   */
+  async inspect(name: string, options: { timeoutMs?: number } = {}): Promise<LockInspection> {
+    checkName(name);
+    if (this.rsm === undefined) throw new LockError('LOCK_BAD_OPTION', 'inspect needs a client made by connect()');
+    let answer: { status: number; reply: Uint8Array };
+    try {
+      answer = await this.rsm.invoke(CacheProc.INSPECT, encodeCacheStatRequest({ lid: name }), options);
+    } catch (error) {
+      throw new LockError('LOCK_RPC_FAILED', `inspect ${formatLockName(name)}: ${(error as Error).message}`, { cause: error });
+    }
+    const decoded = decodeLockInspection(answer.reply);
+    if (answer.status !== LockStatus.OK || !decoded.ok) throw new LockError('LOCK_RPC_FAILED', `inspect ${formatLockName(name)}: status ${answer.status}`);
+    return decoded.value;
   }
 
   /** The client's id at the service (its callback address). */
@@ -209,7 +230,7 @@ export async function connect(options: ConnectOptions): Promise<LockClient> {
     ownedEndpoints: [rpc],
     ...(timeout === undefined ? {} : { acquireTimeoutMs: timeout }),
   });
-  return new LockClient(client);
+  return new LockClient(client, rsm);
 }
 
 function checkName(name: unknown): asserts name is string {

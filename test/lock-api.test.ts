@@ -67,6 +67,11 @@ t.test('the lock API against a 3-replica lock service', async (t) => {
     await again?.release();
     const taken = await b.acquire('orders', { timeoutMs: 20_000 });
     t.ok(taken.token > lock.token, 'the next grant elsewhere has a larger token');
+    const seen = await a.inspect('orders');
+    t.same(seen.holder?.session, b.id, 'inspect: who holds it');
+    t.equal(seen.holder?.token, taken.token, '...with which token');
+    t.ok(seen.sessions >= 2, 'and how many sessions the service knows');
+    t.same(seen.waiters, []);
     await taken.release();
   });
 
