@@ -43,19 +43,22 @@ import { LockStatus } from './cache-protocol.js';
 export type CacheState = 'none' | 'acquiring' | 'free' | 'locked' | 'releasing';
 
 export type ClientAction<Token> =
-  /** Send acquire(lid, xid) to the server; report with acquireReplied or acquireFailed. */
-  | { readonly type: 'sendAcquire'; readonly lid: number; readonly xid: number }
+  /**
+   * Send acquire(lid, xid) to the server (tryacquire when `tryOnly`: the server does not queue
+   * it); report with acquireReplied or acquireFailed.
+   */
+  | { readonly type: 'sendAcquire'; readonly lid: string; readonly xid: number; readonly tryOnly?: true }
   /**
    * Send release(lid, xid); report with releaseReplied or releaseFailed. An `orphan` release gives
    * back a hold the cache does not track (see `revoke`): its outcome needs no report.
    */
-  | { readonly type: 'sendRelease'; readonly lid: number; readonly xid: number; readonly orphan?: true }
-  /** The local caller `token` now holds `lid`. */
-  | { readonly type: 'grantLocal'; readonly lid: number; readonly token: Token }
-  /** The local caller `token` will not get `lid`: the client is closing. */
-  | { readonly type: 'failLocal'; readonly lid: number; readonly token: Token }
+  | { readonly type: 'sendRelease'; readonly lid: string; readonly xid: number; readonly orphan?: true }
+  /** The local caller `token` now holds `lid`, under the hold's fencing token. */
+  | { readonly type: 'grantLocal'; readonly lid: string; readonly token: Token; readonly fencingToken: number }
+  /** The local caller `token` will not get `lid`: the client is closing, or (busy) a try found it taken. */
+  | { readonly type: 'failLocal'; readonly lid: string; readonly token: Token; readonly reason: 'closed' | 'busy' }
   /** Call retryTimerFired(lid) after the retry interval. */
-  | { readonly type: 'startRetryTimer'; readonly lid: number };
+  | { readonly type: 'startRetryTimer'; readonly lid: string };
 
 interface CachedLock<Token> {
   state: CacheState;
@@ -75,6 +78,12 @@ interface CachedLock<Token> {
   holder: Token | undefined;
   /** Local callers waiting, first come first served. */
   readonly waiters: Token[];
+  /** The waiters that only try (tryAcquire): they fail instead of waiting for another attempt. */
+  readonly tryWaiters: Set<Token>;
+  /** acquiring: the attempt is a tryacquire (the server does not queue it). */
+  tryOnly: boolean;
+  /** free/locked/releasing: the fencing token of the hold (0 otherwise). */
+  fencingToken: number;
 }
 
 export interface CachingLockClientCoreOptions {
@@ -83,7 +92,7 @@ export interface CachingLockClientCoreOptions {
 }
 
 export class CachingLockClientCore<Token> {
-  private readonly locks = new Map<number, CachedLock<Token>>();
+  private readonly locks = new Map<string, CachedLock<Token>>();
   private nextXid: number;
   private closed = false;
 
@@ -95,32 +104,38 @@ export class CachingLockClientCore<Token> {
   // -------------------------------------------------------------------------------------------
   // Queries
 
-  stateOf(lid: number): CacheState {
+  stateOf(lid: string): CacheState {
     return this.locks.get(lid)?.state ?? 'none';
   }
 
   /** The xid of the current attempt or hold of `lid` (0 when none). */
-  xidOf(lid: number): number {
+  xidOf(lid: string): number {
     return this.locks.get(lid)?.xid ?? 0;
   }
 
+  /** The fencing token of the cached hold of `lid` (0 when none). */
+  fencingTokenOf(lid: string): number {
+    const lock = this.locks.get(lid);
+    return lock === undefined || lock.state === 'none' || lock.state === 'acquiring' ? 0 : lock.fencingToken;
+  }
+
   /** Whether a local caller holds `lid` (so that `localRelease` is legal). */
-  isLocallyHeld(lid: number): boolean {
+  isLocallyHeld(lid: string): boolean {
     return this.locks.get(lid)?.state === 'locked';
   }
 
   /** The local caller holding `lid`, if any. */
-  localHolderOf(lid: number): Token | undefined {
+  localHolderOf(lid: string): Token | undefined {
     return this.locks.get(lid)?.holder;
   }
 
   /** Local callers waiting for `lid`. */
-  waitingOn(lid: number): number {
+  waitingOn(lid: string): number {
     return this.locks.get(lid)?.waiters.length ?? 0;
   }
 
   /** Locks the cache has a record of (any state but a forgotten none). */
-  lockIds(): number[] {
+  lockIds(): string[] {
     return [...this.locks.keys()];
   }
 
@@ -140,7 +155,7 @@ export class CachingLockClientCore<Token> {
   // Events from local callers
 
   /** A local caller asks for `lid`; it is granted by a later grantLocal action (maybe at once). */
-  localAcquire(lid: number, token: Token): Array<ClientAction<Token>> {
+  localAcquire(lid: string, token: Token): Array<ClientAction<Token>> {
     assert(!this.closed, 'localAcquire after close');
     const lock = this.lockFor(lid);
     assert(!lock.waiters.includes(token) && lock.holder !== token, `caller already waits for or holds ${lid}`);
@@ -150,8 +165,38 @@ export class CachingLockClientCore<Token> {
     return actions;
   }
 
+  /**
+   * A local caller wants `lid` only if it can have it without waiting for anyone: granted at once
+   * from the cache (free and not revoked), after one tryacquire when not cached, and failed
+   * ('busy') otherwise — when a local caller holds it, another attempt runs, or the server wants
+   * it back (remote waiters go first).
+   */
+  localTryAcquire(lid: string, token: Token): Array<ClientAction<Token>> {
+    assert(!this.closed, 'localTryAcquire after close');
+    const lock = this.lockFor(lid);
+    assert(!lock.waiters.includes(token) && lock.holder !== token, `caller already waits for or holds ${lid}`);
+    const actions: Array<ClientAction<Token>> = [];
+    if (lock.state === 'free' && !lock.revoked && lock.waiters.length === 0) {
+      lock.waiters.push(token);
+      this.grantNext(lid, lock, actions);
+    } else if (lock.state === 'none' && lock.waiters.length === 0) {
+      lock.waiters.push(token);
+      lock.tryWaiters.add(token);
+      lock.state = 'acquiring';
+      lock.xid = this.nextXid++;
+      lock.retried = false;
+      lock.revoked = false;
+      lock.tryOnly = true;
+      this.send(lid, lock, 'sendAcquire', actions);
+    } else {
+      actions.push({ type: 'failLocal', lid, token, reason: 'busy' });
+    }
+    this.forgetIfDone(lid, lock);
+    return actions;
+  }
+
   /** The local holder gives `lid` back. The caller must check `isLocallyHeld` first. */
-  localRelease(lid: number): Array<ClientAction<Token>> {
+  localRelease(lid: string): Array<ClientAction<Token>> {
     const lock = this.locks.get(lid);
     assert(lock?.state === 'locked', `localRelease of ${lid} in state ${lock?.state ?? 'none'}`);
     lock.state = 'free';
@@ -165,11 +210,12 @@ export class CachingLockClientCore<Token> {
    * A waiting caller gives up (abort, timeout). Returns whether it was still waiting; if not, it
    * was already granted (or never asked) and must release as usual.
    */
-  localAbandon(lid: number, token: Token): boolean {
+  localAbandon(lid: string, token: Token): boolean {
     const lock = this.locks.get(lid);
     const at = lock?.waiters.indexOf(token) ?? -1;
     if (lock === undefined || at < 0) return false;
     lock.waiters.splice(at, 1);
+    lock.tryWaiters.delete(token);
     // The attempt, if any, goes on (rule 1); a free lock simply stays cached.
     this.forgetIfDone(lid, lock);
     return true;
@@ -178,26 +224,27 @@ export class CachingLockClientCore<Token> {
   // -------------------------------------------------------------------------------------------
   // Events from the server
 
-  acquireReplied(lid: number, xid: number, status: number): Array<ClientAction<Token>> {
+  acquireReplied(lid: string, xid: number, status: number, fencingToken = 0): Array<ClientAction<Token>> {
     const lock = this.locks.get(lid);
     const actions: Array<ClientAction<Token>> = [];
     if (lock?.state !== 'acquiring' || lock.xid !== xid || !lock.outstanding) return actions; // stale or duplicate reply
     lock.outstanding = false;
     switch (status) {
       case LockStatus.OK: {
-        lock.state = 'free';
-        lock.retried = false;
-        if (lock.revoked && lock.waiters.length > 0) {
-          // Revoked before we saw the grant: serve one local caller first, or clients could pass
-          // the lock back and forth without anyone using it.
-          this.grantNext(lid, lock, actions);
-        } else {
-          this.advance(lid, lock, actions);
-        }
+        this.obtained(lid, lock, fencingToken, actions);
         break;
       }
       case LockStatus.RETRY:
-        if (lock.retried) {
+        if (lock.tryOnly) {
+          // Taken, and the server did not queue us: the callers that only tried fail; callers
+          // that came meanwhile and want to wait get an ordinary attempt.
+          this.failTries(lid, lock, actions);
+          lock.tryOnly = false;
+          lock.retried = false;
+          lock.state = 'none';
+          lock.xid = 0;
+          this.advance(lid, lock, actions);
+        } else if (lock.retried) {
           this.reAsk(lid, lock, actions); // the retry overtook this reply
         } else {
           this.armTimer(lid, lock, actions);
@@ -208,6 +255,12 @@ export class CachingLockClientCore<Token> {
         // the request had no effect. Re-ask with a fresh xid after the retry interval.
         lock.retried = false;
         lock.revoked = false;
+        if (lock.tryOnly) {
+          // No effect at the server: a try fails now (it promised not to wait); waiting callers
+          // go on with an ordinary attempt on the timer.
+          this.failTries(lid, lock, actions);
+          lock.tryOnly = false;
+        }
         this.armTimer(lid, lock, actions);
         // The server is out of room, possibly because of the locks we cache (its bounds count
         // them, and nobody may want them, so no revoke would come): give the unused ones back.
@@ -219,7 +272,7 @@ export class CachingLockClientCore<Token> {
   }
 
   /** The acquire RPC failed without an answer: it may or may not have run at the server. */
-  acquireFailed(lid: number, xid: number): Array<ClientAction<Token>> {
+  acquireFailed(lid: string, xid: number): Array<ClientAction<Token>> {
     const lock = this.locks.get(lid);
     const actions: Array<ClientAction<Token>> = [];
     if (lock?.state !== 'acquiring' || lock.xid !== xid || !lock.outstanding) return actions;
@@ -229,7 +282,7 @@ export class CachingLockClientCore<Token> {
     return actions;
   }
 
-  releaseReplied(lid: number, xid: number, status: number): Array<ClientAction<Token>> {
+  releaseReplied(lid: string, xid: number, status: number): Array<ClientAction<Token>> {
     const lock = this.locks.get(lid);
     const actions: Array<ClientAction<Token>> = [];
     if (lock?.state !== 'releasing' || lock.xid !== xid || !lock.outstanding) return actions; // stale, duplicate or orphan
@@ -239,13 +292,14 @@ export class CachingLockClientCore<Token> {
     lock.outstanding = false;
     lock.state = 'none';
     lock.xid = 0;
+    lock.fencingToken = 0;
     lock.revoked = false;
     this.advance(lid, lock, actions);
     return actions;
   }
 
   /** The release RPC failed without an answer: resend it (same xid) on the timer. */
-  releaseFailed(lid: number, xid: number): Array<ClientAction<Token>> {
+  releaseFailed(lid: string, xid: number): Array<ClientAction<Token>> {
     const lock = this.locks.get(lid);
     const actions: Array<ClientAction<Token>> = [];
     if (lock?.state !== 'releasing' || lock.xid !== xid || !lock.outstanding) return actions;
@@ -262,7 +316,7 @@ export class CachingLockClientCore<Token> {
    * reused — the server's table disagrees with us (we lost a reply, or a restart): give it back
    * with an orphan release, which frees it only if the server really has (lid, us, xid).
    */
-  revoke(lid: number, xid: number): Array<ClientAction<Token>> {
+  revoke(lid: string, xid: number): Array<ClientAction<Token>> {
     const lock = this.locks.get(lid);
     const actions: Array<ClientAction<Token>> = [];
     if (lock !== undefined && lock.xid === xid && lock.state !== 'none') {
@@ -278,7 +332,7 @@ export class CachingLockClientCore<Token> {
   }
 
   /** The server says `lid` is free for the attempt `xid`: ask again now. */
-  retry(lid: number, xid: number): Array<ClientAction<Token>> {
+  retry(lid: string, xid: number): Array<ClientAction<Token>> {
     const lock = this.locks.get(lid);
     const actions: Array<ClientAction<Token>> = [];
     if (lock?.state !== 'acquiring' || lock.xid !== xid) return actions; // stale
@@ -293,8 +347,18 @@ export class CachingLockClientCore<Token> {
     return actions;
   }
 
+  /**
+   * The server handed `lid` to our waiting attempt `xid` (FIFO hand-off). We ask again at once,
+   * exactly as after a retry: the server answers a holder's newer attempt OK with a fresh token
+   * (and that request tells it we know, which ends the grant notice). A grant for another
+   * attempt is stale and ignored.
+   */
+  granted(lid: string, xid: number): Array<ClientAction<Token>> {
+    return this.retry(lid, xid);
+  }
+
   /** The timer of an earlier startRetryTimer(lid) ran out. */
-  retryTimerFired(lid: number): Array<ClientAction<Token>> {
+  retryTimerFired(lid: string): Array<ClientAction<Token>> {
     const lock = this.locks.get(lid);
     const actions: Array<ClientAction<Token>> = [];
     assert(lock?.timerArmed === true, `retry timer of ${lid} fired but none was started`);
@@ -322,7 +386,8 @@ export class CachingLockClientCore<Token> {
     if (this.closed) return actions;
     this.closed = true;
     for (const [lid, lock] of this.locks) {
-      for (const token of lock.waiters.splice(0)) actions.push({ type: 'failLocal', lid, token });
+      for (const token of lock.waiters.splice(0)) actions.push({ type: 'failLocal', lid, token, reason: 'closed' });
+      lock.tryWaiters.clear();
       if (lock.state === 'locked') {
         lock.state = 'free';
         lock.holder = undefined;
@@ -346,6 +411,8 @@ export class CachingLockClientCore<Token> {
       assert(!(lock.outstanding && lock.resend), `${where}: outstanding and waiting to resend`);
       assert(!lock.resend || lock.timerArmed || lock.outstanding, `${where}: resend without a timer`);
       assert(lock.xid < this.nextXid, `${where}: xid ${lock.xid} not issued yet`);
+      for (const t of lock.tryWaiters) assert(lock.waiters.includes(t), `${where}: a try waiter not waiting`);
+      assert(!lock.tryOnly || lock.state === 'acquiring', `${where}: a try outside acquiring`);
       switch (lock.state) {
         case 'none':
           assert(lock.xid === 0 && !lock.outstanding && !lock.resend && !lock.revoked, `${where}: leftovers`);
@@ -376,7 +443,7 @@ export class CachingLockClientCore<Token> {
   // -------------------------------------------------------------------------------------------
   // Steps
 
-  private lockFor(lid: number): CachedLock<Token> {
+  private lockFor(lid: string): CachedLock<Token> {
     let lock = this.locks.get(lid);
     if (lock === undefined) {
       lock = {
@@ -389,6 +456,9 @@ export class CachingLockClientCore<Token> {
         timerArmed: false,
         holder: undefined,
         waiters: [],
+        tryWaiters: new Set(),
+        tryOnly: false,
+        fencingToken: 0,
       };
       this.locks.set(lid, lock);
     }
@@ -396,7 +466,7 @@ export class CachingLockClientCore<Token> {
   }
 
   /** Makes whatever progress the lock's state allows, then forgets it if nothing is left. */
-  private advance(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+  private advance(lid: string, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
     switch (lock.state) {
       case 'none':
         if (lock.waiters.length > 0 && !this.closed) this.startAttempt(lid, lock, actions);
@@ -420,6 +490,31 @@ export class CachingLockClientCore<Token> {
     this.forgetIfDone(lid, lock);
   }
 
+  /** The current attempt got the lock (OK reply or grant notice). */
+  private obtained(lid: string, lock: CachedLock<Token>, fencingToken: number, actions: Array<ClientAction<Token>>): void {
+    lock.state = 'free';
+    lock.retried = false;
+    lock.tryOnly = false;
+    lock.fencingToken = fencingToken;
+    if (lock.revoked && lock.waiters.length > 0) {
+      // Revoked before we saw the grant: serve one local caller first, or clients could pass
+      // the lock back and forth without anyone using it.
+      this.grantNext(lid, lock, actions);
+    } else {
+      this.advance(lid, lock, actions);
+    }
+  }
+
+  /** Fails every waiter that only tried (tryAcquire). */
+  private failTries(lid: string, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+    for (const token of lock.tryWaiters) {
+      const at = lock.waiters.indexOf(token);
+      if (at >= 0) lock.waiters.splice(at, 1);
+      actions.push({ type: 'failLocal', lid, token, reason: 'busy' });
+    }
+    lock.tryWaiters.clear();
+  }
+
   /** Gives back every cached lock no local caller holds or waits for (rule 3's exception). */
   private shedFreeLocks(actions: Array<ClientAction<Token>>): void {
     for (const [lid, lock] of this.locks) {
@@ -431,54 +526,58 @@ export class CachingLockClientCore<Token> {
   }
 
   /** A new attempt: a fresh xid and an acquire. */
-  private startAttempt(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+  private startAttempt(lid: string, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
     assert(lock.state === 'none' || (lock.state === 'acquiring' && !lock.outstanding && !lock.resend), `new attempt on ${lid} in ${lock.state}`);
     lock.state = 'acquiring';
     lock.xid = this.nextXid++;
     lock.retried = false;
     lock.revoked = false;
+    lock.tryOnly = false;
     this.send(lid, lock, 'sendAcquire', actions);
   }
 
   /** The attempt had no effect (RETRY, IOERR, …): a new one, unless the client is closing. */
-  private reAsk(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+  private reAsk(lid: string, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
     if (this.closed) this.giveUpAttempt(lid, lock, actions);
     else this.startAttempt(lid, lock, actions);
   }
 
   /** After close: an attempt that had no effect is not renewed. */
-  private giveUpAttempt(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+  private giveUpAttempt(lid: string, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
     lock.state = 'none';
     lock.xid = 0;
     lock.retried = false;
     lock.revoked = false;
+    lock.tryOnly = false;
     this.advance(lid, lock, actions);
   }
 
-  private send(lid: number, lock: CachedLock<Token>, type: 'sendAcquire' | 'sendRelease', actions: Array<ClientAction<Token>>): void {
+  private send(lid: string, lock: CachedLock<Token>, type: 'sendAcquire' | 'sendRelease', actions: Array<ClientAction<Token>>): void {
     assert(!lock.outstanding, `second outstanding RPC for ${lid}`);
     lock.outstanding = true;
     lock.resend = false;
-    actions.push({ type, lid, xid: lock.xid });
+    if (type === 'sendAcquire' && lock.tryOnly) actions.push({ type, lid, xid: lock.xid, tryOnly: true });
+    else actions.push({ type, lid, xid: lock.xid });
   }
 
-  private grantNext(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+  private grantNext(lid: string, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
     assert(lock.state === 'free' && lock.holder === undefined, `grant of ${lid} in ${lock.state}`);
     const token = lock.waiters.shift();
     assert(token !== undefined, `grant of ${lid} without a waiter`);
     lock.state = 'locked';
     lock.holder = token;
-    actions.push({ type: 'grantLocal', lid, token });
+    lock.tryWaiters.delete(token);
+    actions.push({ type: 'grantLocal', lid, token, fencingToken: lock.fencingToken });
   }
 
-  private armTimer(lid: number, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+  private armTimer(lid: string, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
     if (lock.timerArmed) return; // the running one will do
     lock.timerArmed = true;
     actions.push({ type: 'startRetryTimer', lid });
   }
 
   /** Drops the record of a lock that is not cached, not asked for and not timed: memory stays bounded. */
-  private forgetIfDone(lid: number, lock: CachedLock<Token>): void {
+  private forgetIfDone(lid: string, lock: CachedLock<Token>): void {
     if (lock.state === 'none' && lock.waiters.length === 0 && !lock.timerArmed) this.locks.delete(lid);
   }
 }

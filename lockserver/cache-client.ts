@@ -28,17 +28,27 @@ import type { Clock, Network, Random, Timer } from '../lib/env.js';
 import { RpcError } from '../lib/errors.js';
 import { logger } from '../lib/log.js';
 import { RpcEndpoint, type RpcClient, type RpcOptions } from '../lib/rpc.js';
-import { CallbackStatus, cacheCallbackProtocol, cacheLockProtocol, type CacheLockArgs } from './cache-protocol.js';
+import { CallbackStatus, cacheCallbackProtocol, cacheLockProtocol, isLockName, type CacheLockArgs } from './cache-protocol.js';
 import { CachingLockClientCore, type CacheState, type ClientAction } from './cache-client-core.js';
-import { LockError, formatLockId, isLockId, type AcquireOptions } from './protocol.js';
+import { LockError, formatLockName, type AcquireOptions } from './protocol.js';
 
 const log = logger('lockclient:cache');
 
-/** How the client reaches the lock service. Both methods resolve with the lock status. */
+/** An answer to acquire or tryacquire: the lock status and, with OK, the grant's fencing token. */
+export interface AcquireAnswer {
+  readonly status: number;
+  readonly token: number;
+}
+
+/** How the client reaches the lock service. */
 export interface LockServerConnection {
-  /** Resolves with the status (OK, RETRY, …); rejects when no answer came (outcome unknown). */
-  acquire(lid: number, id: string, xid: number): Promise<number>;
-  release(lid: number, id: string, xid: number): Promise<number>;
+  /**
+   * Resolves with the status (OK, RETRY, …) and token; rejects when no answer came (outcome
+   * unknown). `tryOnly`: a tryacquire, which the server never queues.
+   */
+  acquire(lid: string, id: string, xid: number, tryOnly?: boolean): Promise<AcquireAnswer>;
+  /** Resolves with the status (OK, NOENT, …). */
+  release(lid: string, id: string, xid: number): Promise<number>;
   /** Optional: called by the client's close(). */
   close?(): void;
 }
@@ -59,14 +69,14 @@ export function directConnection(
 ): LockServerConnection & { close(): void } {
   const client: RpcClient = rpc.newClient(serverAddress);
   const callTimeoutMs = options.callTimeoutMs ?? rpc.options.callTimeoutMs;
-  const call = async (which: 'acquire' | 'release', args: CacheLockArgs): Promise<number> => {
+  const call = async (which: 'acquire' | 'release' | 'tryacquire', args: CacheLockArgs): Promise<AcquireAnswer> => {
     const reply = await client.call(cacheLockProtocol[which], args, { timeoutMs: callTimeoutMs });
-    if (reply.ok) return reply.status;
-    throw new LockError('LOCK_RPC_FAILED', `${which} ${formatLockId(args.lid)}: ${reply.error.message}`, { cause: reply.error });
+    if (reply.ok) return { status: reply.status, token: reply.result };
+    throw new LockError('LOCK_RPC_FAILED', `${which} ${formatLockName(args.lid)}: ${reply.error.message}`, { cause: reply.error });
   };
   return {
-    acquire: (lid, id, xid) => call('acquire', { lid, id, xid }),
-    release: (lid, id, xid) => call('release', { lid, id, xid }),
+    acquire: (lid, id, xid, tryOnly) => call(tryOnly === true ? 'tryacquire' : 'acquire', { lid, id, xid }),
+    release: async (lid, id, xid) => (await call('release', { lid, id, xid })).status,
     close: () => client.close(),
   };
 }
@@ -107,15 +117,18 @@ export interface CachingLockClientStats {
   readonly releaseRpcs: number;
   readonly revokesReceived: number;
   readonly retriesReceived: number;
+  /** Grant notices received (FIFO hand-offs to this client). */
+  readonly grantsReceived: number;
   /** Local acquires granted. */
   readonly grants: number;
 }
 
 /** One local caller waiting for a lock: the core's token. */
 interface Waiter {
-  readonly lid: number;
+  readonly lid: string;
   settled: boolean;
-  resolve(): void;
+  /** Granted with the hold's fencing token, or (a try that found the lock taken) null. */
+  resolve(fencingToken: number | null): void;
   reject(error: LockError): void;
 }
 
@@ -142,10 +155,10 @@ export class CachingLockClient {
   private readonly server: LockServerConnection;
   private readonly timers = new Set<Timer>();
   /** The last failed exchange per lock, for LOCK_RPC_FAILED; cleared by any answer. */
-  private readonly lastFailure = new Map<number, unknown>();
+  private readonly lastFailure = new Map<string, unknown>();
   private readonly checkInvariants: boolean;
   private readonly ownedEndpoints: readonly RpcEndpoint[];
-  private counters = { acquireRpcs: 0, releaseRpcs: 0, revokesReceived: 0, retriesReceived: 0, grants: 0 };
+  private counters = { acquireRpcs: 0, releaseRpcs: 0, revokesReceived: 0, retriesReceived: 0, grantsReceived: 0, grants: 0 };
   private closing: Promise<void> | undefined;
   private onQuiet: (() => void) | undefined;
   /** Set once close() has finished waiting: events are ignored from then on. */
@@ -171,6 +184,11 @@ export class CachingLockClient {
     callbacks.handle(cacheCallbackProtocol.retry, ({ lid, xid }) => {
       this.counters.retriesReceived++;
       if (!this.stopped) this.apply(this.core.retry(lid, xid));
+      return { status: CallbackStatus.OK, result: 0 };
+    });
+    callbacks.handle(cacheCallbackProtocol.grant, ({ lid, xid }) => {
+      this.counters.grantsReceived++;
+      if (!this.stopped) this.apply(this.core.granted(lid, xid));
       return { status: CallbackStatus.OK, result: 0 };
     });
   }
@@ -200,19 +218,39 @@ export class CachingLockClient {
   }
 
   /** The cache state of `lid` (for tests and diagnostics). */
-  cacheStateOf(lid: number): CacheState {
+  cacheStateOf(lid: string): CacheState {
     return this.core.stateOf(lid);
   }
 
-  /** Resolves once a local caller (this one) holds `lid`. See the header for the errors. */
-  async acquire(lid: number, options: AcquireOptions = {}): Promise<void> {
-    checkLockId(lid);
+  /** The fencing token of the cached hold of `lid` (0 when not cached). */
+  fencingTokenOf(lid: string): number {
+    return this.core.fencingTokenOf(lid);
+  }
+
+  /**
+   * Resolves with the hold's fencing token once a local caller (this one) holds `lid`. See the
+   * header for the errors.
+   */
+  async acquire(lid: string, options: AcquireOptions = {}): Promise<number> {
+    return (await this.request(lid, false, options))!;
+  }
+
+  /**
+   * Resolves with the fencing token if `lid` could be had without waiting for anyone, else null:
+   * from the cache without any RPC, or after one tryacquire, which the server never queues.
+   */
+  async tryAcquire(lid: string, options: AcquireOptions = {}): Promise<number | null> {
+    return this.request(lid, true, options);
+  }
+
+  private async request(lid: string, tryOnly: boolean, options: AcquireOptions): Promise<number | null> {
+    checkLockName(lid);
     const { signal } = options;
     const timeoutMs = options.timeoutMs ?? this.acquireTimeoutMs;
-    if (this.closing !== undefined) throw new LockError('LOCK_CLIENT_CLOSED', `acquire ${formatLockId(lid)}: lock client closed`);
-    if (signal?.aborted) throw new LockError('LOCK_ABORTED', `acquire ${formatLockId(lid)}: aborted`, { cause: signal.reason });
+    if (this.closing !== undefined) throw new LockError('LOCK_CLIENT_CLOSED', `acquire ${formatLockName(lid)}: lock client closed`);
+    if (signal?.aborted) throw new LockError('LOCK_ABORTED', `acquire ${formatLockName(lid)}: aborted`, { cause: signal.reason });
 
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<number | null>((resolve, reject) => {
       let timer: Timer | undefined;
       const cleanup = (): void => {
         timer?.cancel();
@@ -221,9 +259,9 @@ export class CachingLockClient {
       const waiter: Waiter = {
         lid,
         settled: false,
-        resolve: () => {
+        resolve: (fencingToken) => {
           cleanup();
-          resolve();
+          resolve(fencingToken);
         },
         reject: (error) => {
           cleanup();
@@ -239,17 +277,17 @@ export class CachingLockClient {
         waiter.reject(error);
         this.afterEvent();
       };
-      const onAbort = (): void => giveUp(new LockError('LOCK_ABORTED', `acquire ${formatLockId(lid)}: aborted`, { cause: signal?.reason }));
+      const onAbort = (): void => giveUp(new LockError('LOCK_ABORTED', `acquire ${formatLockName(lid)}: aborted`, { cause: signal?.reason }));
       timer = this.clock.setTimer(timeoutMs, () => {
         const failure = this.lastFailure.get(lid);
         giveUp(
           failure === undefined
-            ? new LockError('LOCK_TIMEOUT', `acquire ${formatLockId(lid)}: not granted within ${timeoutMs} ms`)
-            : new LockError('LOCK_RPC_FAILED', `acquire ${formatLockId(lid)}: lock server unreachable`, { cause: failure }),
+            ? new LockError('LOCK_TIMEOUT', `acquire ${formatLockName(lid)}: not granted within ${timeoutMs} ms`)
+            : new LockError('LOCK_RPC_FAILED', `acquire ${formatLockName(lid)}: lock server unreachable`, { cause: failure }),
         );
       });
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.apply(this.core.localAcquire(lid, waiter));
+      this.apply(tryOnly ? this.core.localTryAcquire(lid, waiter) : this.core.localAcquire(lid, waiter));
     });
   }
 
@@ -258,11 +296,11 @@ export class CachingLockClient {
    * its callers may release). Local: it resolves at once; the lock goes back to the server only
    * if the server asked for it.
    */
-  async release(lid: number): Promise<void> {
-    checkLockId(lid);
+  async release(lid: string): Promise<void> {
+    checkLockName(lid);
     if (!this.core.isLocallyHeld(lid)) {
       const code = this.closing !== undefined ? 'LOCK_CLIENT_CLOSED' : 'LOCK_NOT_HELD';
-      throw new LockError(code, `release ${formatLockId(lid)}: not held by a caller of ${this.id}`);
+      throw new LockError(code, `release ${formatLockName(lid)}: not held by a caller of ${this.id}`);
     }
     this.apply(this.core.localRelease(lid));
   }
@@ -299,7 +337,7 @@ export class CachingLockClient {
     for (const action of actions) {
       switch (action.type) {
         case 'sendAcquire':
-          this.sendAcquire(action.lid, action.xid);
+          this.sendAcquire(action.lid, action.xid, action.tryOnly === true);
           break;
         case 'sendRelease':
           this.sendRelease(action.lid, action.xid, action.orphan === true);
@@ -309,14 +347,15 @@ export class CachingLockClient {
           assert(!waiter.settled, `grant of ${action.lid} to a settled caller`);
           waiter.settled = true;
           this.counters.grants++;
-          waiter.resolve();
+          waiter.resolve(action.fencingToken);
           break;
         }
         case 'failLocal': {
           const waiter = action.token;
           if (waiter.settled) break;
           waiter.settled = true;
-          waiter.reject(new LockError('LOCK_CLIENT_CLOSED', `acquire ${formatLockId(action.lid)}: lock client closed`));
+          if (action.reason === 'busy') waiter.resolve(null);
+          else waiter.reject(new LockError('LOCK_CLIENT_CLOSED', `acquire ${formatLockName(action.lid)}: lock client closed`));
           break;
         }
         case 'startRetryTimer': {
@@ -341,17 +380,17 @@ export class CachingLockClient {
     }
   }
 
-  private sendAcquire(lid: number, xid: number): void {
+  private sendAcquire(lid: string, xid: number, tryOnly: boolean): void {
     this.counters.acquireRpcs++;
-    log('%s: acquire %s xid %d', this.id, formatLockId(lid), xid);
-    settleOf(() => this.server.acquire(lid, this.id, xid)).then(
-      (status) => {
+    log('%s: %s %s xid %d', this.id, tryOnly ? 'tryacquire' : 'acquire', formatLockName(lid), xid);
+    settleOf(() => this.server.acquire(lid, this.id, xid, tryOnly)).then(
+      ({ status, token }) => {
         this.lastFailure.delete(lid);
-        if (!this.stopped) this.apply(this.core.acquireReplied(lid, xid, status));
+        if (!this.stopped) this.apply(this.core.acquireReplied(lid, xid, status, token));
       },
       (error: unknown) => {
         if (error instanceof AssertionError) throw error; // a bug: crash (unhandled rejection)
-        log('%s: acquire %s xid %d failed: %s', this.id, formatLockId(lid), xid, describe(error));
+        log('%s: acquire %s xid %d failed: %s', this.id, formatLockName(lid), xid, describe(error));
         this.lastFailure.set(lid, error);
         if (!this.stopped) this.apply(this.core.acquireFailed(lid, xid));
         this.closeIfPermanent(error);
@@ -359,9 +398,9 @@ export class CachingLockClient {
     );
   }
 
-  private sendRelease(lid: number, xid: number, orphan: boolean): void {
+  private sendRelease(lid: string, xid: number, orphan: boolean): void {
     this.counters.releaseRpcs++;
-    log('%s: release %s xid %d%s', this.id, formatLockId(lid), xid, orphan ? ' (orphan)' : '');
+    log('%s: release %s xid %d%s', this.id, formatLockName(lid), xid, orphan ? ' (orphan)' : '');
     settleOf(() => this.server.release(lid, this.id, xid)).then(
       (status) => {
         if (orphan) return;
@@ -393,8 +432,9 @@ function settleOf<T>(fn: () => Promise<T>): Promise<T> {
   return new Promise<T>((resolve) => resolve(fn()));
 }
 
-function checkLockId(lid: number): void {
-  if (!isLockId(lid)) throw new RangeError(`lock id must be a safe integer ≥ 0, got ${lid}`);
+/** A bad name is refused before anything is sent. */
+function checkLockName(lid: string): void {
+  if (!isLockName(lid)) throw new LockError('LOCK_BAD_NAME', 'a lock name is a string of 1 to 256 UTF-8 bytes');
 }
 
 function describe(error: unknown): string {

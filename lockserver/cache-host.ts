@@ -17,11 +17,13 @@ import type { Clock, Network, Random, Timer } from '../lib/env.js';
 import { logger } from '../lib/log.js';
 import { RpcEndpoint, type HandlerReply, type RpcClient, type RpcOptions } from '../lib/rpc.js';
 import { localContext, type StateMachine } from '../rsm/state-machine.js';
+import type { Decoded } from '../lib/codec.js';
 import {
   CacheProc,
   cacheCallbackProtocol,
   cacheLockProtocol,
   decodeI32Reply,
+  decodeTokenReply,
   describeNotice,
   encodeCacheLockRequest,
   encodeCacheStatRequest,
@@ -195,12 +197,12 @@ export class Notifier {
   }
 
   private send(notice: Notice, key: string): void {
-    const procedure = notice.kind === 'revoke' ? cacheCallbackProtocol.revoke : cacheCallbackProtocol.retry;
+    const procedure = cacheCallbackProtocol[notice.kind];
     this.inFlight.add(key);
     this.sent++;
     log('sending %s', key);
     void this.destination(notice.to)
-      .call(procedure, { lid: notice.lid, xid: notice.xid }, { timeoutMs: this.callTimeoutMs })
+      .call(procedure, { lid: notice.lid, xid: notice.xid, token: notice.token }, { timeoutMs: this.callTimeoutMs })
       .then((reply) => {
         this.inFlight.delete(key);
         if (!reply.ok) log('%s: %s', key, reply.error.code);
@@ -262,9 +264,10 @@ export class CachingLockHost {
       ...(options.maxOutstandingNotices === undefined ? {} : { maxOutstanding: options.maxOutstandingNotices }),
       ...(options.noticeCallTimeoutMs === undefined ? {} : { callTimeoutMs: options.noticeCallTimeoutMs }),
     });
-    rpc.handle(cacheLockProtocol.acquire, (args) => this.run(CacheProc.ACQUIRE, encodeCacheLockRequest(args)));
-    rpc.handle(cacheLockProtocol.release, (args) => this.run(CacheProc.RELEASE, encodeCacheLockRequest(args)));
-    rpc.handle(cacheLockProtocol.stat, (args) => this.run(CacheProc.STAT, encodeCacheStatRequest(args)));
+    rpc.handle(cacheLockProtocol.acquire, (args) => this.run(CacheProc.ACQUIRE, encodeCacheLockRequest(args), decodeTokenReply));
+    rpc.handle(cacheLockProtocol.tryacquire, (args) => this.run(CacheProc.TRY_ACQUIRE, encodeCacheLockRequest(args), decodeTokenReply));
+    rpc.handle(cacheLockProtocol.release, (args) => this.run(CacheProc.RELEASE, encodeCacheLockRequest(args), decodeTokenReply));
+    rpc.handle(cacheLockProtocol.stat, (args) => this.run(CacheProc.STAT, encodeCacheStatRequest(args), decodeI32Reply));
   }
 
   /** Stops the notifier. The RpcEndpoint is the caller's and stays open. */
@@ -272,12 +275,12 @@ export class CachingLockHost {
     this.notifier.stop();
   }
 
-  private run(proc: number, request: Uint8Array): HandlerReply<number> {
+  private run(proc: number, request: Uint8Array, decodeReply: (bytes: Uint8Array) => Decoded<number>): HandlerReply<number> {
     // Unreplicated: this host is its own "primary" and stamps its own clock.
     const { status, reply } = this.stateMachine.execute(proc, request, localContext(this.clock.now(), ++this.executedCount));
     this.executed.set(proc, (this.executed.get(proc) ?? 0) + 1);
     this.notifier.poke();
-    const decoded = decodeI32Reply(reply);
+    const decoded = decodeReply(reply);
     // A reply we cannot forward is the state machine's bug; the RPC layer answers HANDLER_FAILED.
     if (!decoded.ok) throw new Error(`proc ${proc.toString(16)}: undecodable reply: ${decoded.reason}`);
     hostLog('proc %s → status %d', proc.toString(16), status);

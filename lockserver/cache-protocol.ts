@@ -5,11 +5,19 @@
  *
  * | proc    | id     | from → to       | args                          | status (RPC ret)            | result  |
  * |---------|--------|-----------------|-------------------------------|-----------------------------|---------|
- * | acquire | 0x7001 | client → server | lid: u64, id: string, xid: u64 | OK, RETRY, IOERR, RPCERR    | i32 0   |
- * | release | 0x7002 | client → server | lid: u64, id: string, xid: u64 | OK, NOENT, RPCERR           | i32 0   |
- * | stat    | 0x7003 | client → server | lid: u64                      | OK, RPCERR                  | grants  |
- * | revoke  | 0x8001 | server → client | lid: u64, xid: u64            | CallbackStatus.OK           | i32 0   |
- * | retry   | 0x8002 | server → client | lid: u64, xid: u64            | CallbackStatus.OK           | i32 0   |
+ * | acquire     | 0x7001 | client → server | lid: string, id: string, xid: u64 | OK, RETRY, IOERR, RPCERR | u64 token |
+ * | release     | 0x7002 | client → server | lid: string, id: string, xid: u64 | OK, NOENT, RPCERR        | u64 0     |
+ * | stat        | 0x7003 | client → server | lid: string                   | OK, RPCERR                  | i32 grants |
+ * | tryacquire  | 0x7004 | client → server | lid: string, id: string, xid: u64 | OK, RETRY (not queued), IOERR, RPCERR | u64 token |
+ * | revoke      | 0x8001 | server → client | lid: string, xid: u64, token: u64 | CallbackStatus.OK        | i32 0   |
+ * | retry       | 0x8002 | server → client | lid: string, xid: u64, token: u64 | CallbackStatus.OK        | i32 0   |
+ * | inspect     | 0x7005 | client → server | lid: string                   | OK, RPCERR                  | LockInspection |
+ * | grant       | 0x8003 | server → client | lid: string, xid: u64, token: u64 | CallbackStatus.OK        | i32 0   |
+ *
+ * `lid` is the lock's name: UTF-8, 1–256 bytes (the classic numeric ids travel as decimal
+ * strings). `token` is the fencing token of a grant: strictly increasing per lock, across view
+ * changes and restarts of the replicated service (one counter for the whole table, replicated
+ * with it). `grant` tells the first waiter that a released lock was handed to it (FIFO hand-off).
  *
  * `id` is the client's callback address ("127.0.0.1:40123"): the server sends revoke and retry
  * there. `xid` numbers the client's acquire attempts (≥ 1, increasing per client across all its
@@ -22,7 +30,7 @@
  */
 import { decode, encode, type Decoded } from '../lib/codec.js';
 import { codecs, procedure, type Codec } from '../lib/rpc.js';
-import { LockStatus, isLockId } from './protocol.js';
+import { LockStatus } from './protocol.js';
 
 /** lock_protocol status codes, shared with the basic lock service (lockserver/protocol.ts). */
 export { LockStatus };
@@ -35,11 +43,21 @@ export const CallbackStatus = {
 
 /** Client ids are addresses; longer ones are refused (RPCERR) so that state stays bounded. */
 export const MAX_CLIENT_ID_BYTES = 256;
+/** Lock names: UTF-8, 1 … 256 bytes. */
+export const MAX_LOCK_NAME_BYTES = 256;
+
+const nameEncoder = new TextEncoder();
+
+/** True for acceptable lock names: a non-empty string of at most 256 UTF-8 bytes. */
+export function isLockName(name: unknown): name is string {
+  if (typeof name !== 'string' || name.length === 0 || name.length > MAX_LOCK_NAME_BYTES) return false;
+  return nameEncoder.encode(name).length <= MAX_LOCK_NAME_BYTES;
+}
 
 /** Arguments of acquire and release. */
 export interface CacheLockArgs {
-  /** The lock id, a safe integer ≥ 0. */
-  readonly lid: number;
+  /** The lock's name (see isLockName). */
+  readonly lid: string;
   /** The client id: its callback address. */
   readonly id: string;
   /** The acquire attempt (for release: the attempt that got the lock), ≥ 1. */
@@ -48,40 +66,45 @@ export interface CacheLockArgs {
 
 /** Arguments of stat. */
 export interface CacheStatArgs {
-  readonly lid: number;
+  readonly lid: string;
 }
 
 /** Arguments of the server → client callbacks revoke and retry. */
 export interface CallbackArgs {
-  readonly lid: number;
-  /** The xid of the hold (revoke) or of the waiting acquire (retry) this callback is about. */
+  readonly lid: string;
+  /** The xid of the hold (revoke, grant) or of the waiting acquire (retry) this callback is about. */
   readonly xid: number;
+  /** grant: the fencing token of the hold; 0 otherwise. */
+  readonly token: number;
 }
 
 const cacheLockArgs: Codec<CacheLockArgs> = {
   write: (w, { lid, id, xid }) => {
-    w.u64(lid).string(id).u64(xid);
+    w.string(lid).string(id).u64(xid);
   },
   read: (r) => {
-    const lid = r.u64();
+    const lid = r.string(MAX_LOCK_NAME_BYTES);
     const id = r.string(MAX_CLIENT_ID_BYTES);
     const xid = r.u64();
     return { lid, id, xid };
   },
 };
 
-const cacheStatArgs = codecs.struct<CacheStatArgs>({ lid: codecs.u64 });
-const callbackArgs = codecs.struct<CallbackArgs>({ lid: codecs.u64, xid: codecs.u64 });
+const lockName: Codec<string> = { write: (w, v) => void w.string(v), read: (r) => r.string(MAX_LOCK_NAME_BYTES) };
+const cacheStatArgs = codecs.struct<CacheStatArgs>({ lid: lockName });
+const callbackArgs = codecs.struct<CallbackArgs>({ lid: lockName, xid: codecs.u64, token: codecs.u64 });
 
 export const cacheLockProtocol = {
-  acquire: procedure(0x7001, 'acquire', cacheLockArgs, codecs.i32),
-  release: procedure(0x7002, 'release', cacheLockArgs, codecs.i32),
+  acquire: procedure(0x7001, 'acquire', cacheLockArgs, codecs.u64),
+  release: procedure(0x7002, 'release', cacheLockArgs, codecs.u64),
   stat: procedure(0x7003, 'stat', cacheStatArgs, codecs.i32),
+  tryacquire: procedure(0x7004, 'tryacquire', cacheLockArgs, codecs.u64),
 } as const;
 
 export const cacheCallbackProtocol = {
   revoke: procedure(0x8001, 'revoke', callbackArgs, codecs.i32),
   retry: procedure(0x8002, 'retry', callbackArgs, codecs.i32),
+  grant: procedure(0x8003, 'grant', callbackArgs, codecs.i32),
 } as const;
 
 /** Procedure numbers as `StateMachine.execute` receives them. */
@@ -89,7 +112,40 @@ export const CacheProc = {
   ACQUIRE: cacheLockProtocol.acquire.id,
   RELEASE: cacheLockProtocol.release.id,
   STAT: cacheLockProtocol.stat.id,
+  TRY_ACQUIRE: cacheLockProtocol.tryacquire.id,
+  /** A replicated read: who holds `lid`, who waits, how many sessions (clients) the table knows. */
+  INSPECT: 0x7005,
 } as const;
+
+/** The answer of inspect: the holder (session id, token, since when), the waiters, the sessions. */
+export interface LockInspection {
+  readonly holder: { readonly session: string; readonly token: number; readonly sinceMs: number } | undefined;
+  /** Session ids (client ids) waiting, first first. */
+  readonly waiters: readonly string[];
+  /** Clients (sessions) the table remembers. */
+  readonly sessions: number;
+}
+
+/** At most this many waiters are listed by inspect (the table allows more). */
+export const MAX_INSPECT_WAITERS = 1_000;
+
+export function encodeLockInspection(inspection: LockInspection): Uint8Array {
+  return encode((w) => {
+    w.bool(inspection.holder !== undefined);
+    if (inspection.holder !== undefined) w.string(inspection.holder.session).u64(inspection.holder.token).u64(inspection.holder.sinceMs);
+    w.list(inspection.waiters.slice(0, MAX_INSPECT_WAITERS), (w2, id) => void w2.string(id));
+    w.u32(inspection.sessions);
+  });
+}
+
+export function decodeLockInspection(bytes: Uint8Array): Decoded<LockInspection> {
+  return decode(bytes, (r) => {
+    const holder = r.bool() ? { session: r.string(MAX_CLIENT_ID_BYTES), token: r.u64(), sinceMs: r.u64() } : undefined;
+    const waiters = r.list((r2) => r2.string(MAX_CLIENT_ID_BYTES), 4, MAX_INSPECT_WAITERS);
+    const sessions = r.u32();
+    return { holder, waiters, sessions };
+  });
+}
 
 /**
  * What the server owes a client, derived from its state: `revoke` asks the holder `to` to give
@@ -97,15 +153,18 @@ export const CacheProc = {
  * waiting acquire). Only the primary sends them (see `Notifier`).
  */
 export interface Notice {
-  readonly kind: 'revoke' | 'retry';
+  /** grant: `lid` was handed to `to` (its waiting attempt `xid`) with fencing token `token`. */
+  readonly kind: 'revoke' | 'retry' | 'grant';
   readonly to: string;
-  readonly lid: number;
+  readonly lid: string;
   readonly xid: number;
+  /** grant: the token of the hold; 0 for revoke and retry. */
+  readonly token: number;
 }
 
 /** A stable text form for logs and as a map key. */
 export function describeNotice(notice: Notice): string {
-  return `${notice.kind} ${notice.lid}/${notice.xid} to ${notice.to}`;
+  return `${notice.kind} ${JSON.stringify(notice.lid)}/${notice.xid}${notice.token > 0 ? `#${notice.token}` : ''} to ${notice.to}`;
 }
 
 /** True for acceptable xids: safe integers ≥ 1 (0 means "none" in the server's records). */
@@ -115,7 +174,7 @@ export function isXid(xid: number): boolean {
 
 /** Whether `args` is a well-formed acquire/release (the wire codec checks only the shapes). */
 export function validCacheLockArgs(args: CacheLockArgs): string | undefined {
-  if (!isLockId(args.lid)) return `bad lock id ${args.lid}`;
+  if (!isLockName(args.lid)) return 'bad lock name';
   if (!isXid(args.xid)) return `bad xid ${args.xid}`;
   if (args.id.length === 0) return 'empty client id';
   return undefined;
@@ -124,7 +183,7 @@ export function validCacheLockArgs(args: CacheLockArgs): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // The request bytes a StateMachine receives (RSM path) and the reply bytes it returns.
 
-/** acquire/release arguments as the bytes `execute(proc, request)` receives. Throws RangeError for a lid or xid beyond 2^53. */
+/** acquire/release arguments as the bytes `execute(proc, request)` receives. Throws RangeError for an xid beyond 2^53. */
 export function encodeCacheLockRequest(args: CacheLockArgs): Uint8Array {
   return encode((w) => cacheLockArgs.write(w, args));
 }
@@ -144,7 +203,16 @@ export function encodeCacheStatRequest(args: CacheStatArgs): Uint8Array {
 export function decodeCacheStatRequest(bytes: Uint8Array): Decoded<CacheStatArgs> {
   const decoded = decode(bytes, (r) => cacheStatArgs.read(r));
   if (!decoded.ok) return decoded;
-  return isLockId(decoded.value.lid) ? decoded : { ok: false, reason: `bad lock id ${decoded.value.lid}` };
+  return isLockName(decoded.value.lid) ? decoded : { ok: false, reason: 'bad lock name' };
+}
+
+/** The reply body of acquire, tryacquire and release: the fencing token of the grant (0: none). */
+export function encodeTokenReply(token: number): Uint8Array {
+  return encode((w) => w.u64(token));
+}
+
+export function decodeTokenReply(bytes: Uint8Array): Decoded<number> {
+  return decode(bytes, (r) => r.u64());
 }
 
 /** The reply body of every caching-lock procedure: one i32 (the lab's `int &r`). */

@@ -47,19 +47,22 @@
  */
 import { assert } from '../lib/assert.js';
 import { Reader, Writer } from '../lib/codec.js';
-import type { ExecuteResult, StateMachine } from '../rsm/state-machine.js';
+import type { ExecuteContext, ExecuteResult, StateMachine } from '../rsm/state-machine.js';
 import {
   CacheProc,
   LockStatus,
   MAX_CLIENT_ID_BYTES,
   decodeCacheLockRequest,
   decodeCacheStatRequest,
+  MAX_LOCK_NAME_BYTES,
   encodeI32Reply,
+  encodeLockInspection,
+  encodeTokenReply,
+  isLockName,
   isXid,
   type CacheLockArgs,
   type Notice,
 } from './cache-protocol.js';
-import { isLockId } from './protocol.js';
 
 /**
  * Bounds of the table. Replicas must all use the same limits (they decide answers, so they are
@@ -95,18 +98,29 @@ export const defaultCachingLockServerLimits: CachingLockServerLimits = {
 
 /** stat answers are i32s; a larger grant count is reported as this. */
 const I32_MAX = 0x7fff_ffff;
-/** "CLS1": the version tag of the marshalled state. */
-const STATE_MAGIC = 0x434c_5331;
+/** "CLS2": the version tag of the marshalled state. */
+const STATE_MAGIC = 0x434c_5332;
 
-interface Holder {
+/** A waiting client: its id and the xid of its waiting attempt. */
+interface Party {
   readonly id: string;
   readonly xid: number;
+}
+
+/** The holder of a lock. */
+export interface Holder extends Party {
+  /** The fencing token of this grant (the table's token counter when it was granted). */
+  readonly token: number;
+  /** The stamped time of the request that granted it (`ExecuteContext.timeMs`). */
+  readonly sinceMs: number;
+  /** Granted by a hand-off (a release) rather than by its own acquire: a grant notice is owed. */
+  readonly handedOff: boolean;
 }
 
 interface BusyLock {
   holder: Holder | undefined;
   /** FIFO; each client id at most once; never contains the holder. */
-  readonly waiters: Holder[];
+  readonly waiters: Party[];
   /** Acquires granted on this lock so far (for stat). */
   grants: number;
 }
@@ -115,6 +129,8 @@ interface BusyLock {
 interface RequestRecord {
   acquireXid: number;
   acquireStatus: number;
+  /** The token the acquire was answered with (OK), or that a hand-off gave it; 0 otherwise. */
+  acquireToken: number;
   releaseXid: number;
   releaseStatus: number;
 }
@@ -125,21 +141,27 @@ interface ClientEntry {
   /** Locks this client holds or waits on (derived; not marshalled). */
   active: number;
   /** lid → record, least recently used first (Map order). */
-  readonly records: Map<number, RequestRecord>;
+  readonly records: Map<string, RequestRecord>;
 }
 
 export class CachingLockServer implements StateMachine {
   readonly limits: CachingLockServerLimits;
   /** lid → busy lock, in the order they became busy. */
-  private busy = new Map<number, BusyLock>();
+  private busy = new Map<string, BusyLock>();
   /** lid → grant count of idle locks, least recently freed first. */
-  private idle = new Map<number, number>();
+  private idle = new Map<string, number>();
   /** id → client, least recently active first. */
   private clients = new Map<string, ClientEntry>();
   /** Busy locks with at least one waiter: exactly the locks with a pending notice (derived). */
-  private waited = new Set<number>();
+  private waited = new Set<string>();
   /** An acquire was refused for want of a lock or client slot, and there is still no room. */
   private pressure = false;
+  /** The next fencing token: every grant of any lock takes one, so tokens increase per lock. */
+  private nextToken = 1;
+  /** Busy locks whose holder got them by a hand-off and is owed a grant notice (derived). */
+  private handedOff = new Set<string>();
+  /** The context of the request being executed. */
+  private now: ExecuteContext = { vid: 0, seqno: 0, timeMs: 0 };
 
   constructor(limits: Partial<CachingLockServerLimits> = {}) {
     this.limits = { ...defaultCachingLockServerLimits, ...limits };
@@ -151,15 +173,37 @@ export class CachingLockServer implements StateMachine {
   // -------------------------------------------------------------------------------------------
   // StateMachine
 
-  execute(proc: number, request: Uint8Array): ExecuteResult {
+  execute(proc: number, request: Uint8Array, context: ExecuteContext = { vid: 0, seqno: 0, timeMs: 0 }): ExecuteResult {
+    this.now = context;
     switch (proc) {
       case CacheProc.ACQUIRE:
+      case CacheProc.TRY_ACQUIRE: {
+        const decoded = decodeCacheLockRequest(request);
+        if (!decoded.ok) return tokenAnswer(LockStatus.RPCERR, 0);
+        const { status, token } = this.onAcquire(decoded.value, proc === CacheProc.TRY_ACQUIRE);
+        if (this.pressure && this.hasRoom()) this.pressure = false;
+        return tokenAnswer(status, token);
+      }
       case CacheProc.RELEASE: {
         const decoded = decodeCacheLockRequest(request);
-        if (!decoded.ok) return answer(LockStatus.RPCERR);
-        const status = proc === CacheProc.ACQUIRE ? this.onAcquire(decoded.value) : this.onRelease(decoded.value);
+        if (!decoded.ok) return tokenAnswer(LockStatus.RPCERR, 0);
+        const status = this.onRelease(decoded.value);
         if (this.pressure && this.hasRoom()) this.pressure = false;
-        return answer(status);
+        return tokenAnswer(status, 0);
+      }
+      case CacheProc.INSPECT: {
+        const decoded = decodeCacheStatRequest(request);
+        if (!decoded.ok) return answer(LockStatus.RPCERR);
+        const lock = this.busy.get(decoded.value.lid);
+        const h = lock?.holder;
+        return {
+          status: LockStatus.OK,
+          reply: encodeLockInspection({
+            holder: h === undefined ? undefined : { session: h.id, token: h.token, sinceMs: h.sinceMs },
+            waiters: (lock?.waiters ?? []).map((w) => w.id),
+            sessions: this.clients.size,
+          }),
+        };
       }
       case CacheProc.STAT: {
         const decoded = decodeCacheStatRequest(request);
@@ -177,16 +221,18 @@ export class CachingLockServer implements StateMachine {
     const l = this.limits;
     w.u32(l.maxLocks).u32(l.maxIdleLocks).u32(l.maxWaitersPerLock).u32(l.maxClients).u32(l.maxLocksPerClient);
     w.bool(this.pressure);
+    w.u64(this.nextToken);
     w.list([...this.busy], (w2, [lid, lock]) => {
-      w2.u64(lid).u64(lock.grants).bool(lock.holder !== undefined);
-      if (lock.holder !== undefined) w2.string(lock.holder.id).u64(lock.holder.xid);
+      w2.string(lid).u64(lock.grants).bool(lock.holder !== undefined);
+      const h = lock.holder;
+      if (h !== undefined) w2.string(h.id).u64(h.xid).u64(h.token).u64(h.sinceMs).bool(h.handedOff);
       w2.list(lock.waiters, (w3, waiter) => w3.string(waiter.id).u64(waiter.xid));
     });
-    w.list([...this.idle], (w2, [lid, grants]) => w2.u64(lid).u64(grants));
+    w.list([...this.idle], (w2, [lid, grants]) => w2.string(lid).u64(grants));
     w.list([...this.clients], (w2, [id, client]) => {
       w2.string(id).u64(client.forgottenXid);
       w2.list([...client.records], (w3, [lid, r]) => {
-        w3.u64(lid).u64(r.acquireXid).u8(r.acquireStatus).u64(r.releaseXid).u8(r.releaseStatus);
+        w3.string(lid).u64(r.acquireXid).u8(r.acquireStatus).u64(r.acquireToken).u64(r.releaseXid).u8(r.releaseStatus);
       });
     });
     return w.finish();
@@ -200,6 +246,8 @@ export class CachingLockServer implements StateMachine {
     this.clients = decoded.clients;
     this.waited = decoded.waited;
     this.pressure = decoded.pressure;
+    this.nextToken = decoded.nextToken;
+    this.handedOff = new Set([...decoded.busy].filter(([, lock]) => lock.holder?.handedOff === true).map(([lid]) => lid));
     this.invariants();
     return { ok: true };
   }
@@ -214,15 +262,19 @@ export class CachingLockServer implements StateMachine {
   pendingNotices(): Notice[] {
     const notices: Notice[] = [];
     // Under pressure every held lock is revoked, waited for or not (rare: only at the bounds).
-    const lids = this.pressure ? [...this.busy.keys()] : [...this.waited];
-    for (const lid of lids.sort((a, b) => a - b)) {
+    const lids = new Set(this.pressure ? this.busy.keys() : this.waited);
+    for (const lid of this.handedOff) lids.add(lid);
+    for (const lid of [...lids].sort(compareNames)) {
       const lock = this.busy.get(lid)!;
       const first = lock.waiters[0];
-      if (lock.holder !== undefined) {
-        notices.push({ kind: 'revoke', to: lock.holder.id, lid, xid: lock.holder.xid });
+      const holder = lock.holder;
+      if (holder !== undefined) {
+        // The grant goes first: the new holder learns it holds the lock before it is asked back.
+        if (holder.handedOff) notices.push({ kind: 'grant', to: holder.id, lid, xid: holder.xid, token: holder.token });
+        if (lock.waiters.length > 0 || this.pressure) notices.push({ kind: 'revoke', to: holder.id, lid, xid: holder.xid, token: 0 });
       } else {
         assert(first !== undefined, `busy lock ${lid} with neither holder nor waiters`);
-        notices.push({ kind: 'retry', to: first.id, lid, xid: first.xid });
+        notices.push({ kind: 'retry', to: first.id, lid, xid: first.xid, token: 0 });
       }
     }
     return notices;
@@ -234,18 +286,23 @@ export class CachingLockServer implements StateMachine {
   }
 
   /** The holder of `lid`, or undefined when it is free. */
-  holderOf(lid: number): Holder | undefined {
+  holderOf(lid: string): Holder | undefined {
     const holder = this.busy.get(lid)?.holder;
     return holder === undefined ? undefined : { ...holder };
   }
 
   /** The waiters of `lid`, first first. */
-  waitersOf(lid: number): Holder[] {
+  waitersOf(lid: string): Party[] {
     return (this.busy.get(lid)?.waiters ?? []).map((w) => ({ ...w }));
   }
 
+  /** The token the next grant will carry. */
+  get nextFencingToken(): number {
+    return this.nextToken;
+  }
+
   /** Acquires granted on `lid` (0 for a lock never granted, or forgotten while idle). */
-  grantsOf(lid: number): number {
+  grantsOf(lid: string): number {
     return this.busy.get(lid)?.grants ?? this.idle.get(lid) ?? 0;
   }
 
@@ -265,7 +322,7 @@ export class CachingLockServer implements StateMachine {
     const active = new Map<string, number>();
     const count = (id: string): void => void active.set(id, (active.get(id) ?? 0) + 1);
     for (const [lid, lock] of this.busy) {
-      assert(isLockId(lid), `bad busy lock id ${lid}`);
+      assert(isLockName(lid), `bad busy lock id ${lid}`);
       assert(!this.idle.has(lid), `lock ${lid} both busy and idle`);
       assert(lock.holder !== undefined || lock.waiters.length > 0, `busy lock ${lid} has neither holder nor waiters`);
       assert(lock.waiters.length <= l.maxWaitersPerLock, `lock ${lid} has too many waiters`);
@@ -283,12 +340,20 @@ export class CachingLockServer implements StateMachine {
       }
     }
     for (const lid of this.waited) assert(this.busy.has(lid), `waited lock ${lid} not busy`);
+    for (const [lid, lock] of this.busy) {
+      const h = lock.holder;
+      assert(this.handedOff.has(lid) === (h?.handedOff === true), `handed-off set wrong for lock ${lid}`);
+      if (h === undefined) continue;
+      assert(h.token >= 1 && h.token < this.nextToken, `lock ${lid}: token ${h.token} not issued (next ${this.nextToken})`);
+      assert(this.clients.get(h.id)?.records.get(lid)?.acquireToken === h.token, `lock ${lid}: holder's record has another token`);
+    }
+    for (const lid of this.handedOff) assert(this.busy.has(lid), `handed-off lock ${lid} not busy`);
     for (const [id, client] of this.clients) {
       assert(id.length > 0, 'empty client id');
       assert(client.records.size <= l.maxLocksPerClient, `client ${id} has too many records`);
       assert(client.active === (active.get(id) ?? 0), `client ${id} active count ${client.active}, table says ${active.get(id) ?? 0}`);
       for (const [lid, r] of client.records) {
-        assert(isLockId(lid), `bad record lock id ${lid}`);
+        assert(isLockName(lid), `bad record lock id ${lid}`);
         assert(r.acquireXid > 0 || r.releaseXid > 0, `empty record ${id}/${lid}`);
       }
     }
@@ -299,25 +364,46 @@ export class CachingLockServer implements StateMachine {
   // -------------------------------------------------------------------------------------------
   // Handlers
 
-  private onAcquire({ lid, id, xid }: CacheLockArgs): number {
+  private onAcquire({ lid, id, xid }: CacheLockArgs, tryOnly: boolean): { status: number; token: number } {
     const existing = this.clients.get(id)?.records.get(lid);
     if (existing !== undefined) {
-      if (xid === existing.acquireXid) return existing.acquireStatus; // duplicate: not re-executed
-      if (xid < existing.acquireXid) return LockStatus.RPCERR; // late duplicate of an older attempt
+      if (xid === existing.acquireXid) {
+        // A duplicate: not re-executed; it gets the recorded answer, token included. If a
+        // hand-off granted this waiting attempt meanwhile, the answer is OK, and from it the
+        // client learns of the grant: the grant notice is no longer owed.
+        const lock = this.busy.get(lid);
+        if (lock?.holder?.handedOff === true && lock.holder.id === id && lock.holder.xid === xid) {
+          lock.holder = { ...lock.holder, handedOff: false };
+          this.handedOff.delete(lid);
+        }
+        return { status: existing.acquireStatus, token: existing.acquireToken };
+      }
+      if (xid < existing.acquireXid) return { status: LockStatus.RPCERR, token: 0 }; // late duplicate of an older attempt
     } else if (xid <= (this.clients.get(id)?.forgottenXid ?? 0)) {
-      return LockStatus.RPCERR; // late duplicate of a forgotten attempt
+      return { status: LockStatus.RPCERR, token: 0 }; // late duplicate of a forgotten attempt
     }
     // Make room for the record first: a request that cannot be remembered must not run.
     const slot = this.recordSlot(id, lid);
-    if (slot === undefined) return LockStatus.IOERR;
+    if (slot === undefined) return { status: LockStatus.IOERR, token: 0 };
     const { client, record } = slot;
-    const status = this.acquireExecute(lid, id, xid, client);
+    const status = this.acquireExecute(lid, id, xid, client, tryOnly);
     record.acquireXid = xid;
     record.acquireStatus = status; // an IOERR answer too: its duplicate must get IOERR again
-    return status;
+    record.acquireToken = status === LockStatus.OK ? this.busy.get(lid)!.holder!.token : 0;
+    return { status, token: record.acquireToken };
   }
 
-  private acquireExecute(lid: number, id: string, xid: number, client: ClientEntry): number {
+  /** A new hold of `lid` by (id, xid) with the next token. */
+  private grant(lid: string, lock: BusyLock, party: Party, handedOff: boolean): Holder {
+    const holder: Holder = { id: party.id, xid: party.xid, token: this.nextToken++, sinceMs: this.now.timeMs, handedOff };
+    lock.holder = holder;
+    lock.grants++;
+    if (handedOff) this.handedOff.add(lid);
+    else this.handedOff.delete(lid);
+    return holder;
+  }
+
+  private acquireExecute(lid: string, id: string, xid: number, client: ClientEntry, tryOnly: boolean): number {
     let lock = this.busy.get(lid);
     if (lock === undefined) {
       if (this.busy.size >= this.limits.maxLocks) {
@@ -333,21 +419,30 @@ export class CachingLockServer implements StateMachine {
       const at = lock.waiters.findIndex((w) => w.id === id);
       if (at >= 0) this.removeWaiter(lid, lock, at); // a waiter becoming the holder stays active
       else client.active++;
-      lock.holder = { id, xid };
-      lock.grants++;
+      this.grant(lid, lock, { id, xid }, false);
       return LockStatus.OK;
     }
     if (holder.id === id) {
-      // The client has lost track of its hold (see the header); the hold moves to the new xid.
+      // The client has lost track of its hold (see the header); the hold moves to the new xid,
+      // with a new token (the old one may be in use by a caller the client forgot).
       assert(holder.xid < xid, `re-acquire of ${lid} by ${id} with xid ${xid} ≤ held ${holder.xid}`);
-      lock.holder = { id, xid };
-      lock.grants++;
+      this.grant(lid, lock, { id, xid }, false);
       return LockStatus.OK;
     }
     const at = lock.waiters.findIndex((w) => w.id === id);
     if (at >= 0) {
+      if (tryOnly) {
+        // A try never waits: it leaves the queue (its earlier attempt is superseded by this xid).
+        this.removeWaiter(lid, lock, at);
+        client.active--;
+        return LockStatus.RETRY;
+      }
       lock.waiters[at] = { id, xid }; // keeps its place; notices now carry the new xid
       return LockStatus.RETRY;
+    }
+    if (tryOnly) {
+      if (lock.waiters.length === 0 && lock.holder === undefined) this.makeIdle(lid, lock);
+      return LockStatus.RETRY; // not queued
     }
     if (lock.waiters.length >= this.limits.maxWaitersPerLock) return LockStatus.IOERR;
     lock.waiters.push({ id, xid });
@@ -371,13 +466,34 @@ export class CachingLockServer implements StateMachine {
     let status: number = LockStatus.NOENT;
     if (lock?.holder !== undefined && lock.holder.id === id && lock.holder.xid === xid) {
       lock.holder = undefined;
+      this.handedOff.delete(lid);
       client.active--;
-      if (lock.waiters.length === 0) this.makeIdle(lid, lock);
+      this.handOff(lid, lock);
       status = LockStatus.OK;
     }
     record.releaseXid = xid;
     record.releaseStatus = status;
     return status;
+  }
+
+  /**
+   * A lock just lost its holder: it goes straight to the first waiter (FIFO), in this same
+   * request, and that waiter is owed a grant notice; without waiters it becomes idle. So the
+   * client that released cannot win it back by asking again at once: it queues behind.
+   */
+  private handOff(lid: string, lock: BusyLock): void {
+    assert(lock.holder === undefined, `hand-off of held lock ${lid}`);
+    const first = lock.waiters[0];
+    if (first === undefined) {
+      this.makeIdle(lid, lock);
+      return;
+    }
+    this.removeWaiter(lid, lock, 0); // stays active: it becomes the holder
+    const holder = this.grant(lid, lock, first, true);
+    const record = this.clients.get(first.id)?.records.get(lid);
+    assert(record !== undefined && record.acquireXid === first.xid, `waiter ${first.id} of ${lid} without its record`);
+    record.acquireStatus = LockStatus.OK; // its waiting attempt is now answered OK: duplicates agree
+    record.acquireToken = holder.token;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -387,7 +503,7 @@ export class CachingLockServer implements StateMachine {
    * The client entry and record for (id, lid), created if need be and marked most recently used,
    * or undefined when a bound leaves no room (nothing evictable).
    */
-  private recordSlot(id: string, lid: number): { client: ClientEntry; record: RequestRecord } | undefined {
+  private recordSlot(id: string, lid: string): { client: ClientEntry; record: RequestRecord } | undefined {
     let client = this.clients.get(id);
     if (client === undefined) {
       if (this.clients.size >= this.limits.maxClients && !this.evictIdleClient()) {
@@ -400,7 +516,7 @@ export class CachingLockServer implements StateMachine {
     let record = client.records.get(lid);
     if (record === undefined) {
       if (client.records.size >= this.limits.maxLocksPerClient && !this.evictRecord(id, client)) return undefined;
-      record = { acquireXid: 0, acquireStatus: 0, releaseXid: 0, releaseStatus: 0 };
+      record = { acquireXid: 0, acquireStatus: 0, acquireToken: 0, releaseXid: 0, releaseStatus: 0 };
       client.records.set(lid, record);
     }
     this.touch(id, client, lid, record);
@@ -408,7 +524,7 @@ export class CachingLockServer implements StateMachine {
   }
 
   /** Marks the client and its record as most recently used (Map order is the LRU order). */
-  private touch(id: string, client: ClientEntry, lid: number, record: RequestRecord): void {
+  private touch(id: string, client: ClientEntry, lid: string, record: RequestRecord): void {
     this.clients.delete(id);
     this.clients.set(id, client);
     client.records.delete(lid);
@@ -445,28 +561,38 @@ export class CachingLockServer implements StateMachine {
     return false;
   }
 
-  private isParty(id: string, lid: number): boolean {
+  private isParty(id: string, lid: string): boolean {
     const lock = this.busy.get(lid);
     if (lock === undefined) return false;
     return lock.holder?.id === id || lock.waiters.some((w) => w.id === id);
   }
 
-  private removeWaiter(lid: number, lock: BusyLock, at: number): void {
+  private removeWaiter(lid: string, lock: BusyLock, at: number): void {
     lock.waiters.splice(at, 1);
     if (lock.waiters.length === 0) this.waited.delete(lid);
   }
 
-  private makeIdle(lid: number, lock: BusyLock): void {
+  private makeIdle(lid: string, lock: BusyLock): void {
     assert(lock.holder === undefined && lock.waiters.length === 0, `lock ${lid} is not idle`);
     this.busy.delete(lid);
     this.waited.delete(lid);
+    this.handedOff.delete(lid);
     this.idle.set(lid, lock.grants);
-    if (this.idle.size > this.limits.maxIdleLocks) this.idle.delete(this.idle.keys().next().value as number);
+    if (this.idle.size > this.limits.maxIdleLocks) this.idle.delete(this.idle.keys().next().value as string);
   }
 }
 
 function answer(status: number, value = 0): ExecuteResult {
   return { status, reply: encodeI32Reply(value) };
+}
+
+function tokenAnswer(status: number, token: number): ExecuteResult {
+  return { status, reply: encodeTokenReply(token) };
+}
+
+/** Lock names in a replica-independent order (code units; the same on every replica). */
+function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,11 +601,12 @@ function answer(status: number, value = 0): ExecuteResult {
 type DecodedState =
   | {
       readonly ok: true;
-      readonly busy: Map<number, BusyLock>;
-      readonly idle: Map<number, number>;
+      readonly busy: Map<string, BusyLock>;
+      readonly idle: Map<string, number>;
       readonly clients: Map<string, ClientEntry>;
-      readonly waited: Set<number>;
+      readonly waited: Set<string>;
       readonly pressure: boolean;
+      readonly nextToken: number;
     }
   | { readonly ok: false; readonly reason: string };
 
@@ -494,28 +621,34 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
     return { ok: false, reason: `limits differ: state has ${theirs.join('/')}, this server ${ours.join('/')}` };
   }
   const pressure = r.bool();
-  const busy = new Map<number, BusyLock>();
-  const idle = new Map<number, number>();
+  const nextToken = r.u64();
+  if (r.error === undefined && nextToken < 1) r.fail('token counter below 1');
+  const busy = new Map<string, BusyLock>();
+  const idle = new Map<string, number>();
   const clients = new Map<string, ClientEntry>();
-  const waited = new Set<number>();
-  const party = (reader: Reader): Holder => {
+  const waited = new Set<string>();
+  const party = (reader: Reader): Party => {
     const id = reader.string(MAX_CLIENT_ID_BYTES);
     const xid = reader.u64();
     if (id.length === 0) reader.fail('empty client id');
     if (!isXid(xid)) reader.fail(`bad xid ${xid}`);
     return { id, xid };
   };
-  const lockId = (reader: Reader): number => {
-    const lid = reader.u64();
+  const lockId = (reader: Reader): string => {
+    const lid = reader.string(MAX_LOCK_NAME_BYTES);
+    if (reader.error === undefined && !isLockName(lid)) reader.fail('bad lock name');
     if (busy.has(lid) || idle.has(lid)) reader.fail(`lock ${lid} twice`);
     return lid;
   };
-  // Smallest encodings: a busy lock 21 bytes, a party 12, an idle lock 16, a client 16, a record 26.
+  // Smallest encodings: a busy lock 18 bytes, a party 12, an idle lock 13, a client 16, a record 31.
   r.list(
     (reader) => {
       const lid = lockId(reader);
       const grants = reader.u64();
-      const holder = reader.bool() ? party(reader) : undefined;
+      const holder: Holder | undefined = reader.bool()
+        ? { ...party(reader), token: reader.u64(), sinceMs: reader.u64(), handedOff: reader.bool() }
+        : undefined;
+      if (holder !== undefined && (holder.token < 1 || holder.token >= nextToken)) reader.fail(`lock ${lid}: token ${holder.token} not issued`);
       const waiters = reader.list(party, 12, limits.maxWaitersPerLock);
       if (reader.error !== undefined) return;
       if (holder === undefined && waiters.length === 0) reader.fail(`busy lock ${lid} without holder or waiters`);
@@ -524,7 +657,7 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
       busy.set(lid, { holder, waiters, grants });
       if (waiters.length > 0) waited.add(lid);
     },
-    21,
+    18,
     limits.maxLocks,
   );
   r.list(
@@ -533,7 +666,7 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
       const grants = reader.u64();
       if (reader.error === undefined) idle.set(lid, grants);
     },
-    16,
+    13,
     limits.maxIdleLocks,
   );
   r.list(
@@ -542,17 +675,18 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
       const forgottenXid = reader.u64();
       if (id.length === 0) reader.fail('empty client id');
       if (clients.has(id)) reader.fail(`client ${id} twice`);
-      const records = new Map<number, RequestRecord>();
+      const records = new Map<string, RequestRecord>();
       reader.list(
         (rr) => {
-          const lid = rr.u64();
-          const record = { acquireXid: rr.u64(), acquireStatus: rr.u8(), releaseXid: rr.u64(), releaseStatus: rr.u8() };
+          const lid = rr.string(MAX_LOCK_NAME_BYTES);
+          if (rr.error === undefined && !isLockName(lid)) rr.fail('bad lock name');
+          const record = { acquireXid: rr.u64(), acquireStatus: rr.u8(), acquireToken: rr.u64(), releaseXid: rr.u64(), releaseStatus: rr.u8() };
           if (records.has(lid)) rr.fail(`record ${id}/${lid} twice`);
           if (record.acquireXid === 0 && record.releaseXid === 0) rr.fail(`empty record ${id}/${lid}`);
           if (!VALID_STATUSES.has(record.acquireStatus) || !VALID_STATUSES.has(record.releaseStatus)) rr.fail(`bad status in ${id}/${lid}`);
           records.set(lid, record);
         },
-        26,
+        31,
         limits.maxLocksPerClient,
       );
       clients.set(id, { forgottenXid, active: 0, records });
@@ -565,22 +699,23 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
 
   // Cross-checks the bytes alone cannot express: every hold and wait is backed by its record.
   for (const [lid, lock] of busy) {
-    if (!isLockId(lid)) return { ok: false, reason: `bad lock id ${lid}` };
+    if (!isLockName(lid)) return { ok: false, reason: `bad lock id ${lid}` };
     for (const p of lock.holder === undefined ? lock.waiters : [lock.holder, ...lock.waiters]) {
       const client = clients.get(p.id);
       const record = client?.records.get(lid);
       const expected = p === lock.holder ? LockStatus.OK : LockStatus.RETRY;
-      if (client === undefined || record === undefined || record.acquireXid !== p.xid || record.acquireStatus !== expected) {
+      const tokenOk = p !== lock.holder || record?.acquireToken === lock.holder.token;
+      if (client === undefined || record === undefined || record.acquireXid !== p.xid || record.acquireStatus !== expected || !tokenOk) {
         return { ok: false, reason: `client ${p.id} in lock ${lid} without a matching record` };
       }
       client.active++;
     }
   }
-  for (const lid of idle.keys()) if (!isLockId(lid)) return { ok: false, reason: `bad lock id ${lid}` };
+  for (const lid of idle.keys()) if (!isLockName(lid)) return { ok: false, reason: `bad lock id ${lid}` };
   if (pressure) {
     // Pressure ends as soon as there is room; a state claiming otherwise is inconsistent.
     const room = busy.size < limits.maxLocks && (clients.size < limits.maxClients || [...clients.values()].some((c) => c.active === 0));
     if (room) return { ok: false, reason: 'under pressure with room to spare' };
   }
-  return { ok: true, busy, idle, clients, waited, pressure };
+  return { ok: true, busy, idle, clients, waited, pressure, nextToken };
 }

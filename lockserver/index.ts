@@ -1,4 +1,10 @@
-/** The lock services. See README.md for the protocol, error codes and limits. */
+/**
+ * The package's main entry (`import { connect } from 'viewstamp'`): the lock API (`connect`,
+ * `LockClient`, `Lock`), the lock services underneath, and the error classes. See README.md for
+ * the protocol, error codes and limits.
+ */
+export * from './locks.js';
+export { ViewstampError, RpcError } from '../lib/errors.js';
 export * from './protocol.js';
 export * from './basic-server.js';
 export * from './basic-client.js';

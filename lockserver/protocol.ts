@@ -53,6 +53,11 @@ export function isLockId(lid: number): boolean {
   return Number.isSafeInteger(lid) && lid >= 0;
 }
 
+/** A lock name for messages: quoted, with control characters escaped. */
+export function formatLockName(name: string): string {
+  return JSON.stringify(name);
+}
+
 /** A lock id as the lab prints it (`%016llx`): 1 → "0000000000000001". */
 export function formatLockId(lid: number): string {
   return lid.toString(16).padStart(16, '0');
@@ -66,10 +71,21 @@ export function formatLockId(lid: number): string {
  * - LOCK_NOT_HELD: release of a lock the server says this client does not hold (NOENT);
  * - LOCK_CLIENT_CLOSED: the lock client was closed before or during the operation;
  * - LOCK_TIMEOUT: (caching client) its deadline passed while it waited for a lock the server is
- *   busy with. The basic client cannot tell waiting from an unreachable server: it reports
+ *   busy with.
+ * - LOCK_BAD_NAME: (caching client) a lock name that is not 1–256 UTF-8 bytes; nothing was sent.
+ * - LOCK_BAD_OPTION: (connect) an option out of its documented range.
+ * - LOCK_LOST: (Lock.signal's reason) the client lost a lock while it was held. The basic client cannot tell waiting from an unreachable server: it reports
  *   LOCK_RPC_FAILED with an RPC_TIMEOUT cause.
  */
-export type LockErrorCode = 'LOCK_ABORTED' | 'LOCK_RPC_FAILED' | 'LOCK_NOT_HELD' | 'LOCK_CLIENT_CLOSED' | 'LOCK_TIMEOUT';
+export type LockErrorCode =
+  | 'LOCK_ABORTED'
+  | 'LOCK_RPC_FAILED'
+  | 'LOCK_NOT_HELD'
+  | 'LOCK_CLIENT_CLOSED'
+  | 'LOCK_TIMEOUT'
+  | 'LOCK_BAD_NAME'
+  | 'LOCK_BAD_OPTION'
+  | 'LOCK_LOST';
 
 export class LockError extends ViewstampError {
   override name = 'LockError';

@@ -6,9 +6,9 @@
  * record without being executed twice (see README.md, "Duplicate handling, end to end").
  */
 import type { RsmClient } from '../rsm/client.js';
-import { CacheProc, encodeCacheLockRequest } from './cache-protocol.js';
-import type { LockServerConnection } from './cache-client.js';
-import { LockError, formatLockId } from './protocol.js';
+import { CacheProc, LockStatus, decodeTokenReply, encodeCacheLockRequest } from './cache-protocol.js';
+import type { AcquireAnswer, LockServerConnection } from './cache-client.js';
+import { LockError, formatLockName } from './protocol.js';
 
 export interface RsmConnectionOptions {
   /** Deadline of one acquire or release, fail-overs included. Default: the RSM client's. */
@@ -18,20 +18,24 @@ export interface RsmConnectionOptions {
 }
 
 export function rsmConnection(client: RsmClient, options: RsmConnectionOptions = {}): LockServerConnection {
-  const call = async (proc: number, which: string, lid: number, id: string, xid: number): Promise<number> => {
+  const call = async (proc: number, which: string, lid: string, id: string, xid: number): Promise<AcquireAnswer> => {
+    let answer: { status: number; reply: Uint8Array };
     try {
-      const { status } = await client.invoke(proc, encodeCacheLockRequest({ lid, id, xid }), {
+      answer = await client.invoke(proc, encodeCacheLockRequest({ lid, id, xid }), {
         ...(options.invokeTimeoutMs === undefined ? {} : { timeoutMs: options.invokeTimeoutMs }),
       });
-      return status;
     } catch (error) {
       // No answer from any primary: the outcome is unknown, which is what a rejection means here.
-      throw new LockError('LOCK_RPC_FAILED', `${which} ${formatLockId(lid)} through the RSM: ${(error as Error).message}`, { cause: error });
+      throw new LockError('LOCK_RPC_FAILED', `${which} ${formatLockName(lid)} through the RSM: ${(error as Error).message}`, { cause: error });
     }
+    const token = decodeTokenReply(answer.reply);
+    // An unreadable reply with OK would be a grant we cannot use: treat it as no answer.
+    if (!token.ok && answer.status === LockStatus.OK) throw new LockError('LOCK_RPC_FAILED', `${which} ${formatLockName(lid)}: bad reply (${token.reason})`);
+    return { status: answer.status, token: token.ok ? token.value : 0 };
   };
   return {
-    acquire: (lid, id, xid) => call(CacheProc.ACQUIRE, 'acquire', lid, id, xid),
-    release: (lid, id, xid) => call(CacheProc.RELEASE, 'release', lid, id, xid),
+    acquire: (lid, id, xid, tryOnly) => call(tryOnly === true ? CacheProc.TRY_ACQUIRE : CacheProc.ACQUIRE, 'acquire', lid, id, xid),
+    release: async (lid, id, xid) => (await call(CacheProc.RELEASE, 'release', lid, id, xid)).status,
     close: () => {
       if (options.closeClient ?? true) client.close();
     },

@@ -149,6 +149,8 @@ interface PendingRequest {
   readonly vs: Viewstamp;
   readonly proc: number;
   readonly request: Uint8Array;
+  /** The primary's clock when it stamped the request (ExecuteContext.timeMs). */
+  readonly timeMs: number;
   /** Backups that acknowledged it. */
   readonly acked: Set<string>;
 }
@@ -297,7 +299,7 @@ export class RsmNode {
     this.syncedVid = record.value.syncedVid;
     this.lastRequest = record.value.lastRequest;
     const pending = record.value.pending;
-    if (pending !== undefined) this.pending = { vs: pending.vs, proc: pending.proc, request: pending.request, acked: new Set() };
+    if (pending !== undefined) this.pending = { vs: pending.vs, proc: pending.proc, request: pending.request, timeMs: pending.timeMs, acked: new Set() };
     this.restored = true;
     log('%s restored: last %s, synchronised view %d', this.me, describeViewstamp(this.lastMyvs), this.syncedVid);
   }
@@ -313,7 +315,7 @@ export class RsmNode {
       syncedVid: this.syncedVid,
       state: this.stateMachine.marshalState(),
       lastRequest: this.lastRequest,
-      pending: pending === undefined ? undefined : { vs: pending.vs, proc: pending.proc, request: pending.request },
+      pending: pending === undefined ? undefined : { vs: pending.vs, proc: pending.proc, request: pending.request, timeMs: pending.timeMs },
     });
     this.durable = this.persistQueue.run(() => this.storage.write([{ type: 'put', key: KEY_REPLICA, value: bytes }], { sync: true }));
     this.durable.catch((error: unknown) => this.fatal(error));
@@ -794,7 +796,7 @@ export class RsmNode {
   protected registerHandlers(): void {
     this.rpc.handle(rsmClientProtocol.members, () => ({ status: RsmClientStatus.OK, result: this.membersWithPrimary() }));
     this.rpc.handle(rsmClientProtocol.invoke, (args) => this.invokeQueue.run(() => this.clientInvoke(args.procno, args.req)));
-    this.rpc.handle(rsmProtocol.invoke, (args) => this.onInvoke(args.proc, args.vs, args.req));
+    this.rpc.handle(rsmProtocol.invoke, (args) => this.onInvoke(args.proc, args.vs, args.req, args.timeMs));
     this.rpc.handle(rsmProtocol.transferreq, (args) => this.onTransferReq(args.src, args.last, args.vid));
     this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.onTransferDoneReq(args.m, args.vid));
     this.rpc.handle(rsmProtocol.joinreq, (args) => this.onJoinReq(args.src));
@@ -807,7 +809,8 @@ export class RsmNode {
    *    acknowledge it), resend it to the backups that did not and execute it here once all have;
    *    if that fails again, BUSY. The primary never stamps a request before the previous one was
    *    executed everywhere, so replicas never diverge inside a view.
-   * 3. Stamp the request with myvs, advance myvs, and write the stamped request durably.
+   * 3. Stamp the request with myvs and this clock's time (ExecuteContext.timeMs), advance myvs,
+   *    and write the stamped request durably.
    * 4. Send it to every backup of the view in parallel; right after the first answer, pass
    *    partition1() and breakpoint1() (lab-reference §4.6).
    * 5. If any backup failed: BUSY, without executing here (the request stays pending, step 2).
@@ -831,7 +834,8 @@ export class RsmNode {
     }
     const vs = this.myvs;
     this.myvs = successor(vs);
-    const pending: PendingRequest = { vs, proc, request: request.slice(), acked: new Set() };
+    // The primary's time travels with the request, so every replica executes with the same value.
+    const pending: PendingRequest = { vs, proc, request: request.slice(), timeMs: Math.max(0, Math.floor(this.env.clock.now())), acked: new Set() };
     this.pending = pending;
     // The stamp is durable before any backup sees it: a primary that restarts inside this view
     // carries on from it and never gives this viewstamp to another request.
@@ -890,7 +894,7 @@ export class RsmNode {
       passHooks();
       return !this.stopped;
     }
-    const args = { proc: pending.proc, vs: pending.vs, req: pending.request };
+    const args = { proc: pending.proc, vs: pending.vs, req: pending.request, timeMs: pending.timeMs };
     const acks = await Promise.all(
       backups.map(async (backup) => {
         const reply = await this.rpc.call(this.addressOf(backup), rsmProtocol.invoke, args, { timeoutMs: this.timing.invokeTimeoutMs });
@@ -910,13 +914,11 @@ export class RsmNode {
     assert(pending !== undefined, 'executePending without a pending request');
     assert(compareViewstamp(pending.vs, nextExpected(pending.vs.vid, this.lastMyvs)) === 0, `primary executing ${describeViewstamp(pending.vs)} after ${describeViewstamp(this.lastMyvs)}`);
     this.pending = undefined;
-    return this.execute(pending.vs, pending.proc, pending.request, 'primary');
+    return this.execute(pending.vs, pending.proc, pending.request, pending.timeMs, 'primary');
   }
 
-  private execute(vs: Viewstamp, proc: number, request: Uint8Array, role: 'primary' | 'backup'): ExecuteResult {
-    // Interim: the request does not carry the primary's time yet (replication core v2 stamps it
-    // into every log entry); until then services see time 0.
-    const result = this.stateMachine.execute(proc, request, { vid: vs.vid, seqno: vs.seqno, timeMs: 0 });
+  private execute(vs: Viewstamp, proc: number, request: Uint8Array, timeMs: number, role: 'primary' | 'backup'): ExecuteResult {
+    const result = this.stateMachine.execute(proc, request, { vid: vs.vid, seqno: vs.seqno, timeMs });
     assert(Number.isInteger(result.status) && result.status >= 0 && result.status <= 0x7fff_ffff, `service returned status ${result.status}`);
     this.lastMyvs = vs;
     this.lastRequest = { proc, request };
@@ -935,7 +937,7 @@ export class RsmNode {
    * sending it, and a restarted primary carries on after it), a duplicate carries the same
    * request; it is compared anyway, and a mismatch is ERR.
    */
-  private async onInvoke(proc: number, vs: Viewstamp, request: Uint8Array): Promise<HandlerReply<number>> {
+  private async onInvoke(proc: number, vs: Viewstamp, request: Uint8Array, timeMs: number): Promise<HandlerReply<number>> {
     const decision = classifyInvoke(
       { inViewChange: this.inViewChange, isPrimary: this.primaryId === this.me, expected: this.myvs, last: this.lastMyvs },
       vs,
@@ -957,7 +959,7 @@ export class RsmNode {
       case 'execute':
         assert(this.myvs.vid === this.vidCommitted, 'backup expecting a viewstamp outside its committed view');
         this.myvs = successor(vs);
-        this.execute(vs, proc, request.slice(), 'backup');
+        this.execute(vs, proc, request.slice(), timeMs, 'backup');
         // Acknowledge only once it is durable here: the primary counts on every backup keeping it.
         await this.persist();
         if (this.stopped) return { status: RsmStatus.ERR, result: 0 };

@@ -77,6 +77,8 @@ export interface InvokeArgs {
   readonly proc: number;
   readonly vs: Viewstamp;
   readonly req: Uint8Array;
+  /** The stamping primary's clock (whole ms) when it stamped the request: ExecuteContext.timeMs. */
+  readonly timeMs: number;
 }
 export interface TransferArgs {
   readonly src: string;
@@ -143,7 +145,7 @@ export const rsmProtocol = {
   invoke: procedure<InvokeArgs, number>(
     0x10001,
     'rsm.invoke',
-    codecs.struct<InvokeArgs>({ proc: codecs.i32, vs: viewstampCodec, req: blob }),
+    codecs.struct<InvokeArgs>({ proc: codecs.i32, vs: viewstampCodec, req: blob, timeMs: codecs.u64 }),
     codecs.i32,
   ),
   transferreq: procedure<TransferArgs, TransferRes>(

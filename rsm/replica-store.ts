@@ -6,15 +6,15 @@
  * it (see rsm/README.md, "Durability").
  *
  *   key rsm/replica:
- *     u8 version (1) | u32 last.vid | u32 last.seqno | u32 syncedVid | bytes state
+ *     u8 version (2) | u32 last.vid | u32 last.seqno | u32 syncedVid | bytes state
  *     | u8 hasLastRequest [i32 proc | bytes request]
- *     | u8 hasPending [u32 vs.vid | u32 vs.seqno | i32 proc | bytes request]
+ *     | u8 hasPending [u32 vs.vid | u32 vs.seqno | i32 proc | bytes request | u64 timeMs]
  */
 import { Writer, decode, type Decoded } from '../lib/codec.js';
 import { BLOB_BYTES_MAX, type Viewstamp } from './protocol.js';
 
 export const KEY_REPLICA = 'rsm/replica';
-const VERSION = 1;
+const VERSION = 2;
 
 export interface StoredRequest {
   readonly proc: number;
@@ -29,7 +29,7 @@ export interface ReplicaRecord {
   /** The request executed at `last` (to recognise its duplicate), when known. */
   readonly lastRequest: StoredRequest | undefined;
   /** Primary only: the request stamped `vs` and sent to the backups, not yet executed here. */
-  readonly pending: (StoredRequest & { readonly vs: Viewstamp }) | undefined;
+  readonly pending: (StoredRequest & { readonly vs: Viewstamp; readonly timeMs: number }) | undefined;
 }
 
 export function encodeReplicaRecord(record: ReplicaRecord): Uint8Array {
@@ -39,7 +39,7 @@ export function encodeReplicaRecord(record: ReplicaRecord): Uint8Array {
   if (record.lastRequest !== undefined) w.i32(record.lastRequest.proc).bytes(record.lastRequest.request);
   w.bool(record.pending !== undefined);
   if (record.pending !== undefined) {
-    w.u32(record.pending.vs.vid).u32(record.pending.vs.seqno).i32(record.pending.proc).bytes(record.pending.request);
+    w.u32(record.pending.vs.vid).u32(record.pending.vs.seqno).i32(record.pending.proc).bytes(record.pending.request).u64(record.pending.timeMs);
   }
   return w.finish().slice();
 }
@@ -53,7 +53,7 @@ export function decodeReplicaRecord(bytes: Uint8Array): Decoded<ReplicaRecord> {
     const syncedVid = r.u32();
     const state = r.bytes(BLOB_BYTES_MAX).slice();
     const lastRequest = r.bool() ? { proc: r.i32(), request: r.bytes(BLOB_BYTES_MAX).slice() } : undefined;
-    const pending = r.bool() ? { vs: { vid: r.u32(), seqno: r.u32() }, proc: r.i32(), request: r.bytes(BLOB_BYTES_MAX).slice() } : undefined;
+    const pending = r.bool() ? { vs: { vid: r.u32(), seqno: r.u32() }, proc: r.i32(), request: r.bytes(BLOB_BYTES_MAX).slice(), timeMs: r.u64() } : undefined;
     return { last, syncedVid, state, lastRequest, pending };
   });
 }

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import t from 'tap';
 import { CachingLockClientCore, type ClientAction } from '../lockserver/cache-client-core.js';
-import { CacheProc, LockStatus, encodeCacheLockRequest } from '../lockserver/cache-protocol.js';
+import { CacheProc, LockStatus, decodeTokenReply, encodeCacheLockRequest } from '../lockserver/cache-protocol.js';
 import { CachingLockServer } from '../lockserver/cache-server.js';
 
 const { OK, RETRY, NOENT, IOERR, RPCERR } = LockStatus;
@@ -9,115 +9,115 @@ type Action = ClientAction<string>;
 
 t.test('a cached lock passes between local callers without the server', async (t) => {
   const core = new CachingLockClientCore<string>();
-  t.same(core.localAcquire(1, 'w1'), [{ type: 'sendAcquire', lid: 1, xid: 1 }]);
-  t.same(core.localAcquire(1, 'w2'), [], 'one outstanding acquire per lock');
-  t.equal(core.stateOf(1), 'acquiring');
-  t.same(core.acquireReplied(1, 1, OK), [{ type: 'grantLocal', lid: 1, token: 'w1' }]);
-  t.same(core.localRelease(1), [{ type: 'grantLocal', lid: 1, token: 'w2' }]);
-  t.same(core.localRelease(1), []);
-  t.equal(core.stateOf(1), 'free', 'kept in the cache');
-  t.same(core.localAcquire(1, 'w3'), [{ type: 'grantLocal', lid: 1, token: 'w3' }], 'no RPC for a cached lock');
+  t.same(core.localAcquire('1', 'w1'), [{ type: 'sendAcquire', lid: '1', xid: 1 }]);
+  t.same(core.localAcquire('1', 'w2'), [], 'one outstanding acquire per lock');
+  t.equal(core.stateOf('1'), 'acquiring');
+  t.same(core.acquireReplied('1', 1, OK), [{ type: 'grantLocal', lid: '1', token: 'w1', fencingToken: 0 }]);
+  t.same(core.localRelease('1'), [{ type: 'grantLocal', lid: '1', token: 'w2', fencingToken: 0 }]);
+  t.same(core.localRelease('1'), []);
+  t.equal(core.stateOf('1'), 'free', 'kept in the cache');
+  t.same(core.localAcquire('1', 'w3'), [{ type: 'grantLocal', lid: '1', token: 'w3', fencingToken: 0 }], 'no RPC for a cached lock');
   core.invariants();
 });
 
 t.test('a revoke returns the lock once the local holder releases; later callers re-acquire', async (t) => {
   const core = new CachingLockClientCore<string>();
-  core.localAcquire(1, 'w1');
-  core.acquireReplied(1, 1, OK);
-  core.localAcquire(1, 'w2');
-  t.same(core.revoke(1, 1), [], 'held locally: wait');
-  t.same(core.localRelease(1), [{ type: 'sendRelease', lid: 1, xid: 1 }], 'w2 waits; the lock goes back first');
-  t.equal(core.stateOf(1), 'releasing');
-  t.same(core.revoke(1, 1), [], 'a repeated revoke changes nothing');
-  t.same(core.releaseReplied(1, 1, OK), [{ type: 'sendAcquire', lid: 1, xid: 2 }], 'w2 re-acquires with a fresh xid');
-  t.same(core.acquireReplied(1, 2, OK), [{ type: 'grantLocal', lid: 1, token: 'w2' }]);
+  core.localAcquire('1', 'w1');
+  core.acquireReplied('1', 1, OK);
+  core.localAcquire('1', 'w2');
+  t.same(core.revoke('1', 1), [], 'held locally: wait');
+  t.same(core.localRelease('1'), [{ type: 'sendRelease', lid: '1', xid: 1 }], 'w2 waits; the lock goes back first');
+  t.equal(core.stateOf('1'), 'releasing');
+  t.same(core.revoke('1', 1), [], 'a repeated revoke changes nothing');
+  t.same(core.releaseReplied('1', 1, OK), [{ type: 'sendAcquire', lid: '1', xid: 2 }], 'w2 re-acquires with a fresh xid');
+  t.same(core.acquireReplied('1', 2, OK), [{ type: 'grantLocal', lid: '1', token: 'w2', fencingToken: 0 }]);
   core.invariants();
 });
 
 t.test('RETRY waits for retry (or the timer); a retry that overtakes the RETRY is remembered', async (t) => {
   const core = new CachingLockClientCore<string>();
-  core.localAcquire(1, 'w1');
-  t.same(core.acquireReplied(1, 1, RETRY), [{ type: 'startRetryTimer', lid: 1 }]);
-  t.same(core.retry(1, 7), [], 'a retry for another attempt is stale');
-  t.same(core.retry(1, 1), [{ type: 'sendAcquire', lid: 1, xid: 2 }]);
-  t.same(core.retry(1, 2), [], 'the retry overtook the RETRY reply');
-  t.same(core.acquireReplied(1, 2, RETRY), [{ type: 'sendAcquire', lid: 1, xid: 3 }], '...so re-ask at once');
-  t.same(core.acquireReplied(1, 3, RETRY), [], 'the timer is already running');
-  t.same(core.retryTimerFired(1), [{ type: 'sendAcquire', lid: 1, xid: 4 }], 'the lost retry is made up by the timer');
-  t.same(core.acquireReplied(1, 3, OK), [], 'a reply for an older attempt is ignored');
-  t.same(core.acquireReplied(1, 4, OK), [{ type: 'grantLocal', lid: 1, token: 'w1' }]);
+  core.localAcquire('1', 'w1');
+  t.same(core.acquireReplied('1', 1, RETRY), [{ type: 'startRetryTimer', lid: '1' }]);
+  t.same(core.retry('1', 7), [], 'a retry for another attempt is stale');
+  t.same(core.retry('1', 1), [{ type: 'sendAcquire', lid: '1', xid: 2 }]);
+  t.same(core.retry('1', 2), [], 'the retry overtook the RETRY reply');
+  t.same(core.acquireReplied('1', 2, RETRY), [{ type: 'sendAcquire', lid: '1', xid: 3 }], '...so re-ask at once');
+  t.same(core.acquireReplied('1', 3, RETRY), [], 'the timer is already running');
+  t.same(core.retryTimerFired('1'), [{ type: 'sendAcquire', lid: '1', xid: 4 }], 'the lost retry is made up by the timer');
+  t.same(core.acquireReplied('1', 3, OK), [], 'a reply for an older attempt is ignored');
+  t.same(core.acquireReplied('1', 4, OK), [{ type: 'grantLocal', lid: '1', token: 'w1', fencingToken: 0 }]);
   core.invariants();
 });
 
 t.test('a revoke that overtakes the OK: one local caller uses the lock, then it goes back', async (t) => {
   const core = new CachingLockClientCore<string>();
-  core.localAcquire(1, 'w1');
-  core.localAcquire(1, 'w2');
-  t.same(core.revoke(1, 1), []);
-  t.same(core.acquireReplied(1, 1, OK), [{ type: 'grantLocal', lid: 1, token: 'w1' }]);
-  t.same(core.localRelease(1), [{ type: 'sendRelease', lid: 1, xid: 1 }], 'w2 must wait for the next attempt');
+  core.localAcquire('1', 'w1');
+  core.localAcquire('1', 'w2');
+  t.same(core.revoke('1', 1), []);
+  t.same(core.acquireReplied('1', 1, OK), [{ type: 'grantLocal', lid: '1', token: 'w1', fencingToken: 0 }]);
+  t.same(core.localRelease('1'), [{ type: 'sendRelease', lid: '1', xid: 1 }], 'w2 must wait for the next attempt');
   core.invariants();
 });
 
 t.test('failed RPCs are resent with the same xid; IOERR/RPCERR re-ask with a fresh one', async (t) => {
   const core = new CachingLockClientCore<string>();
-  core.localAcquire(1, 'w1');
-  t.same(core.acquireFailed(1, 1), [{ type: 'startRetryTimer', lid: 1 }]);
-  t.same(core.retryTimerFired(1), [{ type: 'sendAcquire', lid: 1, xid: 1 }], 'same xid: the server dedups it');
-  t.same(core.acquireReplied(1, 1, IOERR), [{ type: 'startRetryTimer', lid: 1 }]);
-  t.same(core.retryTimerFired(1), [{ type: 'sendAcquire', lid: 1, xid: 2 }]);
-  t.same(core.acquireReplied(1, 2, OK), [{ type: 'grantLocal', lid: 1, token: 'w1' }]);
-  core.revoke(1, 2);
-  t.same(core.localRelease(1), [{ type: 'sendRelease', lid: 1, xid: 2 }]);
-  t.same(core.releaseFailed(1, 2), [{ type: 'startRetryTimer', lid: 1 }]);
-  t.same(core.retryTimerFired(1), [{ type: 'sendRelease', lid: 1, xid: 2 }]);
-  t.same(core.releaseReplied(1, 2, OK), []);
-  t.equal(core.stateOf(1), 'none');
+  core.localAcquire('1', 'w1');
+  t.same(core.acquireFailed('1', 1), [{ type: 'startRetryTimer', lid: '1' }]);
+  t.same(core.retryTimerFired('1'), [{ type: 'sendAcquire', lid: '1', xid: 1 }], 'same xid: the server dedups it');
+  t.same(core.acquireReplied('1', 1, IOERR), [{ type: 'startRetryTimer', lid: '1' }]);
+  t.same(core.retryTimerFired('1'), [{ type: 'sendAcquire', lid: '1', xid: 2 }]);
+  t.same(core.acquireReplied('1', 2, OK), [{ type: 'grantLocal', lid: '1', token: 'w1', fencingToken: 0 }]);
+  core.revoke('1', 2);
+  t.same(core.localRelease('1'), [{ type: 'sendRelease', lid: '1', xid: 2 }]);
+  t.same(core.releaseFailed('1', 2), [{ type: 'startRetryTimer', lid: '1' }]);
+  t.same(core.retryTimerFired('1'), [{ type: 'sendRelease', lid: '1', xid: 2 }]);
+  t.same(core.releaseReplied('1', 2, OK), []);
+  t.equal(core.stateOf('1'), 'none');
   t.same(core.lockIds(), [], 'forgotten once idle');
   core.invariants();
 });
 
 t.test('IOERR gives back the cached locks nobody uses', async (t) => {
   const core = new CachingLockClientCore<string>();
-  core.localAcquire(1, 'w1');
-  core.acquireReplied(1, 1, OK);
-  core.localRelease(1); // 1 is cached, unused
-  core.localAcquire(2, 'w2');
-  core.acquireReplied(2, 2, OK); // 2 is held locally
-  core.localAcquire(3, 'w3');
-  t.same(core.acquireReplied(3, 3, IOERR), [
-    { type: 'startRetryTimer', lid: 3 },
-    { type: 'sendRelease', lid: 1, xid: 1 },
+  core.localAcquire('1', 'w1');
+  core.acquireReplied('1', 1, OK);
+  core.localRelease('1'); // 1 is cached, unused
+  core.localAcquire('2', 'w2');
+  core.acquireReplied('2', 2, OK); // 2 is held locally
+  core.localAcquire('3', 'w3');
+  t.same(core.acquireReplied('3', 3, IOERR), [
+    { type: 'startRetryTimer', lid: '3' },
+    { type: 'sendRelease', lid: '1', xid: 1 },
   ]);
-  t.equal(core.stateOf(2), 'locked', 'a lock in use stays');
+  t.equal(core.stateOf('2'), 'locked', 'a lock in use stays');
   core.invariants();
 });
 
 t.test('a revoke for a hold we do not have is answered with an orphan release', async (t) => {
   const core = new CachingLockClientCore<string>();
-  core.localAcquire(1, 'w1');
-  core.acquireReplied(1, 1, OK);
-  core.localRelease(1);
-  core.revoke(1, 1);
-  core.releaseReplied(1, 1, OK);
-  t.same(core.revoke(1, 1), [{ type: 'sendRelease', lid: 1, xid: 1, orphan: true }], 'late revoke: harmless orphan release');
-  t.same(core.revoke(1, 99), [], 'an xid never issued is ignored');
+  core.localAcquire('1', 'w1');
+  core.acquireReplied('1', 1, OK);
+  core.localRelease('1');
+  core.revoke('1', 1);
+  core.releaseReplied('1', 1, OK);
+  t.same(core.revoke('1', 1), [{ type: 'sendRelease', lid: '1', xid: 1, orphan: true }], 'late revoke: harmless orphan release');
+  t.same(core.revoke('1', 99), [], 'an xid never issued is ignored');
   core.invariants();
 });
 
 t.test('close fails waiters and gives cached locks back', async (t) => {
   const core = new CachingLockClientCore<string>();
-  core.localAcquire(1, 'w1');
-  core.acquireReplied(1, 1, OK);
-  core.localAcquire(1, 'w2');
-  core.localAcquire(2, 'w3');
+  core.localAcquire('1', 'w1');
+  core.acquireReplied('1', 1, OK);
+  core.localAcquire('1', 'w2');
+  core.localAcquire('2', 'w3');
   const actions = core.close();
   t.same(actions, [
-    { type: 'failLocal', lid: 1, token: 'w2' },
-    { type: 'sendRelease', lid: 1, xid: 1 },
-    { type: 'failLocal', lid: 2, token: 'w3' },
+    { type: 'failLocal', lid: '1', token: 'w2', reason: 'closed' },
+    { type: 'sendRelease', lid: '1', xid: 1 },
+    { type: 'failLocal', lid: '2', token: 'w3', reason: 'closed' },
   ]);
-  t.same(core.acquireReplied(2, 2, OK), [{ type: 'sendRelease', lid: 2, xid: 2 }], 'a grant arriving after close goes straight back');
+  t.same(core.acquireReplied('2', 2, OK), [{ type: 'sendRelease', lid: '2', xid: 2 }], 'a grant arriving after close goes straight back');
   core.invariants();
 });
 
@@ -126,18 +126,18 @@ t.test('close fails waiters and gives cached locks back', async (t) => {
 
 interface Outstanding {
   readonly kind: 'acquire' | 'release';
-  readonly lid: number;
+  readonly lid: string;
   readonly xid: number;
 }
 
 /** Watches the actions of one core and checks the client-side rules. */
 class CoreChecker {
-  readonly holders = new Map<number, string>();
-  readonly waiting = new Map<string, number>(); // token → lid
+  readonly holders = new Map<string, string>();
+  readonly waiting = new Map<string, string>(); // token → lid
   readonly outstanding: Outstanding[] = [];
-  readonly timers: number[] = [];
+  readonly timers: string[] = [];
   readonly revoked = new Set<string>(); // `${lid}/${xid}` revoked by the server
-  readonly serverGranted = new Map<number, number>(); // lid → xid of the last OK for it
+  readonly serverGranted = new Map<string, number>(); // lid → xid of the last OK for it
   readonly failedAcquires = new Set<string>(); // `${lid}/${xid}` whose outcome is unknown
   maxXid = 0;
   closed = false;
@@ -204,7 +204,7 @@ t.test('the client core keeps its rules against arbitrary server behaviour (fast
         const core = new CachingLockClientCore<string>();
         const c = new CoreChecker();
         let nextToken = 0;
-        const lids = [1, 2];
+        const lids = ['1', '2'];
         for (const { pick, arg, arg2 } of steps) {
           const lid = lids[arg % lids.length]!;
           if (pick < 15) {
@@ -281,18 +281,20 @@ t.test('the client core keeps its rules against arbitrary server behaviour (fast
 interface Message {
   readonly client: number;
   readonly kind: 'acquire' | 'release';
-  readonly lid: number;
+  readonly lid: string;
   readonly xid: number;
   readonly orphan: boolean;
   /** undefined while the request travels; the status once the server answered. */
   status: number | undefined;
+  /** The fencing token of an OK answer. */
+  token?: number;
 }
 
 interface Caller {
   readonly client: number;
   readonly token: string;
   state: 'idle' | 'waiting' | 'holding';
-  lid: number;
+  lid: string;
 }
 
 class MiniCluster {
@@ -300,13 +302,13 @@ class MiniCluster {
   readonly cores: Array<CachingLockClientCore<string>> = [];
   readonly callers: Caller[] = [];
   readonly messages: Message[] = [];
-  readonly timers: Array<{ client: number; lid: number }> = [];
+  readonly timers: Array<{ client: number; lid: string }> = [];
   grants = 0;
 
-  constructor(readonly clients: number, callersPerClient: number, readonly lids: readonly number[]) {
+  constructor(readonly clients: number, callersPerClient: number, readonly lids: readonly string[]) {
     for (let c = 0; c < clients; c++) {
       this.cores.push(new CachingLockClientCore<string>());
-      for (let w = 0; w < callersPerClient; w++) this.callers.push({ client: c, token: `c${c}/w${w}`, state: 'idle', lid: 0 });
+      for (let w = 0; w < callersPerClient; w++) this.callers.push({ client: c, token: `c${c}/w${w}`, state: 'idle', lid: '0' });
     }
   }
 
@@ -356,7 +358,10 @@ class MiniCluster {
     const core = this.cores[m.client]!;
     if (m.status === undefined) {
       const proc = m.kind === 'acquire' ? CacheProc.ACQUIRE : CacheProc.RELEASE;
-      m.status = this.server.execute(proc, encodeCacheLockRequest({ lid: m.lid, id: this.id(m.client), xid: m.xid })).status;
+      const result = this.server.execute(proc, encodeCacheLockRequest({ lid: m.lid, id: this.id(m.client), xid: m.xid }));
+      m.status = result.status;
+      const token = decodeTokenReply(result.reply);
+      m.token = token.ok ? token.value : 0;
       if (faulty && choice % 3 === 0) this.server.execute(proc, encodeCacheLockRequest({ lid: m.lid, id: this.id(m.client), xid: m.xid })); // duplicate
       if (faulty && choice % 3 === 1) return; // leave the reply in flight, for reordering
       this.messages.splice(index, 1);
@@ -374,7 +379,7 @@ class MiniCluster {
 
   private reply(m: Message, core: CachingLockClientCore<string>): void {
     if (m.orphan) return;
-    this.apply(m.client, m.kind === 'acquire' ? core.acquireReplied(m.lid, m.xid, m.status!) : core.releaseReplied(m.lid, m.xid, m.status!));
+    this.apply(m.client, m.kind === 'acquire' ? core.acquireReplied(m.lid, m.xid, m.status!, m.token ?? 0) : core.releaseReplied(m.lid, m.xid, m.status!));
   }
 
   private fail(m: Message, core: CachingLockClientCore<string>): void {
@@ -388,7 +393,7 @@ class MiniCluster {
     const n = notices[index % notices.length]!;
     const client = Number(n.to.slice('client'.length));
     const core = this.cores[client]!;
-    this.apply(client, n.kind === 'revoke' ? core.revoke(n.lid, n.xid) : core.retry(n.lid, n.xid));
+    this.apply(client, n.kind === 'revoke' ? core.revoke(n.lid, n.xid) : n.kind === 'grant' ? core.granted(n.lid, n.xid) : core.retry(n.lid, n.xid));
   }
 
   fireTimer(index: number): void {
@@ -442,7 +447,7 @@ t.test('three cores and the real server: mutual exclusion under faults, then eve
     fc.property(
       fc.array(fc.record({ pick: fc.nat(99), arg: fc.nat(1000), arg2: fc.nat(1000) }), { minLength: 100, maxLength: 400 }),
       (steps: Step[]) => {
-        const cluster = new MiniCluster(3, 3, [1, 2]);
+        const cluster = new MiniCluster(3, 3, ['1', '2']);
         for (const { pick, arg, arg2 } of steps) {
           if (pick < 30) cluster.callerStep(arg, arg2);
           else if (pick < 70 && cluster.messages.length > 0) cluster.deliver(arg % cluster.messages.length, true, arg2);

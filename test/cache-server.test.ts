@@ -3,6 +3,7 @@ import t from 'tap';
 import { encode } from '../lib/codec.js';
 import {
   CacheProc,
+  decodeTokenReply,
   LockStatus,
   decodeCacheLockRequest,
   decodeI32Reply,
@@ -14,24 +15,24 @@ import { CachingLockServer, type CachingLockServerLimits } from '../lockserver/c
 
 const { OK, RETRY, NOENT, IOERR, RPCERR } = LockStatus;
 
-function acquire(server: CachingLockServer, lid: number, id: string, xid: number): number {
-  return server.execute(CacheProc.ACQUIRE, encodeCacheLockRequest({ lid, id, xid })).status;
+function acquire(server: CachingLockServer, lid: number | string, id: string, xid: number): number {
+  return server.execute(CacheProc.ACQUIRE, encodeCacheLockRequest({ lid: String(lid), id, xid })).status;
 }
 
-function release(server: CachingLockServer, lid: number, id: string, xid: number): number {
-  return server.execute(CacheProc.RELEASE, encodeCacheLockRequest({ lid, id, xid })).status;
+function release(server: CachingLockServer, lid: number | string, id: string, xid: number): number {
+  return server.execute(CacheProc.RELEASE, encodeCacheLockRequest({ lid: String(lid), id, xid })).status;
 }
 
-function stat(server: CachingLockServer, lid: number): number {
-  const result = server.execute(CacheProc.STAT, encodeCacheStatRequest({ lid }));
+function stat(server: CachingLockServer, lid: number | string): number {
+  const result = server.execute(CacheProc.STAT, encodeCacheStatRequest({ lid: String(lid) }));
   const reply = decodeI32Reply(result.reply);
   if (!reply.ok || result.status !== OK) throw new Error('stat failed');
   return reply.value;
 }
 
 /** Raw request bytes for an xid of 0, which the codec helper refuses to validate but encodes. */
-function rawLockRequest(lid: number, id: string, xid: number): Uint8Array {
-  return encode((w) => w.u64(lid).string(id).u64(xid));
+function rawLockRequest(lid: number | string, id: string, xid: number): Uint8Array {
+  return encode((w) => w.string(String(lid)).string(id).u64(xid));
 }
 
 function clone(server: CachingLockServer): CachingLockServer {
@@ -42,8 +43,10 @@ function clone(server: CachingLockServer): CachingLockServer {
 }
 
 t.test('request codec round-trips and rejects bad values', async (t) => {
-  const bytes = encodeCacheLockRequest({ lid: 2 ** 40, id: '127.0.0.1:4000', xid: 9 });
-  t.same(decodeCacheLockRequest(bytes), { ok: true, value: { lid: 2 ** 40, id: '127.0.0.1:4000', xid: 9 } });
+  const bytes = encodeCacheLockRequest({ lid: 'zámek/訂單', id: '127.0.0.1:4000', xid: 9 });
+  t.same(decodeCacheLockRequest(bytes), { ok: true, value: { lid: 'zámek/訂單', id: '127.0.0.1:4000', xid: 9 } }, 'non-ASCII names round-trip');
+  t.equal(decodeCacheLockRequest(rawLockRequest('', 'a', 1)).ok, false, 'empty name');
+  t.equal(decodeCacheLockRequest(rawLockRequest('é'.repeat(129), 'a', 1)).ok, false, 'a name over 256 bytes');
   t.equal(decodeCacheLockRequest(rawLockRequest(1, 'a', 0)).ok, false, 'xid 0');
   t.equal(decodeCacheLockRequest(rawLockRequest(1, '', 1)).ok, false, 'empty id');
   t.equal(decodeCacheLockRequest(bytes.subarray(0, bytes.length - 1)).ok, false, 'truncated');
@@ -54,25 +57,31 @@ t.test('request codec round-trips and rejects bad values', async (t) => {
 t.test('acquire grants a free lock, queues others with RETRY, and the table owes a revoke', async (t) => {
   const s = new CachingLockServer();
   t.equal(acquire(s, 1, 'a', 3), OK);
-  t.same(s.holderOf(1), { id: 'a', xid: 3 });
+  t.has(s.holderOf('1'), { id: 'a', xid: 3 });
   t.same(s.pendingNotices(), [], 'no waiter, no notice');
   t.equal(acquire(s, 1, 'b', 1), RETRY);
   t.equal(acquire(s, 1, 'c', 5), RETRY);
-  t.same(s.waitersOf(1), [{ id: 'b', xid: 1 }, { id: 'c', xid: 5 }]);
-  t.same(s.pendingNotices(), [{ kind: 'revoke', to: 'a', lid: 1, xid: 3 }]);
+  t.same(s.waitersOf('1'), [{ id: 'b', xid: 1 }, { id: 'c', xid: 5 }]);
+  t.same(s.pendingNotices(), [{ kind: 'revoke', to: 'a', lid: '1', xid: 3, token: 0 }]);
   t.equal(acquire(s, 1, 'b', 2), RETRY, 'a waiter asking again keeps its place');
-  t.same(s.waitersOf(1), [{ id: 'b', xid: 2 }, { id: 'c', xid: 5 }], '...with the new xid');
+  t.same(s.waitersOf('1'), [{ id: 'b', xid: 2 }, { id: 'c', xid: 5 }], '...with the new xid');
 
   t.equal(release(s, 1, 'b', 2), NOENT, 'only the holder releases');
   t.equal(release(s, 1, 'a', 2), NOENT, '...and only with its xid');
-  t.same(s.holderOf(1), { id: 'a', xid: 3 });
+  t.has(s.holderOf('1'), { id: 'a', xid: 3 });
+  const first = s.holderOf('1')!.token;
   t.equal(release(s, 1, 'a', 3), OK);
-  t.equal(s.holderOf(1), undefined);
-  t.same(s.pendingNotices(), [{ kind: 'retry', to: 'b', lid: 1, xid: 2 }], 'retry to the first waiter');
-
-  t.equal(acquire(s, 1, 'c', 6), OK, 'a free lock goes to whoever asks first');
-  t.same(s.waitersOf(1), [{ id: 'b', xid: 2 }]);
-  t.same(s.pendingNotices(), [{ kind: 'revoke', to: 'c', lid: 1, xid: 6 }]);
+  const handed = s.holderOf('1')!;
+  t.has(handed, { id: 'b', xid: 2, handedOff: true }, 'the release hands the lock to the first waiter (FIFO)');
+  t.ok(handed.token > first, 'with a larger fencing token');
+  t.same(s.pendingNotices(), [
+    { kind: 'grant', to: 'b', lid: '1', xid: 2, token: handed.token },
+    { kind: 'revoke', to: 'b', lid: '1', xid: 2, token: 0 },
+  ], 'b is told it holds the lock, and asked for it back (c waits)');
+  t.equal(acquire(s, 1, 'b', 2), OK, "b's waiting attempt is now answered OK (a resent acquire agrees)");
+  t.same(s.pendingNotices(), [{ kind: 'revoke', to: 'b', lid: '1', xid: 2, token: 0 }], 'that answer told b of the hand-off: no grant owed');
+  t.equal(acquire(s, 1, 'a', 7), RETRY, 'the client that released queues behind: it cannot win the lock back at once');
+  t.same(s.waitersOf('1'), [{ id: 'c', xid: 5 }, { id: 'a', xid: 7 }]);
   t.equal(stat(s, 1), 2);
   s.invariants();
 });
@@ -83,7 +92,7 @@ t.test('duplicates get the saved answer without re-executing; older xids get RPC
   t.equal(release(s, 1, 'a', 3), OK);
   const before = s.marshalState();
   t.equal(acquire(s, 1, 'a', 3), OK, 'a duplicate acquire is answered OK again');
-  t.equal(s.holderOf(1), undefined, '...and does not grant the lock again');
+  t.equal(s.holderOf('1'), undefined, '...and does not grant the lock again');
   t.equal(release(s, 1, 'a', 3), OK, 'a duplicate release is answered OK again');
   t.equal(acquire(s, 1, 'a', 2), RPCERR, 'an older acquire is stale');
   t.equal(release(s, 1, 'a', 1), RPCERR, 'an older release is stale');
@@ -92,10 +101,10 @@ t.test('duplicates get the saved answer without re-executing; older xids get RPC
   t.equal(acquire(s, 1, 'b', 1), OK);
   t.equal(acquire(s, 1, 'a', 4), RETRY);
   t.equal(release(s, 1, 'b', 1), OK);
-  t.equal(acquire(s, 1, 'a', 4), RETRY, 'a duplicate RETRY stays RETRY although the lock is free now');
-  t.equal(s.holderOf(1), undefined);
-  t.equal(acquire(s, 1, 'a', 5), OK, 'the next attempt gets it');
-  t.same(s.waitersOf(1), []);
+  t.has(s.holderOf('1'), { id: 'a', xid: 4 }, 'handed to the waiter');
+  t.equal(acquire(s, 1, 'a', 4), OK, 'a duplicate of the waiting attempt now gets the hand-off answer');
+  t.equal(acquire(s, 1, 'a', 5), OK, 'a newer attempt of the holder keeps it');
+  t.same(s.waitersOf('1'), []);
   s.invariants();
 });
 
@@ -104,8 +113,8 @@ t.test('a holder asking again under a newer xid keeps the lock under that xid', 
   t.equal(acquire(s, 1, 'a', 1), OK);
   t.equal(acquire(s, 1, 'b', 1), RETRY);
   t.equal(acquire(s, 1, 'a', 2), OK);
-  t.same(s.holderOf(1), { id: 'a', xid: 2 });
-  t.same(s.pendingNotices(), [{ kind: 'revoke', to: 'a', lid: 1, xid: 2 }]);
+  t.has(s.holderOf('1'), { id: 'a', xid: 2 });
+  t.same(s.pendingNotices(), [{ kind: 'revoke', to: 'a', lid: '1', xid: 2, token: 0 }]);
   t.equal(release(s, 1, 'a', 1), NOENT, 'the old hold is gone');
   t.equal(release(s, 1, 'a', 2), OK);
   s.invariants();
@@ -118,7 +127,7 @@ t.test('malformed requests and unknown procedures answer RPCERR without effect',
   t.equal(s.execute(CacheProc.ACQUIRE, rawLockRequest(1, 'a', 0)).status, RPCERR, 'xid 0');
   t.equal(s.execute(CacheProc.RELEASE, new Uint8Array(0)).status, RPCERR);
   t.equal(s.execute(CacheProc.STAT, new Uint8Array(0)).status, RPCERR);
-  t.equal(s.execute(0x9999, encodeCacheLockRequest({ lid: 1, id: 'a', xid: 1 })).status, RPCERR);
+  t.equal(s.execute(0x9999, encodeCacheLockRequest({ lid: '1', id: 'a', xid: 1 })).status, RPCERR);
   t.same(s.marshalState(), before);
   t.ok(decodeI32Reply(s.execute(0x9999, new Uint8Array(0)).reply).ok, 'the reply still decodes');
 });
@@ -139,7 +148,7 @@ t.test('bounds answer IOERR deterministically and without effect', async (t) => 
     t.equal(acquire(s, 1, 'a', 1), OK);
     t.equal(acquire(s, 1, 'b', 1), RETRY);
     t.equal(acquire(s, 1, 'c', 1), IOERR);
-    t.same(s.waitersOf(1), [{ id: 'b', xid: 1 }]);
+    t.same(s.waitersOf('1'), [{ id: 'b', xid: 1 }]);
     s.invariants();
   });
   t.test('maxClients evicts an idle client, else refuses', async (t) => {
@@ -161,7 +170,7 @@ t.test('bounds answer IOERR deterministically and without effect', async (t) => 
     t.equal(acquire(s, 3, 'a', 4), OK, 'the record of lock 1 is forgotten');
     t.equal(acquire(s, 1, 'a', 1), RPCERR, 'a late duplicate for the forgotten record is stale');
     t.equal(release(s, 1, 'a', 1), RPCERR);
-    t.equal(s.holderOf(1), undefined);
+    t.equal(s.holderOf('1'), undefined);
     s.invariants();
   });
   t.test('refusals for want of room put the table under pressure: every holder is revoked', async (t) => {
@@ -172,8 +181,8 @@ t.test('bounds answer IOERR deterministically and without effect', async (t) => 
     t.equal(acquire(s, 3, 'c', 1), IOERR, 'no busy-lock slot');
     t.ok(s.isUnderPressure);
     t.same(s.pendingNotices(), [
-      { kind: 'revoke', to: 'a', lid: 1, xid: 1 },
-      { kind: 'revoke', to: 'b', lid: 2, xid: 1 },
+      { kind: 'revoke', to: 'a', lid: '1', xid: 1, token: 0 },
+      { kind: 'revoke', to: 'b', lid: '2', xid: 1, token: 0 },
     ]);
     t.same(clone(s).pendingNotices(), s.pendingNotices(), 'pressure survives state transfer');
     t.equal(release(s, 1, 'a', 1), OK);
@@ -185,8 +194,8 @@ t.test('bounds answer IOERR deterministically and without effect', async (t) => 
     t.equal(acquire(s, 3, 'e', 1), IOERR, 'b, c and d all hold or wait: no client slot');
     t.ok(s.isUnderPressure);
     t.same(s.pendingNotices(), [
-      { kind: 'revoke', to: 'b', lid: 2, xid: 1 },
-      { kind: 'revoke', to: 'c', lid: 3, xid: 2 },
+      { kind: 'revoke', to: 'b', lid: '2', xid: 1, token: 0 },
+      { kind: 'revoke', to: 'c', lid: '3', xid: 2, token: 0 },
     ]);
     s.invariants();
   });
@@ -224,20 +233,28 @@ t.test('marshalled state records the limits and refuses other limits and junk', 
 
 /** The protocol's rules, written as plainly as possible (no bounds, so nothing is ever evicted). */
 class ServerModel {
-  readonly locks = new Map<number, { holder: { id: string; xid: number } | undefined; waiters: Array<{ id: string; xid: number }> }>();
+  readonly locks = new Map<
+    string,
+    { holder: { id: string; xid: number; token: number; sinceMs: number; handedOff: boolean } | undefined; waiters: Array<{ id: string; xid: number }> }
+  >();
   readonly records = new Map<string, { aX: number; aS: number; rX: number; rS: number }>();
+  nextToken = 1;
 
-  acquire(lid: number, id: string, xid: number): number {
+  acquire(lid: string, id: string, xid: number): number {
     if (xid < 1) return RPCERR;
     const record = this.records.get(`${id}/${lid}`);
-    if (record && xid === record.aX) return record.aS;
+    if (record && xid === record.aX) {
+      const held = this.locks.get(lid)?.holder;
+      if (held?.id === id && held.xid === xid) held.handedOff = false; // the answer tells it of the hand-off
+      return record.aS;
+    }
     if (record && xid < record.aX) return RPCERR;
     let lock = this.locks.get(lid);
     if (!lock) this.locks.set(lid, (lock = { holder: undefined, waiters: [] }));
     let status: number;
     if (!lock.holder || lock.holder.id === id) {
       lock.waiters = lock.waiters.filter((w) => w.id !== id);
-      lock.holder = { id, xid };
+      lock.holder = { id, xid, token: this.nextToken++, sinceMs: 0, handedOff: false };
       status = OK;
     } else {
       const waiter = lock.waiters.find((w) => w.id === id);
@@ -252,7 +269,7 @@ class ServerModel {
     return status;
   }
 
-  release(lid: number, id: string, xid: number): number {
+  release(lid: string, id: string, xid: number): number {
     if (xid < 1) return RPCERR;
     const record = this.records.get(`${id}/${lid}`);
     if (!record) return NOENT;
@@ -262,6 +279,12 @@ class ServerModel {
     let status: number = NOENT;
     if (lock?.holder?.id === id && lock.holder.xid === xid) {
       lock.holder = undefined;
+      // FIFO hand-off: the first waiter gets it in the same request; its waiting attempt is now OK.
+      const first = lock.waiters.shift();
+      if (first !== undefined) {
+        lock.holder = { id: first.id, xid: first.xid, token: this.nextToken++, sinceMs: 0, handedOff: true };
+        this.records.get(`${first.id}/${lid}`)!.aS = OK;
+      }
       status = OK;
     }
     record.rX = xid;
@@ -271,26 +294,27 @@ class ServerModel {
 
   notices(): Notice[] {
     const out: Notice[] = [];
-    for (const lid of [...this.locks.keys()].sort((a, b) => a - b)) {
+    for (const lid of [...this.locks.keys()].sort()) {
       const lock = this.locks.get(lid)!;
       const first = lock.waiters[0];
+      if (lock.holder?.handedOff) out.push({ kind: 'grant', to: lock.holder.id, lid, xid: lock.holder.xid, token: lock.holder.token });
       if (first === undefined) continue;
-      out.push(lock.holder ? { kind: 'revoke', to: lock.holder.id, lid, xid: lock.holder.xid } : { kind: 'retry', to: first.id, lid, xid: first.xid });
+      out.push(lock.holder ? { kind: 'revoke', to: lock.holder.id, lid, xid: lock.holder.xid, token: 0 } : { kind: 'retry', to: first.id, lid, xid: first.xid, token: 0 });
     }
     return out;
   }
 }
 
 type Op =
-  | { readonly type: 'acquire' | 'release'; readonly lid: number; readonly id: string; readonly xid: number }
+  | { readonly type: 'acquire' | 'release'; readonly lid: string; readonly id: string; readonly xid: number }
   | { readonly type: 'replay' }
   | { readonly type: 'roundtrip' }
   | { readonly type: 'junk'; readonly proc: number; readonly bytes: Uint8Array };
 
 const IDS = ['a', 'b', 'c'];
-const LIDS = [1, 2, 3];
+const LIDS = ['1', '2', '3'];
 
-function opArbitrary(ids: readonly string[], lids: readonly number[], xidMax: number): fc.Arbitrary<Op> {
+function opArbitrary(ids: readonly string[], lids: readonly string[], xidMax: number): fc.Arbitrary<Op> {
   const request = fc.record({
     type: fc.constantFrom<'acquire' | 'release'>('acquire', 'release'),
     lid: fc.constantFrom(...lids),
@@ -387,7 +411,7 @@ const TINY: CachingLockServerLimits = { maxLocks: 2, maxIdleLocks: 1, maxWaiters
 
 t.test('with tiny bounds: invariants, duplicates, fresh xids never stale, round-trips behave identically', async (t) => {
   const ids = ['a', 'b', 'c', 'd'];
-  const lids = [1, 2, 3, 4];
+  const lids = ['1', '2', '3', '4'];
   fc.assert(
     fc.property(
       fc.array(fc.record({ type: fc.constantFrom<'acquire' | 'release'>('acquire', 'release'), lid: fc.constantFrom(...lids), id: fc.constantFrom(...ids), fresh: fc.boolean() }), { minLength: 20, maxLength: 100 }),
@@ -484,4 +508,46 @@ t.test('corrupted and truncated states are refused or decode to a valid table, n
     { numRuns: 3000 },
   );
   t.pass('ok');
+});
+
+t.test('fencing tokens increase per lock across grants, hand-offs and state transfer; tryacquire never queues', async (t) => {
+  let s = new CachingLockServer();
+  const tokens: number[] = [];
+  const grant = (id: string, xid: number): void => {
+    const result = s.execute(CacheProc.ACQUIRE, encodeCacheLockRequest({ lid: 'orders', id, xid }));
+    t.equal(result.status, OK);
+    const token = decodeTokenReply(result.reply);
+    t.ok(token.ok);
+    if (token.ok) tokens.push(token.value);
+  };
+  grant('a', 1);
+  t.equal(s.execute(CacheProc.TRY_ACQUIRE, encodeCacheLockRequest({ lid: 'orders', id: 'b', xid: 1 })).status, RETRY, 'taken: a try is refused');
+  t.same(s.waitersOf('orders'), [], '...and not queued');
+  t.equal(s.execute(CacheProc.ACQUIRE, encodeCacheLockRequest({ lid: 'orders', id: 'b', xid: 2 })).status, RETRY);
+  t.equal(release(s, 'orders', 'a', 1), OK);
+  tokens.push(s.holderOf('orders')!.token); // handed to b
+  s = clone(s); // a state transfer (a new primary, a restarted replica) keeps the counter
+  t.equal(release(s, 'orders', 'b', 2), OK);
+  const tryResult = s.execute(CacheProc.TRY_ACQUIRE, encodeCacheLockRequest({ lid: 'orders', id: 'c', xid: 1 }));
+  t.equal(tryResult.status, OK, 'free: a try gets it');
+  const tryToken = decodeTokenReply(tryResult.reply);
+  if (tryToken.ok) tokens.push(tryToken.value);
+  t.equal(release(s, 'orders', 'c', 1), OK);
+  grant('a', 3);
+  t.equal(tokens.length, 4);
+  for (let i = 1; i < tokens.length; i++) t.ok(tokens[i]! > tokens[i - 1]!, `token ${i} (${tokens[i]}) > token ${i - 1} (${tokens[i - 1]})`);
+  s.invariants();
+});
+
+t.test('lock names: any UTF-8 string of 1–256 bytes; anything else is refused without effect', async (t) => {
+  const s = new CachingLockServer();
+  t.equal(acquire(s, 'zámek/訂單 🔒', 'a', 1), OK);
+  t.has(s.holderOf('zámek/訂單 🔒'), { id: 'a', xid: 1 });
+  t.equal(acquire(s, 'x'.repeat(256), 'a', 2), OK, '256 bytes is fine');
+  const before = s.marshalState();
+  t.equal(s.execute(CacheProc.ACQUIRE, rawLockRequest('x'.repeat(257), 'a', 3)).status, RPCERR, '257 bytes');
+  t.equal(s.execute(CacheProc.ACQUIRE, rawLockRequest('', 'a', 3)).status, RPCERR, 'empty');
+  t.equal(s.execute(CacheProc.TRY_ACQUIRE, new Uint8Array([0, 0, 0, 9, 1])).status, RPCERR, 'truncated');
+  t.same(s.marshalState(), before, 'no effect');
+  t.same(clone(s).marshalState(), before, 'non-ASCII names survive state transfer');
 });

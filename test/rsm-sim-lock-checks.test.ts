@@ -77,14 +77,14 @@ t.test('LockChecker: a double hold, a release by a non-holder, replicas that dis
   const a = new CachingLockServer();
   const b = new CachingLockServer();
   const acquire = (server: CachingLockServer, id: string): void =>
-    void server.execute(CacheProc.ACQUIRE, encodeCacheLockRequest({ lid: 1, id, xid: 1 }));
+    void server.execute(CacheProc.ACQUIRE, encodeCacheLockRequest({ lid: '1', id, xid: 1 }));
   acquire(a, 'lc1:cb');
   acquire(b, 'lc2:cb');
   const fresh = new LockChecker(() => 9, [1]);
   fresh.replicaAt('3772#1', { vid: 2, seqno: 1 }, a, 'executed');
   fresh.replicaAt('3774#1', { vid: 2, seqno: 1 }, b, 'executed');
   t.equal(fresh.violations.length, 1);
-  t.match(fresh.violations[0], /3774#1 executed: at 2\.1 its holders are \[1:lc2:cb#1\], another replica's were \[1:lc1:cb#1\]/);
+  t.match(fresh.violations[0], /3774#1 executed: at 2\.1 its holders are \[1:lc2:cb#1@1\], another replica's were \[1:lc1:cb#1@1\]/);
   // The cache check: a client caching a lock the serving primary gives to someone else.
   const cache = new LockChecker(() => 9, [1]);
   cache.step({ id: '3772', vid: 2, last: { vid: 2, seqno: 1 }, server: a }, [{ id: 'lc2:cb', cacheStateOf: () => 'free' }]);
@@ -187,4 +187,18 @@ t.test('LOCK_HISTORY_DIR: one valid JSONL history per seed, unknowns retired, no
   const program = rsmSim(['--workload', 'lock', '--seeds', '2', '--first-seed', '20'], { LOCK_HISTORY_DIR: dir });
   t.equal(program.status, 0, program.stderr);
   for (const seed of [20, 21]) t.match(readFileSync(lockHistoryPath(dir, seed), 'utf8'), /"op":"acquire"/, `rsm_sim wrote seed ${seed}'s history`);
+});
+
+t.test('LockChecker: fencing tokens must increase across clients; an equal token only on a cached re-grant', async (t) => {
+  const checker = new LockChecker(() => 0, [1]);
+  checker.acquired(1, 'lc1/w0', 'lc1:cb', 5);
+  checker.releasing(1, 'lc1/w0');
+  checker.acquired(1, 'lc1/w1', 'lc1:cb', 5); // a local re-grant from the cache
+  checker.releasing(1, 'lc1/w1');
+  t.same(checker.violations, []);
+  checker.acquired(1, 'lc2/w0', 'lc2:cb', 5);
+  t.match(checker.violations[0], /fencing: lc2\/w0 on lc2:cb got lock 1 with token 5 after token 5 on lc1:cb/);
+  checker.releasing(1, 'lc2/w0');
+  checker.acquired(1, 'lc3/w0', 'lc3:cb', 4);
+  t.match(checker.violations[1], /token 4 after token 5/);
 });

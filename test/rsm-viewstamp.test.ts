@@ -120,7 +120,7 @@ t.test('replica records and invoke replies round-trip, and bad bytes are refused
     syncedVid: u32,
     state: bytes,
     lastRequest: request,
-    pending: fc.option(fc.record({ vs: fc.record({ vid: u32, seqno: u32 }), proc: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), request: bytes }), { nil: undefined }),
+    pending: fc.option(fc.record({ vs: fc.record({ vid: u32, seqno: u32 }), proc: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), request: bytes, timeMs: fc.nat() }), { nil: undefined }),
   });
   fc.assert(
     fc.property(record, (r) => {

@@ -444,7 +444,7 @@ export function cachingClientFactory(server: string, env: CachingClientEnv): Tes
     const mismatch = new Promise<never>((_, reject) => (reportMismatch = reject));
     mismatch.catch(() => {}); // observed through the races below
     const direct = directConnection(rpc, server, env.connection);
-    const watch = async (exchange: Promise<number>): Promise<number> => {
+    const watch = async <T>(exchange: Promise<T>): Promise<T> => {
       try {
         return await exchange;
       } catch (error) {
@@ -454,15 +454,16 @@ export function cachingClientFactory(server: string, env: CachingClientEnv): Tes
       }
     };
     const connection: LockServerConnection = {
-      acquire: (lid, id, xid) => watch(direct.acquire(lid, id, xid)),
+      acquire: (lid, id, xid, tryOnly) => watch(direct.acquire(lid, id, xid, tryOnly)),
       release: (lid, id, xid) => watch(direct.release(lid, id, xid)),
       close: () => direct.close(),
     };
     const client = new CachingLockClient({ ...env.clientOptions, rpc, clock: env.clock, server: connection, ownedEndpoints: [rpc] });
     return {
       // The race subscribes to the acquire too, so its later rejection (at close) is handled.
-      acquire: (lid) => Promise.race([client.acquire(lid), mismatch]),
-      release: (lid) => client.release(lid),
+      // The classic numeric ids are lock names in decimal.
+      acquire: async (lid) => void (await Promise.race([client.acquire(String(lid)), mismatch])),
+      release: (lid) => client.release(String(lid)),
       close: () => client.close(),
     };
   };
@@ -555,8 +556,9 @@ export function rsmCachingClientFactory(server: string, env: RsmCachingClientEnv
       ownedEndpoints: [rpc],
     });
     return {
-      acquire: (lid) => client.acquire(lid),
-      release: (lid) => client.release(lid),
+      // The classic numeric ids are lock names in decimal.
+      acquire: async (lid) => void (await client.acquire(String(lid))),
+      release: (lid) => client.release(String(lid)),
       close: () => client.close(),
     };
   };

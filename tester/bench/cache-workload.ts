@@ -120,7 +120,11 @@ async function setUp(kind: ClientKind, options: CacheWorkloadOptions, counter: S
   try {
     for (let i = 0; i < options.clients; i++) {
       const client = await CachingLockClient.open({ network, clock: realClock, random: random.fork(), server: server.address });
-      clients.push({ acquire: (lid) => client.acquire(lid, timeout), release: (lid) => client.release(lid), close: () => client.close() });
+      clients.push({
+        acquire: async (lid) => void (await client.acquire(String(lid), timeout)),
+        release: (lid) => client.release(String(lid)),
+        close: () => client.close(),
+      });
     }
   } catch (error) {
     await Promise.all(clients.map((client) => client.close()));

@@ -7,17 +7,19 @@
  *   (a) cache-workload.ts   server acquires with basic versus caching clients (the caching lab's workload)
  *   (b) rsm-bench.ts        acquire+release throughput and p50/p99 latency through 3 replicas, 1/8/32 clients
  *   (c) rsm-bench.ts        fail-over after SIGKILL of the primary and of a backup (20 trials: median, p90)
+ *   (d) handoff-bench.ts    fair hand-off of one contended lock name: hand-offs/s and replicated requests per hand-off
  */
 import { UsageError, parseCommandLine, parseCount, runMain, type CommandSpec } from '../../lib/cli.js';
 import { DEFAULT_CACHE_WORKLOAD, cacheWorkloadBenchmark, type CacheWorkloadOptions } from './cache-workload.js';
 import { BenchReport, type Benchmark } from './framework.js';
+import { DEFAULT_HANDOFF_BENCH, handoffBenchmark, type HandoffBenchOptions } from './handoff-bench.js';
 import { DEFAULT_RSM_BENCH, failoverBenchmark, rsmThroughputBenchmark, type RsmBenchOptions } from './rsm-bench.js';
 
 /** Options every benchmark receives; each reads what concerns it. */
-type BenchOptions = CacheWorkloadOptions & RsmBenchOptions;
+type BenchOptions = CacheWorkloadOptions & RsmBenchOptions & HandoffBenchOptions;
 
 /** The benchmarks, in the order they run. */
-const benchmarks: ReadonlyArray<Benchmark<BenchOptions>> = [cacheWorkloadBenchmark, rsmThroughputBenchmark, failoverBenchmark];
+const benchmarks: ReadonlyArray<Benchmark<BenchOptions>> = [cacheWorkloadBenchmark, rsmThroughputBenchmark, failoverBenchmark, handoffBenchmark];
 
 const spec: CommandSpec = {
   name: 'bench',
@@ -36,7 +38,7 @@ Options:
   --clients N     (a) lock clients, each with its own locks (default ${DEFAULT_CACHE_WORKLOAD.clients})
   --locks N       (a) locks per client (default ${DEFAULT_CACHE_WORKLOAD.locks})
   --rounds N      (a) rounds of acquiring and releasing every lock (default ${DEFAULT_CACHE_WORKLOAD.rounds})
-  --duration-ms MS  (b) measured time per concurrency level (default ${DEFAULT_RSM_BENCH.durationMs})
+  --duration-ms MS  (b, d) measured time per concurrency level (default ${DEFAULT_RSM_BENCH.durationMs})
   --trials N      (c) fail-over trials, each on a fresh cluster (default ${DEFAULT_RSM_BENCH.trials})
 
 The default run takes about a minute; --only a, --duration-ms 1000 and --trials 1 shorten it.`,
@@ -67,6 +69,7 @@ runMain(spec, async () => {
     locks: positive(values['locks'], '--locks', DEFAULT_CACHE_WORKLOAD.locks, 10_000),
     rounds: positive(values['rounds'], '--rounds', DEFAULT_CACHE_WORKLOAD.rounds, 10_000),
     ...DEFAULT_RSM_BENCH,
+    ...DEFAULT_HANDOFF_BENCH,
     durationMs: positive(values['duration-ms'], '--duration-ms', DEFAULT_RSM_BENCH.durationMs, 600_000),
     trials: positive(values['trials'], '--trials', DEFAULT_RSM_BENCH.trials, 100),
   };

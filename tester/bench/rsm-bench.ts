@@ -91,7 +91,7 @@ class RawLockClient {
   /** One acquire+release; resolves whether both were answered OK. `onAcquired` gets the time the acquire returned. */
   async operation(onAcquired?: (acquireIssuedAt: number, at: number) => void): Promise<boolean> {
     const xid = ++this.xid;
-    const request = encodeCacheLockRequest({ lid: this.lid, id: this.id, xid });
+    const request = encodeCacheLockRequest({ lid: String(this.lid), id: this.id, xid });
     const issued = performance.now();
     const acquired = await this.rsm.invoke(CacheProc.ACQUIRE, request, { timeoutMs: REQUEST_TIMEOUT_MS }).catch(() => undefined);
     if (acquired?.status !== LockStatus.OK) return false;
@@ -107,7 +107,7 @@ class RawLockClient {
 }
 
 /** A fresh 3-replica cluster on free random ports in a temporary directory; always cleaned up. */
-async function withCluster<T>(body: (cluster: LocalCluster) => Promise<T>): Promise<T> {
+export async function withCluster<T>(body: (cluster: LocalCluster) => Promise<T>): Promise<T> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'viewstamp-bench-'));
   let base: number | undefined;
   const random = osRandom();

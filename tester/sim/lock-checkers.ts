@@ -14,6 +14,13 @@
  *    it caches. So a client whose cache says a lock is `free` or `locked` must be that lock's holder
  *    in the primary's table; and an owner that holds a lock at the API must be on a client whose
  *    cache says `locked`.
+ * 4. Fencing tokens increase: at the API, a grant to another client than the last grant of the
+ *    lock carries a strictly larger token (a local re-grant from the cache carries the token of
+ *    the client's hold, so an equal token is legal only on the same client); in the replicas,
+ *    a lock's holder at a later viewstamp of the same view never has a smaller token than its
+ *    holder at an earlier one (same grant: same token; a later grant: a larger one), checked at
+ *    every replica step. (Across views a replica's unanswered requests may be dropped with it, so
+ *    the cross-view guarantee is the API one: tokens clients were given.)
  */
 import type { CacheState } from '../../lockserver/cache-client-core.js';
 import type { CachingLockServer } from '../../lockserver/cache-server.js';
@@ -23,7 +30,7 @@ import { describeViewstamp, type Viewstamp } from '../../rsm/protocol.js';
 export interface CheckedLockClient {
   /** The client id at the server (its callback address). */
   readonly id: string;
-  cacheStateOf(lid: number): CacheState;
+  cacheStateOf(lid: string): CacheState;
 }
 
 export interface PrimaryView {
@@ -44,6 +51,10 @@ export class LockChecker {
   private readonly held = new Map<number, { owner: string; client: string }>();
   /** viewstamp → the holders of every workload lock, as one string. */
   private readonly holdersAt = new Map<string, string>();
+  /** lid → the last API grant's token and client. */
+  private readonly lastGrant = new Map<number, { token: number; client: string }>();
+  /** lid → (viewstamp, holder token) seen in replicas, for check 4. */
+  private readonly tokensAt = new Map<number, Array<{ vs: Viewstamp; token: number }>>();
 
   constructor(
     private readonly now: () => number,
@@ -60,8 +71,15 @@ export class LockChecker {
   }
 
   /** `owner` (a caller of lock client `client`) got `lid`: its acquire just returned OK. */
-  acquired(lid: number, owner: string, client: string): void {
+  acquired(lid: number, owner: string, client: string, token?: number): void {
     this.grants++;
+    if (token !== undefined) {
+      const last = this.lastGrant.get(lid);
+      if (last !== undefined && (token < last.token || (token === last.token && client !== last.client))) {
+        this.violation(`fencing: ${owner} on ${client} got lock ${lid} with token ${token} after token ${last.token} on ${last.client}`);
+      }
+      this.lastGrant.set(lid, { token, client });
+    }
     const other = this.held.get(lid);
     if (other !== undefined) {
       this.violation(`mutual exclusion: ${owner} acquired lock ${lid} while ${other.owner} holds it`);
@@ -84,10 +102,27 @@ export class LockChecker {
   replicaAt(who: string, vs: Viewstamp, server: CachingLockServer, what: string): void {
     const holders = this.locks
       .map((lid) => {
-        const holder = server.holderOf(lid);
-        return `${lid}:${holder === undefined ? '-' : `${holder.id}#${holder.xid}`}`;
+        const holder = server.holderOf(String(lid));
+        return `${lid}:${holder === undefined ? '-' : `${holder.id}#${holder.xid}@${holder.token}`}`;
       })
       .join(' ');
+    for (const lid of this.locks) {
+      const holder = server.holderOf(String(lid));
+      if (holder === undefined) continue;
+      const seen = this.tokensAt.get(lid) ?? [];
+      for (const earlier of seen) {
+        // Within one view the requests form one sequence (one primary stamps them). Across views
+        // a state may be dropped: requests some backups executed but the primary never answered
+        // are lost when those backups are not in the next view, so only the API check compares
+        // tokens across views (what clients were actually given).
+        const before = earlier.vs.vid === vs.vid && earlier.vs.seqno < vs.seqno;
+        if (before && holder.token < earlier.token) {
+          this.violation(`${who} ${what}: lock ${lid} at ${describeViewstamp(vs)} has token ${holder.token}, below ${earlier.token} at ${describeViewstamp(earlier.vs)}`);
+        }
+      }
+      if (seen.length < 10_000) seen.push({ vs, token: holder.token });
+      this.tokensAt.set(lid, seen);
+    }
     const key = describeViewstamp(vs);
     const existing = this.holdersAt.get(key);
     if (existing === undefined) this.holdersAt.set(key, holders);
@@ -106,16 +141,16 @@ export class LockChecker {
   step(primary: PrimaryView | undefined, clients: readonly CheckedLockClient[]): void {
     for (const [lid, { owner, client }] of this.held) {
       const holderClient = clients.find((c) => c.id === client);
-      const state = holderClient?.cacheStateOf(lid);
+      const state = holderClient?.cacheStateOf(String(lid));
       if (state !== 'locked') this.violation(`${owner} holds lock ${lid} but its client's cache says ${state ?? 'unknown client'}`);
     }
     if (primary === undefined) return;
     this.decidedSteps++;
     for (const client of clients) {
       for (const lid of this.locks) {
-        const state = client.cacheStateOf(lid);
+        const state = client.cacheStateOf(String(lid));
         if (state !== 'free' && state !== 'locked') continue;
-        const holder = primary.server.holderOf(lid);
+        const holder = primary.server.holderOf(String(lid));
         if (holder?.id !== client.id) {
           this.violation(
             `client ${client.id} caches lock ${lid} (${state}) but the primary ${primary.id} of view ${primary.vid} ` +

@@ -235,8 +235,9 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
           const timeout = impatient ? { timeoutMs: plan.acquireTimeoutMs } : {};
           opsStarted++;
           const acquire = actor.begin('acquire', lid);
+          let token: number;
           try {
-            await client.acquire(lid, timeout);
+            token = await client.acquire(String(lid), timeout);
           } catch (error) {
             const code = error instanceof LockError ? error.code : undefined;
             acquire.unknown(code ?? String(error));
@@ -251,14 +252,14 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
           acquire.ok();
           opsAcked++;
           const holder = actor.owner;
-          lockChecker.acquired(lid, holder, running.id);
+          lockChecker.acquired(lid, holder, running.id, token);
           const hold = times.int(caller.holdMsMax + 1);
           if (hold > 0) await pause(hold);
           lockChecker.releasing(lid, holder);
           opsStarted++;
           const release = actor.begin('release', lid);
           try {
-            await client.release(lid);
+            await client.release(String(lid));
           } catch (error) {
             release.unknown(error instanceof LockError ? error.code : String(error));
             opsUnknown++;
@@ -272,7 +273,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
       })();
     });
   }
-  const checkedClients = clients.map((c) => ({ id: c.id, cacheStateOf: (lid: number) => c.client.cacheStateOf(lid) }));
+  const checkedClients = clients.map((c) => ({ id: c.id, cacheStateOf: (lid: string) => c.client.cacheStateOf(String(lid)) }));
 
   /** The serving primary of the newest decided view, if there is one now. */
   const servingPrimary = (): PrimaryView | undefined => {
@@ -312,12 +313,12 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     const primary = servingPrimary();
     if (primary === undefined || primary.server.pendingNotices().length > 0) return false;
     if (!ids.every((id) => compareViewstamp(cluster.node(id)!.lastExecuted, primary.last) === 0)) return false;
-    return clients.every((c) => locks.every((lid) => ['none', 'free'].includes(c.client.cacheStateOf(lid))));
+    return clients.every((c) => locks.every((lid) => ['none', 'free'].includes(c.client.cacheStateOf(String(lid)))));
   };
   const finished = problems.length === 0 && !stop() && (await cluster.runUntil(() => step() || quiet(), params.livenessLimitMs)) && !stop();
   const livenessProblems: string[] = [];
   if (problems.length === 0 && !stop() && !finished) {
-    const caches = clients.map((c) => `${c.id}{${locks.map((lid) => `${lid}:${c.client.cacheStateOf(lid)}`).join(' ')}}`).join(' ');
+    const caches = clients.map((c) => `${c.id}{${locks.map((lid) => `${lid}:${c.client.cacheStateOf(String(lid))}`).join(' ')}}`).join(' ');
     const primary = servingPrimary();
     livenessProblems.push(
       `no quiet end within ${params.livenessLimitMs} ms of healing: ${callersDone}/${callersTotal} callers done, ` +
@@ -341,8 +342,8 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     if (states.size !== 1) problems.push(`the converged replicas disagree on their state (${states.size} different states)`);
     const primary = servingPrimary()!;
     for (const lid of locks) {
-      const holder = primary.server.holderOf(lid);
-      const caching = clients.filter((c) => c.client.cacheStateOf(lid) === 'free').map((c) => c.id);
+      const holder = primary.server.holderOf(String(lid));
+      const caching = clients.filter((c) => c.client.cacheStateOf(String(lid)) === 'free').map((c) => c.id);
       const expected = holder === undefined ? [] : [holder.id];
       if (JSON.stringify(caching) !== JSON.stringify(expected)) {
         problems.push(`at the end lock ${lid} is cached by [${caching.join(' ')}] but the table's holder is ${holder === undefined ? 'none' : holder.id}`);

@@ -1,0 +1,151 @@
+/**
+ * The application lock API (`connect`, `Lock`, tryAcquire, withLock, `await using`) against three
+ * in-process replicas of the replicated lock service on free loopback ports.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { realClock } from '../lib/clock.js';
+import { osRandom } from '../lib/random.js';
+import { RpcEndpoint } from '../lib/rpc.js';
+import { tcpNetwork } from '../lib/tcp.js';
+import { CacheProc, LockStatus } from '../lockserver/cache-protocol.js';
+import { RsmClient } from '../rsm/client.js';
+import { connect, type LockClient } from '../lockserver/locks.js';
+import { startLockReplica, type LockReplica } from '../lockserver/lock-replica.js';
+import { chooseBasePort, clusterPorts } from '../tester/cluster.js';
+import { isPortFree } from '../tester/processes.js';
+
+async function waitUntil(condition: () => boolean, limitMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + limitMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not within ${limitMs} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+t.test('the lock API against a 3-replica lock service', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lock-api-'));
+  const replicas: LockReplica[] = [];
+  const clients: LockClient[] = [];
+  t.teardown(async () => {
+    for (const client of clients) await client.close();
+    for (const replica of replicas) await replica.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  let base: number | undefined;
+  const random = osRandom();
+  for (let draw = 0; draw < 100 && base === undefined; draw++) {
+    const choice = await chooseBasePort(3, 20_000 + random.int(40_000), isPortFree);
+    if (choice.ok) base = choice.base;
+  }
+  if (base === undefined) throw new Error('no free ports');
+  const ports = clusterPorts(base, 3).map(String);
+  for (const [i, me] of ports.entries()) {
+    const replica = await startLockReplica({ master: ports[0]!, me, logDir: dir, dataDir: path.join(dir, 'data'), lossyPercent: 0 });
+    replicas.push(replica);
+    const node = replica.replica.node;
+    await waitUntil(() => node.status().members.length === i + 1 && !node.isInViewChange, 30_000, `${me} in view ${i + 1}`);
+  }
+  const members = ports.map((p) => `127.0.0.1:${p}`);
+  const a = await connect({ members });
+  const b = await connect({ members });
+  clients.push(a, b);
+
+  await t.test('acquire resolves to a Lock with a token; tryAcquire: free → Lock, held → null', async (t) => {
+    const lock = await a.acquire('orders');
+    t.equal(lock.name, 'orders');
+    t.ok(lock.token >= 1, 'a fencing token');
+    t.equal(lock.signal.aborted, false);
+    t.equal(await b.tryAcquire('orders'), null, 'held by a: null, without waiting');
+    await lock.release();
+    await t.rejects(lock.release(), { code: 'LOCK_NOT_HELD' }, 'a second release');
+    const again = await a.tryAcquire('orders');
+    t.ok(again !== null, 'cached and free: a try succeeds');
+    t.equal(again?.token, lock.token, 'a local re-grant from the cache carries the token of the hold');
+    await again?.release();
+    const taken = await b.acquire('orders', { timeoutMs: 20_000 });
+    t.ok(taken.token > lock.token, 'the next grant elsewhere has a larger token');
+    const seen = await a.inspect('orders');
+    t.same(seen.holder?.session, b.id, 'inspect: who holds it');
+    t.equal(seen.holder?.token, taken.token, '...with which token');
+    t.ok(seen.sessions >= 2, 'and how many sessions the service knows');
+    t.same(seen.waiters, []);
+    await taken.release();
+  });
+
+  await t.test('withLock releases also when fn throws; await using releases at the end of the block', async (t) => {
+    await t.rejects(
+      a.withLock('jobs', async (lock) => {
+        t.ok(lock.held);
+        throw new Error('boom');
+      }),
+      { message: 'boom' },
+    );
+    t.same(a.heldLocks, [], 'released after the throw');
+    const value = await a.withLock('jobs', (lock) => lock.token);
+    t.ok(value >= 1);
+    let inside: boolean | undefined;
+    {
+      await using lock = await a.acquire('jobs');
+      inside = lock.held;
+      t.equal(a.heldLocks.length, 1);
+    }
+    t.equal(inside, true);
+    t.same(a.heldLocks, [], 'released at the end of the block');
+  });
+
+  await t.test('names: non-ASCII round-trips; bad names fail with LOCK_BAD_NAME before anything is sent', async (t) => {
+    const name = 'zámek/訂單 🔒';
+    const lock = await a.acquire(name);
+    t.equal(lock.name, name);
+    t.equal(await b.tryAcquire(name), null, 'the same name from another client is the same lock');
+    await lock.release();
+    await t.rejects(a.acquire(''), { code: 'LOCK_BAD_NAME' });
+    await t.rejects(a.acquire('é'.repeat(129)), { code: 'LOCK_BAD_NAME' }, '258 bytes');
+    await t.rejects(a.tryAcquire(42 as unknown as string), { code: 'LOCK_BAD_NAME' });
+    const fresh = await connect({ members });
+    clients.push(fresh);
+    await t.rejects(fresh.acquire('x'.repeat(257)), { code: 'LOCK_BAD_NAME' });
+    t.equal(fresh.stats().acquireRpcs, 0, 'nothing was sent');
+  });
+
+  await t.test('malformed lock requests reaching the replicas are refused with a status; the service keeps serving', async (t) => {
+    const rpc = new RpcEndpoint(tcpNetwork().connect(), realClock, osRandom());
+    const rsm = new RsmClient({ rpc, knownMembers: [members[0]!], addressOf: (id) => (id.includes(':') ? id : `127.0.0.1:${id}`) });
+    try {
+      for (const [proc, bytes] of [
+        [CacheProc.ACQUIRE, new Uint8Array([1, 2, 3])],
+        [CacheProc.TRY_ACQUIRE, new Uint8Array([0, 0, 0, 0, 0, 0, 0, 1, 0x61])], // an empty name
+        [CacheProc.RELEASE, new Uint8Array(0)],
+        [0x7fff, new Uint8Array([9])],
+      ] as const) {
+        const answer = await rsm.invoke(proc, bytes, { timeoutMs: 20_000 });
+        t.equal(answer.status, LockStatus.RPCERR, `proc 0x${proc.toString(16)} refused`);
+      }
+    } finally {
+      rsm.close();
+      await rpc.close();
+    }
+    const lock = await a.acquire('after-junk', { timeoutMs: 20_000 });
+    t.ok(lock.token >= 1, 'and still grants locks');
+    await lock.release();
+  });
+
+  await t.test('bad connect options and a lock lost at close', async (t) => {
+    await t.rejects(connect({ members: [] }), { code: 'LOCK_BAD_OPTION' });
+    await t.rejects(connect({ members, acquireTimeoutMs: -1 }), { code: 'LOCK_BAD_OPTION' });
+    const c = await connect({ members });
+    const lock = await c.acquire('lost-at-close');
+    const lost: string[] = [];
+    c.on('lost', (l: { name: string }) => lost.push(l.name));
+    await c.close();
+    t.equal(lock.signal.aborted, true);
+    t.match(lock.signal.reason, { code: 'LOCK_LOST' });
+    t.same(lost, ['lost-at-close']);
+    const next = await a.acquire('lost-at-close', { timeoutMs: 20_000 });
+    t.ok(next.token > lock.token, 'close gave the lock back');
+    await next.release();
+  });
+});

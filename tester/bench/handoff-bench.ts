@@ -1,0 +1,156 @@
+/**
+ * Benchmark (d): fair hand-off of one contended lock. N `LockClient`s (lockserver/locks.ts) on
+ * one name, each looping acquire → release as fast as it can, against three real
+ * `lock_server MASTER ME` processes (like `npm start`). A *hand-off* is a grant to a different
+ * client than the previous grant. Printed: hand-offs per second, replicated requests per hand-off
+ * (from the primary's executed viewstamps before and after), grants served from a client's cache
+ * in between, and the replicas' CPU time per hand-off (from /proc). The baseline is 2 clients.
+ */
+import fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { connect, type LockClient } from '../../lockserver/locks.js';
+import type { LocalCluster } from '../cluster.js';
+import type { Benchmark, BenchReport } from './framework.js';
+import { withCluster } from './rsm-bench.js';
+
+export interface HandoffBenchOptions {
+  /** Client counts; the first is the baseline. */
+  readonly handoffClients: readonly number[];
+  /** Measured time per level. */
+  readonly durationMs: number;
+}
+
+const LOCK_NAME = 'handoff';
+/** Bound on one acquire: a stuck hand-off fails the level instead of hanging. */
+const ACQUIRE_TIMEOUT_MS = 30_000;
+
+interface HandoffResult {
+  readonly clients: number;
+  readonly handoffs: number;
+  readonly grants: number;
+  readonly requests: number | undefined;
+  readonly cpuMs: number | undefined;
+  readonly elapsedMs: number;
+  readonly errors: number;
+}
+
+/** CPU time (user + system, ms) of a process, or undefined where /proc is not available. */
+function cpuMsOf(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // clock ticks of 10 ms
+  } catch {
+    return undefined;
+  }
+}
+
+/** Total executed requests (seqno of the primary's last viewstamp) and the view, or undefined. */
+async function executedOf(cluster: LocalCluster): Promise<{ vid: string; seqno: number } | undefined> {
+  const status = await cluster.status();
+  const vs = status.find((s) => s.state === 'up' && s.lastViewstamp !== undefined)?.lastViewstamp;
+  if (vs === undefined) return undefined;
+  const [vid, seqno] = vs.split('.');
+  return { vid: vid!, seqno: Number(seqno) };
+}
+
+async function runLevel(cluster: LocalCluster, clients: number, durationMs: number, level: number): Promise<HandoffResult> {
+  const members = cluster.replicas.map((r) => `127.0.0.1:${r.port}`);
+  const locks: LockClient[] = [];
+  for (let i = 0; i < clients; i++) locks.push(await connect({ members }));
+  const name = `${LOCK_NAME}-${level}`;
+  let last = -1;
+  let handoffs = 0;
+  let grants = 0;
+  let errors = 0;
+  let stop = false;
+  const cpu = (): number | undefined => {
+    const each = cluster.replicas.map((r) => cpuMsOf(r.process?.pid));
+    return each.every((v) => v !== undefined) ? each.reduce((a, b) => a! + b!, 0) : undefined;
+  };
+  // Warm-up: every client once, so sessions of the RSM client and callback endpoints exist.
+  for (const client of locks) await client.withLock(name, () => undefined, { timeoutMs: ACQUIRE_TIMEOUT_MS });
+  const before = await executedOf(cluster);
+  const cpuBefore = cpu();
+  const started = performance.now();
+  const workers = locks.map(async (client, index) => {
+    while (!stop) {
+      try {
+        const lock = await client.acquire(name, { timeoutMs: ACQUIRE_TIMEOUT_MS });
+        grants++;
+        if (last !== index) handoffs++;
+        last = index;
+        await lock.release();
+        // A cached lock is re-granted without any I/O: without this turn of the event loop the
+        // loop would run in microtasks only and starve the revoke that takes the lock away.
+        await new Promise((resolve) => setImmediate(resolve));
+      } catch {
+        errors++;
+        if (stop) return;
+      }
+    }
+  });
+  await new Promise((resolve) => setTimeout(resolve, durationMs));
+  stop = true;
+  await Promise.all(workers);
+  const elapsedMs = performance.now() - started;
+  const after = await executedOf(cluster);
+  const cpuAfter = cpu();
+  await Promise.all(locks.map((client) => client.close()));
+  const requests = before !== undefined && after !== undefined && before.vid === after.vid ? after.seqno - before.seqno : undefined;
+  const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
+  return { clients, handoffs, grants, requests, cpuMs, elapsedMs, errors };
+}
+
+export const DEFAULT_HANDOFF_BENCH: HandoffBenchOptions = { handoffClients: [2, 8], durationMs: 4_000 };
+
+export const handoffBenchmark: Benchmark<HandoffBenchOptions> = {
+  id: 'd',
+  title: 'fair hand-off: N clients contending one lock name through 3 replicas (2 and 8 clients)',
+  async run(report: BenchReport, options: HandoffBenchOptions): Promise<void> {
+    report.note('3 lock_server MASTER ME processes on 127.0.0.1; LockClients (connect) in this process, one name.');
+    report.note('Each client loops acquire → release; a hand-off is a grant to another client than the last one.');
+    report.note(`${options.durationMs} ms measured per level; replicated requests = growth of the primary's seqno.`);
+    const results = await withCluster(async (cluster) => {
+      const out: HandoffResult[] = [];
+      for (const [level, clients] of options.handoffClients.entries()) out.push(await runLevel(cluster, clients, options.durationMs, level));
+      return out;
+    });
+    const label = (r: HandoffResult): string => `${r.clients} clients`;
+    report.compare({
+      what: 'hand-offs per second',
+      unit: 'hand-offs/s',
+      decimals: 1,
+      words: ['lower', 'higher'],
+      rows: results.map((r, i) => ({
+        label: label(r),
+        value: (r.handoffs / r.elapsedMs) * 1000,
+        baseline: i === 0,
+        note: `${r.handoffs} hand-offs, ${r.grants - r.handoffs} cached re-grants${r.errors > 0 ? `, ${r.errors} failed acquires` : ''}`,
+      })),
+    });
+    report.compare({
+      what: 'replicated requests per hand-off',
+      unit: 'requests',
+      decimals: 2,
+      words: ['fewer', 'more'],
+      rows: results.map((r, i) => ({
+        label: label(r),
+        value: r.requests === undefined || r.handoffs === 0 ? undefined : r.requests / r.handoffs,
+        baseline: i === 0,
+        note: r.requests === undefined ? 'unknown (a view change during the level)' : `${r.requests} requests`,
+      })),
+    });
+    report.compare({
+      what: 'replica CPU time per hand-off (3 replicas together)',
+      unit: 'ms',
+      decimals: 2,
+      words: ['less', 'more'],
+      rows: results.map((r, i) => ({
+        label: label(r),
+        value: r.cpuMs === undefined || r.handoffs === 0 ? undefined : r.cpuMs / r.handoffs,
+        baseline: i === 0,
+      })),
+    });
+  },
+};
