@@ -6,7 +6,7 @@
  * | proc    | id     | args                                              | statuses                     | result |
  * |---------|--------|---------------------------------------------------|------------------------------|--------|
  * | lock    | 0xa001 | clerk: u64, seq: u64, name: string                | OK, UNAVAILABLE, BAD_NAME, STALE, TABLE_FULL | bool |
- * | unlock  | 0xa002 | clerk: u64, seq: u64, name: string                | OK, UNAVAILABLE, BAD_NAME, STALE, TABLE_FULL | bool |
+ * | unlock  | 0xa002 | clerk: u64, seq: u64, name: string                | OK, UNAVAILABLE, BAD_NAME, STALE | bool |
  * | forward | 0xa003 | clerk: u64, seq: u64, op: u8, name: string, result: bool | OK, NOT_BACKUP, UNAVAILABLE, BAD_NAME, TABLE_FULL | bool (always false) |
  *
  * (clerk, seq) is the request id: a clerk draws its id at random and numbers its requests from 1,
