@@ -9,9 +9,10 @@
  * - recovery after each view change: the primary collects the newest state among the view's
  *   members, then every backup pulls it (`transferreq`) and says so (`transferdonereq`); only then
  *   does the view serve requests;
- * - durability: the replica record (state, last viewstamp, last synchronised view, a primary's
- *   stamped request) is written with sync before anything that depends on it is acknowledged, so
- *   a restarted replica resumes where it was;
+ * - durability: an operation log of stamped requests (each entry written with sync before the
+ *   primary sends it or a backup acknowledges it) and a checkpoint of the state written now and
+ *   then off the request path; a restarted replica replays checkpoint + log and resumes where it
+ *   was;
  * - the test-control hooks (breakpoints 1 and 2, `partition1()`).
  *
  * The protocol, and where it differs from the lab, is described step by step in rsm/README.md.
@@ -226,7 +227,7 @@ export class RsmNode {
   /**
    * Viewstamp of the last executed request: the state machine's state is the result of every
    * request up to it. Two replicas with the same lastMyvs have the same state (the checker in
-   * tester/sim verifies it). Durable, with the state, in the replica record (replica-store.ts).
+   * tester/sim verifies it). Durable: the checkpoint's plus the log entries after it (replica-store.ts).
    */
   protected lastMyvs: Viewstamp = VIEWSTAMP_ZERO;
 
@@ -267,9 +268,9 @@ export class RsmNode {
   private syncedVid = 0;
   /** Whether open() found a durable record (the state was restored from storage). */
   private restored = false;
-  /** Orders the durable writes of the replica record. */
+  /** Orders the durable writes (log entries, checkpoints, the synchronised view). */
   private readonly persistQueue = new SerialQueue();
-  /** Settles once the latest replica record written is durable. */
+  /** Settles once the latest write queued is durable. */
   private durable: Promise<void> = Promise.resolve();
   /** The primary accepts transferreq and transferdonereq for vidInsync. */
   private insync = false;
@@ -948,12 +949,12 @@ export class RsmNode {
    *    acknowledge it), resend it to the backups that did not and execute it here once all have;
    *    if that fails again, BUSY. The primary never stamps a request before the previous one was
    *    executed everywhere, so replicas never diverge inside a view.
-   * 3. Stamp the request with myvs, advance myvs, and write the stamped request durably.
+   * 3. Stamp the request with myvs and our clock, advance myvs, and append it to the log (sync).
    * 4. Send it to every backup of the view in parallel; right after the first answer, pass
    *    partition1() and breakpoint1() (lab-reference §4.6).
    * 5. If any backup failed: BUSY, without executing here (the request stays pending, step 2).
-   * 6. Execute it here, record lastMyvs, write the replica record, reply OK with the service's
-   *    status and reply.
+   * 6. Execute it here, record lastMyvs, reply OK with the service's status and reply (it is
+   *    durable on every member already).
    */
   private async clientInvoke(proc: number, request: Uint8Array): Promise<HandlerReply<Uint8Array>> {
     const busy = { status: RsmClientStatus.BUSY, result: EMPTY };
