@@ -412,7 +412,8 @@ export class RsmNode {
    * every log entry it covers. A state transfer writes one with sync (the installed state replaces
    * the log); the periodic one need not sync: if it is lost, the entries it would have deleted are
    * still there, and any later synced write makes it durable too. The periodic one keeps the entry
-   * at `last` (the request executed last, to recognise its duplicate); an installed state drops it.
+   * at `last` (the request executed last, to recognise its duplicate); an installed state drops
+   * every entry.
    */
   private writeCheckpoint(sync: boolean, state = this.stateMachine.marshalState(), installed = false): Promise<void> {
     const last = this.lastMyvs;
@@ -420,8 +421,10 @@ export class RsmNode {
     const kept: HeldEntry[] = [];
     let keptBytes = 0;
     for (const held of this.logHeld) {
+      // An installed state replaces this replica's whole history, entries after it included
+      // (a request it logged that the group's newest state does not hold).
       const order = compareViewstamp(held.vs, last);
-      if (order < 0 || (order === 0 && installed)) ops.push({ type: 'del', key: logKey(held.vs) });
+      if (order < 0 || installed) ops.push({ type: 'del', key: logKey(held.vs) });
       else {
         kept.push(held);
         keptBytes += held.bytes;
