@@ -9,9 +9,10 @@
  * - recovery after each view change: the primary collects the newest state among the view's
  *   members, then every backup pulls it (`transferreq`) and says so (`transferdonereq`); only then
  *   does the view serve requests;
- * - durability: the replica record (state, last viewstamp, last synchronised view, a primary's
- *   stamped request) is written with sync before anything that depends on it is acknowledged, so
- *   a restarted replica resumes where it was;
+ * - durability: an operation log of stamped requests (each entry written with sync before the
+ *   primary sends it or a backup acknowledges it) and a checkpoint of the state written now and
+ *   then off the request path; a restarted replica replays checkpoint + log and resumes where it
+ *   was;
  * - the test-control hooks (breakpoints 1 and 2, `partition1()`).
  *
  * The protocol, and where it differs from the lab, is described step by step in rsm/README.md.
@@ -22,7 +23,7 @@
  */
 import { assert } from '../lib/assert.js';
 import { sleep } from '../lib/clock.js';
-import type { Env, Storage, Timer } from '../lib/env.js';
+import type { Env, Storage, StorageOp, Timer } from '../lib/env.js';
 import { ViewstampError } from '../lib/errors.js';
 import { logger } from '../lib/log.js';
 import type { HandlerReply, RpcEndpoint } from '../lib/rpc.js';
@@ -48,7 +49,20 @@ import {
   type TransferRes,
   type Viewstamp,
 } from './protocol.js';
-import { KEY_REPLICA, decodeReplicaRecord, encodeReplicaRecord } from './replica-store.js';
+import {
+  KEY_CHECKPOINT,
+  KEY_SYNCED,
+  LOG_PREFIX,
+  decodeCheckpoint,
+  decodeLogEntry,
+  decodeSynced,
+  encodeCheckpoint,
+  encodeLogEntry,
+  encodeSynced,
+  logKey,
+  logProblem,
+  type LogEntry,
+} from './replica-store.js';
 import { EmptyStateMachine, type ExecuteResult, type StateMachine } from './state-machine.js';
 
 const log = logger('rsm');
@@ -66,6 +80,10 @@ export interface RsmTiming extends ConfigTiming {
   transferTimeoutMs: number;
   /** Wait after a BUSY or failed transfer step before the next attempt. */
   transferRetryMs: number;
+  /** A checkpoint is written once this many requests were logged since the last one. */
+  checkpointEveryRequests: number;
+  /** … or once the requests logged since the last one hold this many bytes. */
+  checkpointEveryBytes: number;
 }
 
 export const defaultRsmTiming: RsmTiming = {
@@ -76,6 +94,8 @@ export const defaultRsmTiming: RsmTiming = {
   invokeTimeoutMs: 1000,
   transferTimeoutMs: 1000,
   transferRetryMs: 100,
+  checkpointEveryRequests: 4096,
+  checkpointEveryBytes: 4 * 1024 * 1024,
 };
 
 export interface RsmNodeOptions {
@@ -144,15 +164,21 @@ class Wakeup {
   }
 }
 
-/** A stamped request the primary has not executed yet (it awaits some backup's acknowledgement). */
-interface PendingRequest {
-  readonly vs: Viewstamp;
-  readonly proc: number;
-  readonly request: Uint8Array;
-  /** The primary's clock when it stamped the request (ExecuteContext.timeMs). */
-  readonly timeMs: number;
+/**
+ * A stamped request some backup has not acknowledged yet. Normally the primary has not executed
+ * it either; a primary that resumed its view after a restart replayed it from its log
+ * (`executedHere`) and only sends it again.
+ */
+interface PendingRequest extends LogEntry {
   /** Backups that acknowledged it. */
   readonly acked: Set<string>;
+  readonly executedHere: boolean;
+}
+
+/** A log entry this replica holds durably (or is writing), since its last checkpoint. */
+interface HeldEntry {
+  readonly vs: Viewstamp;
+  readonly bytes: number;
 }
 
 /** A registry of listeners; a throwing listener is a fatal error of the node, not of the caller. */
@@ -201,7 +227,7 @@ export class RsmNode {
   /**
    * Viewstamp of the last executed request: the state machine's state is the result of every
    * request up to it. Two replicas with the same lastMyvs have the same state (the checker in
-   * tester/sim verifies it). Durable, with the state, in the replica record (replica-store.ts).
+   * tester/sim verifies it). Durable: the checkpoint's plus the log entries after it (replica-store.ts).
    */
   protected lastMyvs: Viewstamp = VIEWSTAMP_ZERO;
 
@@ -229,14 +255,22 @@ export class RsmNode {
   /** Resends the pending request when no client request comes to do it (retryPending). */
   private pendingRetry: Timer | undefined;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
-  private lastRequest: { readonly proc: number; readonly request: Uint8Array } | undefined;
+  private lastRequest: LogEntry | undefined;
+  /** The log entries written since the last checkpoint, in viewstamp order. */
+  private logHeld: HeldEntry[] = [];
+  /** Bytes of the requests in logHeld. */
+  private logHeldBytes = 0;
+  /** A checkpoint is due (its timer is set) or being written. */
+  private checkpointDue = false;
+  /** The time stamped on the last request this primary stamped (stamps never run backwards). */
+  private lastStampMs = 0;
   /** The last view whose synchronisation this replica completed (durable; 0: none). */
   private syncedVid = 0;
   /** Whether open() found a durable record (the state was restored from storage). */
   private restored = false;
-  /** Orders the durable writes of the replica record. */
+  /** Orders the durable writes (log entries, checkpoints, the synchronised view). */
   private readonly persistQueue = new SerialQueue();
-  /** Settles once the latest replica record written is durable. */
+  /** Settles once the latest write queued is durable. */
   private durable: Promise<void> = Promise.resolve();
   /** The primary accepts transferreq and transferdonereq for vidInsync. */
   private insync = false;
@@ -284,42 +318,138 @@ export class RsmNode {
   }
 
   /**
-   * Restores the replica record, if any: the service state, lastMyvs and the last synchronised
-   * view. A record that does not decode is fatal (RSM_STATE_CORRUPT): starting over with an empty
-   * state would silently lose what this replica acknowledged.
+   * Restores the replica from storage: the checkpoint (service state and its last viewstamp),
+   * then every log entry after it replayed in viewstamp order, and the last synchronised view.
+   * Records that do not decode, or a log with a gap, are fatal (RSM_STATE_CORRUPT): starting over
+   * with another state would silently lose what this replica acknowledged.
    */
   protected async restore(): Promise<void> {
-    const bytes = await this.storage.get(KEY_REPLICA);
-    if (bytes === undefined) return;
-    const record = decodeReplicaRecord(bytes);
-    if (!record.ok) throw new ViewstampError('RSM_STATE_CORRUPT', `${this.me}: unreadable replica record: ${record.reason}`);
-    const installed = this.stateMachine.unmarshalState(record.value.state);
-    if (!installed.ok) throw new ViewstampError('RSM_STATE_CORRUPT', `${this.me}: the service rejects its stored state: ${installed.reason}`);
-    this.lastMyvs = record.value.last;
-    this.syncedVid = record.value.syncedVid;
-    this.lastRequest = record.value.lastRequest;
-    const pending = record.value.pending;
-    if (pending !== undefined) this.pending = { vs: pending.vs, proc: pending.proc, request: pending.request, timeMs: pending.timeMs, acked: new Set() };
+    const corrupt = (why: string): never => {
+      throw new ViewstampError('RSM_STATE_CORRUPT', `${this.me}: ${why}`);
+    };
+    const checkpointBytes = await this.storage.get(KEY_CHECKPOINT);
+    const syncedBytes = await this.storage.get(KEY_SYNCED);
+    const stored = await this.storage.list(LOG_PREFIX);
+    if (checkpointBytes === undefined && syncedBytes === undefined && stored.length === 0) return;
+    if (checkpointBytes !== undefined) {
+      const checkpoint = decodeCheckpoint(checkpointBytes);
+      if (!checkpoint.ok) corrupt(`unreadable checkpoint: ${checkpoint.reason}`);
+      const { last, state } = (checkpoint as { value: { last: Viewstamp; state: Uint8Array } }).value;
+      const installed = this.stateMachine.unmarshalState(state);
+      if (!installed.ok) corrupt(`the service rejects its checkpoint: ${installed.reason}`);
+      this.lastMyvs = last;
+    }
+    if (syncedBytes !== undefined) {
+      const synced = decodeSynced(syncedBytes);
+      if (!synced.ok) corrupt(`unreadable synchronised-view record: ${synced.reason}`);
+      this.syncedVid = (synced as { value: number }).value;
+    }
+    const entries: Array<readonly [string, LogEntry]> = [];
+    for (const [key, bytes] of stored) {
+      const entry = decodeLogEntry(bytes);
+      if (!entry.ok) corrupt(`unreadable log entry ${key}: ${entry.reason}`);
+      entries.push([key, (entry as { value: LogEntry }).value]);
+    }
+    // A periodic checkpoint keeps the entry at its own viewstamp: the request executed last,
+    // which a backup must recognise when the primary sends it again.
+    const first = entries[0]?.[1];
+    const atCheckpoint = first !== undefined && compareViewstamp(first.vs, this.lastMyvs) === 0 ? first : undefined;
+    if (atCheckpoint !== undefined) {
+      this.lastRequest = atCheckpoint;
+      this.noteLogged(atCheckpoint);
+      entries.shift();
+    }
+    const problem = logProblem(this.lastMyvs, entries);
+    if (problem !== undefined) corrupt(problem);
+    for (const [, entry] of entries) {
+      this.applyEntry(entry);
+      this.noteLogged(entry);
+    }
     this.restored = true;
-    log('%s restored: last %s, synchronised view %d', this.me, describeViewstamp(this.lastMyvs), this.syncedVid);
+    log('%s restored: last %s (%d log entries after the checkpoint), synchronised view %d', this.me, describeViewstamp(this.lastMyvs), entries.length, this.syncedVid);
+  }
+
+  /** Executes a logged request (replay at restore); no listeners are registered yet. */
+  private applyEntry(entry: LogEntry): ExecuteResult {
+    const result = this.stateMachine.execute(entry.proc, entry.request, { vid: entry.vs.vid, seqno: entry.vs.seqno, timeMs: entry.timeMs });
+    assert(Number.isInteger(result.status) && result.status >= 0 && result.status <= 0x7fff_ffff, `service returned status ${result.status}`);
+    this.lastMyvs = entry.vs;
+    this.lastRequest = entry;
+    return result;
+  }
+
+  /** Notes a log entry held since the last checkpoint. */
+  private noteLogged(entry: LogEntry): void {
+    this.logHeld.push({ vs: entry.vs, bytes: entry.request.length });
+    this.logHeldBytes += entry.request.length;
+  }
+
+  /** Runs a storage write after every earlier one; `durable` settles when it has. Failure is fatal. */
+  private enqueueWrite(ops: readonly StorageOp[], sync: boolean): Promise<void> {
+    this.durable = this.persistQueue.run(() => this.storage.write(ops, { sync }));
+    this.durable.catch((error: unknown) => this.fatal(error));
+    return this.durable;
   }
 
   /**
-   * Writes the replica record (state, lastMyvs, syncedVid as they are now) with sync. Writes are
-   * ordered; the promise settles when this one is durable. A storage failure is fatal.
+   * Appends a stamped request to the log, with sync. The primary writes it before sending it to
+   * any backup; a backup before acknowledging it. The promise settles when it is durable.
    */
-  private persist(): Promise<void> {
-    const pending = this.pending;
-    const bytes = encodeReplicaRecord({
-      last: this.lastMyvs,
-      syncedVid: this.syncedVid,
-      state: this.stateMachine.marshalState(),
-      lastRequest: this.lastRequest,
-      pending: pending === undefined ? undefined : { vs: pending.vs, proc: pending.proc, request: pending.request, timeMs: pending.timeMs },
+  private appendLog(entry: LogEntry): Promise<void> {
+    this.noteLogged(entry);
+    const written = this.enqueueWrite([{ type: 'put', key: logKey(entry.vs), value: encodeLogEntry(entry) }], true);
+    this.maybeScheduleCheckpoint();
+    return written;
+  }
+
+  /** Writes the last synchronised view (sync; nothing waits for it). */
+  private persistSynced(): void {
+    void this.enqueueWrite([{ type: 'put', key: KEY_SYNCED, value: encodeSynced(this.syncedVid) }], true);
+  }
+
+  /**
+   * Writes a checkpoint of the state as it is now (at lastMyvs) in one batch with the deletion of
+   * every log entry it covers. A state transfer writes one with sync (the installed state replaces
+   * the log); the periodic one need not sync: if it is lost, the entries it would have deleted are
+   * still there, and any later synced write makes it durable too. The periodic one keeps the entry
+   * at `last` (the request executed last, to recognise its duplicate); an installed state drops
+   * every entry.
+   */
+  private writeCheckpoint(sync: boolean, state = this.stateMachine.marshalState(), installed = false): Promise<void> {
+    const last = this.lastMyvs;
+    const ops: StorageOp[] = [{ type: 'put', key: KEY_CHECKPOINT, value: encodeCheckpoint({ last, state }) }];
+    const kept: HeldEntry[] = [];
+    let keptBytes = 0;
+    for (const held of this.logHeld) {
+      // An installed state replaces this replica's whole history, entries after it included
+      // (a request it logged that the group's newest state does not hold).
+      const order = compareViewstamp(held.vs, last);
+      if (order < 0 || installed) ops.push({ type: 'del', key: logKey(held.vs) });
+      else {
+        kept.push(held);
+        keptBytes += held.bytes;
+      }
+    }
+    this.logHeld = kept;
+    this.logHeldBytes = keptBytes;
+    return this.enqueueWrite(ops, sync);
+  }
+
+  /**
+   * Every checkpointEveryRequests requests (or checkpointEveryBytes of them) a checkpoint is
+   * written, from a timer: never inside the request that crossed the bound, so no client waits
+   * for the service state to be marshalled.
+   */
+  private maybeScheduleCheckpoint(): void {
+    if (this.checkpointDue || this.stopped) return;
+    if (this.logHeld.length < this.timing.checkpointEveryRequests && this.logHeldBytes < this.timing.checkpointEveryBytes) return;
+    this.checkpointDue = true;
+    this.env.clock.setTimer(0, () => {
+      if (this.stopped) return;
+      void this.writeCheckpoint(false).finally(() => {
+        this.checkpointDue = false;
+      });
     });
-    this.durable = this.persistQueue.run(() => this.storage.write([{ type: 'put', key: KEY_REPLICA, value: bytes }], { sync: true }));
-    this.durable.catch((error: unknown) => this.fatal(error));
-    return this.durable;
   }
 
   /**
@@ -504,7 +634,7 @@ export class RsmNode {
       // A primary resuming after a restart continues after the request it had stamped last.
       this.myvs = this.pending !== undefined ? successor(this.pending.vs) : nextExpected(vid, this.lastMyvs);
       this.syncedVid = vid;
-      void this.persist();
+      this.persistSynced();
       this.inViewChange = false;
       log('%s recovery: view %d ready (primary %s, last %s)', this.me, vid, this.primaryId, describeViewstamp(this.lastMyvs));
       this.schedulePendingRetry();
@@ -522,16 +652,29 @@ export class RsmNode {
   protected async syncView(vid: number): Promise<boolean> {
     if (vid === this.resumeVid) {
       this.resumeVid = 0;
-      assert(this.pending === undefined || (this.primaryId === this.me && this.pending.vs.vid === vid), 'resuming with a pending request of another view or role');
+      assert(this.pending === undefined, 'resuming with a pending request');
+      // A primary resuming its view replayed the last request it stamped from its log, but some
+      // backup may lack it: send it again (as pending) before stamping another one.
+      const last = this.lastRequest;
+      if (this.primaryId === this.me && last !== undefined && last.vs.vid === vid && compareViewstamp(last.vs, this.lastMyvs) === 0) {
+        this.pending = { ...last, acked: new Set(), executedHere: true };
+      }
       log('%s sync: resuming view %d after a restart (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
       return true;
     }
     this.resumeVid = 0;
     // No client request may be mid-flight while state moves; later ones see the view change and
-    // get BUSY. A request still pending from an earlier view is forgotten: the synchronisation
-    // settles it (it takes effect if some member of the new view executed it).
+    // get BUSY. A request still pending from an earlier view is executed here: it is in our log,
+    // so a restart would replay it anyway, and the state must be what the log says. The
+    // synchronisation then settles it (the newest state among the members wins).
     await this.invokeQueue.drain();
     if (this.viewGone(vid)) return false;
+    if (this.pending !== undefined && !this.pending.executedHere) {
+      log('%s sync: executing the pending request %s from my log', this.me, describeViewstamp(this.pending.vs));
+      // Reported as a backup's execution: no client saw it acknowledged, and the view change may
+      // still replace it (a checker counts only a primary's executions as committed).
+      this.executePending('backup');
+    }
     this.pending = undefined;
     return this.primaryId === this.me ? this.syncWithBackups(vid) : this.syncWithPrimary(vid);
   }
@@ -561,7 +704,7 @@ export class RsmNode {
     if (compareViewstamp(newest.last, this.lastMyvs) > 0) {
       log('%s sync: adopting the state of %s (last %s, mine %s)', this.me, newest.from, describeViewstamp(newest.last), describeViewstamp(this.lastMyvs));
       if (!this.installState(newest.state, newest.last, newest.from, vid)) return false;
-      await this.persist();
+      await this.durable;
       if (this.viewGone(vid)) return false;
     }
 
@@ -693,9 +836,7 @@ export class RsmNode {
       log('%s sync: ignoring (%s sent last %s for view %d)', this.me, primary, describeViewstamp(result.last), vid);
       return false;
     }
-    if (!this.installState(result.state, result.last, primary, vid)) return false;
-    void this.persist();
-    return true;
+    return this.installState(result.state, result.last, primary, vid);
   }
 
   /** Replaces the state machine's state; false (state unchanged) if the bytes do not decode. */
@@ -707,6 +848,8 @@ export class RsmNode {
     }
     this.lastMyvs = last;
     this.lastRequest = undefined;
+    // The installed state replaces the log: a checkpoint of it, with sync; `durable` says when.
+    void this.writeCheckpoint(true, state, true);
     log('%s sync: installed the state of %s (last %s)', this.me, from, describeViewstamp(last));
     this.installedListeners.emit({ last, from, vid }, (e) => this.fatal(e));
     return true;
@@ -796,7 +939,7 @@ export class RsmNode {
   protected registerHandlers(): void {
     this.rpc.handle(rsmClientProtocol.members, () => ({ status: RsmClientStatus.OK, result: this.membersWithPrimary() }));
     this.rpc.handle(rsmClientProtocol.invoke, (args) => this.invokeQueue.run(() => this.clientInvoke(args.procno, args.req)));
-    this.rpc.handle(rsmProtocol.invoke, (args) => this.onInvoke(args.proc, args.vs, args.req, args.timeMs));
+    this.rpc.handle(rsmProtocol.invoke, (args) => this.onInvoke(args.proc, args.vs, args.timeMs, args.req));
     this.rpc.handle(rsmProtocol.transferreq, (args) => this.onTransferReq(args.src, args.last, args.vid));
     this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.onTransferDoneReq(args.m, args.vid));
     this.rpc.handle(rsmProtocol.joinreq, (args) => this.onJoinReq(args.src));
@@ -809,13 +952,12 @@ export class RsmNode {
    *    acknowledge it), resend it to the backups that did not and execute it here once all have;
    *    if that fails again, BUSY. The primary never stamps a request before the previous one was
    *    executed everywhere, so replicas never diverge inside a view.
-   * 3. Stamp the request with myvs and this clock's time (ExecuteContext.timeMs), advance myvs,
-   *    and write the stamped request durably.
+   * 3. Stamp the request with myvs and our clock, advance myvs, and append it to the log (sync).
    * 4. Send it to every backup of the view in parallel; right after the first answer, pass
    *    partition1() and breakpoint1() (lab-reference §4.6).
    * 5. If any backup failed: BUSY, without executing here (the request stays pending, step 2).
-   * 6. Execute it here, record lastMyvs, write the replica record, reply OK with the service's
-   *    status and reply.
+   * 6. Execute it here, record lastMyvs, reply OK with the service's status and reply (it is
+   *    durable on every member already).
    */
   private async clientInvoke(proc: number, request: Uint8Array): Promise<HandlerReply<Uint8Array>> {
     const busy = { status: RsmClientStatus.BUSY, result: EMPTY };
@@ -834,12 +976,11 @@ export class RsmNode {
     }
     const vs = this.myvs;
     this.myvs = successor(vs);
-    // The primary's time travels with the request, so every replica executes with the same value.
-    const pending: PendingRequest = { vs, proc, request: request.slice(), timeMs: Math.max(0, Math.floor(this.env.clock.now())), acked: new Set() };
+    const pending: PendingRequest = { vs, timeMs: this.stampTime(), proc, request: request.slice(), acked: new Set(), executedHere: false };
     this.pending = pending;
-    // The stamp is durable before any backup sees it: a primary that restarts inside this view
-    // carries on from it and never gives this viewstamp to another request.
-    await this.persist();
+    // The stamp is durable in our log before any backup sees it: a primary that restarts inside
+    // this view replays it and never gives this viewstamp to another request.
+    await this.appendLog(pending);
     if (this.stopped || this.pending !== pending) return busy;
     if (!(await this.replicate(pending, true))) {
       this.schedulePendingRetry();
@@ -847,9 +988,9 @@ export class RsmNode {
     }
     // Every backup executed it. Even if a view change began meanwhile (its synchronisation waits
     // for this queue), executing here keeps us equal to them.
+    // It is durable on every member (our log entry, and each backup's): the reply may go.
     const result = this.executePending();
-    await this.persist();
-    if (this.stopped) return busy;
+    if (this.stopped || result === undefined) return busy;
     return { status: RsmClientStatus.OK, result: encodeInvokeReply(result) };
   }
 
@@ -874,7 +1015,6 @@ export class RsmNode {
       return;
     }
     this.executePending();
-    await this.persist();
   }
 
   /**
@@ -894,7 +1034,7 @@ export class RsmNode {
       passHooks();
       return !this.stopped;
     }
-    const args = { proc: pending.proc, vs: pending.vs, req: pending.request, timeMs: pending.timeMs };
+    const args = { proc: pending.proc, vs: pending.vs, timeMs: pending.timeMs, req: pending.request };
     const acks = await Promise.all(
       backups.map(async (backup) => {
         const reply = await this.rpc.call(this.addressOf(backup), rsmProtocol.invoke, args, { timeoutMs: this.timing.invokeTimeoutMs });
@@ -908,21 +1048,31 @@ export class RsmNode {
     return !this.stopped && this.pending === pending && acks.every(Boolean);
   }
 
-  /** Executes the pending request here (every backup has); it becomes the last executed. */
-  private executePending(): ExecuteResult {
+  /**
+   * Executes the pending request here (every backup has, or a view change settles it); it becomes
+   * the last executed. Undefined for one replayed from the log at restart (already executed).
+   */
+  private executePending(role: 'primary' | 'backup' = 'primary'): ExecuteResult | undefined {
     const pending = this.pending;
     assert(pending !== undefined, 'executePending without a pending request');
-    assert(compareViewstamp(pending.vs, nextExpected(pending.vs.vid, this.lastMyvs)) === 0, `primary executing ${describeViewstamp(pending.vs)} after ${describeViewstamp(this.lastMyvs)}`);
     this.pending = undefined;
-    return this.execute(pending.vs, pending.proc, pending.request, pending.timeMs, 'primary');
+    if (pending.executedHere) return undefined;
+    assert(compareViewstamp(pending.vs, nextExpected(pending.vs.vid, this.lastMyvs)) === 0, `primary executing ${describeViewstamp(pending.vs)} after ${describeViewstamp(this.lastMyvs)}`);
+    const { vs, timeMs, proc, request } = pending;
+    return this.execute({ vs, timeMs, proc, request }, role);
   }
 
-  private execute(vs: Viewstamp, proc: number, request: Uint8Array, timeMs: number, role: 'primary' | 'backup'): ExecuteResult {
-    const result = this.stateMachine.execute(proc, request, { vid: vs.vid, seqno: vs.seqno, timeMs });
-    assert(Number.isInteger(result.status) && result.status >= 0 && result.status <= 0x7fff_ffff, `service returned status ${result.status}`);
-    this.lastMyvs = vs;
-    this.lastRequest = { proc, request };
-    this.executedListeners.emit({ vs, proc, request, result, role }, (e) => this.fatal(e));
+  /** The primary's time for the request it stamps now: whole ms, never running backwards. */
+  private stampTime(): number {
+    const now = Math.max(0, Math.floor(this.env.clock.now()));
+    this.lastStampMs = Math.max(this.lastStampMs, now);
+    return this.lastStampMs;
+  }
+
+  /** Executes a logged request with the context stamped on it and tells the listeners. */
+  private execute(entry: LogEntry, role: 'primary' | 'backup'): ExecuteResult {
+    const result = this.applyEntry(entry);
+    this.executedListeners.emit({ vs: entry.vs, proc: entry.proc, request: entry.request, result, role }, (e) => this.fatal(e));
     return result;
   }
 
@@ -937,7 +1087,7 @@ export class RsmNode {
    * sending it, and a restarted primary carries on after it), a duplicate carries the same
    * request; it is compared anyway, and a mismatch is ERR.
    */
-  private async onInvoke(proc: number, vs: Viewstamp, request: Uint8Array, timeMs: number): Promise<HandlerReply<number>> {
+  private async onInvoke(proc: number, vs: Viewstamp, timeMs: number, request: Uint8Array): Promise<HandlerReply<number>> {
     const decision = classifyInvoke(
       { inViewChange: this.inViewChange, isPrimary: this.primaryId === this.me, expected: this.myvs, last: this.lastMyvs },
       vs,
@@ -947,8 +1097,10 @@ export class RsmNode {
         log('%s invoke %s: ignoring (%s)', this.me, describeViewstamp(vs), decision.reason);
         return { status: RsmStatus.ERR, result: 0 };
       case 'duplicate': {
+        // Unknown after a state transfer: the installed state already reflects the request at
+        // `last`, and a viewstamp is given to one request only, so it is this one.
         const last = this.lastRequest;
-        if (last === undefined || last.proc !== proc || !sameBytes(last.request, request)) {
+        if (last !== undefined && (last.proc !== proc || !sameBytes(last.request, request))) {
           log('%s invoke %s: ignoring (a different request than the one executed there)', this.me, describeViewstamp(vs));
           return { status: RsmStatus.ERR, result: 0 };
         }
@@ -959,9 +1111,10 @@ export class RsmNode {
       case 'execute':
         assert(this.myvs.vid === this.vidCommitted, 'backup expecting a viewstamp outside its committed view');
         this.myvs = successor(vs);
-        this.execute(vs, proc, request.slice(), timeMs, 'backup');
+        const entry: LogEntry = { vs, timeMs, proc, request: request.slice() };
+        this.execute(entry, 'backup');
         // Acknowledge only once it is durable here: the primary counts on every backup keeping it.
-        await this.persist();
+        await this.appendLog(entry);
         if (this.stopped) return { status: RsmStatus.ERR, result: 0 };
         this.breakpoint1();
         return { status: RsmStatus.OK, result: 0 };

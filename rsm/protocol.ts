@@ -6,7 +6,7 @@
  * |----------|-----------------|---------|-------------------------------------------|-----------------------------------------|
  * | client   | invoke          | 0x9001  | procno: i32, req: bytes                   | bytes: i32 app status + bytes body       |
  * | client   | members         | 0x9002  | dummy: i32                                | list<string>: view members, primary last |
- * | internal | invoke          | 0x10001 | proc: i32, vs: viewstamp, req: bytes      | i32 (dummy)                             |
+ * | internal | invoke          | 0x10001 | proc: i32, vs: viewstamp, timeMs: u64, req: bytes | i32 (dummy)                     |
  * | internal | transferreq     | 0x10002 | src: string, last: viewstamp, vid: u32    | {state: bytes, last: viewstamp}         |
  * | internal | transferdonereq | 0x10003 | m: string, vid: u32                       | i32                                     |
  * | internal | joinreq         | 0x10004 | src: string, last: viewstamp              | {history: list<{instance: u32, value}>} |
@@ -76,9 +76,9 @@ export interface MembersArgs {
 export interface InvokeArgs {
   readonly proc: number;
   readonly vs: Viewstamp;
-  readonly req: Uint8Array;
-  /** The stamping primary's clock (whole ms) when it stamped the request: ExecuteContext.timeMs. */
+  /** The primary's clock when it stamped the request (ExecuteContext.timeMs on every replica). */
   readonly timeMs: number;
+  readonly req: Uint8Array;
 }
 export interface TransferArgs {
   readonly src: string;
@@ -145,7 +145,7 @@ export const rsmProtocol = {
   invoke: procedure<InvokeArgs, number>(
     0x10001,
     'rsm.invoke',
-    codecs.struct<InvokeArgs>({ proc: codecs.i32, vs: viewstampCodec, req: blob, timeMs: codecs.u64 }),
+    codecs.struct<InvokeArgs>({ proc: codecs.i32, vs: viewstampCodec, timeMs: codecs.u64, req: blob }),
     codecs.i32,
   ),
   transferreq: procedure<TransferArgs, TransferRes>(

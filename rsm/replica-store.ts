@@ -1,59 +1,115 @@
 /**
- * The replica's durable record in the node's Storage (next to the Paxos keys): the service state,
- * the viewstamp of the last request reflected in it and that request, the last view this replica
- * finished synchronising, and on a primary the request it stamped but has not executed yet.
- * Written as one batch with `sync: true` before the replica acknowledges anything that depends on
- * it (see rsm/README.md, "Durability").
+ * The replica's durable records in the node's Storage (next to the Paxos keys): an operation log
+ * of stamped requests, a checkpoint of the service state, and the last view this replica finished
+ * synchronising (see rsm/README.md, "The operation log").
  *
- *   key rsm/replica:
- *     u8 version (2) | u32 last.vid | u32 last.seqno | u32 syncedVid | bytes state
- *     | u8 hasLastRequest [i32 proc | bytes request]
- *     | u8 hasPending [u32 vs.vid | u32 vs.seqno | i32 proc | bytes request | u64 timeMs]
+ *   key rsm/ckpt:    u8 version (2) | u32 last.vid | u32 last.seqno | bytes state
+ *                    (the marshalled state after every request up to `last`)
+ *   key rsm/synced:  u8 version (2) | u32 syncedVid
+ *   key rsm/log/VVVVVVVVSSSSSSSS (vid and seqno as 8 hex digits each, so keys sort in viewstamp
+ *                    order): u8 version (2) | u32 vs.vid | u32 vs.seqno | u64 timeMs | i32 proc
+ *                    | bytes request
+ *
+ * A log entry is written with `sync: true` before the replica acknowledges it (backup) or sends it
+ * (primary). A checkpoint is written in one batch with the deletion of every log entry it covers,
+ * so a crash leaves either the old checkpoint and the entries or the new checkpoint without them.
  */
 import { Writer, decode, type Decoded } from '../lib/codec.js';
-import { BLOB_BYTES_MAX, type Viewstamp } from './protocol.js';
+import { BLOB_BYTES_MAX, compareViewstamp, type Viewstamp } from './protocol.js';
 
-export const KEY_REPLICA = 'rsm/replica';
+export const KEY_CHECKPOINT = 'rsm/ckpt';
+export const KEY_SYNCED = 'rsm/synced';
+export const LOG_PREFIX = 'rsm/log/';
 const VERSION = 2;
 
-export interface StoredRequest {
+/** One stamped request, as the primary stamped it; every replica executes it with this context. */
+export interface LogEntry {
+  readonly vs: Viewstamp;
+  /** The stamping primary's clock (ms, whole, ≥ 0) when it stamped the request. */
+  readonly timeMs: number;
   readonly proc: number;
   readonly request: Uint8Array;
 }
 
-export interface ReplicaRecord {
+export interface Checkpoint {
+  /** The viewstamp of the last request reflected in `state` (VIEWSTAMP_ZERO: none). */
   readonly last: Viewstamp;
-  /** The last view whose synchronisation this replica completed (0: none). */
-  readonly syncedVid: number;
   readonly state: Uint8Array;
-  /** The request executed at `last` (to recognise its duplicate), when known. */
-  readonly lastRequest: StoredRequest | undefined;
-  /** Primary only: the request stamped `vs` and sent to the backups, not yet executed here. */
-  readonly pending: (StoredRequest & { readonly vs: Viewstamp; readonly timeMs: number }) | undefined;
 }
 
-export function encodeReplicaRecord(record: ReplicaRecord): Uint8Array {
-  const w = new Writer(64 + record.state.length);
-  w.u8(VERSION).u32(record.last.vid).u32(record.last.seqno).u32(record.syncedVid).bytes(record.state);
-  w.bool(record.lastRequest !== undefined);
-  if (record.lastRequest !== undefined) w.i32(record.lastRequest.proc).bytes(record.lastRequest.request);
-  w.bool(record.pending !== undefined);
-  if (record.pending !== undefined) {
-    w.u32(record.pending.vs.vid).u32(record.pending.vs.seqno).i32(record.pending.proc).bytes(record.pending.request).u64(record.pending.timeMs);
-  }
+/** The storage key of the log entry at `vs`; keys sort like their viewstamps. */
+export function logKey(vs: Viewstamp): string {
+  return LOG_PREFIX + hex8(vs.vid) + hex8(vs.seqno);
+}
+
+function hex8(n: number): string {
+  return n.toString(16).padStart(8, '0');
+}
+
+export function encodeLogEntry(entry: LogEntry): Uint8Array {
+  const w = new Writer(32 + entry.request.length);
+  w.u8(VERSION).u32(entry.vs.vid).u32(entry.vs.seqno).u64(entry.timeMs).i32(entry.proc).bytes(entry.request);
   return w.finish().slice();
 }
 
 /** Never throws: unreadable bytes are `{ ok: false, reason }`. */
-export function decodeReplicaRecord(bytes: Uint8Array): Decoded<ReplicaRecord> {
+export function decodeLogEntry(bytes: Uint8Array): Decoded<LogEntry> {
   return decode(bytes, (r) => {
     const version = r.u8();
-    if (version !== VERSION) r.fail(`unknown replica record version ${version}`);
-    const last = { vid: r.u32(), seqno: r.u32() };
-    const syncedVid = r.u32();
-    const state = r.bytes(BLOB_BYTES_MAX).slice();
-    const lastRequest = r.bool() ? { proc: r.i32(), request: r.bytes(BLOB_BYTES_MAX).slice() } : undefined;
-    const pending = r.bool() ? { vs: { vid: r.u32(), seqno: r.u32() }, proc: r.i32(), request: r.bytes(BLOB_BYTES_MAX).slice(), timeMs: r.u64() } : undefined;
-    return { last, syncedVid, state, lastRequest, pending };
+    if (version !== VERSION) r.fail(`unknown log entry version ${version}`);
+    const vs = { vid: r.u32(), seqno: r.u32() };
+    const timeMs = r.u64();
+    const proc = r.i32();
+    const request = r.bytes(BLOB_BYTES_MAX).slice();
+    return { vs, timeMs, proc, request };
   });
+}
+
+export function encodeCheckpoint(checkpoint: Checkpoint): Uint8Array {
+  const w = new Writer(16 + checkpoint.state.length);
+  w.u8(VERSION).u32(checkpoint.last.vid).u32(checkpoint.last.seqno).bytes(checkpoint.state);
+  return w.finish().slice();
+}
+
+/** Never throws. The state blob is bounded by the storage, not the network: no 8 MiB cap here. */
+export function decodeCheckpoint(bytes: Uint8Array): Decoded<Checkpoint> {
+  return decode(bytes, (r) => {
+    const version = r.u8();
+    if (version !== VERSION) r.fail(`unknown checkpoint version ${version}`);
+    const last = { vid: r.u32(), seqno: r.u32() };
+    const state = r.bytes(0xffff_ffff).slice();
+    return { last, state };
+  });
+}
+
+export function encodeSynced(syncedVid: number): Uint8Array {
+  return new Writer(8).u8(VERSION).u32(syncedVid).finish().slice();
+}
+
+export function decodeSynced(bytes: Uint8Array): Decoded<number> {
+  return decode(bytes, (r) => {
+    const version = r.u8();
+    if (version !== VERSION) r.fail(`unknown synced-view record version ${version}`);
+    return r.u32();
+  });
+}
+
+/**
+ * Checks a restored log against its checkpoint: entries must follow `last` without a gap (the
+ * next seqno of the same view, or seqno 1 of a later view) and their keys must match their
+ * viewstamps. Returns the entries to replay (those after `last`), or a reason.
+ */
+export function logProblem(last: Viewstamp, entries: ReadonlyArray<readonly [string, LogEntry]>): string | undefined {
+  let prev = last;
+  for (const [key, entry] of entries) {
+    if (key !== logKey(entry.vs)) return `log key ${key} holds entry ${entry.vs.vid}.${entry.vs.seqno}`;
+    const follows = entry.vs.vid === prev.vid ? entry.vs.seqno === prev.seqno + 1 : entry.vs.vid > prev.vid && entry.vs.seqno === 1;
+    if (!follows) {
+      return compareViewstamp(entry.vs, prev) <= 0
+        ? `log entry ${entry.vs.vid}.${entry.vs.seqno} not after ${prev.vid}.${prev.seqno}`
+        : `gap in the log after ${prev.vid}.${prev.seqno} (next ${entry.vs.vid}.${entry.vs.seqno})`;
+    }
+    prev = entry.vs;
+  }
+  return undefined;
 }

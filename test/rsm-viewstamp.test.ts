@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import t from 'tap';
 import { classifyInvoke, nextExpected, successor, type InvokePosition } from '../rsm/invoke-rule.js';
 import { VIEWSTAMP_ZERO, compareViewstamp, decodeInvokeReply, encodeInvokeReply, type Viewstamp } from '../rsm/protocol.js';
-import { decodeReplicaRecord, encodeReplicaRecord } from '../rsm/replica-store.js';
+import { decodeCheckpoint, decodeLogEntry, decodeSynced, encodeCheckpoint, encodeLogEntry, encodeSynced, logKey, logProblem } from '../rsm/replica-store.js';
 
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
 const small = fc.integer({ min: 0, max: 6 });
@@ -112,21 +112,23 @@ t.test('nextExpected: the one after last in the same view, else seqno 1', async 
   t.throws(() => nextExpected(3, { vid: 4, seqno: 1 }), 'last beyond the view is a programmer error');
 });
 
-t.test('replica records and invoke replies round-trip, and bad bytes are refused without throwing', async (t) => {
+t.test('log entries, checkpoints, synced records and invoke replies round-trip, and bad bytes are refused without throwing', async (t) => {
   const bytes = fc.uint8Array({ maxLength: 40 });
-  const request = fc.option(fc.record({ proc: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), request: bytes }), { nil: undefined });
-  const record = fc.record({
-    last: fc.record({ vid: u32, seqno: u32 }),
-    syncedVid: u32,
-    state: bytes,
-    lastRequest: request,
-    pending: fc.option(fc.record({ vs: fc.record({ vid: u32, seqno: u32 }), proc: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), request: bytes, timeMs: fc.nat() }), { nil: undefined }),
-  });
+  const vs = fc.record({ vid: u32, seqno: u32 });
+  const entry = fc.record({ vs, timeMs: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), proc: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), request: bytes });
+  const checkpoint = fc.record({ last: vs, state: bytes });
+  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
   fc.assert(
-    fc.property(record, (r) => {
-      const decoded = decodeReplicaRecord(encodeReplicaRecord(r));
-      return decoded.ok && JSON.stringify(decoded.value) === JSON.stringify(r);
+    fc.property(entry, checkpoint, u32, (e, c, synced) => {
+      const de = decodeLogEntry(encodeLogEntry(e));
+      const dc = decodeCheckpoint(encodeCheckpoint(c));
+      const ds = decodeSynced(encodeSynced(synced));
+      return de.ok && same(de.value, e) && dc.ok && same(dc.value, c) && ds.ok && ds.value === synced;
     }),
+    { numRuns: 1000 },
+  );
+  fc.assert(
+    fc.property(vs, vs, (a, b) => (logKey(a) < logKey(b)) === (compareViewstamp(a, b) < 0) && (logKey(a) === logKey(b)) === (compareViewstamp(a, b) === 0)),
     { numRuns: 1000 },
   );
   fc.assert(
@@ -138,11 +140,26 @@ t.test('replica records and invoke replies round-trip, and bad bytes are refused
   );
   fc.assert(
     fc.property(bytes, (junk) => {
-      decodeReplicaRecord(junk);
+      decodeLogEntry(junk);
+      decodeCheckpoint(junk);
+      decodeSynced(junk);
       decodeInvokeReply(junk);
       return true;
     }),
     { numRuns: 2000 },
   );
+  t.notOk(decodeLogEntry(encodeLogEntry({ vs: { vid: 1, seqno: 1 }, timeMs: 0, proc: 0, request: new Uint8Array(3) }).subarray(0, 10)).ok, 'a truncated log entry is refused');
   t.notOk(decodeInvokeReply(encodeInvokeReply({ status: -1, reply: new Uint8Array(0) })).ok, 'a negative service status is refused');
+});
+
+t.test('a restored log must follow its checkpoint without a gap', async (t) => {
+  const e = (vid: number, seqno: number) => [logKey({ vid, seqno }), { vs: { vid, seqno }, timeMs: 0, proc: 0, request: new Uint8Array(0) }] as const;
+  t.equal(logProblem(VIEWSTAMP_ZERO, []), undefined, 'an empty log');
+  t.equal(logProblem(VIEWSTAMP_ZERO, [e(1, 1), e(1, 2), e(3, 1), e(3, 2)]), undefined, 'consecutive seqnos, then seqno 1 of a later view');
+  t.equal(logProblem({ vid: 2, seqno: 7 }, [e(2, 8), e(4, 1)]), undefined, 'after a checkpoint');
+  t.match(logProblem(VIEWSTAMP_ZERO, [e(1, 1), e(1, 3)]), /gap/, 'a missing seqno');
+  t.match(logProblem(VIEWSTAMP_ZERO, [e(1, 1), e(2, 2)]), /gap/, 'a later view not starting at seqno 1');
+  t.match(logProblem({ vid: 2, seqno: 7 }, [e(2, 7)]), /not after/, 'an entry the checkpoint covers');
+  const [, entry] = e(1, 2);
+  t.match(logProblem(VIEWSTAMP_ZERO, [[logKey({ vid: 1, seqno: 1 }), entry]]), /holds entry/, 'a key that does not match its entry');
 });

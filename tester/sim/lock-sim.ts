@@ -51,7 +51,7 @@ import { SimCluster, portIds } from './cluster.js';
 import { LockChecker, type PrimaryView } from './lock-checkers.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
 import type { RsmSimOptions, RsmSimOutcome, RsmSimResult, RsmSimStats } from './rsm-sim.js';
-import { RSM_SIM_TIMING, bootstrap, drawLinkFaults, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
+import { RSM_SIM_TIMING, bootstrap, crashAllMoment, drawLinkFaults, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
 
 interface CallerPlan {
   /** The lock of each acquire/release pair. */
@@ -294,7 +294,16 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     return stop();
   };
 
-  const driver: FaultDriver = { cluster, random, ids, clientOwners: params.clients.map((c) => c.name), drawnFaults: params.faults, event, crashes: 0 };
+  const driver: FaultDriver = {
+    cluster,
+    random,
+    ids,
+    clientOwners: params.clients.map((c) => c.name),
+    drawnFaults: params.faults,
+    event,
+    crashes: 0,
+    crashAllAt: crashAllMoment(seed, options, params.faultPhaseMs, world.now()),
+  };
 
   // Safety phase.
   const faultEnd = world.now() + params.faultPhaseMs;

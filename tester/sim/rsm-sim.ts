@@ -40,7 +40,7 @@ import { checkKvHistory, type KvOpKind, type KvOpRecord } from './kv-model.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
 import { runLockSim } from './lock-sim.js';
 import type { CachingLockServer } from '../../lockserver/cache-server.js';
-import { RSM_SIM_TIMING, bootstrap, drawLinkFaults, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
+import { RSM_SIM_TIMING, bootstrap, crashAllMoment, drawLinkFaults, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
 
 export type RsmSimWorkload = 'kv' | 'lock';
 
@@ -61,6 +61,11 @@ export interface RsmSimOptions {
   readonly historyDir?: string;
   /** Lock workload: each replica's state machine (default a new CachingLockServer; tests break it). */
   readonly lockServer?: () => CachingLockServer;
+  /**
+   * Kill every replica at once at a moment of the safety phase drawn from the seed (on a stream of
+   * its own), then restart them all; the schedule's own draws may do it too.
+   */
+  readonly crashAll?: boolean;
 }
 
 export type RsmSimOutcome = 'ok' | 'violation' | 'liveness';
@@ -225,6 +230,7 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
     drawnFaults: params.faults,
     event,
     crashes: 0,
+    crashAllAt: crashAllMoment(seed, options, params.faultPhaseMs, world.now()),
   };
 
   // Safety phase.

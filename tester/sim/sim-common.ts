@@ -4,7 +4,7 @@
  * workloads draw faults from the world's PRNG in exactly this order, so a change here changes every
  * seed's run (still deterministic).
  */
-import type { SeededRandom } from '../../lib/random.js';
+import { SeededRandom } from '../../lib/random.js';
 import type { LinkFaults } from '../../lib/sim/network.js';
 import type { RsmTiming } from '../../rsm/node.js';
 import type { SimCluster } from './cluster.js';
@@ -16,6 +16,9 @@ export const RSM_SIM_TIMING: Partial<RsmTiming> = {
   invokeTimeoutMs: 500,
   transferTimeoutMs: 500,
   transferRetryMs: 100,
+  // Small, so that runs write checkpoints, drop log prefixes and restore from both.
+  checkpointEveryRequests: 8,
+  checkpointEveryBytes: 4096,
 };
 
 export function pick<T>(random: SeededRandom, items: readonly T[]): T {
@@ -54,6 +57,32 @@ export interface FaultDriver {
   event(line: string): void;
   /** Counts crashes. */
   crashes: number;
+  /**
+   * Virtual time at which the schedule kills every replica at once and restarts them all (the
+   * `crashAll` option); undefined: only the schedule's own draws do that. Cleared once done.
+   */
+  crashAllAt?: number | undefined;
+}
+
+/** With the crashAll option: the virtual time of the crash-all, drawn from the seed. */
+export function crashAllMoment(seed: number, options: { readonly crashAll?: boolean }, faultPhaseMs: number, now: number): number | undefined {
+  if (options.crashAll !== true) return undefined;
+  return now + new SeededRandom(`rsm-sim-crash-all:${seed}`).int(Math.max(1, faultPhaseMs - 2000));
+}
+
+/**
+ * kill -9 of every replica at once, then every replica restarts (MASTER: the first id). Nothing
+ * a client saw acknowledged may be lost: the run's final checks find every acknowledged request
+ * in the converged state.
+ */
+export async function crashAllAndRestart(d: FaultDriver): Promise<void> {
+  const up = d.cluster.upIds();
+  d.event(`crash all (kill -9 of ${up.join(' ') || 'nobody up'}), then restart every replica`);
+  for (const id of up) {
+    d.cluster.crash(id);
+    d.crashes++;
+  }
+  for (const id of d.ids) await d.cluster.start(id, d.ids[0]!);
 }
 
 /** Bootstrap: nodes join one by one with the first as MASTER, on a reliable network. Problems, if any. */
@@ -81,11 +110,16 @@ export async function startNode(d: FaultDriver, id: string, master: string = d.i
 /**
  * One step of the safety phase's fault schedule (after the caller ran the world for a while):
  * crash, restart, quick restart, partition (clients included), heal, link faults, breakpoints,
- * armed partitions (net_repair 0) or isolation.
+ * armed partitions (net_repair 0), isolation, or a crash of every replica at once then restart.
  */
 export async function faultStep(d: FaultDriver): Promise<void> {
   const { cluster, random, ids } = d;
   const network = cluster.network;
+  if (d.crashAllAt !== undefined && cluster.world.now() >= d.crashAllAt) {
+    d.crashAllAt = undefined;
+    await crashAllAndRestart(d);
+    return;
+  }
   const up = cluster.upIds();
   const down = ids.filter((id) => !cluster.isUp(id));
   const roll = random.int(100);
@@ -128,6 +162,8 @@ export async function faultStep(d: FaultDriver): Promise<void> {
     const id = pick(random, up);
     d.event(`net_repair 1 on ${id}`);
     cluster.node(id)!.netRepair(1);
+  } else if (roll === 99) {
+    await crashAllAndRestart(d);
   } else if (up.length > 0) {
     const id = pick(random, up);
     d.event(`isolate ${id}`);
