@@ -33,9 +33,12 @@ import {
   FileProc,
   FileStatus,
   MAX_APPEND_BYTES,
+  MAX_READ_BYTES,
+  decodeReadReply,
   decodeStringReply,
   encodeAppendRequest,
   encodeClientRequest,
+  encodeReadRequest,
 } from './file-protocol.js';
 
 /** The specification's return codes. */
@@ -144,6 +147,30 @@ export class FileClient {
       if (status === FileStatus.NOT_FOUND) return FILE_NOT_FOUND;
       const code = FILE_STATUS_CODES[status] ?? 'FILE_FAILED';
       throw new FileError(code, `append to ${file}: ${code}${hold === undefined ? ' (no lock is held)' : ` (token ${hold.token} of ${JSON.stringify(hold.name)})`}`);
+    });
+  }
+
+  /** The whole of `file` as the service holds it (a replicated read, page by page). */
+  read(file: string): Promise<Uint8Array> {
+    return this.run(async () => {
+      const pages: Uint8Array[] = [];
+      let offset = 0;
+      for (;;) {
+        const { status, reply } = await this.options.rsm.invoke(FileProc.READ, encodeReadRequest({ file, offset, maxBytes: MAX_READ_BYTES }), this.callOptions());
+        if (status !== FileStatus.OK) throw new FileError(FILE_STATUS_CODES[status] ?? 'FILE_FAILED', `read ${file}: ${FILE_STATUS_CODES[status] ?? status}`);
+        const decoded = decodeReadReply(reply);
+        if (!decoded.ok) throw new FileError('FILE_BAD_REPLY', `read ${file}: ${decoded.reason}`);
+        pages.push(decoded.value.data);
+        offset += decoded.value.data.length;
+        if (offset >= decoded.value.length || decoded.value.data.length === 0) break;
+      }
+      const out = new Uint8Array(offset);
+      let at = 0;
+      for (const page of pages) {
+        out.set(page, at);
+        at += page.length;
+      }
+      return out;
     });
   }
 
