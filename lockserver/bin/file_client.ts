@@ -9,7 +9,7 @@
 import { EXIT_FAILURE, UsageError, parseAddressArgument, parseCommandLine, runMain, type CommandSpec } from '../../lib/cli.js';
 import { connectFiles } from '../file/connect.js';
 import { DEFAULT_FILE_LOCK, FILE_NOT_FOUND } from '../file/file-client.js';
-import { MAX_APPEND_BYTES, fileIndex } from '../file/file-protocol.js';
+import { MAX_APPEND_BYTES } from '../file/file-protocol.js';
 
 const spec: CommandSpec = {
   usage: ['file_client [--lock NAME] HOST:PORT… append FILE [TEXT]', 'file_client HOST:PORT… cat FILE'],
@@ -51,7 +51,6 @@ runMain(spec, async () => {
   const rest = positionals.slice(verbAt + 1);
   const file = rest[0];
   if (file === undefined) throw new UsageError(`${verb} needs a FILE`);
-  if (fileIndex(file) === undefined) throw new UsageError(`FILE must be file_0 … file_99, got ${JSON.stringify(file)}`);
   if (verb === 'cat' && rest.length !== 1) throw new UsageError('cat takes one FILE');
   if (verb === 'append' && rest.length > 2) throw new UsageError('append takes FILE and at most one TEXT argument (quote it)');
 

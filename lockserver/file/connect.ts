@@ -8,6 +8,8 @@ import { connect, type ConnectOptions } from '../locks.js';
 import { FileClient } from './file-client.js';
 
 export interface ConnectFilesOptions extends ConnectOptions {
+  /** The lock client's session (its lease); passed on to connect(). */
+  readonly session?: { readonly ttlMs: number };
   /** Deadline of one file call, fail-overs included (default: wait until the service answers). */
   readonly callTimeoutMs?: number;
 }
@@ -18,7 +20,7 @@ export async function connectFiles(options: ConnectFilesOptions): Promise<FileCl
   // the newcomer): the callback address alone may be, so a random suffix makes it unique.
   const clientId = `${locks.id}/${osRandom().u32().toString(16).padStart(8, '0')}`;
   return new FileClient({
-    rsm: locks.rsm,
+    rsm: locks.rsmClient,
     locks,
     clientId,
     ...(options.callTimeoutMs === undefined ? {} : { timeoutMs: options.callTimeoutMs }),

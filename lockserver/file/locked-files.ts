@@ -10,7 +10,7 @@
 import { assert } from '../../lib/assert.js';
 import { Reader, Writer } from '../../lib/codec.js';
 import type { ExecuteContext, ExecuteResult, StateMachine } from '../../rsm/state-machine.js';
-import type { FileService, LockHolds } from './file-service.js';
+import type { FileService } from './file-service.js';
 
 /** File procedures are 0x7200 … 0x72ff. */
 export function isFileProc(proc: number): boolean {
@@ -19,7 +19,7 @@ export function isFileProc(proc: number): boolean {
 
 const STATE_VERSION = 1;
 
-export class LockedFileService<Locks extends StateMachine & LockHolds> implements StateMachine {
+export class LockedFileService<Locks extends StateMachine = StateMachine> implements StateMachine {
   constructor(
     readonly locks: Locks,
     readonly files: FileService,
