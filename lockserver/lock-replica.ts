@@ -1,21 +1,35 @@
 /**
  * The composition root of a replica of the replicated caching lock service (`lock_server MASTER
- * ME`): a CachingLockServer as the replica's StateMachine, and a ReplicatedLockHost that sends
- * revoke/retry from the primary.
+ * ME`): the replica's StateMachine is a LockedFileService, i.e. a CachingLockServer and beside it
+ * the lock-protected file service (lockserver/file/README.md) fenced by its tokens; a
+ * ReplicatedLockHost sends revoke/retry/grant from the primary; a FileMirror writes the files to
+ * `<data dir>/files-<ME>/`.
  */
+import path from 'node:path';
 import { realClock } from '../lib/clock.js';
-import { startReplica, type Replica, type ReplicaOptions } from '../rsm/replica-process.js';
+import { replicaDirsFromEnv, startReplica, type Replica, type ReplicaOptions } from '../rsm/replica-process.js';
 import { CachingLockServer, type CachingLockServerLimits } from './cache-server.js';
+import { FileMirror } from './file/file-mirror.js';
+import { FileService } from './file/file-service.js';
+import { LockedFileService } from './file/locked-files.js';
 import { ReplicatedLockHost } from './replicated-host.js';
 
 export interface LockReplicaOptions extends Omit<ReplicaOptions, 'stateMachine'> {
   readonly limits?: Partial<CachingLockServerLimits>;
   readonly noticeResendMs?: number;
+  /**
+   * The file service's mode: fenced (default) refuses appends without the token of a current
+   * hold; unfenced is the specification's basic form (see lockserver/file/README.md).
+   */
+  readonly unfencedFiles?: boolean;
 }
 
 export interface LockReplica {
   readonly replica: Replica;
   readonly stateMachine: CachingLockServer;
+  readonly files: FileService;
+  /** Where the replica's copies of file_0 … file_99 are. */
+  readonly filesDir: string;
   readonly host: ReplicatedLockHost;
   /** Stops the notifier, then the replica. */
   close(): Promise<void>;
@@ -26,9 +40,15 @@ export interface LockReplica {
  * as the replica's StateMachine, and a ReplicatedLockHost sending revoke/retry from the primary.
  */
 export async function startLockReplica(options: LockReplicaOptions): Promise<LockReplica> {
-  const { limits, noticeResendMs, ...replicaOptions } = options;
+  const { limits, noticeResendMs, unfencedFiles, ...replicaOptions } = options;
   const stateMachine = new CachingLockServer(limits);
-  const replica = await startReplica({ ...replicaOptions, stateMachine });
+  const files = new FileService({ holdToken: (lock) => stateMachine.holderOf(lock)?.token }, { fenced: unfencedFiles !== true });
+  const replica = await startReplica({ ...replicaOptions, stateMachine: new LockedFileService(stateMachine, files) });
+  // The same directory rule as startReplica's: $RSM_DATA_DIR, else <log dir>/data.
+  const logDir = options.logDir ?? replicaDirsFromEnv().logDir;
+  const dataDir = options.dataDir ?? (process.env['RSM_DATA_DIR'] || path.join(logDir, 'data'));
+  const filesDir = path.join(dataDir, `files-${replica.me}`);
+  files.observe(new FileMirror(filesDir));
   const host = new ReplicatedLockHost({
     node: replica.node,
     rpc: replica.rpc,
@@ -39,6 +59,8 @@ export async function startLockReplica(options: LockReplicaOptions): Promise<Loc
   return {
     replica,
     stateMachine,
+    files,
+    filesDir,
     host,
     async close() {
       host.close();

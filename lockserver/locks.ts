@@ -139,6 +139,15 @@ export class LockClient extends EventEmitter {
     return decoded.value;
   }
 
+  /**
+   * The RSM client this lock client sends through. A service replicated beside the lock service
+   * (the file service) sends its requests on it too, so both share one connection and fail-over.
+   */
+  get rsmClient(): RsmClient {
+    if (this.rsm === undefined) throw new LockError('LOCK_BAD_OPTION', 'this lock client was not made by connect()');
+    return this.rsm;
+  }
+
   /** The client's id at the service (its callback address). */
   get id(): string {
     return this.client.id;

@@ -18,7 +18,7 @@ import { startLockReplica } from '../lock-replica.js';
 import { UsageError, countFromEnv, parseAddressArgument, parseCommandLine, programName, runMain, type CommandSpec } from '../../lib/cli.js';
 
 const spec: CommandSpec = {
-  usage: ['lock_server [--basic] [host:]PORT', 'lock_server [host:]MASTER [host:]ME'],
+  usage: ['lock_server [--basic] [host:]PORT', 'lock_server [--unfenced] [host:]MASTER [host:]ME'],
   help: `With one argument, runs a single unreplicated caching lock server on PORT: clients cache
 locks, and the server revokes a cached lock when another client wants it (lockserver/README.md).
 Use lock_tester (its default client is the caching one) against it. With --basic, runs the basic
@@ -30,9 +30,14 @@ With two arguments, runs a replica of the replicated caching lock service: MASTE
 node (and the one a joining node asks), ME is this node's port (control RPCs on ME+1). The lock
 table is the replica's state machine; the primary sends revoke and retry. Run lock_tester against
 any replica's port. Logs go to $RSM_LOG_DIR (default logs/), durable state to $RSM_DATA_DIR/<ME>.
+Every replica also serves the lock-protected append-only file service (file_0 … file_99, see
+file_client and lockserver/file/README.md), fenced by the lock service's tokens, and writes its
+copy of the files to $RSM_DATA_DIR/files-<ME>/.
 
 Options:
   --basic       serve the basic (lab 1) lock service instead of the caching one (one-argument form only)
+  --unfenced    the file service's basic, unfenced mode: appends without a fencing token are
+                accepted (every replica must use the same mode)
 
 Environment:
   RPC_LOSSY=N   lose, else duplicate, else delay N% of the messages sent (0..100)
@@ -40,13 +45,15 @@ Environment:
   DEBUG=viewstamp:*   diagnostic logging on stderr`,
   minPositionals: 1,
   maxPositionals: 2,
-  options: { basic: { type: 'boolean' } },
+  options: { basic: { type: 'boolean' }, unfenced: { type: 'boolean' } },
 };
 
 runMain(spec, async () => {
   const { positionals, values } = parseCommandLine(spec);
   const basic = values['basic'] === true;
   if (basic && positionals.length === 2) throw new UsageError('--basic applies to the one-argument form (an unreplicated server) only');
+  const unfenced = values['unfenced'] === true;
+  if (unfenced && positionals.length !== 2) throw new UsageError('--unfenced applies to the two-argument form (a replica) only');
   if (positionals.length === 2) {
     // Node ids are canonical: a bare port for 127.0.0.1 (as in the lab and its logs), else host:port.
     const nodeId = (text: string, what: string): string => parseAddressArgument(text, what).replace(/^127\.0\.0\.1:/, '');
@@ -56,9 +63,12 @@ runMain(spec, async () => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
-    const service = await startLockReplica({ master, me, rpcOptions: { statsEvery: countFromEnv('RPC_COUNT', 0) } });
+    const service = await startLockReplica({ master, me, unfencedFiles: unfenced, rpcOptions: { statsEvery: countFromEnv('RPC_COUNT', 0) } });
     const replica = service.replica;
     process.stdout.write(`${programName()}: replica ${replica.me} (master ${master}) on ${replica.address}, serving caching locks\n`);
+    process.stdout.write(
+      `${programName()}: file service ${unfenced ? 'UNFENCED (appends without a token are accepted)' : 'fenced'}; files in ${service.filesDir}\n`,
+    );
     // SIGTERM means "this node stops now": no goodbye messages, no view changes of its own.
     const signal = await stop;
     process.stdout.write(`${programName()}: ${signal}, stopping\n`);
