@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * rsm_sim [--workload kv|lock] [--seed S | --seeds N] [--first-seed S] [--nodes K] [--fault-ms MS] [--liveness-ms MS] [--verbose]
+ * rsm_sim [--workload kv|lock|file] [--seed S | --seeds N] [--first-seed S] [--nodes K] [--fault-ms MS] [--liveness-ms MS] [--verbose]
  *
  * The deterministic RSM simulator (tester/sim/rsm-sim.ts): a replicated kv service (default) or
  * the replicated caching lock service (--workload lock, tester/sim/lock-sim.ts) in one process
@@ -22,7 +22,7 @@ const EXIT_CRASH = 3;
 const PROBLEMS_SHOWN = 5;
 
 const spec: CommandSpec = {
-  usage: ['rsm_sim [--workload kv|lock] [--seed S | --seeds N] [--first-seed S] [--nodes K] [--fault-ms MS] [--liveness-ms MS] [--verbose]'],
+  usage: ['rsm_sim [--workload kv|lock|file] [--seed S | --seeds N] [--first-seed S] [--nodes K] [--fault-ms MS] [--liveness-ms MS] [--verbose]'],
   help: `Runs the deterministic RSM simulator: a replicated service (3-5 replicas) and its clients
 under crashes, restarts, partitions, message loss, duplication and reordering, breakpoints and
 armed partitions, then a liveness phase on a healed network. Checkers watch from outside: one
@@ -34,7 +34,9 @@ lock clients with 2-4 concurrent callers each on 2-3 locks; no two callers ever 
 replicas agree on holders, the clients' caches agree with the primary's table. Everything is
 drawn from the seed: the same seed (and workload) prints the same output, byte for byte.
 
-  --workload W    kv (default) or lock
+  --workload W    kv (default), lock, or file (the lock workload with the file service beside
+                  it: callers append records while they hold a lock; every acknowledged append
+                  present exactly once in every replica's files, holds contiguous, copies equal)
   --seed S        run seed S (default: a seed drawn at random, and printed)
   --seeds N       run seeds F..F+N-1 (F = --first-seed, default 0), one line each, and a summary
   --first-seed S  the first seed of --seeds
@@ -76,7 +78,7 @@ function reproduce(seed: number, options: RsmSimOptions): string {
     (options.nodes === undefined ? '' : ` --nodes ${options.nodes}`) +
     (options.faultPhaseMs === undefined ? '' : ` --fault-ms ${options.faultPhaseMs}`) +
     (options.livenessLimitMs === undefined ? '' : ` --liveness-ms ${options.livenessLimitMs}`);
-  const workload = options.workload === 'lock' ? ' --workload lock' : '';
+  const workload = options.workload === 'lock' || options.workload === 'file' ? ` --workload ${options.workload}` : '';
   return `SEED=${seed} to reproduce: rsm_sim${workload} --seed ${seed}${extra}`;
 }
 
@@ -117,9 +119,9 @@ runMain(spec, async () => {
   const faultMs = text('fault-ms') === undefined ? undefined : parseCount(text('fault-ms')!, '--fault-ms', 10_000_000);
   const livenessMs = text('liveness-ms') === undefined ? undefined : parseCount(text('liveness-ms')!, '--liveness-ms', 10_000_000);
   const workload = text('workload') ?? 'kv';
-  if (workload !== 'kv' && workload !== 'lock') throw new UsageError('--workload must be kv or lock');
+  if (workload !== 'kv' && workload !== 'lock' && workload !== 'file') throw new UsageError('--workload must be kv, lock or file');
   const options: RsmSimOptions = {
-    ...(workload === 'lock' ? { workload } : {}),
+    ...(workload === 'lock' || workload === 'file' ? { workload } : {}),
     ...(nodes === undefined ? {} : { nodes }),
     ...(faultMs === undefined ? {} : { faultPhaseMs: faultMs }),
     ...(livenessMs === undefined ? {} : { livenessLimitMs: livenessMs }),

@@ -41,6 +41,11 @@ import type { LinkFaults } from '../../lib/sim/network.js';
 import { doneEntries } from '../../paxos/log-sink.js';
 import { CachingLockClient } from '../../lockserver/cache-client.js';
 import { CachingLockServer } from '../../lockserver/cache-server.js';
+import { FileProc, FileStatus, FILE_STATUS_CODES, encodeAppendRequest } from '../../lockserver/file/file-protocol.js';
+import { FileService } from '../../lockserver/file/file-service.js';
+import { LockedFileService } from '../../lockserver/file/locked-files.js';
+import type { StateMachine } from '../../rsm/state-machine.js';
+import { checkFiles, formatRecord, type FileRecord } from '../file-check.js';
 import { LockError } from '../../lockserver/protocol.js';
 import { ReplicatedLockHost } from '../../lockserver/replicated-host.js';
 import { rsmConnection } from '../../lockserver/rsm-connection.js';
@@ -150,6 +155,17 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   const events: string[] = [];
   const keepEvents = options.keepEvents ?? false;
   const makeServer = options.lockServer ?? (() => new CachingLockServer());
+  // The file workload: every replica runs the lock service and beside it the file service it
+  // fences (as lock_server does); callers append records while they hold a lock.
+  const withFiles = options.workload === 'file';
+  const makeMachine = (): StateMachine => {
+    const server = makeServer();
+    return withFiles ? new LockedFileService(server, new FileService({ holdToken: (lock) => server.holderOf(lock)?.token })) : server;
+  };
+  const lockServerOf = (machine: StateMachine | undefined): CachingLockServer =>
+    (machine instanceof LockedFileService ? machine.locks : machine) as CachingLockServer;
+  const fileAcks: FileRecord[] = [];
+  const fileRefused: FileRecord[] = [];
   const hosts = new Map<string, ReplicatedLockHost>();
   let rsm: RsmChecker | undefined;
   let checker: LockChecker | undefined;
@@ -159,11 +175,11 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     ids,
     timing: RSM_SIM_TIMING,
     world: { keepTrace: options.keepTrace ?? false },
-    stateMachine: () => makeServer(),
+    stateMachine: () => makeMachine(),
     onNodeStart: (id, node, incarnation) => {
       const slot = cluster.slot(id);
-      const server = slot.stateMachine as CachingLockServer;
-      rsm!.attach(id, incarnation, node, server);
+      const server = lockServerOf(slot.stateMachine);
+      rsm!.attach(id, incarnation, node, slot.stateMachine!);
       const who = `${id}#${incarnation}`;
       // The previous incarnation's host is dead (its clock and endpoint went with the crash).
       const previous = hosts.get(id);
@@ -227,6 +243,10 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
       const times = new SeededRandom(`rsm-sim-lock-times:${seed}:${index}:${w}`);
       const pause = (ms: number): Promise<void> => new Promise((resolve) => clock.setTimer(ms, resolve));
       let timedOut = 0;
+      let holdsSoFar = 0;
+      let fileSeq = 0;
+      const fileClientId = `${owner}/w${w}`;
+      const callerNumber = index * 100 + w;
       void (async () => {
         for (const lid of caller.locks) {
           if (caller.thinkMsMax > 0) await pause(times.int(caller.thinkMsMax + 1));
@@ -253,6 +273,29 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
           opsAcked++;
           const holder = actor.owner;
           lockChecker.acquired(lid, holder, running.id, token);
+          if (withFiles) {
+            // One or two records into the file this lock protects, each resent until answered.
+            holdsSoFar++;
+            for (let k = 0; k < 1 + (holdsSoFar % 2); k++) {
+              const record: FileRecord = { client: callerNumber, hold: holdsSoFar, seq: ++fileSeq, file: `file_${lid % 100}` };
+              const data = new TextEncoder().encode(formatRecord(record));
+              const request = encodeAppendRequest({ client: fileClientId, seq: record.seq, file: record.file, lock: String(lid), token, data });
+              let status: number | undefined;
+              while (status === undefined) {
+                try {
+                  status = (await rsmClient.invoke(FileProc.APPEND, request)).status;
+                } catch {
+                  await pause(100);
+                }
+              }
+              if (status === FileStatus.OK) fileAcks.push(record);
+              else if (status === FileStatus.STALE_TOKEN || status === FileStatus.NOT_LOCKED) {
+                // Only a hold the service no longer counts may be refused; the record must then be absent.
+                fileRefused.push(record);
+                break;
+              } else clientErrors.push(`${holder} append ${record.seq} to ${record.file}: ${FILE_STATUS_CODES[status] ?? status}`);
+            }
+          }
           const hold = times.int(caller.holdMsMax + 1);
           if (hold > 0) await pause(hold);
           lockChecker.releasing(lid, holder);
@@ -282,7 +325,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     for (const id of ids) {
       const node = cluster.node(id);
       if (node !== undefined && node.isPrimary && node.vidCommit === newest) {
-        return { id, vid: newest, last: node.lastExecuted, server: cluster.slot(id).stateMachine as CachingLockServer };
+        return { id, vid: newest, last: node.lastExecuted, server: lockServerOf(cluster.slot(id).stateMachine) };
       }
     }
     return undefined;
@@ -349,6 +392,22 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   if (finished && problems.length === 0) {
     const states = new Set(ids.map((id) => digest(cluster.slot(id).stateMachine!.marshalState())));
     if (states.size !== 1) problems.push(`the converged replicas disagree on their state (${states.size} different states)`);
+    if (withFiles) {
+      const copies = new Map(
+        ids.map((id) => {
+          const machine = cluster.slot(id).stateMachine as LockedFileService;
+          const files = new Map<string, string>();
+          for (let index = 0; index < 100; index++) files.set(`file_${index}`, new TextDecoder().decode(machine.files.contents(index)));
+          return [id, files] as const;
+        }),
+      );
+      const check = checkFiles({ replicas: copies, acknowledged: fileAcks });
+      problems.push(...check.problems.map((problem) => `files: ${problem}`));
+      const first = copies.get(ids[0]!)!;
+      for (const record of fileRefused) {
+        if ((first.get(record.file) ?? '').includes(formatRecord(record))) problems.push(`files: the refused append ${record.client}/${record.seq} is in ${record.file}`);
+      }
+    }
     const primary = servingPrimary()!;
     for (const lid of locks) {
       const holder = primary.server.holderOf(String(lid));
@@ -383,7 +442,8 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     `views=${stats.views} crashes=${stats.crashes} deaths=${deaths} grants=${lockChecker.grants} releases=${lockChecker.releases}` +
     ` unknown=${opsUnknown} timeouts=${acquireTimeouts} acquireRpcs=${acquireRpcs} notices=${noticesSent} revokes=${revokes}` +
     ` checkedSteps=${lockChecker.decidedSteps} executions=${stats.executions} transfers=${stats.transfers} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
-    ` healed+${world.now() - healedAt}ms virtual=${stats.virtualMs}ms`;
+    ` healed+${world.now() - healedAt}ms virtual=${stats.virtualMs}ms` +
+    (withFiles ? ` appends=${fileAcks.length} refusedAppends=${fileRefused.length}` : '');
   // Pending operations become unknown; then stop every node and client so nothing lingers.
   recorder.close();
   for (const host of hosts.values()) host.close();

@@ -42,7 +42,7 @@ import { runLockSim } from './lock-sim.js';
 import type { CachingLockServer } from '../../lockserver/cache-server.js';
 import { RSM_SIM_TIMING, bootstrap, crashAllMoment, drawLinkFaults, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
 
-export type RsmSimWorkload = 'kv' | 'lock';
+export type RsmSimWorkload = 'kv' | 'lock' | 'file';
 
 export interface RsmSimOptions {
   /** The replicated service and its clients (default kv); 'lock' is tester/sim/lock-sim.ts. */
@@ -157,7 +157,7 @@ export function describeParameters(seed: number, p: Parameters): string {
 }
 
 export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Promise<RsmSimResult> {
-  if (options.workload === 'lock') return runLockSim(seed, options);
+  if (options.workload === 'lock' || options.workload === 'file') return runLockSim(seed, options);
   const params = drawParameters(seed, options);
   const { ids } = params;
   const events: string[] = [];

@@ -1,0 +1,9 @@
+/**
+ * rsm_sim --workload file seeds: the lock service and the file service it fences, replicated under
+ * random faults; callers append records while they hold a lock. At the end every acknowledged
+ * append is present exactly once in every replica's files, the records of one hold are
+ * contiguous, and the replicas' files are identical (tester/file-check.ts). 5 × 100 seeds.
+ */
+import { runRsmSimSeeds } from './rsm-sim-seeds.js';
+
+for (let part = 0; part < 5; part++) runRsmSimSeeds(part, 'file');
