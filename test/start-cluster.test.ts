@@ -196,7 +196,7 @@ t.test('start_cluster brings up 3 replicas, shows a view change, and stops every
 t.test('start_cluster command-line errors exit 2, --help exits 0', async (t) => {
   const cases: Array<[string[], number | string, RegExp]> = [
     [['--replicas', '0'], 2, /--replicas must be at least 1/],
-    [['--replicas', '16'], 2, /--replicas must be an integer 0\.\.15/],
+    [['--replicas', '16'], 2, /--replicas must be an integer 1\.\.15/],
     [['--base-port', 'x'], 2, /--base-port must be an integer/],
     [['extra'], 2, /usage: start_cluster/],
     [['--help'], 0, /--base-port PORT[\s\S]*--keep/],

@@ -81,9 +81,8 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 
 runMain(spec, async () => {
   const { values } = parseCommandLine(spec);
-  const replicas = typeof values['replicas'] === 'string' ? parseCount(values['replicas'], '--replicas', MAX_REPLICAS) : DEFAULT_REPLICAS;
-  if (replicas < 1) throw new UsageError('--replicas must be at least 1');
-  const requestedBase = typeof values['base-port'] === 'string' ? parseCount(values['base-port'], '--base-port', 65_535) : undefined;
+  const replicas = typeof values['replicas'] === 'string' ? parseCount(values['replicas'], '--replicas', MAX_REPLICAS, 1) : DEFAULT_REPLICAS;
+  const requestedBase = typeof values['base-port'] === 'string' ? parseCount(values['base-port'], '--base-port', 65_535, 1) : undefined;
   const logDir = typeof values['log-dir'] === 'string' ? values['log-dir'] : 'logs';
   if (logDir === '') throw new UsageError('--log-dir must not be empty');
   const keep = values['keep'] === true;
