@@ -192,15 +192,15 @@ export class QuorumTracker {
 }
 
 /** `no quorum: view 4 {3772,3776}; 3772 unreachable since 12:01:07` (or '' when there is quorum). */
-export function describeNoQuorum(res: QuorumRes): string {
+export function describeNoQuorum(res: QuorumRes, nameOf: (id: string) => string = (id) => id): string {
   if (res.quorum) return '';
   const since = res.unreachableSince
     .map((entry) => {
       const at = entry.lastIndexOf('@');
-      return `${entry.slice(0, at)} unreachable since ${clockText(Number(entry.slice(at + 1)))}`;
+      return `${nameOf(entry.slice(0, at))} unreachable since ${clockText(Number(entry.slice(at + 1)))}`;
     })
     .join(', ');
-  return `no quorum: view ${res.vid} {${res.members.join(',')}}; ${since}`;
+  return `no quorum: view ${res.vid} {${res.members.map(nameOf).join(',')}}; ${since}`;
 }
 
 export interface QuorumWatchOptions {

@@ -34,7 +34,7 @@ import { quorum as quorumProcedure, type QuorumRes } from '../paxos/messages.js'
 import { readNodeIdentity } from '../paxos/store.js';
 import { decodeView } from '../paxos/view.js';
 import { describeViewstamp } from './protocol.js';
-import { RpcEndpoint, type RpcOptions } from '../lib/rpc.js';
+import { RpcEndpoint, codecs, procedure, type RpcOptions } from '../lib/rpc.js';
 import { lossyPercentFromEnv, normalizeAddress, tcpNetwork } from '../lib/tcp.js';
 import { RsmNode, type RsmTiming } from './node.js';
 import type { StateMachine } from './state-machine.js';
@@ -93,6 +93,26 @@ export interface Replica {
   /** Stops the node and releases ports and storage. */
   close(): Promise<void>;
 }
+
+/**
+ * `processinfo` (0x12010, control port): the serving process's pid and data directory, so a tool
+ * (start_cluster) can track a replica by its port, also one restarted by hand.
+ */
+export interface ProcessInfo {
+  readonly pid: number;
+  readonly dataPath: string;
+  readonly cluster: string;
+}
+export const processinfo = procedure<{ readonly dummy: number }, ProcessInfo>(
+  0x12010,
+  'processinfo',
+  codecs.struct<{ readonly dummy: number }>({ dummy: codecs.i32 }),
+  codecs.struct<ProcessInfo>({
+    pid: codecs.u32,
+    dataPath: { write: (w, v) => w.string(v), read: (r) => r.string(4096) },
+    cluster: { write: (w, v) => w.string(v), read: (r) => r.string(64) },
+  }),
+);
 
 /** The log and data directories from RSM_LOG_DIR / RSM_DATA_DIR. */
 export function replicaDirsFromEnv(env: NodeJS.ProcessEnv = process.env): { logDir: string; dataDir: string } {
@@ -228,6 +248,7 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
     );
     watch = quorumWatch;
     control.handle(quorumProcedure, () => ({ status: 0, result: quorumWatch.tracker.status }));
+    control.handle(processinfo, () => ({ status: 0, result: { pid: process.pid, dataPath, cluster: identity.cluster } }));
     node.start();
     quorumWatch.start();
     const mainRpc = rpc;
