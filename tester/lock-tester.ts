@@ -1,5 +1,5 @@
 /**
- * The five classic lock tests (lab-reference §5.2), against any lock client that fits
+ * The five classic lock tests (LAB.md §5.2), against any lock client that fits
  * TesterLockClient: `cachingClientFactory` (the default of the lock_tester program) or
  * `basicClientFactory` (lock_tester --basic).
  *
