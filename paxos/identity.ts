@@ -26,7 +26,7 @@
 import type { Clock, Storage } from '../lib/env.js';
 import { ViewstampError } from '../lib/errors.js';
 import { logger } from '../lib/log.js';
-import type { RpcEndpoint } from '../lib/rpc.js';
+import type { RpcClient, RpcEndpoint } from '../lib/rpc.js';
 import { PaxosStatus, clusterid, type QuorumRes } from './messages.js';
 import { KEY_CLUSTER, drawClusterId, isValidClusterId, putClusterId, readNodeIdentity } from './store.js';
 
@@ -60,6 +60,8 @@ export class ClusterIdentity {
   private readonly options: ClusterIdentityOptions;
   private readonly addressOf: (id: string) => string;
   private readonly say: (line: string) => void;
+  /** Probe clients by peer id; bounded by the members ever probed (a view's size). */
+  private readonly clients = new Map<string, RpcClient>();
   /** Whether the id was drawn by this open (a new cluster). */
   readonly drewId: boolean;
 
@@ -99,11 +101,20 @@ export class ClusterIdentity {
 
   /** Asks one peer for its id; adopts it when this node has none. Never throws. */
   async ask(peer: string, timeoutMs = IDENTITY_PROBE_TIMEOUT_MS): Promise<PeerAnswer> {
-    const reply = await this.options.rpc.call(this.addressOf(peer), clusterid, { src: this.options.me, cluster: this.id }, { timeoutMs });
+    // Our own client per peer (not the endpoint's shared cache, which other callers use).
+    let client = this.clients.get(peer);
+    if (client === undefined || client.isClosed) {
+      client = this.options.rpc.newClient(this.addressOf(peer));
+      this.clients.set(peer, client);
+    }
+    const reply = await client.call(clusterid, { src: this.options.me, cluster: this.id }, { timeoutMs });
     if (!reply.ok) {
       const code = reply.error.code;
-      // A restarted peer is alive; the next call uses a new client.
-      if (code === 'RPC_OLDSRV' || code === 'RPC_FORGOTTEN') this.options.rpc.client(this.addressOf(peer)).close();
+      // A restarted peer is alive but a new server instance: the next probe uses a new client.
+      if (code === 'RPC_OLDSRV' || code === 'RPC_FORGOTTEN') {
+        client.close();
+        this.clients.delete(peer);
+      }
       return { kind: 'unreachable', code };
     }
     const theirs = reply.result;
