@@ -59,7 +59,7 @@ export function parseCommandLine(spec: CommandSpec, args: readonly string[] = pr
       strict: true,
     });
   } catch (error) {
-    return exitUsage(spec, (error as Error).message);
+    return exitUsage(spec, describeParseError(error));
   }
   if (parsed.values['help'] === true) {
     process.stdout.write(`${usageText(spec)}\n\n${spec.help.trimEnd()}\n`);
@@ -71,8 +71,33 @@ export function parseCommandLine(spec: CommandSpec, args: readonly string[] = pr
   return { positionals: parsed.positionals, values: parsed.values as CommandLine['values'] };
 }
 
+/**
+ * Our own text for Node's parseArgs errors (its messages quote unevenly and talk about '--'):
+ * "unknown option --bogus", "option --seed needs a value", "option --keep takes no value".
+ */
+export function describeParseError(error: unknown): string {
+  const code = (error as { code?: unknown }).code;
+  const message = error instanceof Error ? error.message : String(error);
+  const option = /'(-{1,2}[^'\s]+)/.exec(message)?.[1] ?? 'an option';
+  switch (code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option ${option}`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return /argument missing/.test(message) ? `option ${option} needs a value` : `option ${option} takes no value`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return 'unexpected argument';
+    default:
+      return message;
+  }
+}
+
+/** The one line a usage error prints: `program: USAGE: problem (usage: …; --help for more)`. */
+export function usageErrorLine(spec: CommandSpec, problem: string): string {
+  return `${spec.name ?? programName()}: USAGE: ${problem} (usage: ${spec.usage.join(' | ')}; --help for more)`;
+}
+
 export function exitUsage(spec: CommandSpec, problem: string): never {
-  process.stderr.write(`${spec.name ?? programName()}: ${problem}\n${usageText(spec)}\n`);
+  process.stderr.write(`${usageErrorLine(spec, problem)}\n`);
   process.exit(EXIT_USAGE);
 }
 
@@ -85,10 +110,13 @@ export function parseAddressArgument(text: string, what: string): string {
   }
 }
 
-/** A non-negative integer from `text` (decimal digits only), or UsageError naming `what`. */
-export function parseCount(text: string, what: string, max = Number.MAX_SAFE_INTEGER): number {
-  if (!/^\d+$/.test(text.trim()) || Number(text) > max) {
-    throw new UsageError(`${what} must be an integer 0..${max}, got ${JSON.stringify(text)}`);
+/**
+ * An integer min..max from `text` (decimal digits only), or UsageError naming `what` and the same
+ * range the program's --help states.
+ */
+export function parseCount(text: string, what: string, max = Number.MAX_SAFE_INTEGER, min = 0): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) > max || Number(text) < min) {
+    throw new UsageError(`${what} must be an integer ${min}..${max}, got ${JSON.stringify(text)}`);
   }
   return Number(text.trim());
 }
@@ -101,7 +129,7 @@ export function countFromEnv(name: string, fallback: number, env: NodeJS.Process
 }
 
 /**
- * Runs a program's main function and exits with its status. UsageError → usage on stderr, exit 2;
+ * Runs a program's main function and exits with its status. UsageError → one usage line on stderr, exit 2;
  * a ViewstampError with code CONFIG_INVALID or ADDRESS_INVALID (bad environment or arguments) →
  * exit 2; anything else → the error on stderr (with a stack unless it is a ViewstampError), exit 1.
  */
@@ -113,8 +141,11 @@ export function runMain(spec: CommandSpec, main: () => Promise<number>): void {
       if (error instanceof ViewstampError && (error.code === 'CONFIG_INVALID' || error.code === 'ADDRESS_INVALID')) {
         exitUsage(spec, error.message);
       }
-      // Our own errors are expected failures (a port in use, …): their message says it all.
-      const text = error instanceof ViewstampError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error);
+      // Our own errors are expected failures (a port in use, …): one line, their code and message.
+      const text =
+        error instanceof ViewstampError
+          ? `${error.code}: ${error.message}`
+          : `INTERNAL: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
       process.stderr.write(`${spec.name ?? programName()}: ${text}\n`);
       process.exit(EXIT_FAILURE);
     },

@@ -1,6 +1,6 @@
 /**
  * The text log `paxos-<ME>.log`: a mirror of the durable Paxos state that testers read, in the
- * lab's line formats (lab-reference §2.6). Storage, not this log, is the durable state; the log is
+ * lab's line formats (LAB.md §2.6). Storage, not this log, is the durable state; the log is
  * written after the durable write completes, so it never shows more than storage holds, and it is
  * rewritten from storage when a node starts, so it never shows less for long.
  *

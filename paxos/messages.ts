@@ -7,6 +7,8 @@
  * | acceptreq   | 0x11002 | proposer → promisers  | src, instance: u32, n: {n, m}, v   | bool: accepted                                  |
  * | decidereq   | 0x11003 | proposer → accepters  | src, instance: u32, v              | i32 (unused, 0)                                 |
  * | heartbeat   | 0x11004 | member → member       | me, vid: u32                       | u32: the receiver's vid                         |
+ * | clusterid   | 0x11005 | node → node           | src, cluster: string ("" unknown)  | cluster: string (the receiver's, "" unknown)    |
+ * | quorum      | 0x11006 | anyone → control port | dummy: i32                         | {vid, members, reachable, unreachableSince, quorum} |
  *
  * Every reply carries status OK (0) or ERR (1) in the RPC header. Only the heartbeat uses ERR
  * ("our views differ and I am not mid-Paxos"); the acceptor always answers OK and encodes its
@@ -15,7 +17,12 @@
  * A refused prepare (accept = false, oldinstance = false) carries the acceptor's promise in n_a, a
  * field a refusal does not otherwise use (our extension; the proposer outbids it next round).
  *
- * A preparereq with n = (0, "") never changes an acceptor's state: it is how a lagging node asks
+ * clusterid answers OK when both ids are known and equal or either is unknown (""), ERR when they
+differ: the two nodes belong to different clusters and must not talk Paxos (paxos/identity.ts).
+quorum is served on the control port (ME+1) by the replica host: whether this node currently
+reaches a majority of its view (paxos/identity.ts, `QuorumWatch`).
+
+A preparereq with n = (0, "") never changes an acceptor's state: it is how a lagging node asks
  * "what was decided in this instance?" (answered with oldinstance = true and the value).
  */
 import { procedure, codecs, type Codec } from '../lib/rpc.js';
@@ -88,6 +95,46 @@ export interface HeartbeatArgs {
   readonly me: string;
   readonly vid: number;
 }
+
+export interface ClusterIdArgs {
+  readonly src: string;
+  /** The caller's cluster id, "" while it does not know one (a fresh joiner). */
+  readonly cluster: string;
+}
+
+/** The receiver's view of its own reachability of a majority (quorum, on the control port). */
+export interface QuorumRes {
+  readonly vid: number;
+  readonly members: string[];
+  /** Members (self included) that answered the last probe. */
+  readonly reachable: string[];
+  /** For each unreachable member, "<id>@<ms since the Unix epoch of its first failed probe>". */
+  readonly unreachableSince: string[];
+  readonly quorum: boolean;
+}
+
+const clusterIdText: Codec<string> = { write: (w, v) => w.string(v), read: (r) => r.string(64) };
+const idList: Codec<string[]> = codecs.list(id, 1024);
+
+export const clusterid = procedure<ClusterIdArgs, string>(
+  0x11005,
+  'clusterid',
+  codecs.struct<ClusterIdArgs>({ src: id, cluster: clusterIdText }),
+  clusterIdText,
+);
+
+export const quorum = procedure<{ readonly dummy: number }, QuorumRes>(
+  0x11006,
+  'quorum',
+  codecs.struct<{ readonly dummy: number }>({ dummy: codecs.i32 }),
+  codecs.struct<QuorumRes>({
+    vid: codecs.u32,
+    members: idList,
+    reachable: idList,
+    unreachableSince: codecs.list({ write: (w, v) => w.string(v), read: (r) => r.string(ID_BYTES_MAX + 32) }, 1024),
+    quorum: codecs.bool,
+  }),
+);
 
 export const preparereq = procedure<PrepareArgs, PrepareRes>(
   0x11001,

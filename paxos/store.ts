@@ -7,6 +7,18 @@
  *   paxos/accepted                 {instance: u32, n: u32, m: string, v: string}
  *   paxos/decided/<instance, 10 digits>  {value: string}
  *   paxos/proposer                 {n: u32}   the highest round this node ever proposed with
+ *   paxos/cluster                  {id: string}   the cluster this node belongs to (see below)
+ *
+ * CLUSTER IDENTITY. The first node of a cluster draws a cluster id (`drawClusterId`, from the
+ * injected Random) when it starts with empty storage; a joiner adopts the id of the cluster it
+ * joins. The id never changes afterwards. Nodes with different ids refuse each other
+ * (`clusterid`, paxos/messages.ts), so a node started on another cluster's data directory cannot
+ * pour that cluster's views into this one. This key is the one place the id is kept; everything
+ * else (the startup line, the identity check) reads it through `load` / `readNodeIdentity`.
+ *
+ * A NODE'S DURABLE STATE is this storage TOGETHER with its text log paxos-<ME>.log: the host
+ * treats storage that holds keys while the log is missing as left over from an earlier life of
+ * the port, moves it aside (never deletes it) and starts fresh (rsm/replica-process.ts).
  *
  * DURABILITY RULE. Every change is written with `sync: true` before any reply that depends on it
  * leaves. Writes go through one serial chain, so they reach storage in the order the in-memory
@@ -25,6 +37,22 @@ export const KEY_PROMISED = 'paxos/promised';
 export const KEY_ACCEPTED = 'paxos/accepted';
 export const KEY_PROPOSER = 'paxos/proposer';
 export const KEY_DECIDED_PREFIX = 'paxos/decided/';
+export const KEY_CLUSTER = 'paxos/cluster';
+
+/** Upper bound on a cluster id read from storage or the network. */
+export const CLUSTER_ID_BYTES_MAX = 64;
+
+/** A cluster id: 1..64 printable characters without whitespace. */
+export function isValidClusterId(id: string): boolean {
+  return id.length > 0 && id.length <= CLUSTER_ID_BYTES_MAX && /^[\x21-\x7e]+$/.test(id);
+}
+
+/** A fresh cluster id: "c" and 12 hex digits from `random` (the injected PRNG). */
+export function drawClusterId(random: { int(n: number): number }): string {
+  let id = 'c';
+  for (let i = 0; i < 12; i++) id += random.int(16).toString(16);
+  return id;
+}
 
 export function decidedKey(instance: number): string {
   assert(Number.isSafeInteger(instance) && instance >= 1 && instance <= 0xffff_ffff, `bad instance ${instance}`);
@@ -48,6 +76,8 @@ export interface PaxosDurableState {
   readonly promised: PromisedRecord | undefined;
   readonly accepted: AcceptedRecord | undefined;
   readonly proposerN: number;
+  /** The cluster this node belongs to; undefined on a node that never learned it. */
+  readonly clusterId: string | undefined;
 }
 
 export function putPromised(record: PromisedRecord): StorageOp {
@@ -68,6 +98,11 @@ export function putProposerN(n: number): StorageOp {
   return { type: 'put', key: KEY_PROPOSER, value: new Writer().u32(n).finish() };
 }
 
+export function putClusterId(id: string): StorageOp {
+  assert(isValidClusterId(id), `bad cluster id ${JSON.stringify(id)}`);
+  return { type: 'put', key: KEY_CLUSTER, value: new Writer().string(id).finish() };
+}
+
 export const delPromised: StorageOp = { type: 'del', key: KEY_PROMISED };
 export const delAccepted: StorageOp = { type: 'del', key: KEY_ACCEPTED };
 
@@ -77,6 +112,37 @@ function readRecord<T>(key: string, bytes: Uint8Array, read: (reader: Reader) =>
   const decoded = reader.finish(read(reader));
   if (!decoded.ok) throw new ViewstampError('STORAGE_CORRUPT', `paxos record ${key}: ${decoded.reason}`);
   return decoded.value;
+}
+
+async function readClusterId(storage: Storage): Promise<string | undefined> {
+  const bytes = await storage.get(KEY_CLUSTER);
+  if (bytes === undefined) return undefined;
+  const id = readRecord(KEY_CLUSTER, bytes, (r) => r.string(CLUSTER_ID_BYTES_MAX));
+  if (!isValidClusterId(id)) throw new ViewstampError('STORAGE_CORRUPT', `paxos record ${KEY_CLUSTER}: bad id ${JSON.stringify(id)}`);
+  return id;
+}
+
+/** What a node's storage says about who it is, for the host's startup checks and its first line. */
+export interface NodeIdentity {
+  /** Whether the storage holds any key at all (paxos or anything stored beside it). */
+  readonly holdsState: boolean;
+  readonly clusterId: string | undefined;
+  /** The highest decided instance (0: none) and its value. */
+  readonly vid: number;
+  readonly view: string | undefined;
+}
+
+/** Reads the identity summary without building an acceptor (the decided history is scanned). */
+export async function readNodeIdentity(storage: Storage): Promise<NodeIdentity> {
+  const all = await storage.list('');
+  const decided = all.filter(([key]) => key.startsWith(KEY_DECIDED_PREFIX));
+  const last = decided[decided.length - 1];
+  return {
+    holdsState: all.length > 0,
+    clusterId: await readClusterId(storage),
+    vid: decided.length,
+    view: last === undefined ? undefined : readRecord(last[0], last[1], (r) => r.string(VALUE_BYTES_MAX)),
+  };
 }
 
 export class PaxosStore {
@@ -119,7 +185,8 @@ export class PaxosStore {
           }));
     const proposerBytes = await this.storage.get(KEY_PROPOSER);
     const proposerN = proposerBytes === undefined ? 0 : readRecord(KEY_PROPOSER, proposerBytes, (r) => r.u32());
-    return { decided, promised, accepted, proposerN };
+    const clusterId = await readClusterId(this.storage);
+    return { decided, promised, accepted, proposerN, clusterId };
   }
 
   /**

@@ -4,7 +4,24 @@
  * TCP transport (RPC_LOSSY honoured), classic-level storage in `<dataDir>/<ME>`, the Paxos text
  * log `<logDir>/paxos-<ME>.log`, the main RPC endpoint on ME and the test-control endpoint on
  * ME+1. Breakpoints print their message to stdout and exit(1).
+ *
+ * Host file: it may use node:fs and the wall clock (Date) directly, which protocol code never does.
+ *
+ * Startup, in order (each step prints one line through `say`):
+ *
+ * 1. The node's durable state is its storage directory `<dataDir>/<ME>` TOGETHER with its paxos
+ *    log. If the log is missing while the directory holds any key, the directory is left over from
+ *    an earlier life of this port: it is renamed to `<dataDir>/<ME>.stale-<time>` (nothing is
+ *    deleted) and the node starts fresh.
+ * 2. Cluster identity (paxos/identity.ts): the first node starting without an id draws one; the
+ *    node asks the first node and the members of its last view for theirs. One in another
+ *    cluster → CLUSTER_MISMATCH, naming the data directory, before anything was written.
+ * 3. The replica is opened, and prints what it restored (cluster id, view, last viewstamp) or
+ *    that it starts fresh.
+ * 4. A quorum watch probes the view's members once per heartbeat interval, logs "no quorum: …"
+ *    when fewer than a majority answer, and serves `quorum` on the control port.
  */
+import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { realClock } from '../lib/clock.js';
 import type { Env, Storage } from '../lib/env.js';
@@ -12,7 +29,12 @@ import { ViewstampError } from '../lib/errors.js';
 import { openFileLineLog, paxosLogPath } from '../lib/file-log.js';
 import { openLevelStorage } from '../lib/level-storage.js';
 import { osRandom } from '../lib/random.js';
-import { RpcEndpoint, type RpcOptions } from '../lib/rpc.js';
+import { ClusterIdentity, QuorumWatch, describeNoQuorum } from '../paxos/identity.js';
+import { quorum as quorumProcedure, type QuorumRes } from '../paxos/messages.js';
+import { readNodeIdentity } from '../paxos/store.js';
+import { decodeView } from '../paxos/view.js';
+import { describeViewstamp } from './protocol.js';
+import { RpcEndpoint, codecs, procedure, type RpcOptions } from '../lib/rpc.js';
 import { lossyPercentFromEnv, normalizeAddress, tcpNetwork } from '../lib/tcp.js';
 import { RsmNode, type RsmTiming } from './node.js';
 import type { StateMachine } from './state-machine.js';
@@ -40,6 +62,16 @@ export interface ReplicaOptions {
    * request path, and answers every request EMPTY_MACHINE_STATUS (membership-only scenarios).
    */
   readonly stateMachine?: StateMachine;
+  /** Where the startup lines and quorum changes go (default: stdout, prefixed "replica ME: "). */
+  readonly say?: (line: string) => void;
+}
+
+/** What the startup found: the lines printed, for callers and tests. */
+export interface ReplicaStartup {
+  /** Set when step 1 moved a stale storage directory aside: where it went. */
+  readonly movedAside: string | undefined;
+  readonly restored: boolean;
+  readonly clusterId: string;
 }
 
 export interface Replica {
@@ -53,9 +85,34 @@ export interface Replica {
   readonly rpc: RpcEndpoint;
   readonly control: RpcEndpoint;
   readonly logPath: string;
+  /** `<dataDir>/<ME>`: the node's storage directory. */
+  readonly dataPath: string;
+  readonly startup: ReplicaStartup;
+  /** The latest quorum verdict (also served as `quorum` on the control port). */
+  quorum(): QuorumRes;
   /** Stops the node and releases ports and storage. */
   close(): Promise<void>;
 }
+
+/**
+ * `processinfo` (0x12010, control port): the serving process's pid and data directory, so a tool
+ * (start_cluster) can track a replica by its port, also one restarted by hand.
+ */
+export interface ProcessInfo {
+  readonly pid: number;
+  readonly dataPath: string;
+  readonly cluster: string;
+}
+export const processinfo = procedure<{ readonly dummy: number }, ProcessInfo>(
+  0x12010,
+  'processinfo',
+  codecs.struct<{ readonly dummy: number }>({ dummy: codecs.i32 }),
+  codecs.struct<ProcessInfo>({
+    pid: codecs.u32,
+    dataPath: { write: (w, v) => w.string(v), read: (r) => r.string(4096) },
+    cluster: { write: (w, v) => w.string(v), read: (r) => r.string(64) },
+  }),
+);
 
 /** The log and data directories from RSM_LOG_DIR / RSM_DATA_DIR. */
 export function replicaDirsFromEnv(env: NodeJS.ProcessEnv = process.env): { logDir: string; dataDir: string } {
@@ -96,24 +153,51 @@ function defaultDie(message: string): never {
   process.exit(1);
 }
 
+/** "20260102T150405Z" (UTC), for stale directory names. */
+function stamp(date: Date): string {
+  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+}
+
 export async function startReplica(options: ReplicaOptions): Promise<Replica> {
   const me = nodeIdFromArgument(options.me);
   const master = nodeIdFromArgument(options.master);
   const logDir = options.logDir ?? replicaDirsFromEnv().logDir;
   const dataDir = options.dataDir ?? (process.env['RSM_DATA_DIR'] || join(logDir, 'data'));
+  const say = options.say ?? ((line: string) => void process.stdout.write(`replica ${me}: ${line}\n`));
   const random = osRandom();
-  const network = tcpNetwork({ lossyPercent: options.lossyPercent ?? lossyPercentFromEnv(), random: random.fork() });
+  const lossyPercent = options.lossyPercent ?? lossyPercentFromEnv();
+  const network = tcpNetwork({ lossyPercent, random: random.fork() });
   const env: Env = { clock: realClock, random, network };
   const address = normalizeAddress(me);
   const controlAddress = controlAddressOf(me);
   const logPath = paxosLogPath(logDir, me);
+  const dataPath = join(dataDir, me);
 
-  const storage: Storage = await openLevelStorage(join(dataDir, me));
+  // Step 1: storage without its paxos log is an earlier life of this port.
+  let storage: Storage = await openLevelStorage(dataPath);
+  let movedAside: string | undefined;
+  if (!existsSync(logPath) && (await readNodeIdentity(storage)).holdsState) {
+    await storage.close();
+    movedAside = `${dataPath}.stale-${stamp(new Date())}`;
+    renameSync(dataPath, movedAside);
+    say(`${logPath} is missing but ${dataPath} holds state: moved it aside to ${movedAside} (nothing deleted); starting fresh`);
+    storage = await openLevelStorage(dataPath);
+  }
   let rpc: RpcEndpoint | undefined;
   let control: RpcEndpoint | undefined;
+  let watch: QuorumWatch | undefined;
   try {
+    const before = await readNodeIdentity(storage);
     rpc = new RpcEndpoint(await network.listen(address), realClock, random.fork(), options.rpcOptions);
     control = new RpcEndpoint(await network.listen(controlAddress), realClock, random.fork(), options.rpcOptions);
+    if (lossyPercent > 0) say(`RPC_LOSSY=${lossyPercent}: ${lossyPercent}% of messages are lost, duplicated or delayed`);
+
+    // Step 2: cluster identity, before the replica writes anything.
+    const identity = await ClusterIdentity.open({ me, first: master, storage, random: random.fork(), rpc, dataPath, addressOf: addressOfId, say });
+    identity.register(rpc);
+    const lastView = before.view === undefined ? [] : (decodeView(before.view) ?? []);
+    const confirmed = await identity.checkPeers([master, ...lastView]);
+
     const timing: Partial<RsmTiming> = {
       ...options.timing,
       ...(options.heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs: options.heartbeatIntervalMs }),
@@ -131,9 +215,45 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
       timing,
     });
     node.registerControl(control);
+
+    // Step 3: say what this node is.
+    const cluster = identity.cluster === '' ? 'cluster id not known yet (adopted from the first peer that answers)' : `cluster ${identity.cluster}`;
+    if (before.holdsState) {
+      const members = before.view === undefined ? '' : ` {${(decodeView(before.view) ?? []).join(',')}}`;
+      say(`restored ${cluster} from ${dataPath}: view ${before.vid}${members}, last viewstamp ${describeViewstamp(node.lastExecuted)}`);
+    } else {
+      say(`starts fresh in ${dataPath} (${identity.drewId ? `new ${cluster}` : cluster})`);
+    }
+
+    // Step 4: quorum visibility.
+    const intervalMs = timing.heartbeatIntervalMs ?? 1000;
+    const quorumWatch = new QuorumWatch(
+      {
+        me,
+        identity,
+        clock: realClock,
+        wallNow: () => Date.now(),
+        view: () => {
+          const status = node.status();
+          return { vid: status.vid, members: status.members };
+        },
+        intervalMs,
+        say,
+        onMismatch: (error) => {
+          say(`${error.code}: ${error.message}`);
+          (options.die ?? defaultDie)(`${error.code}: stopping`);
+        },
+      },
+      confirmed,
+    );
+    watch = quorumWatch;
+    control.handle(quorumProcedure, () => ({ status: 0, result: quorumWatch.tracker.status }));
+    control.handle(processinfo, () => ({ status: 0, result: { pid: process.pid, dataPath, cluster: identity.cluster } }));
     node.start();
+    quorumWatch.start();
     const mainRpc = rpc;
     const controlRpc = control;
+    const openStorage = storage;
     return {
       me,
       address,
@@ -142,14 +262,19 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
       rpc: mainRpc,
       control: controlRpc,
       logPath,
+      dataPath,
+      startup: { movedAside, restored: before.holdsState, clusterId: identity.cluster },
+      quorum: () => quorumWatch.tracker.status,
       async close() {
+        quorumWatch.stop();
         node.stop();
         await controlRpc.close();
         await mainRpc.close();
-        await storage.close();
+        await openStorage.close();
       },
     };
   } catch (error) {
+    watch?.stop();
     await control?.close();
     await rpc?.close();
     await storage.close();
@@ -157,3 +282,4 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
   }
 }
 
+export { describeNoQuorum };

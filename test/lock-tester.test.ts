@@ -554,6 +554,23 @@ t.test('lock_server survives 100 KB of random bytes and a frame announcing 4 GB,
   t.match(tester.output(), /^lock_tester: passed all tests successfully$/m);
 });
 
+t.test('lock_tester says why it is waiting while a test does not finish', async (t) => {
+  const lines: string[] = [];
+  let probes = 0;
+  const result = await runLockTester({
+    clients: () => new Promise(() => {}), // a service that never lets a client in
+    timeoutMs: 1_200,
+    print: (line) => lines.push(line),
+    printError: (line) => lines.push(line),
+    waiting: { everyMs: 300, describe: async () => `no primary answers (tried 3772, 3774; probe ${++probes})` },
+  });
+  t.equal(result.ok, false);
+  const waiting = lines.filter((line) => line.startsWith('waiting: '));
+  t.ok(waiting.length >= 2, `a line every interval (${waiting.length})`);
+  t.match(waiting[0], /^waiting: client setup for \d+ s: no primary answers \(tried 3772, 3774; probe 1\)$/);
+  t.match(lines.join('\n'), /client setup hung/);
+});
+
 t.test('command-line errors exit 2, --help exits 0', async (t) => {
   const cases: Array<[string, string[], Record<string, string>, number, RegExp]> = [
     ['lock_server', [], {}, 2, /usage: lock_server/],
@@ -563,7 +580,8 @@ t.test('command-line errors exit 2, --help exits 0', async (t) => {
     ['lock_server', ['--basic', '1', '2'], {}, 2, /--basic applies to the one-argument form/],
     ['lock_server', ['1'], { RPC_LOSSY: 'x' }, 2, /RPC_LOSSY/],
     ['lock_server', ['--help'], {}, 0, /--basic[\s\S]*RPC_COUNT/],
-    ['lock_tester', ['1', '6'], {}, 2, /between 1 and 5/],
+    ['lock_tester', ['1', '6'], {}, 2, /^lock_tester: USAGE: test number must be an integer 1\.\.5, got "6" \(usage: lock_tester .*\)\n$/],
+    ['lock_tester', ['--bogus', '1'], {}, 2, /^lock_tester: USAGE: unknown option --bogus \(usage: /],
     ['lock_tester', ['1', '2', '3'], {}, 2, /usage: lock_tester/],
     ['lock_tester', ['--basic', '--callback-host', '127.0.0.1', '1'], {}, 2, /--callback-host applies to caching clients only/],
     ['lock_tester', ['--callback-host', 'no place', '1'], {}, 2, /--callback-host must be/],

@@ -1,5 +1,5 @@
 /**
- * The rsm_tester view scenarios 0-7 (lab-reference §5.4) in the simulator, with the lab's timers
+ * The rsm_tester view scenarios 0-7 (LAB.md §5.4) in the simulator, with the lab's timers
  * (1 s heartbeats). Views are read from each node's Paxos log, as the tester does, but compared
  * member by member rather than by count only.
  */

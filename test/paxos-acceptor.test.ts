@@ -1,5 +1,5 @@
 /**
- * The acceptor's rules (lab-reference §2.3, with our changes) and the durability rule: every state
+ * The acceptor's rules (LAB.md §2.3, with our changes) and the durability rule: every state
  * change is durable (synced) before the reply leaves, and survives a crash and restart.
  */
 import t from 'tap';

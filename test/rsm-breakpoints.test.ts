@@ -1,5 +1,5 @@
 /**
- * RSM breakpoints 1 and 2 and the armed partition (lab-reference §4.6, rsm_tester scenarios
+ * RSM breakpoints 1 and 2 and the armed partition (LAB.md §4.6, rsm_tester scenarios
  * 12–16) in the simulator, with a kv client running: the views that follow, the state every
  * replica ends with, and the client's retry deduplicated by the service.
  */

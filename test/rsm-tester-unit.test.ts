@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { quorum } from '../paxos/messages.js';
 import { realClock } from '../lib/clock.js';
 import { SeededRandom } from '../lib/random.js';
 import { RpcEndpoint } from '../lib/rpc.js';
@@ -258,6 +259,9 @@ t.test('parseRsmCtlArgs', async (t) => {
     command: { kind: 'partition', heal: 0 },
   });
   t.match(parseRsmCtlArgs(['12346', 'partition', '1']), { ok: true, command: { heal: 1 } });
+  t.same(parseRsmCtlArgs(['12346', 'status']), { ok: true, address: '127.0.0.1:12346', command: { kind: 'status' } });
+  t.match(parseRsmCtlArgs(['12346', 'status', '1']), { ok: false, message: 'status takes no value' });
+  t.match(parseRsmCtlArgs(['12346', 'breakpoint']), { ok: false });
   for (const bad of [['12346', 'partition', '2'], ['12346', 'breakpoint', 'x'], ['12346', 'breakpoint', '99999999999'], ['port', 'breakpoint', '1'], ['0', 'breakpoint', '1'], ['12346', 'explode', '1'], ['12346']]) {
     t.match(parseRsmCtlArgs(bad), { ok: false, message: String }, bad.join(' '));
   }
@@ -308,6 +312,28 @@ t.test('sendControl: the lab lines, statuses, and a node that does not answer', 
   const silent = await sendControl(rpc, address, { kind: 'partition', heal: 1 }, 300);
   // Refused at once (issue 10): no longer an RPC_TIMEOUT after the deadline.
   t.match(silent, { answered: false, message: /did not answer.*RPC_UNREACHABLE/ });
+
+  // status: the status call plus the host's quorum verdict, in one line.
+  server.handle(rsmTestProtocol.status, () => ({
+    status: 0,
+    result: { vid: 4, members: ['3772', '3776'], primary: '3772', inViewChange: true, last: { vid: 4, seqno: 2 } },
+  }));
+  server.handle(quorum, () => ({
+    status: 0,
+    result: { vid: 4, members: ['3772', '3776'], reachable: ['3776'], unreachableSince: [`3772@${Date.UTC(2026, 0, 1, 12, 1, 7)}`], quorum: false },
+  }));
+  t.same(await sendControl(rpc, server.address, { kind: 'status' }), {
+    answered: true,
+    status: 0,
+    line: 'view 4 {3772,3776} primary 3772 last 4.2; in view change; no quorum: view 4 {3772,3776}; 3772 unreachable since 12:01:07',
+  });
+
+  // A main port (no control procedures): the hint to use port + 1.
+  const main = new RpcEndpoint(await tcpNetwork().listen('127.0.0.1:0'), realClock, new SeededRandom(3));
+  t.teardown(() => main.close());
+  const port = Number(main.address.split(':')[1]);
+  const wrong = await sendControl(rpc, main.address, { kind: 'status' }, 2000);
+  t.match(wrong, { answered: false, message: `RPC_NO_SUCH_PROC: ${main.address} serves no control procedures; it looks like a replica's main port: use its control port, port + 1 (${port + 1})` });
 });
 
 t.test('killAllChildren kills every tracked child', async (t) => {

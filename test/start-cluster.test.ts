@@ -69,10 +69,10 @@ interface Run {
   exited(limitMs: number): Promise<number | string>;
 }
 
-function startCluster(args: string[]): Run {
+function startCluster(args: string[], stdin: 'ignore' | 'pipe' = 'ignore'): Run {
   const child = spawn(process.execPath, [START_CLUSTER, ...args], {
     env: { ...process.env, RPC_LOSSY: '', RPC_COUNT: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [stdin, 'pipe', 'pipe'],
   });
   let text = '';
   child.stdout!.on('data', (chunk: Buffer) => (text += chunk.toString()));
@@ -149,8 +149,9 @@ t.test('start_cluster brings up 3 replicas, shows a view change, and stops every
   t.match(out, /^start_cluster: p0 is in view 1 \{p0\}$/m);
   t.match(out, /^start_cluster: p1 is in view 2 \{p0,p1\}$/m);
   t.match(out, /^start_cluster: p2 is in view 3 \{p0,p1,p2\}$/m);
-  t.match(out, new RegExp(`^  npx lock_tester ${base} `, 'm'), 'how to run lock_tester');
-  t.match(out, new RegExp(`^  npx rsm_ctl ${base + 1} partition 0 `, 'm'), 'how to partition p0');
+  t.match(out, new RegExp(`^  node dist/tester/bin/lock_tester.js ${base} `, 'm'), 'how to run lock_tester');
+  t.match(out, new RegExp(`^  node dist/tester/bin/rsm_ctl.js ${base + 1} partition 0 `, 'm'), 'how to partition p0');
+  t.match(out, new RegExp(`^  RSM_LOG_DIR=${logDir.replace(/[.]/g, '\\.')} RSM_DATA_DIR=${logDir.replace(/[.]/g, '\\.')}/data-[^ ]+ node [^ ]*lock_server\\.js ${base} ${base + 2} `, 'm'), 'the restart command uses the cluster\'s data directory');
   t.match(out, new RegExp(`^  kill ${pids[1]} `, 'm'), 'how to kill a replica');
   t.ok(pids.every(isPidAlive), 'the replicas run');
   const dataDirs = fs.readdirSync(logDir).filter((name) => name.startsWith('data-'));
@@ -195,8 +196,8 @@ t.test('start_cluster brings up 3 replicas, shows a view change, and stops every
 
 t.test('start_cluster command-line errors exit 2, --help exits 0', async (t) => {
   const cases: Array<[string[], number | string, RegExp]> = [
-    [['--replicas', '0'], 2, /--replicas must be at least 1/],
-    [['--replicas', '16'], 2, /--replicas must be an integer 0\.\.15/],
+    [['--replicas', '0'], 2, /^start_cluster: USAGE: --replicas must be an integer 1\.\.15, got "0"/],
+    [['--replicas', '16'], 2, /--replicas must be an integer 1\.\.15/],
     [['--base-port', 'x'], 2, /--base-port must be an integer/],
     [['extra'], 2, /usage: start_cluster/],
     [['--help'], 0, /--base-port PORT[\s\S]*--keep/],
@@ -206,4 +207,66 @@ t.test('start_cluster command-line errors exit 2, --help exits 0', async (t) => 
     t.equal(await run.exited(20_000), expected, `start_cluster ${args.join(' ')}: exit ${expected}`);
     t.match(run.output(), pattern);
   }
+});
+
+t.test('start_cluster keys: kill, restart, pause, resume; a replica restarted by hand is tracked by port and stopped', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'start-cluster-keys-'));
+  const logDir = path.join(dir, 'logs');
+  const random = new SeededRandom(`${process.pid}/keys`);
+  let base: number | undefined;
+  for (let draw = 0; draw < 100 && base === undefined; draw++) {
+    const choice = await chooseBasePort(3, 20_000 + random.int(40_000), isPortFree);
+    if (choice.ok) base = choice.base;
+  }
+  if (base === undefined) throw new Error('no free ports');
+  const run = startCluster(['--base-port', String(base), '--log-dir', logDir], 'pipe');
+  const pids = new Set<number>();
+  t.teardown(() => {
+    for (const pid of [run.child.pid!, ...pids]) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone, as it should be
+      }
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const key = (line: string): void => void run.child.stdin!.write(`${line}\n`);
+  await waitFor(run, [0, 1, 2].map((i) => statusLine(`p${i}`, 'up +view 3 ')), 90_000);
+  for (const match of run.output().matchAll(/\(pid (\d+)\)$/gm)) pids.add(Number(match[1]));
+
+  key('p 2');
+  await waitFor(run, [/^start_cluster: SIGSTOP to p2 \(pid \d+\)$/m, statusLine('p2', 'paused ')], 20_000);
+  key('c 2');
+  await waitFor(run, [/^start_cluster: SIGCONT to p2/m], 20_000);
+  const resumedFrom = run.output().length;
+  await waitFor(run, [{ test: (text: string) => statusLine('p2', 'up ').test(text.slice(resumedFrom)) } as unknown as RegExp], 30_000);
+
+  key('k 1');
+  await waitFor(run, [/^start_cluster: SIGKILL to p1/m, statusLine('p1', 'exited \\(signal SIGKILL\\)')], 20_000);
+  key('r 1');
+  await waitFor(run, [/^start_cluster: restarting p1: RSM_LOG_DIR=/m], 20_000);
+  for (const match of run.output().matchAll(/restarting p1: .* \(pid (\d+)\)$/gm)) pids.add(Number(match[1]));
+  const restartedFrom = run.output().length;
+  await waitFor(run, [{ test: (text: string) => statusLine('p1', 'up ').test(text.slice(restartedFrom)) } as unknown as RegExp], 60_000);
+
+  // Kill p1 again and restart it by hand, with the printed command: it shows as up, with its pid.
+  key('k 1');
+  const killedFrom = run.output().length;
+  await waitFor(run, [{ test: (text: string) => statusLine('p1', 'exited').test(text.slice(killedFrom)) } as unknown as RegExp], 20_000);
+  const command = new RegExp(`^  (RSM_LOG_DIR=(\\S+) RSM_DATA_DIR=(\\S+) node (\\S+) (\\d+) (\\d+)) `, 'm').exec(run.output());
+  t.ok(command, 'the restart command is printed');
+  const byHand = spawn(process.execPath, [command![4]!, command![5]!, command![6]!], {
+    env: { ...process.env, RPC_LOSSY: '', RSM_LOG_DIR: command![2]!, RSM_DATA_DIR: command![3]! },
+    stdio: 'ignore',
+  });
+  pids.add(byHand.pid!);
+  const handFrom = run.output().length;
+  await waitFor(run, [{ test: (text: string) => new RegExp(`p1 +port \\d+ +pid ${byHand.pid} +up `).test(text.slice(handFrom)) } as unknown as RegExp], 60_000);
+
+  run.child.kill('SIGINT');
+  t.equal(await run.exited(30_000), 0, 'start_cluster exits 0');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.equal(byHand.exitCode !== null || byHand.signalCode !== null, true, 'the replica restarted by hand was stopped too');
+  t.same([...pids].filter(isPidAlive), [], 'no replica is left running');
 });

@@ -22,8 +22,11 @@ import { osRandom } from '../lib/random.js';
 import { RpcEndpoint } from '../lib/rpc.js';
 import { tcpNetwork } from '../lib/tcp.js';
 import { RsmClientStatus, RsmTestStatus, describeViewstamp, rsmClientProtocol, rsmTestProtocol, type StatusRes } from '../rsm/protocol.js';
+import { describeNoQuorum } from '../paxos/identity.js';
+import { quorum, type QuorumRes } from '../paxos/messages.js';
+import { processinfo, type ProcessInfo } from '../rsm/replica-process.js';
 import { parsePaxosLog, type View } from './paxos-log.js';
-import { ChildHandle, describeExit, lockServerScript, stopChildren, tail, type ExitInfo, type StopResult } from './processes.js';
+import { ChildHandle, describeExit, isPidAlive, lockServerScript, stopChildren, tail, type ExitInfo, type StopResult } from './processes.js';
 
 // -----------------------------------------------------------------------------------------------
 // Limits and timings.
@@ -160,18 +163,27 @@ export interface Replica {
   readonly logFile: string;
   readonly paxosLog: string;
   process: ChildHandle | undefined;
+  /** A process serving this port that we did not start (restarted by hand), found by its control port. */
+  adoptedPid: number | undefined;
+  /** Whether we sent it SIGSTOP (the `p` key) and not yet SIGCONT. */
+  paused: boolean;
 }
 
 export interface ReplicaStatus {
   readonly replica: Replica;
   /** 'up': runs and answers; 'no answer': runs but the status call failed; 'exited'. */
-  readonly state: 'up' | 'no answer' | 'exited' | 'not started';
+  readonly state: 'up' | 'no answer' | 'paused' | 'exited' | 'not started';
   readonly exit: ExitInfo | undefined;
   readonly view: LoggedView | undefined;
   /** The primary as this replica sees it ('' if it has no view yet), undefined if unknown. */
   readonly primary: string | undefined;
   /** The last executed viewstamp ("4.12"; "0.0" before any request), undefined if unknown. */
   readonly lastViewstamp: string | undefined;
+  /** The pid serving the port (ours or adopted), undefined if none answers. */
+  readonly pid?: number | undefined;
+  readonly inViewChange?: boolean;
+  /** The host's "no quorum: …" line, undefined with quorum or unknown. */
+  readonly noQuorum?: string | undefined;
 }
 
 export interface ClusterOptions {
@@ -205,6 +217,8 @@ export class LocalCluster {
       logFile: path.join(options.logDir, `lock_server-${options.basePort}-${port}.log`),
       paxosLog: path.join(options.logDir, `paxos-${port}.log`),
       process: undefined,
+      adoptedPid: undefined,
+      paused: false,
     }));
     this.rpc = new RpcEndpoint(tcpNetwork().connect(), realClock, osRandom(), { callTimeoutMs: MEMBERS_TIMEOUT_MS });
   }
@@ -239,17 +253,50 @@ export class LocalCluster {
     if (!fs.existsSync(script)) throw new StartupError(`cannot find the lock_server program at ${script} (build it with npm run build)`);
     for (const replica of this.replicas) {
       if (signal?.aborted) return;
-      const args = [this.master.id, replica.id];
-      replica.process = ChildHandle.spawn(script, args, replica.logFile, {
-        ...(this.options.env ?? process.env),
-        RSM_LOG_DIR: this.options.logDir,
-        RSM_DATA_DIR: this.options.dataDir,
-      });
-      progress(`starting ${replica.name}: lock_server ${args.join(' ')} (pid ${replica.process.pid})`);
+      this.spawn(replica);
+      progress(`starting ${replica.name}: lock_server ${this.master.id} ${replica.id} (pid ${replica.process!.pid})`);
       const view = await this.waitUntilInView(replica, signal);
       if (view === undefined) return; // aborted
       progress(`${replica.name} is in view ${view.vid} ${this.describe(view.members)}`);
     }
+  }
+
+  /** Starts (or restarts) `replica` as our child, with the cluster's own log and data directories. */
+  spawn(replica: Replica): ChildHandle {
+    replica.process = ChildHandle.spawn(lockServerScript(), [this.master.id, replica.id], replica.logFile, {
+      ...(this.options.env ?? process.env),
+      RSM_LOG_DIR: this.options.logDir,
+      RSM_DATA_DIR: this.options.dataDir,
+    });
+    replica.adoptedPid = undefined;
+    replica.paused = false;
+    return replica.process;
+  }
+
+  /** The shell command that restarts `replica` by hand, with this cluster's directories. */
+  restartCommand(replica: Replica): string {
+    return `RSM_LOG_DIR=${this.options.logDir} RSM_DATA_DIR=${this.options.dataDir} node ${path.relative(process.cwd(), lockServerScript())} ${this.master.id} ${replica.id}`;
+  }
+
+  /** The pid serving `replica`'s port now: our child's if it runs, else an adopted one. */
+  pidOf(replica: Replica): number | undefined {
+    if (replica.process?.running === true) return replica.process.pid;
+    return replica.adoptedPid;
+  }
+
+  /** Sends `signal` to the process serving `replica`; false if none is known. */
+  signal(replica: Replica, signal: NodeJS.Signals): boolean {
+    const pid = this.pidOf(replica);
+    if (pid === undefined) return false;
+    try {
+      process.kill(pid, signal);
+    } catch {
+      return false;
+    }
+    if (signal === 'SIGSTOP') replica.paused = true;
+    if (signal === 'SIGCONT' || signal === 'SIGKILL' || signal === 'SIGTERM') replica.paused = false;
+    if (signal === 'SIGCONT' || signal === 'SIGKILL' || signal === 'SIGTERM') return true;
+    return true;
   }
 
   private async waitUntilInView(replica: Replica, signal: AbortSignal | undefined): Promise<LoggedView | undefined> {
@@ -277,17 +324,32 @@ export class LocalCluster {
         const view = await latestLoggedView(replica.paxosLog);
         const child = replica.process;
         const base = { replica, view, lastViewstamp: undefined };
-        if (child === undefined) return { ...base, state: 'not started', exit: undefined, primary: undefined };
-        if (!child.running) return { ...base, state: 'exited', exit: child.exitInfo, primary: undefined };
-        const [answer, status] = await Promise.all([
+        const control = `127.0.0.1:${replica.controlPort}`;
+        if (child === undefined || !child.running) {
+          // Not our child (any more): whoever serves the port, e.g. a replica restarted by hand.
+          const info = replica.paused ? undefined : await queryProcessInfo(this.rpc, control);
+          if (info === undefined && !replica.paused) replica.adoptedPid = undefined;
+          if (info !== undefined) replica.adoptedPid = info.pid;
+          if (replica.adoptedPid === undefined) {
+            if (child === undefined) return { ...base, state: 'not started', exit: undefined, primary: undefined };
+            return { ...base, state: 'exited', exit: child.exitInfo, primary: undefined };
+          }
+        }
+        const pid = this.pidOf(replica);
+        if (replica.paused) return { ...base, state: 'paused', exit: undefined, primary: undefined, pid };
+        const [answer, status, verdict] = await Promise.all([
           queryMembers(this.rpc, `127.0.0.1:${replica.port}`),
-          queryStatus(this.rpc, `127.0.0.1:${replica.controlPort}`),
+          queryStatus(this.rpc, control),
+          queryQuorum(this.rpc, control),
         ]);
-        // It may have died while we asked.
-        if (!child.running) return { ...base, state: 'exited', exit: child.exitInfo, primary: undefined };
         const lastViewstamp = status === undefined ? undefined : describeViewstamp(status.last);
-        if (!answer.answered) return { ...base, lastViewstamp, state: 'no answer', exit: undefined, primary: undefined };
-        return { ...base, lastViewstamp, state: 'up', exit: undefined, primary: answer.primary };
+        const extra = {
+          pid,
+          inViewChange: status?.inViewChange === true,
+          noQuorum: verdict === undefined || verdict.quorum ? undefined : describeNoQuorum(verdict, (id) => this.nameOf(id)),
+        };
+        if (!answer.answered) return { ...base, ...extra, lastViewstamp, state: 'no answer', exit: undefined, primary: undefined };
+        return { ...base, ...extra, lastViewstamp, state: 'up', exit: undefined, primary: answer.primary };
       }),
     );
   }
@@ -295,11 +357,16 @@ export class LocalCluster {
   /** One status line per replica, fixed columns. */
   formatStatus(status: ReplicaStatus): string {
     const { replica } = status;
-    const state = status.state === 'exited' ? `exited (${describeExit(status.exit!)})` : status.state;
+    const state =
+      status.state === 'exited'
+        ? `exited (${describeExit(status.exit!)})`
+        : status.state === 'up' && status.inViewChange === true
+          ? 'up, in view change'
+          : status.state;
     const view = status.view === undefined ? 'view -' : `view ${status.view.vid} ${this.describe(status.view.members)}`;
     // Unknown: '?' while it runs but does not answer, '-' once it exited or before any view.
     const primary = status.primary === undefined ? (status.state === 'no answer' ? '?' : '-') : status.primary === '' ? '-' : this.nameOf(status.primary);
-    const pid = replica.process === undefined ? '-' : String(replica.process.pid);
+    const pid = status.pid !== undefined ? String(status.pid) : replica.process === undefined ? '-' : String(replica.process.pid);
     return [
       replica.name.padEnd(3),
       `port ${replica.port}`.padEnd(10),
@@ -308,15 +375,53 @@ export class LocalCluster {
       view.padEnd(12 + 3 * this.replicas.length),
       `primary ${primary}`.padEnd(11),
       `last vs ${status.lastViewstamp ?? '-'}`,
+      ...(status.noQuorum === undefined ? [] : [status.noQuorum]),
     ].join(' ');
   }
 
   /** SIGTERM to every replica, SIGKILL after STOP_GRACE_MS; closes the status endpoint. */
   async stop(graceMs = STOP_GRACE_MS): Promise<StopResult> {
+    for (const replica of this.replicas) if (replica.paused) this.signal(replica, 'SIGCONT');
     const children = this.replicas.map((replica) => replica.process).filter((child): child is ChildHandle => child !== undefined);
+    // Replicas restarted by hand are ours to stop too: SIGTERM, SIGKILL after the grace.
+    const adopted = this.replicas.map((r) => r.adoptedPid).filter((pid): pid is number => pid !== undefined);
+    for (const pid of adopted) trySignal(pid, 'SIGTERM');
     const result = await stopChildren(children, graceMs);
+    const deadline = Date.now() + graceMs;
+    while (adopted.some(isPidAlive) && Date.now() < deadline) await pause(100, undefined);
+    for (const pid of adopted.filter(isPidAlive)) trySignal(pid, 'SIGKILL');
     await this.rpc.close();
     return result;
+  }
+}
+
+function trySignal(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** Asks a control port which process serves it; undefined if nobody answers. */
+export async function queryProcessInfo(rpc: RpcEndpoint, controlAddress: string, timeoutMs = MEMBERS_TIMEOUT_MS): Promise<ProcessInfo | undefined> {
+  const client = rpc.newClient(controlAddress);
+  try {
+    const reply = await client.call(processinfo, { dummy: 0 }, { timeoutMs });
+    return reply.ok ? reply.result : undefined;
+  } finally {
+    client.close();
+  }
+}
+
+/** The host's quorum verdict on a control port; undefined if no answer. */
+export async function queryQuorum(rpc: RpcEndpoint, controlAddress: string, timeoutMs = MEMBERS_TIMEOUT_MS): Promise<QuorumRes | undefined> {
+  const client = rpc.newClient(controlAddress);
+  try {
+    const reply = await client.call(quorum, { dummy: 0 }, { timeoutMs });
+    return reply.ok ? reply.result : undefined;
+  } finally {
+    client.close();
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Operation histories for linearizability checking, in the JSON Lines format of
- * /work/shared/reference/history-format.md (one line per client operation).
+ * HISTORY.md at the repository root (one line per client operation).
  *
  * A HistoryActor is one sequential caller: it has a `client` number and an `owner` string, and
  * runs one operation at a time. Each operation reads `call` from the clock just before the API is

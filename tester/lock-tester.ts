@@ -1,5 +1,5 @@
 /**
- * The five classic lock tests (lab-reference §5.2), against any lock client that fits
+ * The five classic lock tests (LAB.md §5.2), against any lock client that fits
  * TesterLockClient: `cachingClientFactory` (the default of the lock_tester program) or
  * `basicClientFactory` (lock_tester --basic).
  *
@@ -31,7 +31,9 @@ import {
 import { LockError, formatLockId } from '../lockserver/protocol.js';
 import { rsmConnection, type RsmConnectionOptions } from '../lockserver/rsm-connection.js';
 import { RsmClient, type RsmClientOptions } from '../rsm/client.js';
-import { RsmClientStatus, rsmClientProtocol } from '../rsm/protocol.js';
+import { RsmClientStatus, rsmClientProtocol, rsmTestProtocol } from '../rsm/protocol.js';
+import { describeNoQuorum } from '../paxos/identity.js';
+import { quorum } from '../paxos/messages.js';
 import { normalizeAddress } from '../lib/tcp.js';
 import type { HistoryActor, HistoryRecorder } from './history.js';
 
@@ -77,6 +79,11 @@ export interface LockTesterOptions {
   readonly timeoutMs?: number;
   /** A recorder for test `name` ("lock_tester-test3"), or undefined to record nothing. */
   readonly history?: (name: string) => HistoryRecorder | undefined;
+  /**
+   * Says why the run is waiting: while a test has not finished, every `everyMs` a line
+   * `waiting: test3 for 10 s: <describe()>` is printed. Default: silent.
+   */
+  readonly waiting?: { readonly everyMs: number; readonly describe: () => Promise<string> };
 }
 
 export type FailureKind = 'violation' | 'error' | 'timeout';
@@ -286,6 +293,25 @@ export async function runLockTester(options: LockTesterOptions): Promise<LockTes
     run.fail('timeout', `error: ${what} hung: the run did not finish within ${timeoutMs} ms`);
   });
 
+  let testStartedAt = clock.now();
+  let waitingTimer: Timer | undefined;
+  const waiting = options.waiting;
+  const scheduleWaiting = (): void => {
+    if (waiting === undefined || run.stopped) return;
+    waitingTimer = clock.setTimer(waiting.everyMs, () => {
+      const what = run.test === undefined ? 'client setup' : `test${run.test}`;
+      const seconds = Math.round((clock.now() - testStartedAt) / 1000);
+      void waiting
+        .describe()
+        .catch((error: unknown) => describeError(error))
+        .then((why) => {
+          if (!run.stopped) run.print(`waiting: ${what} for ${seconds} s: ${why}`);
+          scheduleWaiting();
+        });
+    });
+  };
+  scheduleWaiting();
+
   const clients: TesterLockClient[] = [];
   let closed: Promise<void> | undefined;
   const closeAll = (): Promise<void> => (closed ??= closeClients(clients, clock));
@@ -307,6 +333,7 @@ export async function runLockTester(options: LockTesterOptions): Promise<LockTes
     for (const test of selected) {
       if (run.stopped) break;
       run.test = test;
+      testStartedAt = clock.now();
       const recorder = options.history?.(`lock_tester-test${test}`);
       try {
         await runOne(test, run, clients, recorder, clock, holdMs);
@@ -322,6 +349,7 @@ export async function runLockTester(options: LockTesterOptions): Promise<LockTes
     }
   } finally {
     deadline.cancel();
+    waitingTimer?.cancel();
     await closeAll();
   }
   return run.failure === undefined ? { ok: true, passed } : { ok: false, passed, failure: run.failure };
@@ -500,6 +528,8 @@ export type LockServiceKind =
   | { readonly kind: 'replicated'; readonly members: readonly string[]; readonly primary: string }
   /** An unreplicated lock server (`lock_server PORT`): `members` is not one of its procedures. */
   | { readonly kind: 'unreplicated' }
+  /** A replica's test-control port (ME+1): it serves `status` but not `members`. */
+  | { readonly kind: 'control'; readonly mainPort: string }
   | { readonly kind: 'unknown'; readonly reason: string };
 
 /** Deadline of the detection call (it retransmits meanwhile, so RPC_LOSSY is fine). */
@@ -514,13 +544,61 @@ export async function detectLockService(rpc: RpcEndpoint, server: string, timeou
   try {
     const reply = await client.call(rsmClientProtocol.members, { dummy: 0 }, { timeoutMs });
     if (!reply.ok) {
-      return reply.error.code === 'RPC_NO_SUCH_PROC' ? { kind: 'unreplicated' } : { kind: 'unknown', reason: `${server} did not answer: ${reply.error.code}` };
+      if (reply.error.code !== 'RPC_NO_SUCH_PROC') return { kind: 'unknown', reason: `${server} did not answer: ${reply.error.code}` };
+      // Not a replica's main port: a control port answers `status`, an unreplicated server does not.
+      const status = await client.call(rsmTestProtocol.status, { dummy: 0 }, { timeoutMs });
+      if (status.ok) {
+        const colon = server.lastIndexOf(':');
+        return { kind: 'control', mainPort: `${server.slice(0, colon + 1)}${Number(server.slice(colon + 1)) - 1}` };
+      }
+      return { kind: 'unreplicated' };
     }
     if (reply.status !== RsmClientStatus.OK) return { kind: 'unknown', reason: `${server} answered members with status ${reply.status}` };
     return { kind: 'replicated', members: reply.result.slice(0, -1), primary: reply.result.at(-1) ?? '' };
   } finally {
     client.close();
   }
+}
+
+/** Deadline of each probe of `describeReplicaWait`. */
+export const WAIT_PROBE_TIMEOUT_MS = 1_000;
+
+/**
+ * Why a client of the replicated service may be waiting, from fresh probes of `members`: each
+ * member's `members` call on its main port and its host's `quorum` verdict on its control port.
+ * "no primary answers (tried 3772, 3774, 3776); 3772: RPC_TIMEOUT; 3776: primary 3772; no quorum: …".
+ */
+export async function describeReplicaWait(rpc: RpcEndpoint, members: readonly string[]): Promise<string> {
+  const answers = await Promise.all(
+    members.map(async (member) => {
+      const address = addressOfMember(member);
+      const client = rpc.newClient(address);
+      const controlClient = rpc.newClient(controlAddressOfMember(address));
+      try {
+        const [view, verdict] = await Promise.all([
+          client.call(rsmClientProtocol.members, { dummy: 0 }, { timeoutMs: WAIT_PROBE_TIMEOUT_MS }),
+          controlClient.call(quorum, { dummy: 0 }, { timeoutMs: WAIT_PROBE_TIMEOUT_MS }),
+        ]);
+        if (!view.ok) return { member, up: false, primary: '', text: `${member}: ${view.error.code}` };
+        if (view.status !== RsmClientStatus.OK) return { member, up: true, primary: '', text: `${member}: status ${view.status}` };
+        const primary = view.result.at(-1) ?? '';
+        const noQuorum = verdict.ok && !verdict.result.quorum ? `; ${describeNoQuorum(verdict.result)}` : '';
+        return { member, up: true, primary, text: `${member}: primary ${primary || '-'}${noQuorum}` };
+      } finally {
+        client.close();
+        controlClient.close();
+      }
+    }),
+  );
+  const primaries = new Set(answers.map((a) => a.primary).filter((p) => p !== ''));
+  const primaryUp = [...primaries].some((p) => answers.some((a) => a.member === p && a.up));
+  const head = primaryUp ? 'the primary answers' : `no primary answers (tried ${members.join(', ')})`;
+  return `${head}; ${answers.map((a) => a.text).join('; ')}`;
+}
+
+function controlAddressOfMember(address: string): string {
+  const colon = address.lastIndexOf(':');
+  return `${address.slice(0, colon)}:${Number(address.slice(colon + 1)) + 1}`;
 }
 
 /** A replica id ("3772" or host:port) to its address; ids that are no address map to themselves. */

@@ -23,9 +23,11 @@ import { assert } from '../lib/assert.js';
 import { realClock, sleep } from '../lib/clock.js';
 import type { Random } from '../lib/env.js';
 import { SeededRandom, osRandom } from '../lib/random.js';
-import { RpcEndpoint } from '../lib/rpc.js';
+import { RpcEndpoint, type RpcClient } from '../lib/rpc.js';
+import { describeNoQuorum } from '../paxos/identity.js';
+import { quorum } from '../paxos/messages.js';
 import { normalizeAddress, tcpNetwork } from '../lib/tcp.js';
-import { RsmTestStatus, rsmTestProtocol } from '../rsm/protocol.js';
+import { RsmTestStatus, describeViewstamp, rsmTestProtocol } from '../rsm/protocol.js';
 import { ChildHandle, describeExit, isPortFree, lockServerScript, tail, type ExitInfo } from './processes.js';
 import {
   commonHistoryProblem,
@@ -68,7 +70,8 @@ const LOG_TAIL_LINES = 8;
 
 export type ControlCommand =
   | { readonly kind: 'breakpoint'; readonly breakpoint: number }
-  | { readonly kind: 'partition'; readonly heal: 0 | 1 };
+  | { readonly kind: 'partition'; readonly heal: 0 | 1 }
+  | { readonly kind: 'status' };
 
 export type ControlResult =
   /** The node answered; `line` is what the lab's client prints (`breakpoint 3 returned 0`). */
@@ -86,20 +89,44 @@ export async function sendControl(
   // bound to the old one would get OLDSRV.
   const client = rpc.newClient(address);
   try {
+    if (command.kind === 'status') return await statusOf(client, address, timeoutMs);
     const reply =
       command.kind === 'breakpoint'
         ? await client.call(rsmTestProtocol.breakpoint, { b: command.breakpoint }, { timeoutMs })
         : await client.call(rsmTestProtocol.net_repair, { heal: command.heal }, { timeoutMs });
-    if (!reply.ok) {
-      const hint = reply.error.code === 'RPC_TIMEOUT' ? ` within ${timeoutMs / 1000} s (the control port is the node's port + 1)` : '';
-      return { answered: false, message: `${address} did not answer${hint}: ${reply.error.code}` };
-    }
+    if (!reply.ok) return { answered: false, message: controlFailure(address, reply.error.code, timeoutMs) };
     const line =
       command.kind === 'breakpoint' ? `breakpoint ${command.breakpoint} returned ${reply.status}` : `net_repair returned ${reply.status}`;
     return { answered: true, status: reply.status, line };
   } finally {
     client.close();
   }
+}
+
+/** The one-line reason a control call failed, with the hint a wrong port needs. */
+function controlFailure(address: string, code: string, timeoutMs: number): string {
+  if (code === 'RPC_NO_SUCH_PROC') {
+    const colon = address.lastIndexOf(':');
+    const port = Number(address.slice(colon + 1));
+    return `${code}: ${address} serves no control procedures; it looks like a replica's main port: use its control port, port + 1 (${port + 1})`;
+  }
+  const hint = code === 'RPC_TIMEOUT' ? ` within ${timeoutMs / 1000} s (the control port is the node's port + 1)` : '';
+  return `${code}: ${address} did not answer${hint}`;
+}
+
+/**
+ * The status call, and the replica host's quorum verdict: one line
+ * `view 4 {3772,3776} primary 3772 last 4.3; in view change; no quorum: …`.
+ */
+async function statusOf(client: RpcClient, address: string, timeoutMs: number): Promise<ControlResult> {
+  const reply = await client.call(rsmTestProtocol.status, { dummy: 0 }, { timeoutMs });
+  if (!reply.ok) return { answered: false, message: controlFailure(address, reply.error.code, timeoutMs) };
+  const s = reply.result;
+  const quorumReply = await client.call(quorum, { dummy: 0 }, { timeoutMs });
+  const parts = [`view ${s.vid} {${s.members.join(',')}} primary ${s.primary || '-'} last ${describeViewstamp(s.last)}`];
+  if (s.inViewChange) parts.push('in view change');
+  if (quorumReply.ok) parts.push(quorumReply.result.quorum ? 'quorum' : describeNoQuorum(quorumReply.result));
+  return { answered: true, status: reply.status, line: parts.join('; ') };
 }
 
 /** An endpoint for control calls: client-only TCP, real clock. Close it when done. */
@@ -111,7 +138,11 @@ export type ParsedArgs<T> = ({ readonly ok: true } & T) | { readonly ok: false; 
 
 /** Validates `rsm_ctl`'s three positional arguments: `[host:]CONTROL_PORT breakpoint N | partition 0|1`. */
 export function parseRsmCtlArgs(positionals: readonly string[]): ParsedArgs<{ address: string; command: ControlCommand }> {
-  if (positionals.length !== 3) return { ok: false, message: `expected 3 arguments, got ${positionals.length}` };
+  if (positionals.length === 2 && positionals[1] !== 'status') {
+    return { ok: false, message: `${JSON.stringify(positionals[1])} needs a value; only status takes none` };
+  }
+  if (positionals.length !== 3 && positionals.length !== 2) return { ok: false, message: `expected 2 or 3 arguments, got ${positionals.length}` };
+  if (positionals.length === 3 && positionals[1] === 'status') return { ok: false, message: 'status takes no value' };
   const [target, verb, value] = positionals as [string, string, string];
   let address: string;
   try {
@@ -120,6 +151,7 @@ export function parseRsmCtlArgs(positionals: readonly string[]): ParsedArgs<{ ad
     return { ok: false, message: `CONTROL_PORT must be PORT or host:PORT, got ${JSON.stringify(target)}` };
   }
   if (address.endsWith(':0')) return { ok: false, message: 'CONTROL_PORT cannot be 0' };
+  if (verb === 'status') return { ok: true, address, command: { kind: 'status' } };
   if (verb === 'breakpoint') {
     if (!/^-?\d{1,10}$/.test(value) || Number(value) < -(2 ** 31) || Number(value) >= 2 ** 31) {
       return { ok: false, message: `breakpoint takes an integer, got ${JSON.stringify(value)}` };
@@ -130,7 +162,7 @@ export function parseRsmCtlArgs(positionals: readonly string[]): ParsedArgs<{ ad
     if (value !== '0' && value !== '1') return { ok: false, message: `partition takes 0 (arm) or 1 (heal), got ${JSON.stringify(value)}` };
     return { ok: true, address, command: { kind: 'partition', heal: value === '1' ? 1 : 0 } };
   }
-  return { ok: false, message: `unknown command ${JSON.stringify(verb)}: expected breakpoint or partition` };
+  return { ok: false, message: `unknown command ${JSON.stringify(verb)}: expected status, breakpoint or partition` };
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -236,6 +268,8 @@ export interface ContextOptions {
   readonly binDir: string;
   readonly random: Random;
   readonly out: (line: string) => void;
+  /** RSM_DATA_DIR of the nodes (default: `<dir>/data`); shared by all scenarios with --keep-data-dir. */
+  readonly dataDir?: string;
 }
 
 /**
@@ -266,7 +300,7 @@ export class ScenarioContext {
     this.ports = options.ports;
     this.random = options.random;
     this.dir = options.dir;
-    this.dataDir = path.join(options.dir, 'data');
+    this.dataDir = options.dataDir ?? path.join(options.dir, 'data');
     this.binDir = options.binDir;
     this.out = options.out;
     this.nodes = options.ports.map((port, index) => ({ index, port, name: `p${index}`, process: undefined, mayExitBecause: undefined }));
@@ -627,6 +661,12 @@ export interface RunOptions {
   /** Where lock_server.js (and lock_tester.js) live; default: next to this module, in bin/. */
   readonly binDir?: string;
   readonly out?: (line: string) => void;
+  /**
+   * One RSM_DATA_DIR for the whole run (`<run dir>/data`), kept between scenarios, while each
+   * scenario's log directory, and so every paxos log, is new: each node must notice that its
+   * storage belongs to an earlier life and start fresh (cluster identity, rsm/replica-process.ts).
+   */
+  readonly keepDataDir?: boolean;
   /** Called once the run directory exists (so an interrupt handler can print it). */
   readonly onRunDir?: (dir: string) => void;
 }
@@ -654,6 +694,8 @@ export async function runScenarios(options: RunOptions): Promise<boolean> {
   const runDir = await fsp.mkdtemp(path.join(os.tmpdir(), `rsm_tester-${seed}-`));
   options.onRunDir?.(runDir);
   out(`rsm_tester: logs in ${runDir}`);
+  const sharedDataDir = options.keepDataDir === true ? path.join(runDir, 'data') : undefined;
+  if (sharedDataDir !== undefined) out(`rsm_tester: --keep-data-dir: every scenario's nodes use RSM_DATA_DIR=${sharedDataDir}; paxos logs are new per scenario`);
 
   for (const id of options.tests) {
     const scenario = options.scenarios.find((s) => s.id === id);
@@ -668,6 +710,7 @@ export async function runScenarios(options: RunOptions): Promise<boolean> {
       // Each test draws from its own stream, so `-s SEED 9` repeats test 9 of a full run.
       random: new SeededRandom(`${seed}/test${id}`),
       out,
+      ...(sharedDataDir === undefined ? {} : { dataDir: sharedDataDir }),
     });
     const started = Date.now();
     out(`test ${id}: ${scenario.title}`);

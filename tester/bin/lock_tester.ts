@@ -16,6 +16,7 @@ import {
   TESTER_CLIENTS,
   basicClientFactory,
   cachingClientFactory,
+  describeReplicaWait,
   detectLockService,
   isTestNumber,
   rsmCachingClientFactory,
@@ -23,10 +24,13 @@ import {
   type TesterClientFactory,
   type TestNumber,
 } from '../lock-tester.js';
-import { EXIT_FAILURE, UsageError, parseAddressArgument, parseCommandLine, parseCount, programName, runMain, type CommandSpec } from '../../lib/cli.js';
+import { EXIT_FAILURE, EXIT_USAGE, UsageError, parseAddressArgument, parseCommandLine, parseCount, programName, runMain, type CommandSpec } from '../../lib/cli.js';
+
+/** While a test has not finished, a "waiting: …" line this often says why. */
+const WAITING_EVERY_MS = 5_000;
 
 const spec: CommandSpec = {
-  usage: ['lock_tester [--basic] [--callback-host HOST] [--timeout-ms MS] [host:]PORT [test 1-5]'],
+  usage: ['lock_tester [--basic] [--callback-host HOST] [--timeout-ms MS] [host:]PORT [test 1..5]'],
   help: `Runs the classic lock tests 1-5 (or only the one given) with ${TESTER_CLIENTS} lock clients against the
 lock server at PORT (a bare PORT means 127.0.0.1).
 
@@ -64,8 +68,8 @@ runMain(spec, async () => {
   const server = parseAddressArgument(positionals[0]!, 'PORT');
   let tests: TestNumber[] | undefined;
   if (positionals[1] !== undefined) {
-    const test = parseCount(positionals[1], 'test number');
-    if (!isTestNumber(test)) throw new UsageError('test number must be between 1 and 5');
+    const test = parseCount(positionals[1], 'test number', 5, 1);
+    if (!isTestNumber(test)) throw new UsageError(`test number must be an integer 1..5, got ${JSON.stringify(positionals[1])}`);
     tests = [test];
   }
   const timeoutText = values['timeout-ms'];
@@ -78,10 +82,14 @@ runMain(spec, async () => {
     // Validated as an address with port 0: the port is always ephemeral.
     host = parseAddressArgument(`${callbackHost}:0`, '--callback-host').replace(/:0$/, '');
   }
-  const network = tcpNetwork({ lossyPercent: lossyPercentFromEnv() });
+  const lossyPercent = lossyPercentFromEnv();
+  if (lossyPercent > 0) process.stdout.write(`${programName()}: RPC_LOSSY=${lossyPercent}: ${lossyPercent}% of the messages sent are lost, duplicated or delayed\n`);
+  const network = tcpNetwork({ lossyPercent });
   const env = { network, clock: realClock, random: osRandom() };
 
   let clients: TesterClientFactory;
+  let waiting: { everyMs: number; describe: () => Promise<string> } | undefined;
+  const probeRpc = new RpcEndpoint(network.connect(), realClock, env.random.fork());
   if (basic) {
     process.stdout.write(`${programName()}: ${TESTER_CLIENTS} basic lock clients against ${server}\n`);
     clients = basicClientFactory(server, env);
@@ -94,11 +102,16 @@ runMain(spec, async () => {
         `${programName()}: ${TESTER_CLIENTS} caching lock clients against ${server}: a replica (replicated lock service, view {${service.members.join(',')}}, primary ${service.primary || '-'}); through the RSM client\n`,
       );
       clients = rsmCachingClientFactory(server, cachingEnv);
+      const members = [...new Set([...service.members, server.replace(/^127\.0\.0\.1:/, '')])];
+      waiting = { everyMs: WAITING_EVERY_MS, describe: () => describeReplicaWait(probeRpc, members) };
     } else if (service.kind === 'unreplicated') {
       process.stdout.write(`${programName()}: ${TESTER_CLIENTS} caching lock clients against ${server}: an unreplicated lock server; direct\n`);
       clients = cachingClientFactory(server, cachingEnv);
+    } else if (service.kind === 'control') {
+      process.stderr.write(`${programName()}: WRONG_PORT: ${server} is a replica's control port; its lock service is on port ${service.mainPort.replace(/^127\.0\.0\.1:/, '')} (the control port is the replica's port + 1)\n`);
+      return EXIT_USAGE;
     } else {
-      process.stderr.write(`error: cannot tell which lock service is at ${server}: ${service.reason}\n`);
+      process.stderr.write(`${programName()}: NO_SERVICE: cannot tell which lock service is at ${server}: ${service.reason}\n`);
       return EXIT_FAILURE;
     }
   }
@@ -107,7 +120,8 @@ runMain(spec, async () => {
     ...(tests === undefined ? {} : { tests }),
     timeoutMs,
     history: (name) => HistoryRecorder.fromEnv(name),
-  });
+    ...(waiting === undefined ? {} : { waiting }),
+  }).finally(() => probeRpc.close());
   if (!result.ok) return EXIT_FAILURE;
   process.stdout.write(`${programName()}: passed all tests successfully\n`);
   return 0;

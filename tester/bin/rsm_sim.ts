@@ -38,7 +38,7 @@ drawn from the seed: the same seed (and workload) prints the same output, byte f
                   it: callers append records while they hold a lock; every acknowledged append
                   present exactly once in every replica's files, holds contiguous, copies equal)
   --seed S        run seed S (default: a seed drawn at random, and printed)
-  --seeds N       run seeds F..F+N-1 (F = --first-seed, default 0), one line each, and a summary
+  --seeds N       run seeds F..F+N-1 (N 1..1000000; F = --first-seed, default 0), one line each, and a summary
   --first-seed S  the first seed of --seeds
   --nodes K       cluster size 3..5 instead of the drawn one
   --fault-ms MS   virtual length of the safety phase (default 30000)
@@ -114,8 +114,7 @@ runMain(spec, async () => {
   if (text('seed') !== undefined && text('seeds') !== undefined) throw new UsageError('give --seed or --seeds, not both');
   if (text('first-seed') !== undefined && text('seeds') === undefined) throw new UsageError('--first-seed goes with --seeds');
   const verbose = values['verbose'] === true;
-  const nodes = text('nodes') === undefined ? undefined : parseCount(text('nodes')!, '--nodes', 5);
-  if (nodes !== undefined && nodes < 3) throw new UsageError('--nodes must be 3..5');
+  const nodes = text('nodes') === undefined ? undefined : parseCount(text('nodes')!, '--nodes', 5, 3);
   const faultMs = text('fault-ms') === undefined ? undefined : parseCount(text('fault-ms')!, '--fault-ms', 10_000_000);
   const livenessMs = text('liveness-ms') === undefined ? undefined : parseCount(text('liveness-ms')!, '--liveness-ms', 10_000_000);
   const workload = text('workload') ?? 'kv';
@@ -145,7 +144,7 @@ runMain(spec, async () => {
     return exitFor([run.outcome]);
   }
 
-  const count = parseCount(text('seeds')!, '--seeds', 1_000_000);
+  const count = parseCount(text('seeds')!, '--seeds', 1_000_000, 1);
   const first = text('first-seed') === undefined ? 0 : parseCount(text('first-seed')!, '--first-seed', 2 ** 53 - 1);
   const outcomes: Outcome[] = [];
   const failed: number[] = [];

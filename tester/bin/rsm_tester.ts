@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * rsm_tester [-s SEED] [-k] [TEST…]
+ * rsm_tester [-s SEED] [-k] [--keep-data-dir] [TEST…]
  *
  * Runs the process-level replica scenarios (tester/scenarios.ts) against real lock_server
  * processes; see tester/README.md. Prints "tests done OK" and exits 0 when all pass; prints
@@ -13,7 +13,7 @@ import { scenarios } from '../scenarios.js';
 import { EXIT_FAILURE, UsageError, parseCommandLine, runMain, type CommandSpec } from '../../lib/cli.js';
 
 const spec: CommandSpec = {
-  usage: ['rsm_tester [-s SEED] [-k] [TEST…]'],
+  usage: ['rsm_tester [-s SEED] [-k] [--keep-data-dir] [TEST…]'],
   help: `Runs the replica scenarios TEST… (default: all, ${scenarios.map((s) => s.id).join(' ')}) on 127.0.0.1 against real
 lock_server processes started from this build, and checks the views they record in paxos-<port>.log.
 
@@ -21,12 +21,15 @@ Options:
   -s, --seed SEED   seed of the ports and random delays (default: random; printed, so that a run
                     can be repeated)
   -k                accepted for compatibility with the lab; spawned processes are always killed
+  --keep-data-dir   one RSM_DATA_DIR for all scenarios, kept between them, while every scenario
+                    starts with no paxos logs: each node must see that its stored state is from
+                    an earlier life (paxos log missing), move it aside and start fresh
 
 Each run uses a fresh temporary directory (RSM_LOG_DIR and RSM_DATA_DIR of the servers): removed
 when all tests pass, kept and printed when one fails.`,
   minPositionals: 0,
   maxPositionals: Number.MAX_SAFE_INTEGER,
-  options: { seed: { type: 'string', short: 's' }, k: { type: 'boolean', short: 'k' } },
+  options: { seed: { type: 'string', short: 's' }, k: { type: 'boolean', short: 'k' }, 'keep-data-dir': { type: 'boolean' } },
 };
 
 let runDir: string | undefined;
@@ -54,6 +57,6 @@ runMain(spec, async () => {
     scenarios.map((scenario) => scenario.id),
   );
   if (!args.ok) throw new UsageError(args.message);
-  const passed = await runScenarios({ scenarios, tests: args.tests, seed: args.seed, onRunDir: (dir) => (runDir = dir) });
+  const passed = await runScenarios({ scenarios, tests: args.tests, seed: args.seed, keepDataDir: values['keep-data-dir'] === true, onRunDir: (dir) => (runDir = dir) });
   return passed ? 0 : EXIT_FAILURE;
 });

@@ -10,6 +10,7 @@
  * Ctrl-C during the shutdown SIGKILLs at once.
  */
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import {
   DEFAULT_BASE_PORT,
@@ -30,6 +31,7 @@ const STATUS_INTERVAL_MS = 1_000;
 
 const spec: CommandSpec = {
   usage: ['start_cluster [--replicas N] [--base-port PORT] [--log-dir DIR] [--keep]'],
+  // (see KEYS_HELP for the status screen's keys)
   help: `Starts a local cluster of N lock_server replicas of the replicated caching lock service on
 127.0.0.1 and shows their status until Ctrl-C, which stops them all. This is what npm start runs.
 
@@ -48,6 +50,13 @@ Options:
                     by an earlier cluster is removed first. Durable state goes to a fresh
                     DIR/data-<time>-<pid>, removed at exit
   --keep            keep the durable state at exit
+
+Keys, typed on the status screen (one per line, Enter; also read from a pipe):
+  k N  kill replica N with SIGKILL      t N  SIGTERM
+  r N  restart replica N                p N  pause it (SIGSTOP)      c N  resume it (SIGCONT)
+  q    stop the cluster (as Ctrl-C)
+Replicas are tracked by port: one restarted by hand with the printed command shows as up, and is
+stopped with the others. The status line says "paused", "in view change" and "no quorum: …".
 
 Environment: passed on to the replicas (e.g. RPC_LOSSY=N, DEBUG=viewstamp:*).`,
   minPositionals: 0,
@@ -81,9 +90,8 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 
 runMain(spec, async () => {
   const { values } = parseCommandLine(spec);
-  const replicas = typeof values['replicas'] === 'string' ? parseCount(values['replicas'], '--replicas', MAX_REPLICAS) : DEFAULT_REPLICAS;
-  if (replicas < 1) throw new UsageError('--replicas must be at least 1');
-  const requestedBase = typeof values['base-port'] === 'string' ? parseCount(values['base-port'], '--base-port', 65_535) : undefined;
+  const replicas = typeof values['replicas'] === 'string' ? parseCount(values['replicas'], '--replicas', MAX_REPLICAS, 1) : DEFAULT_REPLICAS;
+  const requestedBase = typeof values['base-port'] === 'string' ? parseCount(values['base-port'], '--base-port', 65_535, 1) : undefined;
   const logDir = typeof values['log-dir'] === 'string' ? values['log-dir'] : 'logs';
   if (logDir === '') throw new UsageError('--log-dir must not be empty');
   const keep = values['keep'] === true;
@@ -117,7 +125,9 @@ runMain(spec, async () => {
 
   if (status === 0 && !stop.signal.aborted) {
     printTryThis(cluster);
+    const keys = readKeys(cluster);
     await showStatus(cluster, stop.signal);
+    keys.close();
   }
 
   const why = stop.signal.aborted ? `${String(stop.signal.reason)}: ` : '';
@@ -145,21 +155,68 @@ runMain(spec, async () => {
   return status;
 });
 
+/**
+ * The keys of the status screen, one command per line on stdin (a terminal or a pipe, so a test
+ * can drive it): `k N` SIGKILL, `t N` SIGTERM, `r N` restart, `p N` pause (SIGSTOP), `c N`
+ * resume (SIGCONT), `q` stop the cluster; N is the replica number (1 for p1).
+ */
+export const KEYS_HELP = 'keys (then Enter): k N kill (SIGKILL), t N SIGTERM, r N restart, p N pause (SIGSTOP), c N resume (SIGCONT), q stop all; N = replica number';
+
+function readKeys(cluster: LocalCluster): { close(): void } {
+  const lines = createInterface({ input: process.stdin, terminal: false });
+  lines.on('line', (text) => {
+    const command = text.trim();
+    if (command === '') return;
+    if (command === 'q') {
+      stop.abort('q');
+      return;
+    }
+    const match = /^([ktrpc])\s*(\d+)$/.exec(command);
+    const replica = match === null ? undefined : cluster.replicas[Number(match[2])];
+    if (match === null || replica === undefined) {
+      say(`unknown key ${JSON.stringify(command)}; ${KEYS_HELP} (0..${cluster.replicas.length - 1})`);
+      return;
+    }
+    const key = match[1]!;
+    if (key === 'r') {
+      const pid = cluster.pidOf(replica);
+      if (pid !== undefined) {
+        say(`${replica.name} is running (pid ${pid}); kill it first`);
+        return;
+      }
+      const child = cluster.spawn(replica);
+      say(`restarting ${replica.name}: ${cluster.restartCommand(replica)} (pid ${child.pid})`);
+      return;
+    }
+    const signal = ({ k: 'SIGKILL', t: 'SIGTERM', p: 'SIGSTOP', c: 'SIGCONT' } as const)[key as 'k' | 't' | 'p' | 'c'];
+    const pid = cluster.pidOf(replica);
+    if (!cluster.signal(replica, signal)) {
+      say(`${replica.name} has no running process`);
+      return;
+    }
+    say(`${signal} to ${replica.name} (pid ${pid})`);
+  });
+  return { close: () => lines.close() };
+}
+
 function printTryThis(cluster: LocalCluster): void {
   const [p0, p1] = cluster.replicas;
   const lines: Array<[string, string]> = [];
   lines.push([
-    `npx lock_tester ${p0!.port}`,
+    `node dist/tester/bin/lock_tester.js ${p0!.port}`,
     `the classic lock tests through ${p0!.name} (any replica's port works; the last vs column moves)`,
   ]);
-  lines.push([`npx rsm_ctl ${p0!.controlPort} partition 0`, `arm a partition of ${p0!.name}: it cuts itself off at its next client request as primary ("partition 1" heals it)`]);
+  lines.push([`node dist/tester/bin/rsm_ctl.js ${p0!.controlPort} status`, `${p0!.name}'s view, primary, last viewstamp, and whether it has a quorum`]);
+  lines.push([`node dist/tester/bin/rsm_ctl.js ${p0!.controlPort} partition 0`, `arm a partition of ${p0!.name}: it cuts itself off at its next client request as primary ("partition 1" heals it)`]);
   if (p1 !== undefined) lines.push([`kill ${p1.process!.pid}`, `stop backup ${p1.name} (SIGTERM) and watch the view change below`]);
   lines.push([`kill ${p0!.process!.pid}`, `stop the first primary ${p0!.name}; the survivors form a view without it`]);
   lines.push([`tail -f ${p0!.paxosLog}`, `the views ${p0!.name} has seen decided`]);
+  if (p1 !== undefined) lines.push([cluster.restartCommand(p1), `restart ${p1.name} by hand once it is dead: it shows as up here, and Ctrl-C stops it too`]);
   const width = Math.max(...lines.map(([command]) => command.length));
   process.stdout.write('\nTry, in another terminal (from the repository directory):\n');
   for (const [command, what] of lines) process.stdout.write(`  ${command.padEnd(width)}   ${what}\n`);
-  process.stdout.write(`Replicas that die are not restarted. Ctrl-C stops them all.\n\n`);
+  process.stdout.write(`Or here: ${KEYS_HELP}.\n`);
+  process.stdout.write(`Replicas that die are not restarted unless you say so. Ctrl-C stops them all.\n\n`);
 }
 
 /**
