@@ -25,7 +25,7 @@
  * xid of the hold or wait they refer to.
  *
  * Through the RSM a request reaches the service as (proc, bytes): the bytes are the arguments
- * exactly as the RPC layer marshals them, without any RPC header (lab-reference §4.2). The helpers
+ * exactly as the RPC layer marshals them, without any RPC header (LAB.md §4.2). The helpers
  * at the bottom encode and decode that form, and never throw on bad input.
  */
 import { decode, encode, type Decoded } from '../lib/codec.js';

@@ -14,3 +14,8 @@ export * from './cache-client.js';
 export * from './cache-host.js';
 export * from './rsm-connection.js';
 export * from './replicated-host.js';
+export { connectFiles, type ConnectFilesOptions } from './file/connect.js';
+export { FileClient, FileError, FILE_OK, FILE_NOT_FOUND, DEFAULT_FILE_LOCK, type FileClientOptions } from './file/file-client.js';
+export { FileStatus, FILE_COUNT, MAX_APPEND_BYTES } from './file/file-protocol.js';
+export { FileService, type LockHolds } from './file/file-service.js';
+export { LockedFileService } from './file/locked-files.js';

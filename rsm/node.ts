@@ -954,7 +954,7 @@ export class RsmNode {
    *    executed everywhere, so replicas never diverge inside a view.
    * 3. Stamp the request with myvs and our clock, advance myvs, and append it to the log (sync).
    * 4. Send it to every backup of the view in parallel; right after the first answer, pass
-   *    partition1() and breakpoint1() (lab-reference §4.6).
+   *    partition1() and breakpoint1() (LAB.md §4.6).
    * 5. If any backup failed: BUSY, without executing here (the request stays pending, step 2).
    * 6. Execute it here, record lastMyvs, reply OK with the service's status and reply (it is
    *    durable on every member already).

@@ -1,6 +1,6 @@
 /**
  * The RSM wire protocols (the lab's rsm_client_protocol, rsm_protocol and rsm_test_protocol),
- * numbers and layouts as in lab-reference §4.1, and the Viewstamp value type.
+ * numbers and layouts as in LAB.md §4.1, and the Viewstamp value type.
  *
  * | protocol | proc            | id      | args (wire order)                         | result                                  |
  * |----------|-----------------|---------|-------------------------------------------|-----------------------------------------|
@@ -192,7 +192,7 @@ export const rsmTestProtocol = {
 } as const;
 
 /**
- * The result blob of a client invoke (lab-reference §4.2): the service's status as an i32, then
+ * The result blob of a client invoke (LAB.md §4.2): the service's status as an i32, then
  * its reply as bytes. The RPC header carries the RSM status (OK, NOTPRIMARY, BUSY); this blob is
  * meaningful only when that status is OK.
  */
