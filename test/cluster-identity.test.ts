@@ -14,6 +14,8 @@ import { QuorumTracker, describeNoQuorum } from '../paxos/identity.js';
 import { KEY_CLUSTER, drawClusterId, isValidClusterId, readNodeIdentity } from '../paxos/store.js';
 import { SeededRandom } from '../lib/random.js';
 import { startReplica, type Replica } from '../rsm/replica-process.js';
+import { chooseBasePort } from '../tester/cluster.js';
+import { isPortFree } from '../tester/processes.js';
 
 const TIMING = { heartbeatIntervalMs: 200, heartbeatTimeoutMs: 300, paxosTimeoutMs: 300, removeJitterMsMax: 100, joinRetryMs: 200 };
 
@@ -44,9 +46,13 @@ async function dump(directory: string): Promise<string> {
   }
 }
 
-function portBlock(): string[] {
-  const base = 20_000 + 2 * Math.floor(Math.random() * 15_000);
-  return [0, 1, 2].map((i) => String(base + 2 * i));
+/** Three node ids whose ports and control ports (port + 1) are all free now. */
+async function portBlock(): Promise<string[]> {
+  for (let draw = 0; draw < 100; draw++) {
+    const choice = await chooseBasePort(3, 20_000 + 2 * Math.floor(Math.random() * 5_500), isPortFree);
+    if (choice.ok) return [0, 1, 2].map((i) => String(choice.base + 2 * i));
+  }
+  throw new Error('no free block of ports');
 }
 
 interface Cluster {
@@ -115,7 +121,7 @@ t.test('QuorumTracker: majority of the view, self included; lines only on change
 t.test('a node started on another cluster\'s data directory refuses and leaves it unchanged', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'viewstamp-identity-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const ids = portBlock();
+  const ids = await portBlock();
   const logA = join(dir, 'a');
   const dataA = join(dir, 'a', 'data');
   const a = cluster(ids, logA, dataA);
@@ -157,7 +163,7 @@ t.test('a node started on another cluster\'s data directory refuses and leaves i
 t.test('a node whose paxos log was deleted moves its state aside and starts fresh', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'viewstamp-stale-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const ids = portBlock();
+  const ids = await portBlock();
   const dataDir = join(dir, 'data');
   const c = cluster(ids, dir, dataDir);
   t.teardown(() => c.stopAll());
@@ -199,7 +205,7 @@ t.test('a node whose paxos log was deleted moves its state aside and starts fres
 t.test('the survivor of two kills reports no quorum', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'viewstamp-quorum-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const ids = portBlock();
+  const ids = await portBlock();
   const c = cluster(ids, dir, join(dir, 'data'));
   t.teardown(() => c.stopAll());
   for (const id of ids) await c.start(id);

@@ -31,7 +31,7 @@ async function waitUntil(condition: () => boolean, limitMs: number, what: string
 async function freeBase(): Promise<number> {
   const random = osRandom();
   for (let draw = 0; draw < 100; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(40_000), isPortFree);
+    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
     if (choice.ok) return choice.base;
   }
   throw new Error('no free ports');

@@ -37,7 +37,7 @@ t.test('the lock API against a 3-replica lock service', async (t) => {
   let base: number | undefined;
   const random = osRandom();
   for (let draw = 0; draw < 100 && base === undefined; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(40_000), isPortFree);
+    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
     if (choice.ok) base = choice.base;
   }
   if (base === undefined) throw new Error('no free ports');

@@ -42,7 +42,7 @@ t.test('lock_tester passes through the RSM against 3 in-process replicas; detect
   let base: number | undefined;
   const random = osRandom();
   for (let draw = 0; draw < 100 && base === undefined; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(40_000), isPortFree);
+    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
     if (choice.ok) base = choice.base;
   }
   if (base === undefined) throw new Error('no free ports');

@@ -88,7 +88,7 @@ t.test('lockd on a port in use exits 1 with a clear message', async (t) => {
   const port = String((blocker.address() as net.AddressInfo).port);
   const result = await runProgram(LOCKD, ['-p', port, String(await freePort())]);
   t.equal(result.code, 1);
-  t.match(result.stderr, /lockd: cannot serve as primary on 127\.0\.0\.1:\d+: address in use/);
+  t.match(result.stderr, /lockd: LISTEN_FAILED: cannot serve as primary on 127\.0\.0\.1:\d+: address in use/);
 });
 
 t.test('bad arguments: usage line and exit 2', async (t) => {

@@ -55,7 +55,7 @@ t.test('README "Try it": every command and key, against a started cluster', asyn
   const random = new SeededRandom(`${process.pid}/readme`);
   let base: number | undefined;
   for (let draw = 0; draw < 100 && base === undefined; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(40_000), isPortFree);
+    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
     if (choice.ok) base = choice.base;
   }
   if (base === undefined) throw new Error('no free ports');

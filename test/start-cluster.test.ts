@@ -116,7 +116,7 @@ t.test('start_cluster brings up 3 replicas, shows a view change, and stops every
   const random = new SeededRandom(String(process.pid));
   let base: number | undefined;
   for (let draw = 0; draw < 100 && base === undefined; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(40_000), isPortFree);
+    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
     if (choice.ok) base = choice.base;
   }
   if (base === undefined) throw new Error('no free ports');
@@ -215,7 +215,7 @@ t.test('start_cluster keys: kill, restart, pause, resume; a replica restarted by
   const random = new SeededRandom(`${process.pid}/keys`);
   let base: number | undefined;
   for (let draw = 0; draw < 100 && base === undefined; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(40_000), isPortFree);
+    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
     if (choice.ok) base = choice.base;
   }
   if (base === undefined) throw new Error('no free ports');

@@ -37,7 +37,8 @@ export const DEFAULT_REPLICAS = 3;
 export const MAX_REPLICAS = 15;
 /** Random base ports are drawn from [RANDOM_PORT_MIN, RANDOM_PORT_MAX). */
 export const RANDOM_PORT_MIN = 10_000;
-export const RANDOM_PORT_MAX = 60_000;
+// Below Linux's ephemeral range (32768 and up by default), which outgoing connections take from.
+export const RANDOM_PORT_MAX = 32_000;
 /** Draws of a random base port before giving up. */
 export const PORT_DRAWS_MAX = 200;
 /** How long a starting replica may take to appear in a view (its log shows a view with it). */

@@ -142,7 +142,7 @@ export async function runFileTest(options: FileTestOptions): Promise<FileTestRes
 /** A random block of free ports (never the default 3772 block a user's `npm start` may hold). */
 async function freeBasePort(replicas: number): Promise<number> {
   for (let draw = 0; draw < 50; draw++) {
-    const choice = await chooseBasePort(replicas, 20_000 + Math.floor(Math.random() * 30_000), isPortFree);
+    const choice = await chooseBasePort(replicas, 20_000 + Math.floor(Math.random() * 11_000), isPortFree);
     if (choice.ok) return choice.base;
   }
   throw new Error('found no free block of ports for the replicas');

@@ -112,7 +112,7 @@ export async function withCluster<T>(body: (cluster: LocalCluster) => Promise<T>
   let base: number | undefined;
   const random = osRandom();
   for (let draw = 0; draw < 50 && base === undefined; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(40_000), isPortFree);
+    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
     if (choice.ok) base = choice.base;
   }
   if (base === undefined) throw new Error('no free ports for a 3-replica cluster');
