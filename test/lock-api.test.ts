@@ -136,6 +136,13 @@ t.test('the lock API against a 3-replica lock service', async (t) => {
   await t.test('bad connect options and a lock lost at close', async (t) => {
     await t.rejects(connect({ members: [] }), { code: 'LOCK_BAD_OPTION' });
     await t.rejects(connect({ members, acquireTimeoutMs: -1 }), { code: 'LOCK_BAD_OPTION' });
+    for (const ttlMs of [999, 300_001, 1_500.5, Number.NaN, '5000' as unknown as number]) {
+      await t.rejects(connect({ members, session: { ttlMs } }), { code: 'LOCK_BAD_OPTION' }, `TTL ${String(ttlMs)} refused at connect`);
+    }
+    const edge = await connect({ members, session: { ttlMs: 1_000 } });
+    t.equal(edge.sessionKeeper?.renewEveryMs, 333, 'renews every TTL/3');
+    t.equal(edge.sessionKeeper?.marginMs, 200, 'margin TTL/10 + 100 ms');
+    await edge.close();
     const c = await connect({ members });
     const lock = await c.acquire('lost-at-close');
     const lost: string[] = [];
