@@ -15,6 +15,7 @@
  * | grant       | 0x8003 | server → client | lid: string, xid: u64, token: u64 | CallbackStatus.OK        | i32 0   |
  * | keepalive   | 0x7006 | client → server | sessions: list of {id: string, ttlMs: u32} (1–1000) | OK, RPCERR | list of u8 (OK, SESSION_EXPIRED, RPCERR per session) |
  * | endsession  | 0x7007 | client → server | id: string                    | OK, RPCERR                  | u64 0   |
+ * | tick        | 0x7008 | primary host → RSM | (empty)                    | OK                          | u64 0   |
  *
  * `lid` is the lock's name: UTF-8, 1–256 bytes (the classic numeric ids travel as decimal
  * strings). `token` is the fencing token of a grant: strictly increasing per lock, across view
@@ -121,6 +122,11 @@ export const CacheProc = {
   KEEPALIVE: 0x7006,
   /** Ends a session: its locks are freed (handed to their first waiters) and the id is done. */
   END_SESSION: 0x7007,
+  /**
+   * No operation but the table's clock: the primary's host sends it when sessions exist and no
+   * request executed for a while, so that leases expire even when nothing else flows.
+   */
+  TICK: 0x7008,
 } as const;
 
 /** The documented range of a session's TTL (ms); connect refuses others, the server answers RPCERR. */

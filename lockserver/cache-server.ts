@@ -241,6 +241,8 @@ export class CachingLockServer implements StateMachine {
         if (!decoded.ok) return { status: LockStatus.RPCERR, reply: encodeKeepaliveReply([]) };
         return { status: LockStatus.OK, reply: encodeKeepaliveReply(decoded.value.map((e) => this.onKeepalive(e.id, e.ttlMs))) };
       }
+      case CacheProc.TICK:
+        return tokenAnswer(LockStatus.OK, 0); // the clock moved (advanceClock): that is all
       case CacheProc.END_SESSION: {
         const decoded = decodeEndSessionRequest(request);
         if (!decoded.ok) return tokenAnswer(LockStatus.RPCERR, 0);

@@ -137,7 +137,7 @@ export class SessionKeeper {
       // The deadline may have passed while this process was paused: check before trusting anything.
       this.checkDeadline();
       if (this.state !== 'open') return;
-      this.keepalive(this.renewEveryMs).then(
+      this.keepalive(this.options.ttlMs - this.marginMs).then(
         (status) => {
           this.inFlight = false;
           if (this.state !== 'open') return;

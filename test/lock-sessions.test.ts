@@ -151,3 +151,15 @@ t.test('clients without a session keep their locks (the classic protocol)', asyn
   t.ok(s.hasEnded('A'));
   check(t, s);
 });
+
+t.test('a tick only moves the clock, and that expires what is due', async (t) => {
+  const s = new CachingLockServer();
+  keepalive(s, [{ id: 'A', ttlMs: TTL }], at(1, 0));
+  t.equal(acquire(s, 'x', 'A', 1, at(1, 0)).status, OK);
+  t.equal(s.execute(CacheProc.TICK, new Uint8Array(0), at(1, 1_999)).status, OK);
+  t.equal(s.holderOf('x')?.id, 'A');
+  t.equal(s.execute(CacheProc.TICK, new Uint8Array(0), at(1, 2_000)).status, OK);
+  t.equal(s.holderOf('x'), undefined, 'expired by the tick');
+  t.equal(s.sessionCount, 0);
+  check(t, s);
+});
