@@ -16,6 +16,7 @@
  * | keepalive   | 0x7006 | client → server | sessions: list of {id: string, ttlMs: u32} (1–1000) | OK, RPCERR | list of u8 (OK, SESSION_EXPIRED, RPCERR per session) |
  * | endsession  | 0x7007 | client → server | id: string                    | OK, RPCERR                  | u64 0   |
  * | tick        | 0x7008 | primary host → RSM | (empty)                    | OK                          | u64 0   |
+ * | sessionkeepalive | 0x7009 | client → primary's host (plain RPC) | id: string, ttlMs: u32 | OK, NOT_PRIMARY (100) | u32 keepalive status |
  *
  * `lid` is the lock's name: UTF-8, 1–256 bytes (the classic numeric ids travel as decimal
  * strings). `token` is the fencing token of a grant: strictly increasing per lock, across view
@@ -165,6 +166,21 @@ export function encodeKeepaliveReply(statuses: readonly number[]): Uint8Array {
 export function decodeKeepaliveReply(bytes: Uint8Array): Decoded<number[]> {
   return decode(bytes, (r) => r.list((r2) => r2.u8(), 1, MAX_KEEPALIVE_SESSIONS));
 }
+
+const clientIdCodec: Codec<string> = { write: (w, v) => void w.string(v), read: (r) => r.string(MAX_CLIENT_ID_BYTES) };
+
+/**
+ * Keepalive coalescing: a client sends its keepalive as a plain RPC to the primary's lock host,
+ * which batches every keepalive that arrives while its previous batch is in flight into one
+ * replicated keepalive request (replicated-host.ts). Answered with the session's keepalive status
+ * once that request executed; RPC status KEEPALIVE_NOT_PRIMARY when this replica cannot batch
+ * (not the serving primary, or too many waiting): the client then sends keepalive through the RSM.
+ */
+export const sessionProtocol = {
+  keepalive: procedure(0x7009, 'sessionkeepalive', codecs.struct<KeepaliveEntry>({ id: clientIdCodec, ttlMs: codecs.u32 }), codecs.u32),
+} as const;
+
+export const KEEPALIVE_NOT_PRIMARY = 100;
 
 export function encodeEndSessionRequest(id: string): Uint8Array {
   return encode((w) => void w.string(id));

@@ -44,6 +44,7 @@ import {
   type LockInspection,
 } from './cache-protocol.js';
 import { SessionKeeper } from './session.js';
+import { KEEPALIVE_NOT_PRIMARY, sessionProtocol } from './cache-protocol.js';
 import { LockError, formatLockName } from './protocol.js';
 import { rsmConnection } from './rsm-connection.js';
 
@@ -309,7 +310,15 @@ export async function connect(options: ConnectOptions): Promise<LockClient> {
     beforeStop: async () => session?.end(2_000),
   });
   lockClient = new LockClient(client, rsm);
-  session = new SessionKeeper({ rsm, clock: env.clock, id: client.id, ttlMs, onLost: (reason) => lockClient?.loseSession(reason) });
+  // Keepalives go to the believed primary's host first, which batches them (one replicated
+  // request for many clients); the RSM path is the fallback.
+  const viaPrimary = async (entry: { id: string; ttlMs: number }, timeoutMs: number): Promise<number | undefined> => {
+    const primary = rsm.primary;
+    if (primary === undefined) return undefined;
+    const reply = await rpc.call(addressOfMember(primary), sessionProtocol.keepalive, entry, { timeoutMs: Math.min(timeoutMs, 2_000) });
+    return reply.ok && reply.status !== KEEPALIVE_NOT_PRIMARY ? reply.result : undefined;
+  };
+  session = new SessionKeeper({ rsm, clock: env.clock, id: client.id, ttlMs, viaPrimary, onLost: (reason) => lockClient?.loseSession(reason) });
   try {
     await session.open(connectTimeoutMs);
   } catch (error) {

@@ -14,6 +14,9 @@
  * 4. When the local deadline passes without a renewal, or any answer says SESSION_EXPIRED, the
  *    session is lost: `onLost` runs once (the owner marks every held lock lost and forgets its
  *    cache), and nothing more is sent.
+ *    With `viaPrimary` a keepalive goes first as one plain RPC to the primary's host, which
+ *    batches many clients' keepalives into one replicated request; without an answer from there,
+ *    through the RSM as above.
  * 5. `end()` stops renewing and sends endsession(id): the service frees whatever is still held.
  *
  * Host code: time and timers from the injected Clock only.
@@ -37,6 +40,11 @@ export interface SessionKeeperOptions {
   /** The session (client) id. */
   readonly id: string;
   readonly ttlMs: number;
+  /**
+   * Optional fast path: send the keepalive as a plain RPC to the primary's host, which batches
+   * (replicated-host.ts). Resolves with the session's status, or undefined to use the RSM path.
+   */
+  readonly viaPrimary?: (entry: { id: string; ttlMs: number }, timeoutMs: number) => Promise<number | undefined>;
   /** Runs once when the session is lost; `reason` explains why. */
   readonly onLost: (reason: LockError) => void;
 }
@@ -99,6 +107,10 @@ export class SessionKeeper {
 
   private async keepalive(timeoutMs: number): Promise<number> {
     this.keepalivesSent++;
+    if (this.options.viaPrimary !== undefined) {
+      const status = await this.options.viaPrimary({ id: this.options.id, ttlMs: this.options.ttlMs }, timeoutMs).catch(() => undefined);
+      if (status !== undefined) return status;
+    }
     let answer: { status: number; reply: Uint8Array };
     try {
       answer = await this.options.rsm.invoke(CacheProc.KEEPALIVE, encodeKeepaliveRequest([{ id: this.options.id, ttlMs: this.options.ttlMs }]), { timeoutMs });

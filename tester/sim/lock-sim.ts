@@ -181,7 +181,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
       const rpc = slot.rpc!;
       // The lease ticker goes through the RSM from this replica, like a client's request.
       const ticker = new RsmClient({ rpc, knownMembers: [id], callTimeoutMs: 2000, backoffMsMax: 1000 });
-      const invoke = (proc: number, request: Uint8Array): Promise<unknown> => ticker.invoke(proc, request, { timeoutMs: 5_000 });
+      const invoke = (proc: number, request: Uint8Array): ReturnType<RsmClient['invoke']> => ticker.invoke(proc, request, { timeoutMs: 5_000 });
       hosts.set(id, new ReplicatedLockHost({ node, rpc, clock: rpc.clock, stateMachine: server, invoke, sessionCount: () => server.sessionCount }));
       node.onExecuted((event) => checker!.replicaAt(who, event.vs, server, `executed ${describeViewstamp(event.vs)} as ${event.role}`));
       node.onStateInstalled((event) => checker!.replicaAt(who, event.last, server, `installed ${describeViewstamp(event.last)} from ${event.from}`));
