@@ -28,7 +28,7 @@ import type { Clock, Network, Random, Timer } from '../lib/env.js';
 import { RpcError } from '../lib/errors.js';
 import { logger } from '../lib/log.js';
 import { RpcEndpoint, type RpcClient, type RpcOptions } from '../lib/rpc.js';
-import { CallbackStatus, cacheCallbackProtocol, cacheLockProtocol, isLockName, type CacheLockArgs } from './cache-protocol.js';
+import { CallbackStatus, LockStatus, cacheCallbackProtocol, cacheLockProtocol, isLockName, type CacheLockArgs } from './cache-protocol.js';
 import { CachingLockClientCore, type CacheState, type ClientAction } from './cache-client-core.js';
 import { LockError, formatLockName, type AcquireOptions } from './protocol.js';
 
@@ -108,6 +108,13 @@ export interface CachingLockClientOptions {
   readonly checkInvariants?: boolean;
   /** Endpoints to close with the client (those it opened itself). */
   readonly ownedEndpoints?: readonly RpcEndpoint[];
+  /**
+   * Called (once per answer) when the service answers SESSION_EXPIRED: this client's session is
+   * over. The answer is not fed to the cache; the owner is expected to `abandon` the client.
+   */
+  readonly onSessionExpired?: () => void;
+  /** Runs in close() after the cached locks went back and before the endpoints close (endsession). */
+  readonly beforeStop?: () => Promise<void>;
 }
 
 export interface CachingLockClientStats {
@@ -163,6 +170,10 @@ export class CachingLockClient {
   private onQuiet: (() => void) | undefined;
   /** Set once close() has finished waiting: events are ignored from then on. */
   private stopped = false;
+  /** Set by abandon(): why waiting callers fail (instead of LOCK_CLIENT_CLOSED). */
+  private abandonedWith: LockError | undefined;
+  private readonly onSessionExpired: (() => void) | undefined;
+  private readonly beforeStop: (() => Promise<void>) | undefined;
 
   constructor(options: CachingLockClientOptions) {
     const callbacks = options.callbackEndpoint ?? options.rpc;
@@ -174,6 +185,8 @@ export class CachingLockClient {
     this.closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
     this.checkInvariants = options.checkInvariants ?? false;
     this.ownedEndpoints = options.ownedEndpoints ?? [];
+    this.onSessionExpired = options.onSessionExpired;
+    this.beforeStop = options.beforeStop;
     assert(this.retryIntervalMs > 0 && this.acquireTimeoutMs >= 0 && this.closeTimeoutMs >= 0, 'bad CachingLockClient timings');
     this.core = new CachingLockClientCore<Waiter>(options.firstXid === undefined ? {} : { firstXid: options.firstXid });
     callbacks.handle(cacheCallbackProtocol.revoke, ({ lid, xid }) => {
@@ -323,11 +336,42 @@ export class CachingLockClient {
     await Promise.race([quiet, grace]);
     graceTimer?.cancel();
     if (!this.core.isQuiet) log('%s: closing with locks still in flight', this.id);
+    if (this.beforeStop !== undefined) {
+      try {
+        await this.beforeStop();
+      } catch (error) {
+        log('%s: before stop: %s', this.id, describe(error));
+      }
+    }
     this.stopped = true;
     for (const timer of this.timers) timer.cancel();
     this.timers.clear();
     this.server.close?.();
     await Promise.all(this.ownedEndpoints.map((rpc) => rpc.close()));
+  }
+
+  /**
+   * The session is over (expired at the service, or not renewed in time): the cache forgets every
+   * lock without giving anything back (the service frees them itself), waiting callers fail with
+   * `error`, and the endpoints close. Idempotent; after close() it does nothing.
+   */
+  abandon(error: LockError): Promise<void> {
+    if (this.closing !== undefined) return this.closing;
+    this.abandonedWith = error;
+    this.closing = (async () => {
+      const actions = this.core.close();
+      this.stopped = true;
+      for (const action of actions) {
+        if (action.type !== 'failLocal' || action.token.settled) continue;
+        action.token.settled = true;
+        action.token.reject(error);
+      }
+      for (const timer of this.timers) timer.cancel();
+      this.timers.clear();
+      this.server.close?.();
+      await Promise.all(this.ownedEndpoints.map((rpc) => rpc.close()));
+    })();
+    return this.closing;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -355,7 +399,7 @@ export class CachingLockClient {
           if (waiter.settled) break;
           waiter.settled = true;
           if (action.reason === 'busy') waiter.resolve(null);
-          else waiter.reject(new LockError('LOCK_CLIENT_CLOSED', `acquire ${formatLockName(action.lid)}: lock client closed`));
+          else waiter.reject(this.abandonedWith ?? new LockError('LOCK_CLIENT_CLOSED', `acquire ${formatLockName(action.lid)}: lock client closed`));
           break;
         }
         case 'startRetryTimer': {
@@ -386,6 +430,10 @@ export class CachingLockClient {
     settleOf(() => this.server.acquire(lid, this.id, xid, tryOnly)).then(
       ({ status, token }) => {
         this.lastFailure.delete(lid);
+        if (status === LockStatus.SESSION_EXPIRED) {
+          this.onSessionExpired?.();
+          return;
+        }
         if (!this.stopped) this.apply(this.core.acquireReplied(lid, xid, status, token));
       },
       (error: unknown) => {
@@ -403,6 +451,10 @@ export class CachingLockClient {
     log('%s: release %s xid %d%s', this.id, formatLockName(lid), xid, orphan ? ' (orphan)' : '');
     settleOf(() => this.server.release(lid, this.id, xid)).then(
       (status) => {
+        if (status === LockStatus.SESSION_EXPIRED) {
+          this.onSessionExpired?.();
+          return;
+        }
         if (orphan) return;
         this.lastFailure.delete(lid);
         if (!this.stopped) this.apply(this.core.releaseReplied(lid, xid, status));

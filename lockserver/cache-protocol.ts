@@ -13,6 +13,10 @@
  * | retry       | 0x8002 | server → client | lid: string, xid: u64, token: u64 | CallbackStatus.OK        | i32 0   |
  * | inspect     | 0x7005 | client → server | lid: string                   | OK, RPCERR                  | LockInspection |
  * | grant       | 0x8003 | server → client | lid: string, xid: u64, token: u64 | CallbackStatus.OK        | i32 0   |
+ * | keepalive   | 0x7006 | client → server | sessions: list of {id: string, ttlMs: u32} (1–1000) | OK, RPCERR | list of u8 (OK, SESSION_EXPIRED, RPCERR per session) |
+ * | endsession  | 0x7007 | client → server | id: string                    | OK, RPCERR                  | u64 0   |
+ * | tick        | 0x7008 | primary host → RSM | (empty)                    | OK                          | u64 0   |
+ * | sessionkeepalive | 0x7009 | client → primary's host (plain RPC) | id: string, ttlMs: u32 | OK, NOT_PRIMARY (100) | u32 keepalive status |
  *
  * `lid` is the lock's name: UTF-8, 1–256 bytes (the classic numeric ids travel as decimal
  * strings). `token` is the fencing token of a grant: strictly increasing per lock, across view
@@ -115,7 +119,78 @@ export const CacheProc = {
   TRY_ACQUIRE: cacheLockProtocol.tryacquire.id,
   /** A replicated read: who holds `lid`, who waits, how many sessions (clients) the table knows. */
   INSPECT: 0x7005,
+  /** Opens or renews sessions (one request may carry many: the host or client may batch). */
+  KEEPALIVE: 0x7006,
+  /** Ends a session: its locks are freed (handed to their first waiters) and the id is done. */
+  END_SESSION: 0x7007,
+  /**
+   * No operation but the table's clock: the primary's host sends it when sessions exist and no
+   * request executed for a while, so that leases expire even when nothing else flows.
+   */
+  TICK: 0x7008,
 } as const;
+
+/** The documented range of a session's TTL (ms); connect refuses others, the server answers RPCERR. */
+export const MIN_SESSION_TTL_MS = 1_000;
+export const MAX_SESSION_TTL_MS = 300_000;
+export const DEFAULT_SESSION_TTL_MS = 10_000;
+/** Sessions one keepalive request may renew. */
+export const MAX_KEEPALIVE_SESSIONS = 1_000;
+
+export function isSessionTtl(ttlMs: unknown): ttlMs is number {
+  return typeof ttlMs === 'number' && Number.isSafeInteger(ttlMs) && ttlMs >= MIN_SESSION_TTL_MS && ttlMs <= MAX_SESSION_TTL_MS;
+}
+
+/** One session a keepalive renews (or opens). */
+export interface KeepaliveEntry {
+  readonly id: string;
+  readonly ttlMs: number;
+}
+
+/** Keepalive request bytes. Only shapes are checked by the decoder; the server checks ranges per entry. */
+export function encodeKeepaliveRequest(entries: readonly KeepaliveEntry[]): Uint8Array {
+  return encode((w) => w.list(entries, (w2, e) => void w2.string(e.id).u32(e.ttlMs)));
+}
+
+export function decodeKeepaliveRequest(bytes: Uint8Array): Decoded<KeepaliveEntry[]> {
+  const decoded = decode(bytes, (r) => r.list((r2) => ({ id: r2.string(MAX_CLIENT_ID_BYTES), ttlMs: r2.u32() }), 5, MAX_KEEPALIVE_SESSIONS));
+  if (!decoded.ok) return decoded;
+  return decoded.value.length === 0 ? { ok: false, reason: 'keepalive without sessions' } : decoded;
+}
+
+/** Keepalive reply: one status per session, in request order. */
+export function encodeKeepaliveReply(statuses: readonly number[]): Uint8Array {
+  return encode((w) => w.list(statuses, (w2, s) => void w2.u8(s)));
+}
+
+export function decodeKeepaliveReply(bytes: Uint8Array): Decoded<number[]> {
+  return decode(bytes, (r) => r.list((r2) => r2.u8(), 1, MAX_KEEPALIVE_SESSIONS));
+}
+
+const clientIdCodec: Codec<string> = { write: (w, v) => void w.string(v), read: (r) => r.string(MAX_CLIENT_ID_BYTES) };
+
+/**
+ * Keepalive coalescing: a client sends its keepalive as a plain RPC to the primary's lock host,
+ * which batches every keepalive that arrives while its previous batch is in flight into one
+ * replicated keepalive request (replicated-host.ts). Answered with the session's keepalive status
+ * once that request executed; RPC status KEEPALIVE_NOT_PRIMARY when this replica cannot batch
+ * (not the serving primary, or too many waiting): the client then sends keepalive through the RSM.
+ */
+export const sessionProtocol = {
+  keepalive: procedure(0x7009, 'sessionkeepalive', codecs.struct<KeepaliveEntry>({ id: clientIdCodec, ttlMs: codecs.u32 }), codecs.u32),
+} as const;
+
+export const KEEPALIVE_NOT_PRIMARY = 100;
+
+export function encodeEndSessionRequest(id: string): Uint8Array {
+  return encode((w) => void w.string(id));
+}
+
+export function decodeEndSessionRequest(bytes: Uint8Array): Decoded<string> {
+  const decoded = decode(bytes, (r) => r.string(MAX_CLIENT_ID_BYTES));
+  if (!decoded.ok) return decoded;
+  return decoded.value.length === 0 ? { ok: false, reason: 'empty client id' } : decoded;
+}
 
 /** The answer of inspect: the holder (session id, token, since when), the waiters, the sessions. */
 export interface LockInspection {

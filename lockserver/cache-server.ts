@@ -39,6 +39,21 @@
  * the table is *under pressure*: until there is room again (checked after every request), every
  * held lock without waiters is revoked too, and clients give back those they do not use.
  *
+ * Sessions and leases (opt-in per client id: a client that never sends keepalive has no session
+ * and its locks never expire, as in the classic lab protocol):
+ * - keepalive(entries) opens or renews the session of each id: its deadline becomes the stamped
+ *   time + its TTL. An id whose session expired or ended is answered SESSION_EXPIRED, without effect.
+ * - Time is `context.timeMs`, stamped by the primary; it is comparable only within one `vid`. The
+ *   table keeps (clockVid, clockMs): within a view clockMs = max(clockMs, timeMs) (never backwards);
+ *   at the first request of another vid every session counts as renewed at that moment (grace:
+ *   deadline = timeMs + TTL), so a new primary's clock can never make a lease end early.
+ * - Before every request executes, each session whose deadline ≤ clockMs expires: every lock it
+ *   holds (cached or used, the table cannot tell) goes to its first waiter (grant notice, as a
+ *   release does), its waiting entries are dropped, its client entry is forgotten, and its id is
+ *   remembered as ended (bounded by maxClients, oldest forgotten first). Requests from an ended id
+ *   (acquire, tryacquire, release, keepalive) answer SESSION_EXPIRED without effect.
+ * - endsession(id) does the same at once (a client's close()).
+ *
  * Errors: malformed request bytes, an unknown procedure, a bad lock id or an xid of 0 → RPCERR;
  * a bound reached → IOERR, deterministically, leaving holders and waiters unchanged (the answer is
  * recorded when there was room for the record; it may put the table under pressure; see
@@ -58,6 +73,12 @@ import {
   encodeI32Reply,
   encodeLockInspection,
   encodeTokenReply,
+  decodeKeepaliveRequest,
+  decodeEndSessionRequest,
+  encodeKeepaliveReply,
+  isSessionTtl,
+  MIN_SESSION_TTL_MS,
+  MAX_SESSION_TTL_MS,
   isLockName,
   isXid,
   type CacheLockArgs,
@@ -98,8 +119,15 @@ export const defaultCachingLockServerLimits: CachingLockServerLimits = {
 
 /** stat answers are i32s; a larger grant count is reported as this. */
 const I32_MAX = 0x7fff_ffff;
-/** "CLS2": the version tag of the marshalled state. */
-const STATE_MAGIC = 0x434c_5332;
+/** "CLS3": the version tag of the marshalled state (CLS2 plus sessions). */
+const STATE_MAGIC = 0x434c_5333;
+
+/** A client's lease. */
+interface Session {
+  readonly ttlMs: number;
+  /** Expires when the table's clock reaches this (clockMs of the current vid). */
+  deadlineMs: number;
+}
 
 /** A waiting client: its id and the xid of its waiting attempt. */
 interface Party {
@@ -162,6 +190,16 @@ export class CachingLockServer implements StateMachine {
   private handedOff = new Set<string>();
   /** The context of the request being executed. */
   private now: ExecuteContext = { vid: 0, seqno: 0, timeMs: 0 };
+  /** The vid whose clock `clockMs` is in (0 before the first request, as for unreplicated hosts). */
+  private clockVid = 0;
+  /** The table's time: the highest stamped time seen in `clockVid`. */
+  private clockMs = 0;
+  /** id → lease, in the order they were opened. */
+  private sessions = new Map<string, Session>();
+  /** Ids whose session expired or ended, oldest first (at most maxClients). */
+  private ended = new Set<string>();
+  /** Sessions expired so far (statistics; not marshalled). */
+  expiredCount = 0;
 
   constructor(limits: Partial<CachingLockServerLimits> = {}) {
     this.limits = { ...defaultCachingLockServerLimits, ...limits };
@@ -175,21 +213,41 @@ export class CachingLockServer implements StateMachine {
 
   execute(proc: number, request: Uint8Array, context: ExecuteContext = { vid: 0, seqno: 0, timeMs: 0 }): ExecuteResult {
     this.now = context;
+    this.advanceClock(context);
+    const result = this.dispatch(proc, request);
+    if (this.pressure && this.hasRoom()) this.pressure = false;
+    return result;
+  }
+
+  private dispatch(proc: number, request: Uint8Array): ExecuteResult {
     switch (proc) {
       case CacheProc.ACQUIRE:
       case CacheProc.TRY_ACQUIRE: {
         const decoded = decodeCacheLockRequest(request);
         if (!decoded.ok) return tokenAnswer(LockStatus.RPCERR, 0);
+        if (this.ended.has(decoded.value.id)) return tokenAnswer(LockStatus.SESSION_EXPIRED, 0);
         const { status, token } = this.onAcquire(decoded.value, proc === CacheProc.TRY_ACQUIRE);
-        if (this.pressure && this.hasRoom()) this.pressure = false;
         return tokenAnswer(status, token);
       }
       case CacheProc.RELEASE: {
         const decoded = decodeCacheLockRequest(request);
         if (!decoded.ok) return tokenAnswer(LockStatus.RPCERR, 0);
+        if (this.ended.has(decoded.value.id)) return tokenAnswer(LockStatus.SESSION_EXPIRED, 0);
         const status = this.onRelease(decoded.value);
-        if (this.pressure && this.hasRoom()) this.pressure = false;
         return tokenAnswer(status, 0);
+      }
+      case CacheProc.KEEPALIVE: {
+        const decoded = decodeKeepaliveRequest(request);
+        if (!decoded.ok) return { status: LockStatus.RPCERR, reply: encodeKeepaliveReply([]) };
+        return { status: LockStatus.OK, reply: encodeKeepaliveReply(decoded.value.map((e) => this.onKeepalive(e.id, e.ttlMs))) };
+      }
+      case CacheProc.TICK:
+        return tokenAnswer(LockStatus.OK, 0); // the clock moved (advanceClock): that is all
+      case CacheProc.END_SESSION: {
+        const decoded = decodeEndSessionRequest(request);
+        if (!decoded.ok) return tokenAnswer(LockStatus.RPCERR, 0);
+        if (!this.ended.has(decoded.value)) this.endSession(decoded.value);
+        return tokenAnswer(LockStatus.OK, 0);
       }
       case CacheProc.INSPECT: {
         const decoded = decodeCacheStatRequest(request);
@@ -235,6 +293,9 @@ export class CachingLockServer implements StateMachine {
         w3.string(lid).u64(r.acquireXid).u8(r.acquireStatus).u64(r.acquireToken).u64(r.releaseXid).u8(r.releaseStatus);
       });
     });
+    w.u64(this.clockVid).u64(this.clockMs);
+    w.list([...this.sessions], (w2, [id, session]) => w2.string(id).u32(session.ttlMs).u64(session.deadlineMs));
+    w.list([...this.ended], (w2, id) => w2.string(id));
     return w.finish();
   }
 
@@ -247,6 +308,10 @@ export class CachingLockServer implements StateMachine {
     this.waited = decoded.waited;
     this.pressure = decoded.pressure;
     this.nextToken = decoded.nextToken;
+    this.clockVid = decoded.clockVid;
+    this.clockMs = decoded.clockMs;
+    this.sessions = decoded.sessions;
+    this.ended = decoded.ended;
     this.handedOff = new Set([...decoded.busy].filter(([, lock]) => lock.holder?.handedOff === true).map(([lid]) => lid));
     this.invariants();
     return { ok: true };
@@ -278,6 +343,27 @@ export class CachingLockServer implements StateMachine {
       }
     }
     return notices;
+  }
+
+  /** The lease of `id` (undefined: no session, or expired), in the table's clock. */
+  sessionOf(id: string): { ttlMs: number; deadlineMs: number } | undefined {
+    const session = this.sessions.get(id);
+    return session === undefined ? undefined : { ...session };
+  }
+
+  /** Whether the session of `id` expired or ended (its requests answer SESSION_EXPIRED). */
+  hasEnded(id: string): boolean {
+    return this.ended.has(id);
+  }
+
+  /** The table's clock: the vid it counts in and the latest stamped time there. */
+  get clock(): { vid: number; ms: number } {
+    return { vid: this.clockVid, ms: this.clockMs };
+  }
+
+  /** Sessions alive. */
+  get sessionCount(): number {
+    return this.sessions.size;
   }
 
   /** Whether the table is under pressure (see the header). */
@@ -358,7 +444,82 @@ export class CachingLockServer implements StateMachine {
       }
     }
     for (const id of active.keys()) assert(this.clients.has(id), `client ${id} in the lock table but not remembered`);
+    for (const id of active.keys()) assert(!this.ended.has(id), `client ${id} holds or waits after its session ended`);
+    assert(this.sessions.size <= l.maxClients && this.ended.size <= l.maxClients, 'too many sessions');
+    for (const [id, session] of this.sessions) {
+      assert(!this.ended.has(id), `session ${id} both alive and ended`);
+      assert(isSessionTtl(session.ttlMs), `session ${id}: bad TTL ${session.ttlMs}`);
+      assert(session.deadlineMs > this.clockMs && session.deadlineMs <= this.clockMs + session.ttlMs, `session ${id}: deadline ${session.deadlineMs} outside (${this.clockMs}, +TTL]`);
+    }
     assert(!(this.pressure && this.hasRoom()), 'under pressure with room to spare');
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Sessions
+
+  /** The table's clock follows the stamped time (header: rebase at a new vid, never backwards), then expires leases. */
+  private advanceClock(context: ExecuteContext): void {
+    const stamped = Number.isSafeInteger(context.timeMs) && context.timeMs > 0 ? context.timeMs : 0;
+    if (this.clockVid !== context.vid) {
+      // A new view, maybe a new primary with another clock origin: every lease starts afresh now.
+      this.clockVid = context.vid;
+      this.clockMs = stamped;
+      for (const session of this.sessions.values()) session.deadlineMs = this.clockMs + session.ttlMs;
+      return;
+    }
+    this.clockMs = Math.max(this.clockMs, stamped);
+    const due: string[] = [];
+    for (const [id, session] of this.sessions) if (session.deadlineMs <= this.clockMs) due.push(id);
+    for (const id of due) {
+      this.expiredCount++;
+      this.endSession(id);
+    }
+  }
+
+  private onKeepalive(id: string, ttlMs: number): number {
+    if (id.length === 0 || !isSessionTtl(ttlMs)) return LockStatus.RPCERR;
+    if (this.ended.has(id)) return LockStatus.SESSION_EXPIRED;
+    const session = this.sessions.get(id);
+    if (session !== undefined) {
+      // The TTL is fixed when the session opens; clockMs never decreases, so a renewal never
+      // shortens a lease.
+      session.deadlineMs = this.clockMs + session.ttlMs;
+      return LockStatus.OK;
+    }
+    if (this.sessions.size >= this.limits.maxClients) return LockStatus.IOERR;
+    this.sessions.set(id, { ttlMs, deadlineMs: this.clockMs + ttlMs });
+    return LockStatus.OK;
+  }
+
+  /**
+   * Ends the session of `id` (expiry or endsession): its holds go to their first waiters, its waits
+   * are dropped, its client entry is forgotten, and the id is remembered as ended.
+   */
+  private endSession(id: string): void {
+    this.sessions.delete(id);
+    this.ended.delete(id);
+    this.ended.add(id);
+    if (this.ended.size > this.limits.maxClients) this.ended.delete(this.ended.values().next().value as string);
+    const client = this.clients.get(id);
+    if (client === undefined) return;
+    if (client.active > 0) {
+      for (const [lid, lock] of [...this.busy]) {
+        if (lock.holder?.id === id) {
+          lock.holder = undefined;
+          this.handedOff.delete(lid);
+          client.active--;
+          this.handOff(lid, lock);
+          continue;
+        }
+        const at = lock.waiters.findIndex((w) => w.id === id);
+        if (at < 0) continue;
+        this.removeWaiter(lid, lock, at);
+        client.active--;
+        if (lock.holder === undefined && lock.waiters.length === 0) this.makeIdle(lid, lock);
+      }
+    }
+    assert(client.active === 0, `ended session ${id} still active`);
+    this.clients.delete(id);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -607,6 +768,10 @@ type DecodedState =
       readonly waited: Set<string>;
       readonly pressure: boolean;
       readonly nextToken: number;
+      readonly clockVid: number;
+      readonly clockMs: number;
+      readonly sessions: Map<string, Session>;
+      readonly ended: Set<string>;
     }
   | { readonly ok: false; readonly reason: string };
 
@@ -694,6 +859,34 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
     16,
     limits.maxClients,
   );
+  const clockVid = r.u64();
+  const clockMs = r.u64();
+  const sessions = new Map<string, Session>();
+  r.list(
+    (reader) => {
+      const id = reader.string(MAX_CLIENT_ID_BYTES);
+      const ttlMs = reader.u32();
+      const deadlineMs = reader.u64();
+      if (reader.error !== undefined) return;
+      if (id.length === 0 || sessions.has(id)) reader.fail(`bad or repeated session ${id}`);
+      if (ttlMs < MIN_SESSION_TTL_MS || ttlMs > MAX_SESSION_TTL_MS) reader.fail(`session ${id}: bad TTL ${ttlMs}`);
+      if (deadlineMs <= clockMs || deadlineMs > clockMs + ttlMs) reader.fail(`session ${id}: deadline out of range`);
+      sessions.set(id, { ttlMs, deadlineMs });
+    },
+    16,
+    limits.maxClients,
+  );
+  const ended = new Set<string>();
+  r.list(
+    (reader) => {
+      const id = reader.string(MAX_CLIENT_ID_BYTES);
+      if (reader.error !== undefined) return;
+      if (id.length === 0 || ended.has(id) || sessions.has(id)) reader.fail(`bad or repeated ended session ${id}`);
+      ended.add(id);
+    },
+    4,
+    limits.maxClients,
+  );
   const done = r.finish(undefined);
   if (!done.ok) return done;
 
@@ -709,6 +902,7 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
         return { ok: false, reason: `client ${p.id} in lock ${lid} without a matching record` };
       }
       client.active++;
+      if (ended.has(p.id)) return { ok: false, reason: `client ${p.id} in lock ${lid} after its session ended` };
     }
   }
   for (const lid of idle.keys()) if (!isLockName(lid)) return { ok: false, reason: `bad lock id ${lid}` };
@@ -717,5 +911,5 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
     const room = busy.size < limits.maxLocks && (clients.size < limits.maxClients || [...clients.values()].some((c) => c.active === 0));
     if (room) return { ok: false, reason: 'under pressure with room to spare' };
   }
-  return { ok: true, busy, idle, clients, waited, pressure, nextToken };
+  return { ok: true, busy, idle, clients, waited, pressure, nextToken, clockVid, clockMs, sessions, ended };
 }

@@ -7,7 +7,9 @@
  */
 import path from 'node:path';
 import { realClock } from '../lib/clock.js';
-import { replicaDirsFromEnv, startReplica, type Replica, type ReplicaOptions } from '../rsm/replica-process.js';
+import { normalizeAddress } from '../lib/tcp.js';
+import { RsmClient } from '../rsm/client.js';
+import { startReplica, type Replica, type ReplicaOptions } from '../rsm/replica-process.js';
 import { CachingLockServer, type CachingLockServerLimits } from './cache-server.js';
 import { FileMirror } from './file/file-mirror.js';
 import { FileService } from './file/file-service.js';
@@ -44,16 +46,18 @@ export async function startLockReplica(options: LockReplicaOptions): Promise<Loc
   const stateMachine = new CachingLockServer(limits);
   const files = new FileService({ holdToken: (lock) => stateMachine.holderOf(lock)?.token }, { fenced: unfencedFiles !== true });
   const replica = await startReplica({ ...replicaOptions, stateMachine: new LockedFileService(stateMachine, files) });
-  // The same directory rule as startReplica's: $RSM_DATA_DIR, else <log dir>/data.
-  const logDir = options.logDir ?? replicaDirsFromEnv().logDir;
-  const dataDir = options.dataDir ?? (process.env['RSM_DATA_DIR'] || path.join(logDir, 'data'));
-  const filesDir = path.join(dataDir, `files-${replica.me}`);
+  // Beside the node's storage directory <data dir>/<ME>.
+  const filesDir = path.join(path.dirname(replica.dataPath), `files-${replica.me}`);
   files.observe(new FileMirror(filesDir));
+  // The lease ticker's requests go through the RSM like any client's, starting at this replica.
+  const ticker = new RsmClient({ rpc: replica.rpc, knownMembers: [options.me], clock: realClock, addressOf: addressOfMember });
   const host = new ReplicatedLockHost({
     node: replica.node,
     rpc: replica.rpc,
     clock: realClock,
     stateMachine,
+    invoke: (proc, request) => ticker.invoke(proc, request, { timeoutMs: 5_000 }),
+    sessionCount: () => stateMachine.sessionCount,
     ...(noticeResendMs === undefined ? {} : { noticeResendMs }),
   });
   return {
@@ -64,7 +68,17 @@ export async function startLockReplica(options: LockReplicaOptions): Promise<Loc
     host,
     async close() {
       host.close();
+      ticker.close();
       await replica.close();
     },
   };
+}
+
+/** A replica id ("3772" or host:port) to its address. */
+function addressOfMember(id: string): string {
+  try {
+    return normalizeAddress(id);
+  } catch {
+    return id;
+  }
 }

@@ -3,7 +3,7 @@
  * `tryAcquire` or `withLock` by name. Each `LockClient` owns one RsmClient and one callback
  * endpoint, shared by all its locks; a `Lock` carries the grant's fencing token and a signal.
  *
- *   const locks = await connect({ members: ['127.0.0.1:3772', '127.0.0.1:3774', '127.0.0.1:3776'] });
+ *   const locks = await connect({ members: ['127.0.0.1:3772', '127.0.0.1:3774', '127.0.0.1:3776'], session: { ttlMs: 10_000 } });
  *   await using lock = await locks.acquire('orders');
  *   await storage.write(data, { fencingToken: lock.token });
  *
@@ -14,8 +14,14 @@
  * Errors (`LockError`, stable codes): LOCK_BAD_NAME (a name that is not 1–256 UTF-8 bytes;
  * nothing is sent), LOCK_BAD_OPTION (connect options out of range), LOCK_NOT_HELD (release of a
  * Lock already released or lost), LOCK_TIMEOUT, LOCK_ABORTED, LOCK_RPC_FAILED,
- * LOCK_CLIENT_CLOSED, and LOCK_LOST as the reason of `lock.signal` when the client lost the lock
- * (it was closed while the lock was held).
+ * LOCK_CLIENT_CLOSED, LOCK_SESSION_EXPIRED (the session is over: connect again), and LOCK_LOST
+ * as the reason of `lock.signal` when the client lost the lock (it was closed while the lock was
+ * held, or its session could not be renewed in time: session.ts).
+ *
+ * Session: connect opens one (a keepalive through the RSM, TTL `session.ttlMs`, default 10 s,
+ * 1,000..300,000 ms) and renews it every TTL/3. When it is lost, every held lock's signal aborts
+ * with LOCK_LOST, 'lost' is emitted for each, then 'sessionLost' (reason) once; the client gives out
+ * no more locks (LOCK_SESSION_EXPIRED). close() releases, then ends the session (endsession).
  */
 import { EventEmitter } from 'node:events';
 import { realClock } from '../lib/clock.js';
@@ -25,7 +31,20 @@ import { RpcEndpoint } from '../lib/rpc.js';
 import { normalizeAddress, tcpNetwork } from '../lib/tcp.js';
 import { RsmClient } from '../rsm/client.js';
 import { CachingLockClient } from './cache-client.js';
-import { CacheProc, LockStatus, decodeLockInspection, encodeCacheStatRequest, isLockName, type LockInspection } from './cache-protocol.js';
+import {
+  CacheProc,
+  DEFAULT_SESSION_TTL_MS,
+  LockStatus,
+  MAX_SESSION_TTL_MS,
+  MIN_SESSION_TTL_MS,
+  decodeLockInspection,
+  encodeCacheStatRequest,
+  isLockName,
+  isSessionTtl,
+  type LockInspection,
+} from './cache-protocol.js';
+import { SessionKeeper } from './session.js';
+import { KEEPALIVE_NOT_PRIMARY, sessionProtocol } from './cache-protocol.js';
 import { LockError, formatLockName } from './protocol.js';
 import { rsmConnection } from './rsm-connection.js';
 
@@ -65,6 +84,10 @@ export interface ConnectOptions {
   readonly host?: string;
   /** Default deadline of acquire (ms). Default 10 minutes. */
   readonly acquireTimeoutMs?: number;
+  /** The session (lease): TTL in ms, 1,000..300,000, default 10,000. */
+  readonly session?: { readonly ttlMs?: number };
+  /** How long connect waits for the session to open (ms). Default 10 s. */
+  readonly connectTimeoutMs?: number;
   /** An environment other than real TCP, clock and randomness (tests, the simulator). */
   readonly env?: { readonly network: Network; readonly clock: Clock; readonly random: Random };
 }
@@ -113,12 +136,48 @@ class HeldLock implements Lock {
  */
 export class LockClient extends EventEmitter {
   private readonly handles = new Set<HeldLock>();
+  private session: SessionKeeper | undefined;
+  private sessionLostWith: LockError | undefined;
 
   constructor(
     private readonly client: CachingLockClient,
     private readonly rsm?: RsmClient,
   ) {
     super();
+  }
+
+  /** @internal connect() attaches the session it opened. */
+  attachSession(session: SessionKeeper): void {
+    this.session = session;
+  }
+
+  /** The session's keeper (undefined for a client without a session). */
+  get sessionKeeper(): SessionKeeper | undefined {
+    return this.session;
+  }
+
+  /** Whether the session is over: no more locks from this client. */
+  get sessionLost(): boolean {
+    return this.sessionLostWith !== undefined;
+  }
+
+  /**
+   * @internal The session is lost: every held lock is lost (signals abort first, then 'lost' per
+   * lock), the cache forgets everything without sending, and 'sessionLost' is emitted once.
+   */
+  loseSession(reason: LockError): void {
+    if (this.sessionLostWith !== undefined) return;
+    this.sessionLostWith = new LockError('LOCK_SESSION_EXPIRED', `the session of ${this.id} is over: ${reason.message}; connect again`, { cause: reason });
+    const lost = [...this.handles];
+    this.handles.clear();
+    for (const handle of lost) handle.lose();
+    for (const handle of lost) this.emit('lost', handle);
+    void this.client.abandon(this.sessionLostWith);
+    this.emit('sessionLost', reason);
+  }
+
+  private checkSession(): void {
+    if (this.sessionLostWith !== undefined) throw this.sessionLostWith;
   }
 
   /**
@@ -156,6 +215,7 @@ export class LockClient extends EventEmitter {
   /** Waits for the lock `name` and resolves with it held. */
   async acquire(name: string, options: LockAcquireOptions = {}): Promise<Lock> {
     checkName(name);
+    this.checkSession();
     const token = await this.client.acquire(name, options);
     return this.track(name, token);
   }
@@ -166,6 +226,7 @@ export class LockClient extends EventEmitter {
    */
   async tryAcquire(name: string): Promise<Lock | null> {
     checkName(name);
+    this.checkSession();
     const token = await this.client.tryAcquire(name);
     return token === null ? null : this.track(name, token);
   }
@@ -200,7 +261,11 @@ export class LockClient extends EventEmitter {
       handle.lose();
       this.emit('lost', handle);
     }
-    await this.client.close();
+    if (this.sessionLostWith !== undefined) {
+      await this.client.abandon(this.sessionLostWith);
+      return;
+    }
+    await this.client.close(); // gives cached locks back, then ends the session (beforeStop)
   }
 
   /** @internal */
@@ -211,6 +276,11 @@ export class LockClient extends EventEmitter {
 
   private track(name: string, token: number): Lock {
     const handle = new HeldLock(name, token, this);
+    // Granted just as the session was lost: it is lost too.
+    if (this.sessionLostWith !== undefined) {
+      handle.lose();
+      return handle;
+    }
     this.handles.add(handle);
     return handle;
   }
@@ -218,7 +288,7 @@ export class LockClient extends EventEmitter {
 
 /**
  * Connects to the replicated lock service (`npm start` runs one at 127.0.0.1:3772/3774/3776).
- * Nothing is sent until the first acquire.
+ * It opens the session (one keepalive, within `connectTimeoutMs`) before it resolves.
  */
 export async function connect(options: ConnectOptions): Promise<LockClient> {
   const members = options.members;
@@ -229,17 +299,44 @@ export async function connect(options: ConnectOptions): Promise<LockClient> {
   if (timeout !== undefined && !(Number.isFinite(timeout) && timeout >= 0)) {
     throw new LockError('LOCK_BAD_OPTION', `connect: acquireTimeoutMs must be a number ≥ 0, got ${timeout}`);
   }
+  const ttlMs = options.session?.ttlMs ?? DEFAULT_SESSION_TTL_MS;
+  if (!isSessionTtl(ttlMs)) {
+    throw new LockError('LOCK_BAD_OPTION', `connect: session.ttlMs must be an integer from ${MIN_SESSION_TTL_MS} to ${MAX_SESSION_TTL_MS} ms, got ${String(ttlMs)}`);
+  }
+  const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
   const env = options.env ?? { network: tcpNetwork(), clock: realClock, random: osRandom() };
   const rpc = new RpcEndpoint(await env.network.listen(`${options.host ?? '127.0.0.1'}:0`), env.clock, env.random.fork());
   const rsm = new RsmClient({ rpc, knownMembers: [...members], clock: env.clock, addressOf: addressOfMember });
+  let lockClient: LockClient | undefined;
+  let session: SessionKeeper | undefined;
   const client = new CachingLockClient({
     rpc,
     clock: env.clock,
     server: rsmConnection(rsm),
     ownedEndpoints: [rpc],
     ...(timeout === undefined ? {} : { acquireTimeoutMs: timeout }),
+    onSessionExpired: () => session?.expiredAtService(),
+    beforeStop: async () => session?.end(2_000),
   });
-  return new LockClient(client, rsm);
+  lockClient = new LockClient(client, rsm);
+  // Keepalives go to the believed primary's host first, which batches them (one replicated
+  // request for many clients); the RSM path is the fallback.
+  const viaPrimary = async (entry: { id: string; ttlMs: number }, timeoutMs: number): Promise<number | undefined> => {
+    const primary = rsm.primary;
+    if (primary === undefined) return undefined;
+    const reply = await rpc.call(addressOfMember(primary), sessionProtocol.keepalive, entry, { timeoutMs: Math.min(timeoutMs, 2_000) });
+    return reply.ok && reply.status !== KEEPALIVE_NOT_PRIMARY ? reply.result : undefined;
+  };
+  session = new SessionKeeper({ rsm, clock: env.clock, id: client.id, ttlMs, viaPrimary, onLost: (reason) => lockClient?.loseSession(reason) });
+  try {
+    await session.open(connectTimeoutMs);
+  } catch (error) {
+    session.stop();
+    await client.abandon(error as LockError);
+    throw error;
+  }
+  lockClient.attachSession(session);
+  return lockClient;
 }
 
 function checkName(name: unknown): asserts name is string {

@@ -29,6 +29,11 @@ export const LockStatus = {
   /** release: the caller does not hold the lock. */
   NOENT: 3,
   IOERR: 4,
+  /**
+   * (caching service with sessions) the client's session expired or ended: the request had no
+   * effect, its locks were freed, and this id gets no more locks (connect again).
+   */
+  SESSION_EXPIRED: 5,
 } as const;
 export type LockStatus = (typeof LockStatus)[keyof typeof LockStatus];
 
@@ -74,7 +79,10 @@ export function formatLockId(lid: number): string {
  *   busy with.
  * - LOCK_BAD_NAME: (caching client) a lock name that is not 1–256 UTF-8 bytes; nothing was sent.
  * - LOCK_BAD_OPTION: (connect) an option out of its documented range.
- * - LOCK_LOST: (Lock.signal's reason) the client lost a lock while it was held. The basic client cannot tell waiting from an unreachable server: it reports
+ * - LOCK_LOST: (Lock.signal's reason) the client lost a lock while it was held (closed, or its
+ *   session could not be renewed in time, or the service expired it).
+ * - LOCK_SESSION_EXPIRED: (connect) the client's session is over (expired, lost or ended): the
+ *   client gives out no more locks; connect again. The basic client cannot tell waiting from an unreachable server: it reports
  *   LOCK_RPC_FAILED with an RPC_TIMEOUT cause.
  */
 export type LockErrorCode =
@@ -85,7 +93,8 @@ export type LockErrorCode =
   | 'LOCK_TIMEOUT'
   | 'LOCK_BAD_NAME'
   | 'LOCK_BAD_OPTION'
-  | 'LOCK_LOST';
+  | 'LOCK_LOST'
+  | 'LOCK_SESSION_EXPIRED';
 
 export class LockError extends ViewstampError {
   override name = 'LockError';

@@ -133,9 +133,30 @@ t.test('the lock API against a 3-replica lock service', async (t) => {
     await lock.release();
   });
 
+  await t.test('sessions renew through the primary host\'s keepalive batches', async (t) => {
+    const batchedBefore = replicas.reduce((sum, r) => sum + r.host.keepalivesBatched, 0);
+    const idle = await Promise.all([0, 1, 2, 3, 4].map(() => connect({ members, session: { ttlMs: 1_000 } })));
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // past the TTL: renewals must have worked
+    t.ok(idle.every((c) => !c.sessionLost), 'no session lost');
+    const batched = replicas.reduce((sum, r) => sum + r.host.keepalivesBatched, 0) - batchedBefore;
+    const keepalives = idle.reduce((sum, c) => sum + (c.sessionKeeper?.keepalivesSent ?? 0), 0);
+    t.ok(batched > 0 && batched <= keepalives, `${batched} of ${keepalives} keepalives went through the primary's batches`);
+    const lock = await idle[0]!.acquire('renewed');
+    t.ok(lock.token >= 1);
+    for (const c of idle) await c.close();
+    t.equal(lock.signal.aborted, true, 'closed while held: lost');
+  });
+
   await t.test('bad connect options and a lock lost at close', async (t) => {
     await t.rejects(connect({ members: [] }), { code: 'LOCK_BAD_OPTION' });
     await t.rejects(connect({ members, acquireTimeoutMs: -1 }), { code: 'LOCK_BAD_OPTION' });
+    for (const ttlMs of [999, 300_001, 1_500.5, Number.NaN, '5000' as unknown as number]) {
+      await t.rejects(connect({ members, session: { ttlMs } }), { code: 'LOCK_BAD_OPTION' }, `TTL ${String(ttlMs)} refused at connect`);
+    }
+    const edge = await connect({ members, session: { ttlMs: 1_000 } });
+    t.equal(edge.sessionKeeper?.renewEveryMs, 333, 'renews every TTL/3');
+    t.equal(edge.sessionKeeper?.marginMs, 200, 'margin TTL/10 + 100 ms');
+    await edge.close();
     const c = await connect({ members });
     const lock = await c.acquire('lost-at-close');
     const lost: string[] = [];

@@ -14,6 +14,8 @@
  *    it caches. So a client whose cache says a lock is `free` or `locked` must be that lock's holder
  *    in the primary's table; and an owner that holds a lock at the API must be on a client whose
  *    cache says `locked`.
+ *    A hold also ends without a release when its client's session is lost or the client crashes
+ *    (`lost`): so with sessions, check 1 is "no two unexpired holders of one lock".
  * 4. Fencing tokens increase: at the API, a grant to another client than the last grant of the
  *    lock carries a strictly larger token (a local re-grant from the cache carries the token of
  *    the client's hold, so an equal token is legal only on the same client); in the replicas,
@@ -45,6 +47,8 @@ export class LockChecker {
   /** Acquires that returned OK, releases called. */
   grants = 0;
   releases = 0;
+  /** Holds that ended by session loss or a client crash (see `lost`). */
+  expiredHolds = 0;
   /** Steps at which the client/table check was decidable (and ran). */
   decidedSteps = 0;
   /** lid → the owner holding it at the API, and its lock client's id. */
@@ -93,6 +97,20 @@ export class LockChecker {
     const holder = this.held.get(lid);
     if (holder?.owner !== owner) {
       this.violation(`${owner} releases lock ${lid}, held by ${holder?.owner ?? 'nobody'} (tester bug)`);
+      return;
+    }
+    this.held.delete(lid);
+  }
+
+  /**
+   * `owner` no longer holds `lid` without releasing it: its client's session was lost (locally,
+   * before the service could expire it) or its client crashed. Another owner may get it next.
+   */
+  lost(lid: number, owner: string): void {
+    this.expiredHolds++;
+    const holder = this.held.get(lid);
+    if (holder?.owner !== owner) {
+      this.violation(`${owner} lost lock ${lid}, held by ${holder?.owner ?? 'nobody'} (tester bug)`);
       return;
     }
     this.held.delete(lid);

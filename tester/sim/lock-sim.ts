@@ -25,6 +25,10 @@
  * the table. Liveness: after healing, every caller finishes, the cluster converges on one view and
  * viewstamp, no notice is owed and every client cache is quiet.
  *
+ * Sessions (lock-sim-sessions.ts): 0–2 further clients with a short-TTL session, partitioned like
+ * the others and some crashing once, so that sessions expire under faults; their holds end at a
+ * local session loss or a crash, and the checks above ("no two unexpired holders", tokens) cover them.
+ *
  * Histories: with `historyDir` (default: $LOCK_HISTORY_DIR) the run writes
  * `<dir>/rsm_sim-lock-<seed>.jsonl` (shared/reference/history-format.md), virtual time as the clock
  * (ns = virtual ms × 1e6). An acquire that timed out is recorded as unknown and its caller retired
@@ -54,6 +58,7 @@ import { compareViewstamp, describeViewstamp } from '../../rsm/protocol.js';
 import { HISTORY_DIR_ENV, HistoryRecorder, fileHistorySink, type HistoryActor, type HistorySink } from '../history.js';
 import { SimCluster, portIds } from './cluster.js';
 import { LockChecker, type PrimaryView } from './lock-checkers.js';
+import { SessionClients, describeSessionClients, drawSessionClients } from './lock-sim-sessions.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
 import type { RsmSimOptions, RsmSimOutcome, RsmSimResult, RsmSimStats } from './rsm-sim.js';
 import { RSM_SIM_TIMING, bootstrap, crashAllMoment, drawLinkFaults, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
@@ -126,10 +131,12 @@ export function describeLockParameters(seed: number, p: LockParameters): string 
     )
     .join(' ');
   const first = p.clients[0]?.callers[0];
+  const sessions = drawSessionClients(seed, p.locks, p.clients.length + 1, p.faultPhaseMs);
   return (
     `seed=${seed} workload=lock nodes=${p.ids.length} ids=[${p.ids.join(' ')}] delay=${f.delayMinMs}..${f.delayMaxMs}ms loss=${f.loss} dup=${f.duplicate}` +
     ` locks=[${p.locks.join(' ')}] clients=[${clients}] hold<=${first?.holdMsMax ?? 0}ms think<=${first?.thinkMsMax ?? 0}ms` +
-    ` faultPhase=${p.faultPhaseMs}ms liveness<=${p.livenessLimitMs}ms`
+    ` faultPhase=${p.faultPhaseMs}ms liveness<=${p.livenessLimitMs}ms` +
+    (sessions.length === 0 ? '' : ` sessions=[${describeSessionClients(sessions)}]`)
   );
 }
 
@@ -188,7 +195,10 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
         previous.close();
       }
       const rpc = slot.rpc!;
-      hosts.set(id, new ReplicatedLockHost({ node, rpc, clock: rpc.clock, stateMachine: server }));
+      // The lease ticker goes through the RSM from this replica, like a client's request.
+      const ticker = new RsmClient({ rpc, knownMembers: [id], callTimeoutMs: 2000, backoffMsMax: 1000 });
+      const invoke = (proc: number, request: Uint8Array): ReturnType<RsmClient['invoke']> => ticker.invoke(proc, request, { timeoutMs: 5_000 });
+      hosts.set(id, new ReplicatedLockHost({ node, rpc, clock: rpc.clock, stateMachine: server, invoke, sessionCount: () => server.sessionCount }));
       node.onExecuted((event) => checker!.replicaAt(who, event.vs, server, `executed ${describeViewstamp(event.vs)} as ${event.role}`));
       node.onStateInstalled((event) => checker!.replicaAt(who, event.last, server, `installed ${describeViewstamp(event.last)} from ${event.from}`));
     },
@@ -316,7 +326,9 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
       })();
     });
   }
-  const checkedClients = clients.map((c) => ({ id: c.id, cacheStateOf: (lid: string) => c.client.cacheStateOf(String(lid)) }));
+  const sessionClients = new SessionClients(world, lockChecker, drawSessionClients(seed, locks, params.clients.length + 1, params.faultPhaseMs));
+  await sessionClients.start(network, ids, random);
+  const sessionlessChecked = clients.map((c) => ({ id: c.id, cacheStateOf: (lid: string) => c.client.cacheStateOf(String(lid)) }));
 
   /** The serving primary of the newest decided view, if there is one now. */
   const servingPrimary = (): PrimaryView | undefined => {
@@ -333,15 +345,16 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   const stop = (): boolean => !cluster.checker.ok || !rsm!.ok || !lockChecker.ok || cluster.fatalErrors.length > 0;
   /** Runs after every simulated event. */
   const step = (): boolean => {
-    lockChecker.step(servingPrimary(), checkedClients);
+    lockChecker.step(servingPrimary(), [...sessionlessChecked, ...sessionClients.checked()]);
     return stop();
   };
 
+  const clientOwners = [...params.clients.map((c) => c.name), ...sessionClients.plans.map((c) => c.name)];
   const driver: FaultDriver = {
     cluster,
     random,
     ids,
-    clientOwners: params.clients.map((c) => c.name),
+    clientOwners,
     drawnFaults: params.faults,
     event,
     crashes: 0,
@@ -350,9 +363,11 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
 
   // Safety phase.
   const faultEnd = world.now() + params.faultPhaseMs;
+  sessionClients.faultPhaseStarted();
   while (world.now() < faultEnd && problems.length === 0 && !stop()) {
     await cluster.runUntil(step, 100 + random.int(2000));
     if (stop()) break;
+    sessionClients.crashDue();
     await faultStep(driver);
   }
 
@@ -361,10 +376,11 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   await healForLiveness(driver);
   const healedAt = world.now();
   const quiet = (): boolean => {
-    if (callersDone < callersTotal || !cluster.converged()) return false;
+    if (callersDone < callersTotal || !sessionClients.allDone || !cluster.converged()) return false;
     const primary = servingPrimary();
     if (primary === undefined || primary.server.pendingNotices().length > 0) return false;
     if (!ids.every((id) => compareViewstamp(cluster.node(id)!.lastExecuted, primary.last) === 0)) return false;
+    if (!sessionClients.quiet(locks)) return false;
     return clients.every((c) => locks.every((lid) => ['none', 'free'].includes(c.client.cacheStateOf(String(lid)))));
   };
   const finished = problems.length === 0 && !stop() && (await cluster.runUntil(() => step() || quiet(), params.livenessLimitMs)) && !stop();
@@ -411,8 +427,11 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     const primary = servingPrimary()!;
     for (const lid of locks) {
       const holder = primary.server.holderOf(String(lid));
-      const caching = clients.filter((c) => c.client.cacheStateOf(String(lid)) === 'free').map((c) => c.id);
-      const expected = holder === undefined ? [] : [holder.id];
+      const live = [...sessionlessChecked, ...sessionClients.checked()];
+      const caching = live.filter((c) => c.cacheStateOf(String(lid)) === 'free').map((c) => c.id);
+      // A session client that is out (lost or crashed) may stay the holder until the service's
+      // clock passes its deadline, which needs a request to flow; it caches nothing any more.
+      const expected = holder === undefined || sessionClients.isOut(holder.id) ? [] : [holder.id];
       if (JSON.stringify(caching) !== JSON.stringify(expected)) {
         problems.push(`at the end lock ${lid} is cached by [${caching.join(' ')}] but the table's holder is ${holder === undefined ? 'none' : holder.id}`);
       }
@@ -443,12 +462,16 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     ` unknown=${opsUnknown} timeouts=${acquireTimeouts} acquireRpcs=${acquireRpcs} notices=${noticesSent} revokes=${revokes}` +
     ` checkedSteps=${lockChecker.decidedSteps} executions=${stats.executions} transfers=${stats.transfers} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
     ` healed+${world.now() - healedAt}ms virtual=${stats.virtualMs}ms` +
-    (withFiles ? ` appends=${fileAcks.length} refusedAppends=${fileRefused.length}` : '');
+    (withFiles ? ` appends=${fileAcks.length} refusedAppends=${fileRefused.length}` : '') +
+    (sessionClients.plans.length === 0
+      ? ''
+      : ` sessionGrants=${sessionClients.grants} sessionsLost=${sessionClients.lost} sessionCrashes=${sessionClients.crashed} holdsEnded=${lockChecker.expiredHolds} keepalives=${sessionClients.keepalives()}`);
   // Pending operations become unknown; then stop every node and client so nothing lingers.
   recorder.close();
   for (const host of hosts.values()) host.close();
   for (const id of ids) if (cluster.isUp(id)) cluster.crash(id);
   for (const plan of params.clients) if (!world.isDown(plan.name)) world.crash(plan.name);
+  sessionClients.stopAll();
   return {
     seed,
     outcome,

@@ -1,0 +1,185 @@
+/**
+ * The client side of a lock session (lease): opens it, renews it in the background, and decides
+ * locally, before the service could, that it is lost. lockserver/README.md ("Sessions and leases")
+ * gives the protocol; this header lists the host's steps.
+ *
+ * 1. `open()` sends keepalive(id, ttlMs) through the RSM client and waits for OK: the session
+ *    exists at the service from then on (a refusal rejects: LOCK_SESSION_EXPIRED or LOCK_RPC_FAILED).
+ * 2. Every `renewEveryMs` (TTL/3) it sends one keepalive, never more than one at a time, so a
+ *    client costs at most one replicated keepalive per TTL/3.
+ * 3. Each keepalive remembers its send time S (local monotonic clock). When it is answered OK,
+ *    the service renewed the lease at a moment ≥ S, so the service cannot expire it before S + TTL
+ *    of *its* clock; the local deadline becomes max(deadline, S + TTL − margin), margin =
+ *    TTL/10 + 100 ms, which covers clock-rate drift between the two clocks up to 10 %.
+ * 4. When the local deadline passes without a renewal, or any answer says SESSION_EXPIRED, the
+ *    session is lost: `onLost` runs once (the owner marks every held lock lost and forgets its
+ *    cache), and nothing more is sent.
+ *    With `viaPrimary` a keepalive goes first as one plain RPC to the primary's host, which
+ *    batches many clients' keepalives into one replicated request; without an answer from there,
+ *    through the RSM as above.
+ * 5. `end()` stops renewing and sends endsession(id): the service frees whatever is still held.
+ *
+ * Host code: time and timers from the injected Clock only.
+ */
+import type { Clock, Timer } from '../lib/env.js';
+import { logger } from '../lib/log.js';
+import type { RsmClient } from '../rsm/client.js';
+import { CacheProc, LockStatus, decodeKeepaliveReply, encodeEndSessionRequest, encodeKeepaliveRequest } from './cache-protocol.js';
+import { LockError } from './protocol.js';
+
+const log = logger('lockclient:session');
+
+/** The local deadline's margin below the service's: TTL/10 + 100 ms (see the header, step 3). */
+export function sessionMarginMs(ttlMs: number): number {
+  return Math.floor(ttlMs / 10) + 100;
+}
+
+export interface SessionKeeperOptions {
+  readonly rsm: Pick<RsmClient, 'invoke'>;
+  readonly clock: Clock;
+  /** The session (client) id. */
+  readonly id: string;
+  readonly ttlMs: number;
+  /**
+   * Optional fast path: send the keepalive as a plain RPC to the primary's host, which batches
+   * (replicated-host.ts). Resolves with the session's status, or undefined to use the RSM path.
+   */
+  readonly viaPrimary?: (entry: { id: string; ttlMs: number }, timeoutMs: number) => Promise<number | undefined>;
+  /** Runs once when the session is lost; `reason` explains why. */
+  readonly onLost: (reason: LockError) => void;
+}
+
+export class SessionKeeper {
+  readonly renewEveryMs: number;
+  readonly marginMs: number;
+  /** Keepalives sent (for tests and the benchmark). */
+  keepalivesSent = 0;
+  private deadline = 0;
+  private renewTimer: Timer | undefined;
+  private deadlineTimer: Timer | undefined;
+  private inFlight = false;
+  private state: 'new' | 'open' | 'lost' | 'ended' = 'new';
+
+  constructor(private readonly options: SessionKeeperOptions) {
+    this.renewEveryMs = Math.max(1, Math.floor(options.ttlMs / 3));
+    this.marginMs = sessionMarginMs(options.ttlMs);
+  }
+
+  /** Whether the session is lost (expired, or not renewed in time). */
+  get isLost(): boolean {
+    return this.state === 'lost';
+  }
+
+  /** The local deadline (Clock time): the session counts as lost from then on unless renewed. */
+  get localDeadline(): number {
+    return this.deadline;
+  }
+
+  async open(timeoutMs: number): Promise<void> {
+    const sentAt = this.options.clock.now();
+    const status = await this.keepalive(timeoutMs);
+    if (status !== LockStatus.OK) {
+      this.state = 'lost';
+      throw new LockError('LOCK_SESSION_EXPIRED', `session ${this.options.id}: the service refused to open it (status ${status})`);
+    }
+    this.state = 'open';
+    this.renewed(sentAt);
+    this.armRenew();
+  }
+
+  /** Stops renewing and ends the session at the service (best effort within `timeoutMs`). */
+  async end(timeoutMs: number): Promise<void> {
+    if (this.state === 'lost' || this.state === 'ended') return;
+    this.state = 'ended';
+    this.stopTimers();
+    try {
+      await this.options.rsm.invoke(CacheProc.END_SESSION, encodeEndSessionRequest(this.options.id), { timeoutMs });
+    } catch (error) {
+      log('%s: endsession failed: %s (the lease will expire)', this.options.id, (error as Error).message);
+    }
+  }
+
+  /** Stops without telling the service (the session expires there). */
+  stop(): void {
+    if (this.state === 'open' || this.state === 'new') this.state = 'ended';
+    this.stopTimers();
+  }
+
+  private async keepalive(timeoutMs: number): Promise<number> {
+    this.keepalivesSent++;
+    if (this.options.viaPrimary !== undefined) {
+      const status = await this.options.viaPrimary({ id: this.options.id, ttlMs: this.options.ttlMs }, timeoutMs).catch(() => undefined);
+      if (status !== undefined) return status;
+    }
+    let answer: { status: number; reply: Uint8Array };
+    try {
+      answer = await this.options.rsm.invoke(CacheProc.KEEPALIVE, encodeKeepaliveRequest([{ id: this.options.id, ttlMs: this.options.ttlMs }]), { timeoutMs });
+    } catch (error) {
+      throw new LockError('LOCK_RPC_FAILED', `keepalive of session ${this.options.id}: ${(error as Error).message}`, { cause: error });
+    }
+    const each = decodeKeepaliveReply(answer.reply);
+    if (answer.status !== LockStatus.OK || !each.ok || each.value.length !== 1) return answer.status === LockStatus.OK ? LockStatus.RPCERR : answer.status;
+    return each.value[0]!;
+  }
+
+  private renewed(sentAt: number): void {
+    this.deadline = Math.max(this.deadline, sentAt + this.options.ttlMs - this.marginMs);
+    this.deadlineTimer?.cancel();
+    const wait = Math.max(0, this.deadline - this.options.clock.now());
+    this.deadlineTimer = this.options.clock.setTimer(wait, () => this.checkDeadline());
+  }
+
+  private checkDeadline(): void {
+    if (this.state !== 'open') return;
+    const left = this.deadline - this.options.clock.now();
+    if (left > 0) {
+      this.deadlineTimer = this.options.clock.setTimer(left, () => this.checkDeadline());
+      return;
+    }
+    this.lose(new LockError('LOCK_LOST', `session ${this.options.id}: not renewed within its TTL of ${this.options.ttlMs} ms (less a ${this.marginMs} ms margin)`));
+  }
+
+  private armRenew(): void {
+    this.renewTimer = this.options.clock.setTimer(this.renewEveryMs, () => {
+      if (this.state !== 'open') return;
+      this.armRenew();
+      if (this.inFlight) return; // at most one keepalive at a time
+      this.inFlight = true;
+      const sentAt = this.options.clock.now();
+      // The deadline may have passed while this process was paused: check before trusting anything.
+      this.checkDeadline();
+      if (this.state !== 'open') return;
+      this.keepalive(this.options.ttlMs - this.marginMs).then(
+        (status) => {
+          this.inFlight = false;
+          if (this.state !== 'open') return;
+          if (status === LockStatus.OK) this.renewed(sentAt);
+          else if (status === LockStatus.SESSION_EXPIRED) this.lose(new LockError('LOCK_LOST', `session ${this.options.id} expired at the service`));
+          else log('%s: keepalive answered %d', this.options.id, status);
+        },
+        (error: unknown) => {
+          this.inFlight = false;
+          log('%s: %s', this.options.id, (error as Error).message);
+        },
+      );
+    });
+  }
+
+  /** The service said the session is over (an acquire or release answered SESSION_EXPIRED). */
+  expiredAtService(): void {
+    if (this.state === 'open') this.lose(new LockError('LOCK_LOST', `session ${this.options.id} expired at the service`));
+  }
+
+  private lose(reason: LockError): void {
+    if (this.state !== 'open') return;
+    this.state = 'lost';
+    this.stopTimers();
+    log('%s: %s', this.options.id, reason.message);
+    this.options.onLost(reason);
+  }
+
+  private stopTimers(): void {
+    this.renewTimer?.cancel();
+    this.deadlineTimer?.cancel();
+  }
+}
