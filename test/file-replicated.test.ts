@@ -134,3 +134,19 @@ t.test('file_tester: every replica SIGKILLed and restarted keeps every acknowled
   t.match(out, /54 appends acknowledged, 54 records in the files/);
   t.match(out, /file_tester: OK/);
 });
+
+t.test('file_tester: a client SIGKILLed while holding the lock: the others go on after its lease, its unacknowledged append at most once', async (t) => {
+  const { code, out } = await runTester(['--clients', '3', '--holds', '6', '--appends', '3', '--ttl-ms', '2000', '--kill-clients', '--timeout-ms', '300000'], { RPC_LOSSY: '' });
+  t.equal(code, 0, out);
+  t.match(out, /SIGKILL client 0 while it holds the lock/);
+  t.match(out, /file_tester: OK/);
+});
+
+t.test('file_tester: a client SIGSTOPped past its lease, then resumed: its next append is refused (FILE_STALE_TOKEN) and changes nothing', async (t) => {
+  const { code, out } = await runTester(['--clients', '3', '--holds', '6', '--appends', '3', '--ttl-ms', '2000', '--pause-client', '--timeout-ms', '300000'], { RPC_LOSSY: '' });
+  t.equal(code, 0, out);
+  t.match(out, /SIGSTOP client 0 while it holds the lock/);
+  t.match(out, /another client holds the lock now; SIGCONT client 0/);
+  t.match(out, /[1-9]\d* refused as stale/);
+  t.match(out, /file_tester: OK/);
+});

@@ -55,6 +55,7 @@ Environment: RPC_LOSSY=N is passed on to every replica and client.`,
     keep: { type: 'boolean' },
     worker: { type: 'string' },
     members: { type: 'string' },
+    'hold-ms': { type: 'string' },
   },
 };
 
@@ -79,6 +80,7 @@ async function worker(values: Record<string, unknown>): Promise<number> {
   const appends = ranged(values, 'appends', 1, 1000, 3);
   const ttlMs = ranged(values, 'ttl-ms', 1000, 600_000, 10_000);
   const lockPerFile = values['lock-per-file'] === true;
+  const holdMs = ranged(values, 'hold-ms', 0, 60_000, 0);
   const files = await connectFiles({ members, session: { ttlMs } });
   const hello = await files.init();
   say(`init ${client} ${hello.code} ${hello.message}`);
@@ -86,8 +88,16 @@ async function worker(values: Record<string, unknown>): Promise<number> {
   const randomFile = (): string => fileName(Math.floor(Math.random() * FILE_COUNT));
   for (let hold = 1; hold <= holds; hold++) {
     const lock = lockPerFile ? randomFile() : 'files';
-    await files.acquire(lock);
+    try {
+      await files.acquire(lock);
+    } catch (error) {
+      // A client paused past its lease has lost its session: it is done (a new one would connect again).
+      if ((error as { code?: string }).code !== 'LOCK_SESSION_EXPIRED') throw error;
+      say(`session-lost ${client} ${hold}`);
+      break;
+    }
     say(`hold ${client} ${hold} ${files.held!.token}`);
+    if (holdMs > 0) await new Promise((resolve) => setTimeout(resolve, holdMs));
     for (let k = 0; k < appends; k++) {
       const file = lockPerFile ? lock : randomFile();
       const record = { client, hold, seq: ++seq, file };
