@@ -29,6 +29,9 @@ import { LockError } from './protocol.js';
 
 const log = logger('lockclient:session');
 
+/** The primary's keepalive batch gets at most this long before the RSM path is tried. */
+const VIA_PRIMARY_MAX_MS = 1000;
+
 /** The local deadline's margin below the service's: TTL/10 + 100 ms (see the header, step 3). */
 export function sessionMarginMs(ttlMs: number): number {
   return Math.floor(ttlMs / 10) + 100;
@@ -105,15 +108,21 @@ export class SessionKeeper {
     this.stopTimers();
   }
 
+  /** One keepalive within `timeoutMs` in all: the primary's batch first, then the RSM path. */
   private async keepalive(timeoutMs: number): Promise<number> {
     this.keepalivesSent++;
+    const started = this.options.clock.now();
     if (this.options.viaPrimary !== undefined) {
-      const status = await this.options.viaPrimary({ id: this.options.id, ttlMs: this.options.ttlMs }, timeoutMs).catch(() => undefined);
+      // Bounded to a share of the deadline: a dead or former primary must not use it all up and
+      // leave nothing for the RSM path, which finds the new primary (lost sessions under fail-over).
+      const share = Math.min(VIA_PRIMARY_MAX_MS, Math.floor(timeoutMs / 2));
+      const status = await this.options.viaPrimary({ id: this.options.id, ttlMs: this.options.ttlMs }, share).catch(() => undefined);
       if (status !== undefined) return status;
     }
+    const remaining = Math.max(1, timeoutMs - (this.options.clock.now() - started));
     let answer: { status: number; reply: Uint8Array };
     try {
-      answer = await this.options.rsm.invoke(CacheProc.KEEPALIVE, encodeKeepaliveRequest([{ id: this.options.id, ttlMs: this.options.ttlMs }]), { timeoutMs });
+      answer = await this.options.rsm.invoke(CacheProc.KEEPALIVE, encodeKeepaliveRequest([{ id: this.options.id, ttlMs: this.options.ttlMs }]), { timeoutMs: remaining });
     } catch (error) {
       throw new LockError('LOCK_RPC_FAILED', `keepalive of session ${this.options.id}: ${(error as Error).message}`, { cause: error });
     }
@@ -149,7 +158,9 @@ export class SessionKeeper {
       // The deadline may have passed while this process was paused: check before trusting anything.
       this.checkDeadline();
       if (this.state !== 'open') return;
-      this.keepalive(this.options.ttlMs - this.marginMs).then(
+      // One renewal period per attempt: a keepalive stuck on a dead primary gives way to the next
+      // attempt instead of holding the single slot until the lease is gone.
+      this.keepalive(this.renewEveryMs).then(
         (status) => {
           this.inFlight = false;
           if (this.state !== 'open') return;

@@ -229,3 +229,15 @@ t.test('property: appends agree with a model of files, tokens and per-client seq
   );
   t.pass('300 random runs agreed with the model');
 });
+
+t.test('the files are bounded one by one and together: FULL, nothing appended', async (t) => {
+  const holds = new Holds();
+  holds.current.set('files', 1);
+  const service = new FileService(holds, { maxFileBytes: 8, maxTotalBytes: 12 });
+  t.equal(append(service, { seq: 1, token: 1, file: 'file_0', data: '123456' }).status, FileStatus.OK);
+  t.equal(append(service, { seq: 2, token: 1, file: 'file_0', data: '789' }).status, FileStatus.FULL, 'one file over 8 bytes');
+  t.equal(append(service, { seq: 3, token: 1, file: 'file_1', data: '123456' }).status, FileStatus.OK);
+  t.equal(append(service, { seq: 4, token: 1, file: 'file_2', data: 'x' }).status, FileStatus.FULL, 'all files over 12 bytes');
+  t.equal(service.totalBytes(), 12);
+  service.invariants();
+});

@@ -113,7 +113,13 @@ export async function runFileTest(options: FileTestOptions): Promise<FileTestRes
     const faults = runFaults(options, cluster, workers, deadline, problems);
     await waitForWorkers(options, workers, deadline, problems);
     await faults;
-    const logs = workers.map((worker) => parseWorkerLog(readText(worker.logFile)));
+    const texts = workers.map((worker) => readText(worker.logFile));
+    const logs = texts.map((text) => parseWorkerLog(text));
+    // Only the client a fault paused may lose its session; any other loss is a failure of the service.
+    texts.forEach((text, index) => {
+      const targeted = index === 0 && (options.pauseClient || options.killClients);
+      if (!targeted && /^session-lost /m.test(text)) problems.push(`client ${index} lost its session (see ${workers[index]!.logFile})`);
+    });
     const acknowledged = logs.flatMap((log) => log.acks);
     const refused = logs.flatMap((log) => log.stale);
     out(`file_tester: clients done: ${acknowledged.length} appends acknowledged, ${refused.length} refused as stale`);

@@ -20,7 +20,7 @@
  * 6. fenced mode: token 0, or no current hold of the lock → NOT_LOCKED; a current hold with a
  *    higher token → STALE_TOKEN; with another token → NOT_LOCKED;
  *    unfenced mode (the specification's basic form): token 0 skips rules 5 and 6;
- * 7. the file would exceed `maxFileBytes` → FULL;
+ * 7. the file would exceed `maxFileBytes`, or all files together `maxTotalBytes` → FULL;
  * 8. otherwise the data is appended, the lock's highest token becomes this token, OK with the
  *    file's length before the append.
  * Every answer from rule 3 on is remembered for the client (rule 2), so a retry gets it again.
@@ -71,12 +71,18 @@ export interface FileServiceOptions {
    */
   readonly fenced?: boolean;
   readonly maxFileBytes?: number;
+  /**
+   * All files together. The whole state travels in one message at a state transfer, so it must
+   * stay well inside the transport's frame bound (10 MiB) until transfers are chunked.
+   */
+  readonly maxTotalBytes?: number;
   readonly maxClients?: number;
   readonly maxLocks?: number;
   readonly observer?: FileObserver;
 }
 
-export const DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_MAX_TOTAL_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_MAX_CLIENTS = 10_000;
 export const DEFAULT_MAX_LOCKS = 100_000;
 
@@ -96,6 +102,7 @@ interface StoredFile {
 export class FileService implements StateMachine {
   readonly fenced: boolean;
   readonly maxFileBytes: number;
+  readonly maxTotalBytes: number;
   readonly maxClients: number;
   readonly maxLocks: number;
   private files: StoredFile[] = emptyFiles();
@@ -110,6 +117,7 @@ export class FileService implements StateMachine {
   ) {
     this.fenced = options.fenced ?? true;
     this.maxFileBytes = options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+    this.maxTotalBytes = options.maxTotalBytes ?? DEFAULT_MAX_TOTAL_BYTES;
     this.maxClients = options.maxClients ?? DEFAULT_MAX_CLIENTS;
     this.maxLocks = options.maxLocks ?? DEFAULT_MAX_LOCKS;
     this.observer = options.observer;
@@ -150,6 +158,11 @@ export class FileService implements StateMachine {
     return this.highestToken.get(lock) ?? 0;
   }
 
+  /** The bytes of all files together. */
+  totalBytes(): number {
+    return this.files.reduce((sum, file) => sum + file.length, 0);
+  }
+
   get clientCount(): number {
     return this.clients.size;
   }
@@ -160,6 +173,7 @@ export class FileService implements StateMachine {
       assert(file.chunks.reduce((sum, chunk) => sum + chunk.length, 0) === file.length, 'file length matches its chunks');
       assert(file.length <= this.maxFileBytes, 'file within its bound');
     }
+    assert(this.totalBytes() <= this.maxTotalBytes, 'files within their total bound');
     assert(this.clients.size <= this.maxClients, 'clients within bound');
     assert(this.highestToken.size <= this.maxLocks, 'locks within bound');
   }
@@ -230,6 +244,7 @@ export class FileService implements StateMachine {
     }
     const file = this.files[index]!;
     if (file.length + args.data.length > this.maxFileBytes) return { status: FileStatus.FULL, reply: none };
+    if (this.totalBytes() + args.data.length > this.maxTotalBytes) return { status: FileStatus.FULL, reply: none };
 
     const offset = file.length;
     // The request buffer may be reused by the caller; the state keeps its own copy.
@@ -259,7 +274,7 @@ export class FileService implements StateMachine {
 
   marshalState(): Uint8Array {
     const w = new Writer(1024);
-    w.u8(STATE_VERSION).bool(this.fenced).u64(this.maxFileBytes).u32(this.maxClients).u32(this.maxLocks);
+    w.u8(STATE_VERSION).bool(this.fenced).u64(this.maxFileBytes).u64(this.maxTotalBytes).u32(this.maxClients).u32(this.maxLocks);
     for (const file of this.files) {
       w.u32(file.chunks.length);
       for (const chunk of file.chunks) w.bytes(chunk);
@@ -277,9 +292,10 @@ export class FileService implements StateMachine {
     if (r.error === undefined && version !== STATE_VERSION) return { ok: false, reason: `file service state version ${version}, expected ${STATE_VERSION}` };
     const fenced = r.bool();
     const maxFileBytes = r.u64();
+    const maxTotalBytes = r.u64();
     const maxClients = r.u32();
     const maxLocks = r.u32();
-    if (r.error === undefined && (fenced !== this.fenced || maxFileBytes !== this.maxFileBytes || maxClients !== this.maxClients || maxLocks !== this.maxLocks)) {
+    if (r.error === undefined && (fenced !== this.fenced || maxFileBytes !== this.maxFileBytes || maxTotalBytes !== this.maxTotalBytes || maxClients !== this.maxClients || maxLocks !== this.maxLocks)) {
       return { ok: false, reason: 'file service state was written with other settings (fenced mode or limits); every replica must use the same' };
     }
     const files: StoredFile[] = [];
@@ -289,6 +305,7 @@ export class FileService implements StateMachine {
       if (length > maxFileBytes) r.fail(`file_${i} longer than its bound`);
       files.push({ chunks, length });
     }
+    if (files.reduce((sum, file) => sum + file.length, 0) > maxTotalBytes) r.fail('files longer than their total bound');
     const highestToken = new Map<string, number>();
     const lockCount = r.u32();
     if (lockCount > maxLocks) r.fail('too many locks');
