@@ -218,7 +218,10 @@ export interface QuorumWatchOptions {
   readonly me: string;
   readonly identity: ClusterIdentity;
   readonly clock: Clock;
-  /** Wall-clock ms since the Unix epoch, for "unreachable since" (the host passes Date.now). */
+  /**
+   * Wall-clock ms since the Unix epoch, only to print "unreachable since 12:01:07" for people;
+   * never used to decide anything. The process host passes the real wall clock.
+   */
   readonly wallNow: () => number;
   readonly view: () => QuorumView;
   readonly intervalMs: number;

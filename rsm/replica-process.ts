@@ -232,6 +232,8 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
         me,
         identity,
         clock: realClock,
+        // Host code (this file is the process's composition root): the wall clock only labels
+        // log lines for people; protocol decisions use the injected monotonic clock.
         wallNow: () => Date.now(),
         view: () => {
           const status = node.status();

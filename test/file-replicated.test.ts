@@ -11,31 +11,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { osRandom } from '../lib/random.js';
 import { connectFiles } from '../lockserver/file/connect.js';
 import { FILE_NOT_FOUND, FILE_OK, type FileClient } from '../lockserver/file/file-client.js';
 import { FileProc, FileStatus, fileName } from '../lockserver/file/file-protocol.js';
 import { startLockReplica, type LockReplica } from '../lockserver/lock-replica.js';
 import { connect } from '../lockserver/locks.js';
-import { chooseBasePort, clusterPorts } from '../tester/cluster.js';
-import { isPortFree } from '../tester/processes.js';
-
-async function waitUntil(condition: () => boolean, limitMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`not within ${limitMs} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-async function freeBase(): Promise<number> {
-  const random = osRandom();
-  for (let draw = 0; draw < 100; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
-    if (choice.ok) return choice.base;
-  }
-  throw new Error('no free ports');
-}
+import { clusterPorts } from '../tester/cluster.js';
+import { freeBasePort, waitUntil } from './helpers/ports.js';
 
 t.test('appends reach every replica and its mirror files exactly once; bad input changes nothing', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'file-replicated-'));
@@ -46,7 +28,7 @@ t.test('appends reach every replica and its mirror files exactly once; bad input
     for (const replica of replicas) await replica.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  const ports = clusterPorts(await freeBase(), 3).map(String);
+  const ports = clusterPorts(await freeBasePort(), 3).map(String);
   for (const [i, me] of ports.entries()) {
     replicas.push(await startLockReplica({ master: ports[0]!, me, logDir: dir, dataDir: path.join(dir, 'data'), lossyPercent: 0 }));
     const node = replicas[i]!.replica.node;

@@ -14,16 +14,8 @@ import { CacheProc, LockStatus } from '../lockserver/cache-protocol.js';
 import { RsmClient } from '../rsm/client.js';
 import { connect, type LockClient } from '../lockserver/locks.js';
 import { startLockReplica, type LockReplica } from '../lockserver/lock-replica.js';
-import { chooseBasePort, clusterPorts } from '../tester/cluster.js';
-import { isPortFree } from '../tester/processes.js';
-
-async function waitUntil(condition: () => boolean, limitMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`not within ${limitMs} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+import { clusterPorts } from '../tester/cluster.js';
+import { freeBasePort, waitUntil } from './helpers/ports.js';
 
 t.test('the lock API against a 3-replica lock service', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lock-api-'));
@@ -34,13 +26,7 @@ t.test('the lock API against a 3-replica lock service', async (t) => {
     for (const replica of replicas) await replica.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  let base: number | undefined;
-  const random = osRandom();
-  for (let draw = 0; draw < 100 && base === undefined; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
-    if (choice.ok) base = choice.base;
-  }
-  if (base === undefined) throw new Error('no free ports');
+  const base = await freeBasePort();
   const ports = clusterPorts(base, 3).map(String);
   for (const [i, me] of ports.entries()) {
     const replica = await startLockReplica({ master: ports[0]!, me, logDir: dir, dataDir: path.join(dir, 'data'), lossyPercent: 0 });

@@ -13,10 +13,9 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { osRandom } from '../lib/random.js';
 import { connect, type LockClient } from '../lockserver/locks.js';
-import { LocalCluster, chooseBasePort } from '../tester/cluster.js';
-import { isPortFree } from '../tester/processes.js';
+import { LocalCluster } from '../tester/cluster.js';
+import { freeBasePort } from './helpers/ports.js';
 
 const TTL_MS = 2_000;
 const HOLDER = fileURLToPath(new URL('./helpers/lock-holder.js', import.meta.url));
@@ -69,13 +68,7 @@ async function waitFor<T>(get: () => T | undefined, limitMs: number, what: strin
 
 t.test('sessions with real processes', async (t) => {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'lock-sessions-'));
-  let base: number | undefined;
-  const random = osRandom();
-  for (let draw = 0; draw < 50 && base === undefined; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(40_000), isPortFree);
-    if (choice.ok) base = choice.base;
-  }
-  if (base === undefined) throw new Error('no free ports');
+  const base = await freeBasePort();
   const cluster = new LocalCluster({
     replicas: 3,
     basePort: base,

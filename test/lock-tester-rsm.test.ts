@@ -15,19 +15,10 @@ import { RpcEndpoint } from '../lib/rpc.js';
 import { tcpNetwork } from '../lib/tcp.js';
 import { startCachingLockServer } from '../lockserver/cache-host.js';
 import { RsmTestStatus, rsmTestProtocol } from '../rsm/protocol.js';
-import { chooseBasePort, clusterPorts } from '../tester/cluster.js';
+import { clusterPorts } from '../tester/cluster.js';
 import { detectLockService, rsmCachingClientFactory, runLockTester } from '../tester/lock-tester.js';
-import { isPortFree } from '../tester/processes.js';
 import { startLockReplica, type LockReplica } from '../lockserver/lock-replica.js';
-
-/** Polls `condition` every 50 ms for at most `limitMs`. */
-async function waitUntil(condition: () => boolean, limitMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`not within ${limitMs} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+import { freeBasePort, waitUntil } from './helpers/ports.js';
 
 t.test('lock_tester passes through the RSM against 3 in-process replicas; detection tells replica from unreplicated server', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lock-tester-rsm-'));
@@ -39,13 +30,7 @@ t.test('lock_tester passes through the RSM against 3 in-process replicas; detect
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  let base: number | undefined;
-  const random = osRandom();
-  for (let draw = 0; draw < 100 && base === undefined; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
-    if (choice.ok) base = choice.base;
-  }
-  if (base === undefined) throw new Error('no free ports');
+  const base = await freeBasePort();
   const ports = clusterPorts(base, 3).map(String);
 
   for (const [i, me] of ports.entries()) {

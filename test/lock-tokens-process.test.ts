@@ -8,20 +8,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { osRandom } from '../lib/random.js';
 import { connect, type LockClient } from '../lockserver/locks.js';
-import { LocalCluster, chooseBasePort } from '../tester/cluster.js';
-import { isPortFree } from '../tester/processes.js';
+import { LocalCluster } from '../tester/cluster.js';
+import { freeBasePort } from './helpers/ports.js';
 
 t.test('tokens strictly increase across a primary kill', async (t) => {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'lock-tokens-'));
-  let base: number | undefined;
-  const random = osRandom();
-  for (let draw = 0; draw < 50 && base === undefined; draw++) {
-    const choice = await chooseBasePort(3, 20_000 + random.int(11_000), isPortFree);
-    if (choice.ok) base = choice.base;
-  }
-  if (base === undefined) throw new Error('no free ports');
+  const base = await freeBasePort();
   const cluster = new LocalCluster({
     replicas: 3,
     basePort: base,
