@@ -143,6 +143,12 @@ export interface CallOptions {
   /** First retransmission interval of this call (default: the endpoint's `retransmitMsMin`). */
   readonly retransmitMs?: number;
   /**
+   * Longest retransmission interval of this call (default: the endpoint's `retransmitMsMax`): the
+   * interval doubles after each try up to this. Equal to `retransmitMs` for a steady rate, as a
+   * failure detector needs (many tries inside one short deadline).
+   */
+  readonly retransmitMsMax?: number;
+  /**
    * On OLDSRV (the destination restarted since this client bound), bind to the new instance and
    * send the request again at once, within the same deadline, instead of failing the call. Only
    * for requests that may safely run again on the new instance (the old one may have run them):
@@ -589,7 +595,7 @@ export class RpcClient {
     if (this.serverNonce === undefined) {
       // Concurrent first calls share one bind. It runs without any caller's signal (one caller
       // aborting must not fail the others); each caller stops waiting when its own signal fires.
-      this.binding ??= this.bind(timeoutMs).finally(() => (this.binding = undefined));
+      this.binding ??= this.bind(timeoutMs, options).finally(() => (this.binding = undefined));
       const bound = await raceAbort(this.binding, options.signal);
       if (!bound.ok) return bound;
     }
@@ -599,7 +605,7 @@ export class RpcClient {
       this.serverNonce = undefined; // the next call binds afresh
       if (options.resendOnOldServer === true) {
         // The destination restarted: bind to the new instance and resend once, at once.
-        const rebound = await raceAbort((this.binding ??= this.bind(deadline - this.owner.clock.now()).finally(() => (this.binding = undefined))), options.signal);
+        const rebound = await raceAbort((this.binding ??= this.bind(deadline - this.owner.clock.now(), options).finally(() => (this.binding = undefined))), options.signal);
         if (!rebound.ok) return rebound;
         ({ ret, body } = await this.exchange(procedure.id, this.serverNonce!, writeArgs, deadline - this.owner.clock.now(), options));
         if (ret === RpcStatus.OLDSRV) this.serverNonce = undefined;
@@ -633,8 +639,13 @@ export class RpcClient {
     this.pending.get(xid)?.settle(ret, body); // a reply nobody waits for is a late duplicate
   }
 
-  private async bind(timeoutMs: number): Promise<RpcReply<number>> {
-    const { ret, body } = await this.exchange(BIND_PROC, 0, (w) => w.u32(0), timeoutMs, {});
+  /** Binds at the retransmission pace of the call that asked (a heartbeat's is steady and fast). */
+  private async bind(timeoutMs: number, pace: Pick<CallOptions, 'retransmitMs' | 'retransmitMsMax'>): Promise<RpcReply<number>> {
+    const { retransmitMs, retransmitMsMax } = pace;
+    const { ret, body } = await this.exchange(BIND_PROC, 0, (w) => w.u32(0), timeoutMs, {
+      ...(retransmitMs === undefined ? {} : { retransmitMs }),
+      ...(retransmitMsMax === undefined ? {} : { retransmitMsMax }),
+    });
     if (ret < 0) return { ok: false, error: rpcError(ret, 'bind', this.destination) };
     const reader = new Reader(body);
     const decoded = reader.finish(reader.u32());
@@ -652,7 +663,7 @@ export class RpcClient {
     serverNonce: number,
     writeArgs: (w: Writer) => void,
     timeoutMs: number,
-    { signal, retransmitMs: firstRetransmitMs }: CallOptions,
+    { signal, retransmitMs: firstRetransmitMs, retransmitMsMax }: CallOptions,
   ): Promise<{ ret: number; body: Uint8Array }> {
     if (this.closed) return Promise.resolve({ ret: CLOSED_STATUS, body: new Uint8Array(0) });
     if (signal?.aborted) return Promise.resolve({ ret: RpcStatus.ABORTED, body: new Uint8Array(0) });
@@ -667,7 +678,7 @@ export class RpcClient {
       const transmit = (): void => {
         this.owner.sendRequest(this.destination, bytes);
         retransmitTimer = clock.setTimer(retransmitMs, transmit);
-        retransmitMs = Math.min(retransmitMs * 2, options.retransmitMsMax);
+        retransmitMs = Math.min(retransmitMs * 2, Math.max(retransmitMs, retransmitMsMax ?? options.retransmitMsMax));
       };
       const onAbort = (): void => settle(RpcStatus.ABORTED, new Uint8Array(0));
       const deadlineTimer = clock.setTimer(timeoutMs, () => settle(RpcStatus.TIMEOUT, new Uint8Array(0)));

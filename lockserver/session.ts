@@ -5,8 +5,11 @@
  *
  * 1. `open()` sends keepalive(id, ttlMs) through the RSM client and waits for OK: the session
  *    exists at the service from then on (a refusal rejects: LOCK_SESSION_EXPIRED or LOCK_RPC_FAILED).
- * 2. Every `renewEveryMs` (TTL/3) it sends one keepalive, never more than one at a time, so a
- *    client costs at most one replicated keepalive per TTL/3.
+ * 2. `renewEveryMs` (TTL/3) after each answered renewal it sends one keepalive, never more than
+ *    one at a time, so a healthy client costs one replicated keepalive per TTL/3. An attempt gets
+ *    at most one period and never runs past the local deadline; one that fails (no answer, BUSY,
+ *    an RPC error) is followed by the next after min(250 ms, TTL/12), so losses and a primary
+ *    change cost retries, not the lease.
  * 3. Each keepalive remembers its send time S (local monotonic clock). When it is answered OK,
  *    the service renewed the lease at a moment ≥ S, so the service cannot expire it before S + TTL
  *    of *its* clock; the local deadline becomes max(deadline, S + TTL − margin), margin =
@@ -31,6 +34,9 @@ const log = logger('lockclient:session');
 
 /** The primary's keepalive batch gets at most this long before the RSM path is tried. */
 const VIA_PRIMARY_MAX_MS = 1000;
+
+/** After a failed renewal attempt the next one follows this soon (or TTL/12 when shorter). */
+const RENEW_RETRY_MS_MAX = 250;
 
 /** The local deadline's margin below the service's: TTL/10 + 100 ms (see the header, step 3). */
 export function sessionMarginMs(ttlMs: number): number {
@@ -148,32 +154,46 @@ export class SessionKeeper {
     this.lose(new LockError('LOCK_LOST', `session ${this.options.id}: not renewed within its TTL of ${this.options.ttlMs} ms (less a ${this.marginMs} ms margin)`));
   }
 
-  private armRenew(): void {
-    this.renewTimer = this.options.clock.setTimer(this.renewEveryMs, () => {
-      if (this.state !== 'open') return;
-      this.armRenew();
-      if (this.inFlight) return; // at most one keepalive at a time
-      this.inFlight = true;
-      const sentAt = this.options.clock.now();
-      // The deadline may have passed while this process was paused: check before trusting anything.
-      this.checkDeadline();
-      if (this.state !== 'open') return;
-      // One renewal period per attempt: a keepalive stuck on a dead primary gives way to the next
-      // attempt instead of holding the single slot until the lease is gone.
-      this.keepalive(this.renewEveryMs).then(
-        (status) => {
-          this.inFlight = false;
-          if (this.state !== 'open') return;
-          if (status === LockStatus.OK) this.renewed(sentAt);
-          else if (status === LockStatus.SESSION_EXPIRED) this.lose(new LockError('LOCK_LOST', `session ${this.options.id} expired at the service`));
-          else log('%s: keepalive answered %d', this.options.id, status);
-        },
-        (error: unknown) => {
-          this.inFlight = false;
-          log('%s: %s', this.options.id, (error as Error).message);
-        },
-      );
-    });
+  private armRenew(delayMs = this.renewEveryMs): void {
+    this.renewTimer = this.options.clock.setTimer(delayMs, () => this.renewNow());
+  }
+
+  /**
+   * One renewal attempt; the next is armed when it ends (so at most one is in flight): a renewal
+   * period later after OK, or soon after a failure, so a lost message, a BUSY during a view change
+   * or a dead primary costs one retry delay and not a whole period of the lease.
+   */
+  private renewNow(): void {
+    if (this.state !== 'open' || this.inFlight) return;
+    const sentAt = this.options.clock.now();
+    // The deadline may have passed while this process was paused: check before trusting anything.
+    this.checkDeadline();
+    if (this.state !== 'open') return;
+    this.inFlight = true;
+    // At most one renewal period per attempt, and never past the local deadline (an answer after
+    // it is of no use): a keepalive stuck on a dead primary gives way to the next attempt.
+    const budgetMs = Math.max(1, Math.min(this.renewEveryMs, this.deadline - sentAt));
+    const retryMs = Math.max(1, Math.min(RENEW_RETRY_MS_MAX, Math.floor(this.renewEveryMs / 4)));
+    this.keepalive(budgetMs).then(
+      (status) => {
+        this.inFlight = false;
+        if (this.state !== 'open') return;
+        if (status === LockStatus.OK) {
+          this.renewed(sentAt);
+          this.armRenew();
+        } else if (status === LockStatus.SESSION_EXPIRED) {
+          this.lose(new LockError('LOCK_LOST', `session ${this.options.id} expired at the service`));
+        } else {
+          log('%s: keepalive answered %d; retrying in %d ms', this.options.id, status, retryMs);
+          this.armRenew(retryMs);
+        }
+      },
+      (error: unknown) => {
+        this.inFlight = false;
+        log('%s: %s; retrying in %d ms', this.options.id, (error as Error).message, retryMs);
+        if (this.state === 'open') this.armRenew(retryMs);
+      },
+    );
   }
 
   /** The service said the session is over (an acquire or release answered SESSION_EXPIRED). */

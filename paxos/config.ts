@@ -38,8 +38,9 @@ export interface ConfigTiming {
   heartbeatIntervalMs: number;
   /**
    * Deadline of one heartbeat RPC: a member that has not answered for this long is taken for
-   * failed. The heartbeat is retransmitted every `heartbeatIntervalMs` meanwhile. A refused or
-   * reset connection fails it at once (the process is gone).
+   * failed. The heartbeat is retransmitted every `heartbeatRetransmitMs(timing)` meanwhile, so
+   * only a long silence counts, never a few lost messages. A refused or reset connection fails it
+   * at once (the process is gone): that, not this deadline, is what finds a crashed member fast.
    */
   heartbeatTimeoutMs: number;
   /** Deadline of each prepare, accept, decide and catch-up RPC. */
@@ -57,11 +58,21 @@ export interface ConfigTiming {
 
 export const defaultConfigTiming: ConfigTiming = {
   heartbeatIntervalMs: 100,
-  heartbeatTimeoutMs: 300,
+  heartbeatTimeoutMs: 1000,
   paxosTimeoutMs: 1000,
   removeBackoffMs: 1000,
   removeJitterMsMax: 200,
 };
+
+/**
+ * How often a heartbeat is retransmitted inside its deadline: at least ten tries, and at least two
+ * per interval. With 10 % of messages lost each way (RPC_LOSSY=10) one try fails about one time in
+ * five, so ten independent tries all fail about once in ten million: lossy links do not remove
+ * members, a silent member is still found after `heartbeatTimeoutMs`.
+ */
+export function heartbeatRetransmitMs(timing: Pick<ConfigTiming, 'heartbeatIntervalMs' | 'heartbeatTimeoutMs'>): number {
+  return Math.max(1, Math.floor(Math.min(timing.heartbeatIntervalMs / 2, timing.heartbeatTimeoutMs / 10)));
+}
 
 /** Catch-up learns at most this many views per call (it is called again when still behind). */
 export const CATCH_UP_STEPS_MAX = 10_000;
@@ -259,6 +270,29 @@ export class Config {
   }
 
   /**
+   * Asks every other member of the current view for its vid (one heartbeat each, in parallel,
+   * within `timeoutMs`) and catches up from one that knows a newer view. A replica restarting
+   * into the view it had synchronised as primary calls this before it serves, so it does not act
+   * as primary of a view the cluster has left. Resolves true when some member knows a newer view
+   * (learned here, or by a catch-up already running).
+   */
+  async learnNewerView(timeoutMs: number): Promise<boolean> {
+    const vid = this.vid;
+    const others = this.members(vid).filter((member) => member !== this.me);
+    const answers = await Promise.all(
+      others.map(async (target) => {
+        const reply = await this.rpc.call(this.addressOf(target), heartbeat, { me: this.me, vid }, { timeoutMs, resendOnOldServer: true });
+        return reply.ok && reply.result > vid ? target : undefined;
+      }),
+    );
+    const ahead = answers.find((target) => target !== undefined);
+    if (ahead === undefined || this.stopped) return false;
+    log('%s learnNewerView: %s knows a view after %d; catching up', this.me, ahead, vid);
+    await this.catchUp(ahead);
+    return true;
+  }
+
+  /**
    * Learns views decided elsewhere by asking `from` for each instance after ours with
    * preparereq(instance, (0, "")): a node that decided it answers oldinstance and the value, and
    * the request changes nothing anywhere. Stops when `from` knows no more. One at a time.
@@ -372,8 +406,9 @@ export class Config {
     }
     const reply = await client.call(heartbeat, { me: this.me, vid }, {
       timeoutMs: this.timing.heartbeatTimeoutMs,
-      // Several tries inside the deadline, so one lost message is not a failure.
-      retransmitMs: Math.max(1, Math.min(this.timing.heartbeatIntervalMs, this.timing.heartbeatTimeoutMs / 2)),
+      // Many tries inside the deadline, so lost messages are not a failure.
+      retransmitMs: heartbeatRetransmitMs(this.timing),
+      retransmitMsMax: heartbeatRetransmitMs(this.timing),
     });
     if (!reply.ok) {
       const code = reply.error.code;

@@ -107,7 +107,9 @@ export class ClusterIdentity {
       client = this.options.rpc.newClient(this.addressOf(peer));
       this.clients.set(peer, client);
     }
-    const reply = await client.call(clusterid, { src: this.options.me, cluster: this.id }, { timeoutMs });
+    // A steady pace of tries (as heartbeats), so a few lost messages do not read as "unreachable".
+    const retransmitMs = Math.max(1, Math.floor(timeoutMs / 10));
+    const reply = await client.call(clusterid, { src: this.options.me, cluster: this.id }, { timeoutMs, retransmitMs, retransmitMsMax: retransmitMs });
     if (!reply.ok) {
       const code = reply.error.code;
       // A restarted peer is alive but a new server instance: the next probe uses a new client.
@@ -170,18 +172,30 @@ export function clockText(epochMs: number): string {
  */
 export class QuorumTracker {
   private readonly downSince = new Map<string, number>();
+  /** Probe rounds in a row each member has not answered. */
+  private readonly misses = new Map<string, number>();
   private lastLine = '';
   private current: QuorumRes = { vid: 0, members: [], reachable: [], unreachableSince: [], quorum: true };
 
-  constructor(private readonly me: string) {}
+  /**
+   * @param missesToDown probe rounds in a row a member must miss before it counts as unreachable
+   *   (1: at once), so one unlucky round on a lossy network does not report "no quorum".
+   */
+  constructor(
+    private readonly me: string,
+    private readonly missesToDown = 1,
+  ) {}
 
   /** Records one probe round of `view` at wall time `nowMs`; returns a line when the verdict changed. */
   record(view: QuorumView, answered: ReadonlySet<string>, nowMs: number): string | undefined {
     const members = [...view.members];
     for (const node of [...this.downSince.keys()]) if (!members.includes(node) || answered.has(node)) this.downSince.delete(node);
-    const reachable = members.filter((node) => node === this.me || answered.has(node));
+    for (const node of [...this.misses.keys()]) if (!members.includes(node)) this.misses.delete(node);
+    for (const node of members) this.misses.set(node, node === this.me || answered.has(node) ? 0 : (this.misses.get(node) ?? 0) + 1);
+    const reachable = members.filter((node) => (this.misses.get(node) ?? 0) < this.missesToDown);
     const unreachable = members.filter((node) => !reachable.includes(node));
-    for (const node of unreachable) if (!this.downSince.has(node)) this.downSince.set(node, nowMs);
+    // Since the first missed round, not the round that made it count.
+    for (const node of members) if (node !== this.me && !answered.has(node) && !this.downSince.has(node)) this.downSince.set(node, nowMs);
     const isMember = members.includes(this.me);
     const quorum = !isMember || members.length === 0 || reachable.length >= Math.floor(members.length / 2) + 1;
     this.current = {
@@ -225,6 +239,8 @@ export interface QuorumWatchOptions {
   readonly wallNow: () => number;
   readonly view: () => QuorumView;
   readonly intervalMs: number;
+  /** See `QuorumTracker`; default 1. */
+  readonly missesToDown?: number;
   readonly say: (line: string) => void;
   /** A peer turned out to be in another cluster (step 4): the host stops the node. */
   readonly onMismatch: (error: ViewstampError) => void;
@@ -238,7 +254,7 @@ export class QuorumWatch {
   private confirmed: boolean;
 
   constructor(private readonly options: QuorumWatchOptions, confirmed: boolean) {
-    this.tracker = new QuorumTracker(options.me);
+    this.tracker = new QuorumTracker(options.me, options.missesToDown ?? 1);
     this.confirmed = confirmed;
   }
 

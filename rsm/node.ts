@@ -653,6 +653,13 @@ export class RsmNode {
     if (vid === this.resumeVid) {
       this.resumeVid = 0;
       assert(this.pending === undefined, 'resuming with a pending request');
+      // A primary back from a restart first asks its view's members whether the cluster moved on
+      // while it was down; if so it catches up and synchronises the newer view instead.
+      if (this.primaryId === this.me && (await this.config.learnNewerView(this.timing.transferTimeoutMs))) {
+        log('%s sync: not resuming view %d as primary: a newer view exists', this.me, vid);
+        return false;
+      }
+      if (this.viewGone(vid)) return false;
       // A primary resuming its view replayed the last request it stamped from its log, but some
       // backup may lack it: send it again (as pending) before stamping another one.
       const last = this.lastRequest;

@@ -36,7 +36,7 @@ import { decodeView } from '../paxos/view.js';
 import { describeViewstamp } from './protocol.js';
 import { RpcEndpoint, codecs, procedure, type RpcOptions } from '../lib/rpc.js';
 import { lossyPercentFromEnv, normalizeAddress, tcpNetwork } from '../lib/tcp.js';
-import { RsmNode, type RsmTiming } from './node.js';
+import { RsmNode, defaultRsmTiming, type RsmTiming } from './node.js';
 import type { StateMachine } from './state-machine.js';
 
 export interface ReplicaOptions {
@@ -113,6 +113,26 @@ export const processinfo = procedure<{ readonly dummy: number }, ProcessInfo>(
     cluster: { write: (w, v) => w.string(v), read: (r) => r.string(64) },
   }),
 );
+
+/**
+ * The failure detector's timers from RSM_HEARTBEAT_MS (heartbeat interval, 10..10000, default
+ * 100) and RSM_HEARTBEAT_TIMEOUT_MS (silence after which a member is taken for failed, at least
+ * twice the interval, at most 60000, default 1000). Every replica of a cluster should use the same.
+ * Throws CONFIG_INVALID for anything else.
+ */
+export function failureTimingFromEnv(env: NodeJS.ProcessEnv = process.env): Pick<RsmTiming, 'heartbeatIntervalMs' | 'heartbeatTimeoutMs'> {
+  const read = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === '') return fallback;
+    if (!/^\d+$/.test(raw.trim()) || Number(raw) < min || Number(raw) > max) {
+      throw new ViewstampError('CONFIG_INVALID', `${name} must be an integer ${min}..${max} (ms), got ${JSON.stringify(raw)}`);
+    }
+    return Number(raw.trim());
+  };
+  const heartbeatIntervalMs = read('RSM_HEARTBEAT_MS', defaultRsmTiming.heartbeatIntervalMs, 10, 10_000);
+  const heartbeatTimeoutMs = read('RSM_HEARTBEAT_TIMEOUT_MS', Math.max(defaultRsmTiming.heartbeatTimeoutMs, 2 * heartbeatIntervalMs), 2 * heartbeatIntervalMs, 60_000);
+  return { heartbeatIntervalMs, heartbeatTimeoutMs };
+}
 
 /** The log and data directories from RSM_LOG_DIR / RSM_DATA_DIR. */
 export function replicaDirsFromEnv(env: NodeJS.ProcessEnv = process.env): { logDir: string; dataDir: string } {
@@ -199,6 +219,7 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
     const confirmed = await identity.checkPeers([master, ...lastView]);
 
     const timing: Partial<RsmTiming> = {
+      ...failureTimingFromEnv(),
       ...options.timing,
       ...(options.heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs: options.heartbeatIntervalMs }),
     };
@@ -240,6 +261,8 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
           return { vid: status.vid, members: status.members };
         },
         intervalMs,
+        // Unreachable only after two silent rounds: one round's probe can fail on a lossy network.
+        missesToDown: 2,
         say,
         onMismatch: (error) => {
           say(`${error.code}: ${error.message}`);

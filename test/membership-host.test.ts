@@ -13,6 +13,7 @@ import { osRandom } from '../lib/random.js';
 import { RpcEndpoint } from '../lib/rpc.js';
 import { tcpNetwork } from '../lib/tcp.js';
 import { RsmTestStatus, rsmClientProtocol, rsmTestProtocol } from '../rsm/protocol.js';
+import { freeBasePort } from './helpers/ports.js';
 import { controlAddressOf, nodeIdFromArgument, replicaDirsFromEnv, startReplica, type Replica } from '../rsm/replica-process.js';
 
 const TIMING = { heartbeatIntervalMs: 200, heartbeatTimeoutMs: 300, paxosTimeoutMs: 300, removeJitterMsMax: 100, joinRetryMs: 200 };
@@ -63,7 +64,7 @@ t.test('ids, control addresses and directories', async (t) => {
 t.test('three replicas over TCP: views in the log files, restart from disk, control port', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'viewstamp-replica-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const base = 20_000 + 2 * Math.floor(Math.random() * 15_000);
+  const base = await freeBasePort(3);
   const ids = [0, 1, 2].map((i) => String(base + 2 * i));
   const deaths: string[] = [];
   const replicas = new Map<string, Replica>();
@@ -104,4 +105,48 @@ t.test('three replicas over TCP: views in the log files, restart from disk, cont
   t.same(armed.ok && armed.status, RsmTestStatus.OK);
   replicas.get(ids[1]!)!.node.breakpoint1();
   t.same(deaths, [`${ids[1]} Dying at breakpoint 1 in rsm!`], 'die was called with the lab message');
+});
+
+t.test('a primary restarted from disk learns the newer view before it acts as primary of its old one', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'viewstamp-replica-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const base = await freeBasePort(3);
+  const ids = [0, 1, 2].map((i) => String(base + 2 * i));
+  const replicas = new Map<string, Replica>();
+  const start = async (id: string): Promise<Replica> => {
+    const replica = await startReplica({ master: ids[0]!, me: id, logDir: dir, timing: TIMING, lossyPercent: 0, die: () => undefined });
+    replicas.set(id, replica);
+    return replica;
+  };
+  t.teardown(async () => {
+    for (const replica of replicas.values()) await replica.close();
+  });
+  const ready = (replica: Replica, vid: number): boolean => {
+    const status = replica.node.status();
+    return status.vid === vid && !status.inViewChange;
+  };
+  for (let i = 0; i < 3; i++) {
+    await start(ids[i]!);
+    t.ok(await waitFor(() => ids.slice(0, i + 1).every((id) => ready(replicas.get(id)!, i + 1))), `view ${i + 1} ready`);
+  }
+  const oldPrimary = replicas.get(ids[0]!)!.node.status().primary;
+  t.ok(ids.includes(oldPrimary), `view 3 has primary ${oldPrimary}`);
+  // Kill the primary (no goodbye); the other two form view 4 without it.
+  await replicas.get(oldPrimary)!.close();
+  replicas.delete(oldPrimary);
+  const survivors = ids.filter((id) => id !== oldPrimary);
+  t.ok(await waitFor(() => survivors.every((id) => ready(replicas.get(id)!, 4))), 'view 4 ready without the old primary');
+
+  // Restart it from its data directory and watch its status closely until it knows view 4.
+  const restarted = await start(oldPrimary);
+  let actedAsOldPrimary = 0;
+  let samples = 0;
+  const learned = await waitFor(() => {
+    const status = restarted.node.status();
+    samples++;
+    if (status.vid === 3 && status.primary === oldPrimary && !status.inViewChange) actedAsOldPrimary++;
+    return status.vid >= 4;
+  }, 15_000);
+  t.ok(learned, `the restarted node learned view 4 (${samples} status samples)`);
+  t.equal(actedAsOldPrimary, 0, 'it never served as primary of view 3 meanwhile');
 });

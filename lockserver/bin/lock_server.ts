@@ -42,6 +42,10 @@ Options:
 Environment:
   RPC_LOSSY=N   lose, else duplicate, else delay N% of the messages sent (0..100)
   RPC_COUNT=N   print "RPC STATS: <proc>:<count> ..." every N new requests
+  RSM_HEARTBEAT_MS=N          a replica's heartbeat interval, 10..10000 ms (default 100)
+  RSM_HEARTBEAT_TIMEOUT_MS=N  silence after which a member is taken for failed, 2 intervals..60000
+                              ms (default 1000); a crashed member is found at once regardless (its
+                              connection is refused), so this bounds only pauses and cut links
   DEBUG=viewstamp:*   diagnostic logging on stderr`,
   minPositionals: 1,
   maxPositionals: 2,
