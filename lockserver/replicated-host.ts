@@ -23,8 +23,11 @@
  *
  * Keepalive coalescing (also with `invoke`): clients send `sessionkeepalive` RPCs to the primary's
  * host; every keepalive that arrives while a batch is in flight waits for the next one, and each
- * batch (≤ 1,000 sessions) is ONE replicated keepalive request (group commit: no added delay when
- * idle). Each waiting RPC is answered with its session's status once the batch executed. A backup,
+ * batch (≤ 1,000 sessions) is ONE replicated keepalive request. Batches start at most once per
+ * `keepaliveWindowMs` (default 100 ms): after a quiet spell a keepalive goes at once, but one that
+ * arrives within the window of the last batch's start waits for its end, so any number of idle
+ * clients costs at most ten replicated keepalives a second (a keepalive has a third of a TTL,
+ * ≥ 333 ms, to be answered; up to 100 ms of it is well spent on sharing). Each waiting RPC is answered with its session's status once the batch executed. A backup,
  * or a host with MAX_PENDING_KEEPALIVES waiting, answers KEEPALIVE_NOT_PRIMARY at once.
  *
  * Host code: I/O through the replica's RpcEndpoint (notices leave from the main port), time from
@@ -75,7 +78,11 @@ export interface ReplicatedLockHostOptions {
   readonly tickMs?: number;
   /** Sessions alive in the table (CachingLockServer.sessionCount): the ticker runs only then. */
   readonly sessionCount?: () => number;
+  /** Shortest time between the starts of two keepalive batches (ms). Default 100. */
+  readonly keepaliveWindowMs?: number;
 }
+
+export const DEFAULT_KEEPALIVE_WINDOW_MS = 100;
 
 export class ReplicatedLockHost {
   readonly notifier: Notifier;
@@ -93,9 +100,16 @@ export class ReplicatedLockHost {
   keepalivesBatched = 0;
   private readonly pendingKeepalives: Array<{ entry: KeepaliveEntry; resolve: (reply: HandlerReply<number>) => void }> = [];
   private batchInFlight = false;
+  private batchTimer: Timer | undefined;
+  /** Clock time the last batch started; the next starts `keepaliveWindowMs` after it at the earliest. */
+  private lastBatchAt = Number.NEGATIVE_INFINITY;
+  private readonly clock: Clock;
+  private readonly keepaliveWindowMs: number;
 
   constructor(options: ReplicatedLockHostOptions) {
     const { node, stateMachine } = options;
+    this.clock = options.clock;
+    this.keepaliveWindowMs = options.keepaliveWindowMs ?? DEFAULT_KEEPALIVE_WINDOW_MS;
     this.notifier = new Notifier({
       rpc: options.rpc,
       clock: options.clock,
@@ -154,7 +168,16 @@ export class ReplicatedLockHost {
   }
 
   private flushKeepalives(invoke: NonNullable<ReplicatedLockHostOptions['invoke']>): void {
-    if (this.batchInFlight || this.pendingKeepalives.length === 0) return;
+    if (this.closed || this.batchInFlight || this.batchTimer !== undefined || this.pendingKeepalives.length === 0) return;
+    const waitMs = this.lastBatchAt + this.keepaliveWindowMs - this.clock.now();
+    if (waitMs > 0) {
+      this.batchTimer = this.clock.setTimer(waitMs, () => {
+        this.batchTimer = undefined;
+        this.flushKeepalives(invoke);
+      });
+      return;
+    }
+    this.lastBatchAt = this.clock.now();
     const batch = this.pendingKeepalives.splice(0, MAX_KEEPALIVE_SESSIONS);
     this.batchInFlight = true;
     this.keepaliveBatches++;
@@ -180,6 +203,9 @@ export class ReplicatedLockHost {
   close(): void {
     this.closed = true;
     this.tickTimer?.cancel();
+    this.batchTimer?.cancel();
+    this.batchTimer = undefined;
+    for (const waiting of this.pendingKeepalives.splice(0)) waiting.resolve({ status: KEEPALIVE_NOT_PRIMARY, result: 0 });
     for (const off of this.unsubscribe.splice(0)) off();
     this.notifier.stop();
   }
