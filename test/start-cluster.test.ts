@@ -109,6 +109,7 @@ t.test('wrapLine: a long status line goes on in indented pieces, cut between col
   t.ok(pieces.slice(1).every((piece) => piece.startsWith('    ')), 'the rest is indented');
   t.equal(pieces.join(' ').replace(/\s+/g, ' '), line.replace(/\s+/g, ' '), 'nothing is lost');
   t.ok(wrapLine('x'.repeat(50), 20).every((piece) => piece.length <= 20), 'a word longer than the width is cut anyway');
+  t.same(wrapLine('      arm a partition of p0', 20, 6), ['      arm a', '      partition of', '      p0'], 'leading spaces stay, and are no place to cut');
 });
 
 t.test('the status line says paused, in view change and no quorum', async (t) => {

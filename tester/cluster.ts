@@ -603,10 +603,12 @@ export function wrapLine(line: string, width: number, indent = 4): string[] {
   let rest = line;
   let room = width;
   while (rest.length > room) {
-    // Between columns (two spaces or more) if it can, else between words, else anywhere.
+    // Between columns (two spaces or more) if it can, else between words, else anywhere; never
+    // in the leading spaces.
+    const lead = rest.length - rest.trimStart().length;
     const gap = rest.lastIndexOf('  ', room - 1);
     const space = rest.lastIndexOf(' ', room);
-    const at = gap > 0 ? gap : space > 0 ? space : room;
+    const at = gap > lead ? gap : space > lead ? space : room;
     pieces.push(rest.slice(0, at).trimEnd());
     rest = rest.slice(at).trimStart();
     room = Math.max(1, width - indent);

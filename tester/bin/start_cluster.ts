@@ -389,8 +389,14 @@ function printTryThis(cluster: LocalCluster, singleKeys: boolean): void {
   lines.push([`tail -f ${p0!.paxosLog}`, `the views ${p0!.name} has seen decided`]);
   if (p1 !== undefined) lines.push([cluster.restartCommand(p1), `restart ${p1.name} by hand once it is dead: it shows as up here, and Ctrl-C stops it too`]);
   const width = Math.max(...lines.map(([command]) => command.length));
+  // On a terminal too narrow for command and comment side by side, the comment goes under it.
+  const columns = process.stdout.isTTY === true ? process.stdout.columns || 120 : Infinity;
+  const sideBySide = lines.every(([, what]) => 2 + width + 3 + what.length < columns);
   process.stdout.write('\nTry, in another terminal (from the repository directory):\n');
-  for (const [command, what] of lines) process.stdout.write(`  ${command.padEnd(width)}   ${what}\n`);
+  for (const [command, what] of lines) {
+    if (sideBySide) process.stdout.write(`  ${command.padEnd(width)}   ${what}\n`);
+    else process.stdout.write(`  ${command}\n${wrapLine(`      ${what}`, columns - 1, 6).join('\n')}\n`);
+  }
   if (singleKeys) {
     process.stdout.write(`Or here, single keys (no Enter): k then 1 kills p1; t SIGTERM, r restart, p pause, c resume; q or Ctrl-C stops all.\n`);
   } else {
