@@ -43,14 +43,16 @@ const spec: CommandSpec = {
   usage: ['start_cluster [--replicas N] [--base-port PORT] [--log-dir DIR] [--keep]'],
   // (see KEYS_HELP for the status screen's keys)
   help: `Starts a local cluster of N lock_server replicas of the replicated caching lock service on
-127.0.0.1 and shows their status until Ctrl-C, which stops them all. This is what npm start runs.
+127.0.0.1 and shows their status until Ctrl-C (or q), which stops them all. This is what npm
+start runs.
 
 Replica i runs "lock_server P0 Pi" with Pi = PORT + 2i, so each replica's control port Pi + 1 is
 free too. The replicas start one at a time, each joining the view of those before it. Then one
 status line per replica is refreshed every second: whether it is up (running and answering the
 members call), its latest view (from its paxos-<port>.log), the primary it knows and the
 viewstamp of the last request it executed (the status call on its control port). On a
-terminal the lines are redrawn in place; otherwise a line is printed whenever it changes.
+terminal the lines are redrawn in place, with the keys under them (lines too wide for the
+terminal go on, indented, on the next row); otherwise a line is printed whenever it changes.
 
 Options:
   --replicas N      number of replicas, 1..${MAX_REPLICAS} (default ${DEFAULT_REPLICAS})
@@ -62,7 +64,7 @@ Options:
   --keep            keep the durable state at exit
 
 Keys on the status screen (a terminal): single keystrokes, no Enter. An action key, then the
-replica number: k 1 kills p1.
+replica number: k then 1 kills p1 (typing "k 1" and Enter does the same).
   k  kill with SIGKILL     t  SIGTERM     r  restart (only when nothing serves its port)
   p  pause (SIGSTOP)       c  resume (SIGCONT)
   Esc drops an action typed; q or Ctrl-C stops the cluster; ? lists the keys.
