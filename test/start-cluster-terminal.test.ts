@@ -123,7 +123,6 @@ function streamTerminal(kind: 'script' | 'python3', command: string): Terminal {
   return {
     kind,
     type: (keys) => void child.stdin!.write(keys),
-    // eslint-disable-next-line no-control-regex
     text: () => raw.replace(/\x1b\[[0-9;?]*[ -/]*[@-~]/g, '').replace(/\r/g, ''),
     ended: () => child.exitCode !== null || child.signalCode !== null,
     close: () => {
