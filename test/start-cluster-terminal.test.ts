@@ -258,6 +258,7 @@ t.test(`start_cluster in a terminal (${kind ?? 'none'}): q stops it`, { skip }, 
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const session = await startInTerminal(t, 1, dir);
   const { term, waitFor } = session;
+  t.match(term.text(), /^Or here, single keys \(no Enter\): k then 0 kills p0;/m, 'the example names the one replica');
   term.type('k9');
   await waitFor([/^start_cluster: there is no replica 9 \(only 0\)$/m], 20_000, 'a replica number out of range is refused');
   t.ok(isPidAlive(session.replicaPids[0]!), 'and nothing was killed');

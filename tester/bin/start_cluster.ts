@@ -400,7 +400,8 @@ function printTryThis(cluster: LocalCluster, singleKeys: boolean): void {
     else process.stdout.write(`  ${command}\n${wrapLine(`      ${what}`, columns - 1, 6).join('\n')}\n`);
   }
   if (singleKeys) {
-    process.stdout.write(`Or here, single keys (no Enter): k then 1 kills p1; t SIGTERM, r restart, p pause, c resume; q or Ctrl-C stops all.\n`);
+    const example = (p1 ?? p0!).index;
+    process.stdout.write(`Or here, single keys (no Enter): k then ${example} kills p${example}; t SIGTERM, r restart, p pause, c resume; q or Ctrl-C stops all.\n`);
   } else {
     process.stdout.write(`Or here: ${KEYS_HELP}.\n`);
   }
