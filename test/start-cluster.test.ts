@@ -12,8 +12,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { SeededRandom } from '../lib/random.js';
-import { DEFAULT_BASE_PORT, boundPorts, chooseBasePort, clusterPorts } from '../tester/cluster.js';
+import { DEFAULT_BASE_PORT, LocalCluster, StatusKeys, boundPorts, chooseBasePort, clusterPorts, processState, wrapLine, type ReplicaStatus } from '../tester/cluster.js';
 import { isPidAlive, isPortFree } from '../tester/processes.js';
+import { waitUntil } from './helpers/ports.js';
 
 const START_CLUSTER = fileURLToPath(new URL('../tester/bin/start_cluster.js', import.meta.url));
 const LOCK_TESTER = fileURLToPath(new URL('../tester/bin/lock_tester.js', import.meta.url));
@@ -60,6 +61,88 @@ t.test('chooseBasePort: the requested block, else the default block, else a rand
 
   const nothingFree = await chooseBasePort(3, undefined, async () => false, random);
   t.match(nothingFree, { ok: false, message: /found no 6 free consecutive ports in 200 tries/ });
+});
+
+t.test('status keys: an action key, then the replica number', async (t) => {
+  const keys = new StatusKeys(3);
+  t.same(keys.feed('k'), [{ type: 'pending', action: 'k' }], 'k waits for a replica number');
+  t.equal(keys.pending, 'k');
+  t.same(keys.feed('1'), [{ type: 'action', action: 'k', replica: 1 }], 'then 1 kills p1');
+  t.equal(keys.pending, undefined);
+  t.same(keys.feed('p2c2r0t1'), [
+    { type: 'pending', action: 'p' },
+    { type: 'action', action: 'p', replica: 2 },
+    { type: 'pending', action: 'c' },
+    { type: 'action', action: 'c', replica: 2 },
+    { type: 'pending', action: 'r' },
+    { type: 'action', action: 'r', replica: 0 },
+    { type: 'pending', action: 't' },
+    { type: 'action', action: 't', replica: 1 },
+  ], 'keys typed fast arrive in one chunk');
+  t.same(keys.feed('k 2\r'), [{ type: 'pending', action: 'k' }, { type: 'action', action: 'k', replica: 2 }], 'the line form typed on a terminal does the same');
+  t.same(keys.feed('K1'), [{ type: 'pending', action: 'k' }, { type: 'action', action: 'k', replica: 1 }], 'capitals too');
+  t.same(keys.feed('k\u001b1'), [{ type: 'pending', action: 'k' }, { type: 'cancel' }, { type: 'invalid', problem: '1: press an action key first (k kill, t SIGTERM, r restart, p pause, c resume), then the replica number' }], 'Esc drops the action');
+  t.same(keys.feed('k\u001b[A\u001bOB1'), [{ type: 'pending', action: 'k' }, { type: 'cancel' }, { type: 'invalid', problem: '1: press an action key first (k kill, t SIGTERM, r restart, p pause, c resume), then the replica number' }], 'arrow keys are swallowed whole');
+  t.same(keys.feed('k5'), [{ type: 'pending', action: 'k' }, { type: 'invalid', problem: 'there is no replica 5 (0..2)' }]);
+  t.same(keys.feed('kq'), [{ type: 'pending', action: 'k' }, { type: 'stop', why: 'q' }], 'q stops, pending or not');
+  t.same(keys.feed('\u0003'), [{ type: 'stop', why: 'Ctrl-C' }], 'Ctrl-C is a byte in raw mode');
+  t.same(keys.feed('?'), [{ type: 'help' }]);
+  t.match(keys.feed('x'), [{ type: 'invalid', problem: /^"x" is not a key here; keys: k kill, t SIGTERM, r restart, p pause, c resume, then the replica number 0\.\.2; q or Ctrl-C stops all$/ }]);
+  t.match(keys.feed('\u001a'), [{ type: 'invalid', problem: /^Ctrl-Z is not a key here/ }], 'Ctrl-Z does not suspend');
+
+  const many = new StatusKeys(12);
+  t.same(many.feed('k1'), [{ type: 'pending', action: 'k' }], 'of 12, 1 may begin 10 or 11: it waits');
+  t.same(many.feed('1'), [{ type: 'action', action: 'k', replica: 11 }]);
+  t.same(many.feed('k1\r'), [{ type: 'pending', action: 'k' }, { type: 'action', action: 'k', replica: 1 }], 'Enter ends the number');
+  t.same(many.feed('k2'), [{ type: 'pending', action: 'k' }, { type: 'action', action: 'k', replica: 2 }], '2 cannot go on');
+  t.same(many.feed('k0'), [{ type: 'pending', action: 'k' }, { type: 'action', action: 'k', replica: 0 }], '0 cannot go on');
+  t.same(many.feed('k13'), [{ type: 'pending', action: 'k' }, { type: 'invalid', problem: 'there is no replica 13 (0..11)' }]);
+  t.same(new StatusKeys(1).feed('k1'), [{ type: 'pending', action: 'k' }, { type: 'invalid', problem: 'there is no replica 1 (only 0)' }]);
+});
+
+t.test('wrapLine: a long status line goes on in indented pieces, cut between columns', async (t) => {
+  t.same(wrapLine('short', 20), ['short']);
+  const line = 'p0  port 24100 pid 32271   up                     view 6 {p0,p1}        primary p0  last vs 0.0 no quorum: view 6 {p0,p1}; p1 unreachable since 14:49:50';
+  const pieces = wrapLine(line, 79);
+  t.ok(pieces.every((piece) => piece.length <= 79), 'every piece fits');
+  t.equal(pieces[0], 'p0  port 24100 pid 32271   up                     view 6 {p0,p1}');
+  t.ok(pieces.slice(1).every((piece) => piece.startsWith('    ')), 'the rest is indented');
+  t.equal(pieces.join(' ').replace(/\s+/g, ' '), line.replace(/\s+/g, ' '), 'nothing is lost');
+  t.ok(wrapLine('x'.repeat(50), 20).every((piece) => piece.length <= 20), 'a word longer than the width is cut anyway');
+  t.same(wrapLine('      arm a partition of p0', 20, 6), ['      arm a', '      partition of', '      p0'], 'leading spaces stay, and are no place to cut');
+});
+
+t.test('the status line says paused, in view change and no quorum', async (t) => {
+  const cluster = new LocalCluster({ replicas: 3, basePort: 5000, logDir: 'unused-logs', dataDir: 'unused-data', binDir: '.' });
+  t.teardown(() => cluster.stop(0));
+  const [p0, p1, p2] = cluster.replicas;
+  const view = { vid: 4, members: ['5000', '5002'] };
+  const up: ReplicaStatus = { replica: p0!, state: 'up', exit: undefined, view, primary: '5000', lastViewstamp: '4.2', pid: 11 };
+  t.match(cluster.formatStatus(up), /^p0 +port 5000 +pid 11 +up +view 4 \{p0,p1\} +primary p0 +last vs 4\.2$/);
+  t.match(cluster.formatStatus({ ...up, inViewChange: true }), /^p0 +port 5000 +pid 11 +up, in view change +view 4 /);
+  t.match(
+    cluster.formatStatus({ ...up, replica: p1!, noQuorum: 'no quorum: view 4 {p0,p1}; p0 unreachable since 12:01:07' }),
+    /^p1 .* last vs 4\.2 no quorum: view 4 \{p0,p1\}; p0 unreachable since 12:01:07$/,
+  );
+  t.match(cluster.formatStatus({ replica: p2!, state: 'paused', exit: undefined, view, primary: undefined, lastViewstamp: undefined, pid: 12 }), /^p2 +port 5004 +pid 12 +paused +view 4 \{p0,p1\} +primary - +last vs -$/);
+});
+
+t.test('processState: T for a stopped process', async (t) => {
+  if (!fs.existsSync('/proc/self/stat')) {
+    t.equal(processState(process.pid), undefined, 'no /proc: unknown');
+    return;
+  }
+  const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+  t.teardown(() => void child.kill('SIGKILL'));
+  await new Promise((resolve) => child.once('spawn', resolve));
+  t.not(processState(child.pid!), 'T', 'running');
+  child.kill('SIGSTOP');
+  await waitUntil(() => processState(child.pid!) === 'T', 10_000, 'the child is stopped');
+  child.kill('SIGCONT');
+  await waitUntil(() => processState(child.pid!) !== 'T', 10_000, 'the child runs again');
+  child.kill('SIGKILL');
+  await new Promise((resolve) => child.once('exit', resolve));
+  t.equal(processState(child.pid!), undefined, 'gone');
 });
 
 interface Run {
@@ -209,7 +292,7 @@ t.test('start_cluster command-line errors exit 2, --help exits 0', async (t) => 
   }
 });
 
-t.test('start_cluster keys: kill, restart, pause, resume; a replica restarted by hand is tracked by port and stopped', async (t) => {
+t.test('start_cluster keys from a pipe: kill, restart, pause, resume; a replica restarted by hand is tracked by port and stopped; no quorum', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'start-cluster-keys-'));
   const logDir = path.join(dir, 'logs');
   const random = new SeededRandom(`${process.pid}/keys`);
@@ -235,20 +318,43 @@ t.test('start_cluster keys: kill, restart, pause, resume; a replica restarted by
   await waitFor(run, [0, 1, 2].map((i) => statusLine(`p${i}`, 'up +view 3 ')), 90_000);
   for (const match of run.output().matchAll(/\(pid (\d+)\)$/gm)) pids.add(Number(match[1]));
 
+  /** Matches `pattern` in the output after the first `from` characters. */
+  const after = (from: number, pattern: RegExp): RegExp => ({ test: (text: string) => pattern.test(text.slice(from)) }) as unknown as RegExp;
+  const pidOf = (name: string): number => Number(new RegExp(`^start_cluster: starting ${name}: .* \\(pid (\\d+)\\)$`, 'm').exec(run.output())![1]);
+  const [p1, p2] = [pidOf('p1'), pidOf('p2')];
+  const linux = fs.existsSync('/proc/self/stat');
+
   key('p 2');
-  await waitFor(run, [/^start_cluster: SIGSTOP to p2 \(pid \d+\)$/m, statusLine('p2', 'paused ')], 20_000);
+  await waitFor(run, [new RegExp(`^start_cluster: SIGSTOP to p2 \\(pid ${p2}\\)$`, 'm'), statusLine('p2', 'paused ')], 20_000);
+  if (linux) t.equal(processState(p2), 'T', 'p2 is stopped (state T in /proc/PID/stat)');
   key('c 2');
   await waitFor(run, [/^start_cluster: SIGCONT to p2/m], 20_000);
+  if (linux) await waitUntil(() => processState(p2) !== 'T', 10_000, 'p2 runs again');
   const resumedFrom = run.output().length;
-  await waitFor(run, [{ test: (text: string) => statusLine('p2', 'up ').test(text.slice(resumedFrom)) } as unknown as RegExp], 30_000);
+  await waitFor(run, [after(resumedFrom, statusLine('p2', 'up '))], 30_000);
+  t.pass('p2 is paused, then up again');
+
+  if (linux) {
+    // Stopped by someone else (kill -STOP in another terminal): the status line says so too.
+    process.kill(p2, 'SIGSTOP');
+    const stoppedFrom = run.output().length;
+    await waitFor(run, [after(stoppedFrom, statusLine('p2', 'paused '))], 20_000);
+    process.kill(p2, 'SIGCONT');
+    const contFrom = run.output().length;
+    await waitFor(run, [after(contFrom, statusLine('p2', 'up '))], 30_000);
+    t.pass('a pause from outside shows as paused, and the resume as up');
+  }
 
   key('k 1');
-  await waitFor(run, [/^start_cluster: SIGKILL to p1/m, statusLine('p1', 'exited \\(signal SIGKILL\\)')], 20_000);
+  await waitFor(run, [new RegExp(`^start_cluster: SIGKILL to p1 \\(pid ${p1}\\)$`, 'm'), statusLine('p1', 'exited \\(signal SIGKILL\\)')], 20_000);
+  await waitUntil(() => !isPidAlive(p1), 10_000, 'the killed p1 is gone');
   key('r 1');
   await waitFor(run, [/^start_cluster: restarting p1: RSM_LOG_DIR=/m], 20_000);
   for (const match of run.output().matchAll(/restarting p1: .* \(pid (\d+)\)$/gm)) pids.add(Number(match[1]));
+  const restarted = Number(/restarting p1: .* \(pid (\d+)\)$/m.exec(run.output())![1]);
+  t.ok(isPidAlive(restarted), 'the restarted p1 runs');
   const restartedFrom = run.output().length;
-  await waitFor(run, [{ test: (text: string) => statusLine('p1', 'up ').test(text.slice(restartedFrom)) } as unknown as RegExp], 60_000);
+  await waitFor(run, [after(restartedFrom, statusLine('p1', 'up '))], 60_000);
 
   // Kill p1 again and restart it by hand, with the printed command: it shows as up, with its pid.
   key('k 1');
@@ -264,9 +370,16 @@ t.test('start_cluster keys: kill, restart, pause, resume; a replica restarted by
   const handFrom = run.output().length;
   await waitFor(run, [{ test: (text: string) => new RegExp(`p1 +port \\d+ +pid ${byHand.pid} +up `).test(text.slice(handFrom)) } as unknown as RegExp], 60_000);
 
+  // Kill the two others: p1 is left without a majority of its view, and its line says so.
+  const aloneFrom = run.output().length;
+  key('k 2');
+  key('k 0');
+  await waitFor(run, [after(aloneFrom, statusLine('p1', 'up.* no quorum: view \\d+ \\{[p0-9,]+\\}; p\\d unreachable since \\d\\d:\\d\\d:\\d\\d'))], 60_000);
+  t.pass('the survivor of two kills reports no quorum');
+
   run.child.kill('SIGINT');
   t.equal(await run.exited(30_000), 0, 'start_cluster exits 0');
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  await waitUntil(() => byHand.exitCode !== null || byHand.signalCode !== null, 10_000, 'the replica restarted by hand exits');
   t.equal(byHand.exitCode !== null || byHand.signalCode !== null, true, 'the replica restarted by hand was stopped too');
   t.same([...pids].filter(isPidAlive), [], 'no replica is left running');
 });

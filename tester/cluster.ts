@@ -166,7 +166,10 @@ export interface Replica {
   process: ChildHandle | undefined;
   /** A process serving this port that we did not start (restarted by hand), found by its control port. */
   adoptedPid: number | undefined;
-  /** Whether we sent it SIGSTOP (the `p` key) and not yet SIGCONT. */
+  /**
+   * Whether we sent it SIGSTOP (the `p` key) and not yet SIGCONT. Only where there is no /proc:
+   * there, the process state tells (a pause by anyone else shows too).
+   */
   paused: boolean;
 }
 
@@ -296,8 +299,17 @@ export class LocalCluster {
     }
     if (signal === 'SIGSTOP') replica.paused = true;
     if (signal === 'SIGCONT' || signal === 'SIGKILL' || signal === 'SIGTERM') replica.paused = false;
-    if (signal === 'SIGCONT' || signal === 'SIGKILL' || signal === 'SIGTERM') return true;
     return true;
+  }
+
+  /**
+   * Whether the process `pid` serving `replica` is stopped (SIGSTOP, from us or anyone): its state
+   * in /proc/PID/stat is T. Without /proc, whether we paused it (the `p` key) and not resumed it.
+   */
+  isPaused(replica: Replica, pid: number): boolean {
+    if (!HAVE_PROC) return replica.paused;
+    const state = processState(pid);
+    return state === 'T' || state === 't';
   }
 
   private async waitUntilInView(replica: Replica, signal: AbortSignal | undefined): Promise<LoggedView | undefined> {
@@ -328,8 +340,10 @@ export class LocalCluster {
         const control = `127.0.0.1:${replica.controlPort}`;
         if (child === undefined || !child.running) {
           // Not our child (any more): whoever serves the port, e.g. a replica restarted by hand.
-          const info = replica.paused ? undefined : await queryProcessInfo(this.rpc, control);
-          if (info === undefined && !replica.paused) replica.adoptedPid = undefined;
+          // A stopped one cannot answer; it keeps its pid while it is stopped.
+          const stopped = replica.adoptedPid !== undefined && this.isPaused(replica, replica.adoptedPid);
+          const info = stopped ? undefined : await queryProcessInfo(this.rpc, control);
+          if (info === undefined && !stopped) replica.adoptedPid = undefined;
           if (info !== undefined) replica.adoptedPid = info.pid;
           if (replica.adoptedPid === undefined) {
             if (child === undefined) return { ...base, state: 'not started', exit: undefined, primary: undefined };
@@ -337,7 +351,7 @@ export class LocalCluster {
           }
         }
         const pid = this.pidOf(replica);
-        if (replica.paused) return { ...base, state: 'paused', exit: undefined, primary: undefined, pid };
+        if (pid !== undefined && this.isPaused(replica, pid)) return { ...base, state: 'paused', exit: undefined, primary: undefined, pid };
         const [answer, status, verdict] = await Promise.all([
           queryMembers(this.rpc, `127.0.0.1:${replica.port}`),
           queryStatus(this.rpc, control),
@@ -382,7 +396,8 @@ export class LocalCluster {
 
   /** SIGTERM to every replica, SIGKILL after STOP_GRACE_MS; closes the status endpoint. */
   async stop(graceMs = STOP_GRACE_MS): Promise<StopResult> {
-    for (const replica of this.replicas) if (replica.paused) this.signal(replica, 'SIGCONT');
+    // A stopped replica would not act on SIGTERM: resume all of them first (whoever paused them).
+    for (const replica of this.replicas) if (this.pidOf(replica) !== undefined) this.signal(replica, 'SIGCONT');
     const children = this.replicas.map((replica) => replica.process).filter((child): child is ChildHandle => child !== undefined);
     // Replicas restarted by hand are ours to stop too: SIGTERM, SIGKILL after the grace.
     const adopted = this.replicas.map((r) => r.adoptedPid).filter((pid): pid is number => pid !== undefined);
@@ -394,6 +409,26 @@ export class LocalCluster {
     await this.rpc.close();
     return result;
   }
+}
+
+/** Whether this system has a /proc with process states (Linux). */
+const HAVE_PROC = fs.existsSync('/proc/self/stat');
+
+/**
+ * The state letter of process `pid` in /proc/PID/stat: R running, S sleeping, T stopped, Z zombie, …;
+ * undefined where there is no /proc (not Linux) or no such process.
+ */
+export function processState(pid: number): string | undefined {
+  if (!HAVE_PROC) return undefined;
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // "PID (COMM) S …": COMM may hold spaces and parentheses, the state follows the last ')'.
+  const state = stat.slice(stat.lastIndexOf(')') + 2).charAt(0);
+  return state === '' ? undefined : state;
 }
 
 function trySignal(pid: number, signal: NodeJS.Signals): void {
@@ -438,4 +473,146 @@ export function pause(ms: number, signal: AbortSignal | undefined): Promise<void
     const timer = setTimeout(done, ms);
     signal?.addEventListener('abort', done, { once: true });
   });
+}
+
+// -----------------------------------------------------------------------------------------------
+// The status screen's single keys (start_cluster on a terminal): an action key, then the replica
+// number. Pure, so the decoding is tested without a terminal.
+
+/** k SIGKILL, t SIGTERM, r restart, p pause (SIGSTOP), c resume (SIGCONT). */
+export type KeyAction = 'k' | 't' | 'r' | 'p' | 'c';
+
+export const KEY_ACTIONS: Readonly<Record<KeyAction, string>> = {
+  k: 'kill (SIGKILL)',
+  t: 'SIGTERM',
+  r: 'restart',
+  p: 'pause (SIGSTOP)',
+  c: 'resume (SIGCONT)',
+};
+
+export type KeyEvent =
+  /** An action on replica `replica` (its index). */
+  | { readonly type: 'action'; readonly action: KeyAction; readonly replica: number }
+  /** An action key was pressed: the next digits choose the replica. */
+  | { readonly type: 'pending'; readonly action: KeyAction }
+  /** Esc dropped a pending action. */
+  | { readonly type: 'cancel' }
+  /** q or Ctrl-C. */
+  | { readonly type: 'stop'; readonly why: 'q' | 'Ctrl-C' }
+  | { readonly type: 'help' }
+  /** A key that means nothing here; `problem` says why. */
+  | { readonly type: 'invalid'; readonly problem: string };
+
+/**
+ * Decodes the bytes typed on the status screen in raw mode: an action key (k t r p c) then the
+ * replica number, e.g. `k` `1` kills p1. With up to 10 replicas one digit completes the number;
+ * with more, a digit that could begin a longer number (1 of 12) waits for the next digit, Enter
+ * or space. Space and Enter are ignored otherwise, so the line form `k 1⏎` typed on a terminal
+ * does the same. Esc drops a pending action (and the escape sequences of arrow and function
+ * keys are swallowed), q and Ctrl-C stop the cluster, ? or h asks for the keys.
+ */
+export class StatusKeys {
+  private action: KeyAction | undefined;
+  private digits = '';
+  /** Inside an escape sequence: after ESC, in a CSI (ESC [ … final byte), or after ESC O. */
+  private escape: 'none' | 'esc' | 'csi' | 'ss3' = 'none';
+
+  constructor(readonly replicaCount: number) {}
+
+  /** The action waiting for its replica number, if any. */
+  get pending(): KeyAction | undefined {
+    return this.action;
+  }
+
+  feed(text: string): KeyEvent[] {
+    const events: KeyEvent[] = [];
+    for (const char of text) this.key(char, events);
+    return events;
+  }
+
+  private key(char: string, events: KeyEvent[]): void {
+    if (this.escape === 'esc') {
+      this.escape = char === '[' ? 'csi' : char === 'O' ? 'ss3' : 'none';
+      if (this.escape !== 'none') return;
+      // Alt+key arrives as ESC key: the key counts.
+    } else if (this.escape === 'csi') {
+      if (char >= '@' && char <= '~') this.escape = 'none';
+      return;
+    } else if (this.escape === 'ss3') {
+      this.escape = 'none';
+      return;
+    }
+    if (char === '\u0003') return this.finish(events, { type: 'stop', why: 'Ctrl-C' });
+    if (char === '\u001b') {
+      this.escape = 'esc';
+      if (this.action !== undefined) this.finish(events, { type: 'cancel' });
+      return;
+    }
+    const lower = char.toLowerCase();
+    if (lower === 'q') return this.finish(events, { type: 'stop', why: 'q' });
+    if (lower === '?' || lower === 'h') return this.finish(events, { type: 'help' });
+    if (lower in KEY_ACTIONS) {
+      this.action = lower as KeyAction;
+      this.digits = '';
+      events.push({ type: 'pending', action: this.action });
+      return;
+    }
+    if (char >= '0' && char <= '9') {
+      if (this.action === undefined) {
+        return this.finish(events, { type: 'invalid', problem: `${char}: press an action key first (k kill, t SIGTERM, r restart, p pause, c resume), then the replica number` });
+      }
+      this.digits += char;
+      const n = Number(this.digits);
+      if (n >= this.replicaCount) return this.finish(events, { type: 'invalid', problem: `there is no replica ${n} (${replicaNumbers(this.replicaCount)})` });
+      // Complete unless a longer number could follow (no leading zeros).
+      if (this.digits === '0' || n * 10 >= this.replicaCount) return this.finish(events, { type: 'action', action: this.action, replica: n });
+      return;
+    }
+    if (char === ' ' || char === '\r' || char === '\n' || char === '\t') {
+      if (this.action !== undefined && this.digits !== '') this.finish(events, { type: 'action', action: this.action, replica: Number(this.digits) });
+      return;
+    }
+    const shown = char < ' ' ? `Ctrl-${String.fromCharCode(char.charCodeAt(0) + 64)}` : JSON.stringify(char);
+    this.finish(events, { type: 'invalid', problem: `${shown} is not a key here; ${statusKeysHelp(this.replicaCount)}` });
+  }
+
+  private finish(events: KeyEvent[], event: KeyEvent): void {
+    this.action = undefined;
+    this.digits = '';
+    events.push(event);
+  }
+}
+
+/** The single-key scheme in one line: the status screen's help line. */
+export function statusKeysHelp(replicaCount: number): string {
+  return `keys: k kill, t SIGTERM, r restart, p pause, c resume, then the replica number ${replicaNumbers(replicaCount)}; q or Ctrl-C stops all`;
+}
+
+/** "0..2", or "only 0" for one replica. */
+function replicaNumbers(replicaCount: number): string {
+  return replicaCount === 1 ? 'only 0' : `0..${replicaCount - 1}`;
+}
+
+/**
+ * `line` cut into pieces of at most `width` characters, between columns where it can be, every piece
+ * after the first indented by `indent` spaces: a status line on a narrow terminal keeps its last
+ * columns (last vs, no quorum) instead of losing them at the edge.
+ */
+export function wrapLine(line: string, width: number, indent = 4): string[] {
+  const pieces: string[] = [];
+  let rest = line;
+  let room = width;
+  while (rest.length > room) {
+    // Between columns (two spaces or more) if it can, else between words, else anywhere; never
+    // in the leading spaces.
+    const lead = rest.length - rest.trimStart().length;
+    const gap = rest.lastIndexOf('  ', room - 1);
+    const space = rest.lastIndexOf(' ', room);
+    const at = gap > lead ? gap : space > lead ? space : room;
+    pieces.push(rest.slice(0, at).trimEnd());
+    rest = rest.slice(at).trimStart();
+    room = Math.max(1, width - indent);
+  }
+  if (rest !== '' || pieces.length === 0) pieces.push(rest);
+  return pieces.map((piece, i) => (i === 0 ? piece : `${' '.repeat(Math.min(indent, width - 1))}${piece}`));
 }
