@@ -2,7 +2,8 @@
  * Runs all seventeen process-level scenarios (`rsm_tester 0 1 … 16`) against real lock_server
  * processes and requires them all to pass: 0–7 membership and Paxos faults, 8–16 lock_tester
  * through the replicated lock service while replicas die, hit breakpoints and are partitioned. The run's seed is in the output, so a
- * failure can be repeated with `rsm_tester -s SEED N`; its log directory is kept and printed.
+ * failure can be repeated with `rsm_tester -s SEED N`; its log directory is kept and printed. Then
+ * 0 and 8 once more beside two CPU-burning processes (no view change without a fault).
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -59,4 +60,27 @@ t.test(`rsm_tester ${TESTS.join(' ')}`, async (t) => {
   t.match(outcome.output, /^tests done OK$/m, 'prints "tests done OK"');
   for (const test of TESTS) t.match(outcome.output, new RegExp(`^test ${test}: OK`, 'm'), `test ${test} passed`);
   t.notMatch(outcome.output, /^Failed:/m);
+});
+
+t.test('rsm_tester --cpu-burners 2 0 8: no view change without a fault on a loaded machine', async (t) => {
+  // Scenario 0 checks every view of a plain start and 8 runs lock_tester with no fault; both
+  // fail on any extra view, which is what a failure detector fooled by a busy CPU would add.
+  const run = runTester(['--cpu-burners', '2', '0', '8']);
+  t.teardown(() => run.stop());
+  const outcome = await run.result;
+  if (outcome.code !== 0) t.comment(outcome.output.split('\n').slice(-60).join('\n'));
+  const burners = /^rsm_tester: 2 CPU-burning processes run beside the scenarios \(pids (\d+) (\d+)\)$/m.exec(outcome.output);
+  t.ok(burners, 'two burners ran beside the scenarios');
+  t.match(outcome.output, /^test 0: OK/m, 'test 0 passed');
+  t.match(outcome.output, /^test 8: OK/m, 'test 8 passed');
+  t.equal(outcome.code, 0, 'exit status 0');
+  for (const pid of burners?.slice(1) ?? []) {
+    let alive = true;
+    try {
+      process.kill(Number(pid), 0);
+    } catch {
+      alive = false;
+    }
+    t.notOk(alive, `burner ${pid} was stopped`);
+  }
 });

@@ -20,6 +20,35 @@ export interface ExitInfo {
 /** PIDs of every child spawned by this process that has not exited yet. */
 const livePids = new Set<number>();
 
+/**
+ * Starts `count` processes that spin on one core each (node busy loops), tracked like every other
+ * child, to check the protocols on a loaded machine. Returns their PIDs and a stop function.
+ */
+export function startCpuBurners(count: number): { readonly pids: readonly number[]; stop(): void } {
+  const pids: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const child = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+    const pid = child.pid;
+    if (pid === undefined) continue;
+    livePids.add(pid);
+    child.once('exit', () => livePids.delete(pid));
+    child.on('error', () => {});
+    pids.push(pid);
+  }
+  return {
+    pids,
+    stop: () => {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    },
+  };
+}
+
 /** SIGKILLs every child still alive. Synchronous, so it is safe in exit and signal handlers. */
 export function killAllChildren(): number {
   let killed = 0;

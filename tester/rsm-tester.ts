@@ -28,7 +28,7 @@ import { describeNoQuorum } from '../paxos/identity.js';
 import { quorum } from '../paxos/messages.js';
 import { normalizeAddress, tcpNetwork } from '../lib/tcp.js';
 import { RsmTestStatus, describeViewstamp, rsmTestProtocol } from '../rsm/protocol.js';
-import { ChildHandle, describeExit, isPortFree, lockServerScript, tail, type ExitInfo } from './processes.js';
+import { ChildHandle, describeExit, isPortFree, lockServerScript, startCpuBurners, tail, type ExitInfo } from './processes.js';
 import {
   commonHistoryProblem,
   judgeHistory,
@@ -671,6 +671,8 @@ export interface RunOptions {
   readonly keepDataDir?: boolean;
   /** Called once the run directory exists (so an interrupt handler can print it). */
   readonly onRunDir?: (dir: string) => void;
+  /** CPU-burning processes to run beside the scenarios (a loaded machine); default 0. */
+  readonly cpuBurners?: number;
 }
 
 export function defaultBinDir(): string {
@@ -699,6 +701,20 @@ export async function runScenarios(options: RunOptions): Promise<boolean> {
   const sharedDataDir = options.keepDataDir === true ? path.join(runDir, 'data') : undefined;
   if (sharedDataDir !== undefined) out(`rsm_tester: --keep-data-dir: every scenario's nodes use RSM_DATA_DIR=${sharedDataDir}; paxos logs are new per scenario`);
 
+  const burners = startCpuBurners(options.cpuBurners ?? 0);
+  if (burners.pids.length > 0) out(`rsm_tester: ${burners.pids.length} CPU-burning processes run beside the scenarios (pids ${burners.pids.join(' ')})`);
+  try {
+    return await runEach(options, { out, binDir, seed, ports, runDir, sharedDataDir });
+  } finally {
+    burners.stop();
+  }
+}
+
+async function runEach(
+  options: RunOptions,
+  run: { out: (line: string) => void; binDir: string; seed: string; ports: readonly number[]; runDir: string; sharedDataDir: string | undefined },
+): Promise<boolean> {
+  const { out, binDir, seed, ports, runDir, sharedDataDir } = run;
   for (const id of options.tests) {
     const scenario = options.scenarios.find((s) => s.id === id);
     assert(scenario !== undefined, `no scenario ${id}`);
