@@ -35,7 +35,7 @@ interface HandoffResult {
 }
 
 /** CPU time (user + system, ms) of a process, or undefined where /proc is not available. */
-function cpuMsOf(pid: number | undefined): number | undefined {
+export function cpuMsOf(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
   try {
     const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');

@@ -154,7 +154,7 @@ export interface LevelResult {
 }
 
 /** Runs `clients` concurrent loops for WARMUP_MS (unmeasured) then `durationMs` (measured). */
-async function runLevel(cluster: LocalCluster, clients: number, durationMs: number, level: number): Promise<LevelResult> {
+export async function runThroughputLevel(cluster: LocalCluster, clients: number, durationMs: number, level: number): Promise<LevelResult> {
   const loops = Array.from({ length: clients }, (_, i) => newClient(cluster, `bench-b-${level}-${i}`, level * 1000 + i + 1));
   const latencies: number[] = [];
   let errors = 0;
@@ -195,7 +195,7 @@ async function runLevel(cluster: LocalCluster, clients: number, durationMs: numb
 export async function runThroughput(options: RsmBenchOptions): Promise<LevelResult[]> {
   return withCluster(async (cluster) => {
     const results: LevelResult[] = [];
-    for (const [level, clients] of options.clientCounts.entries()) results.push(await runLevel(cluster, clients, options.durationMs, level));
+    for (const [level, clients] of options.clientCounts.entries()) results.push(await runThroughputLevel(cluster, clients, options.durationMs, level));
     return results;
   });
 }
