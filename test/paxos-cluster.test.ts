@@ -205,3 +205,43 @@ t.test('two clusters that reach each other never mix views, under faults and a s
     void Promise.allSettled(sent);
   }
 });
+
+t.test("a node of another cluster on a member's port (a stale data directory) is refused and removed; neither cluster takes the other's views", async (t) => {
+  // Cluster B forms on 3776, 3778, 3780, then loses 3776 (crashed; B removes it).
+  const bIds = ['3776', '3778', '3780'];
+  const aIds = ['3772', '3774', '3776'];
+  const a = new SimCluster({ seed: 'takeover', ids: aIds, timing: TIMING, clusterId: A });
+  const b = new SimCluster({ seed: 'unused', ids: bIds, timing: TIMING, clusterId: B, shareWith: a });
+  await formed(b, bIds);
+  b.crash('3776');
+  t.ok(await b.runUntil(() => b.converged(['3778', '3780']), 30_000), 'B removed 3776');
+  // Cluster A forms on 3772, 3774 and 3776 (its own 3776, with its own storage).
+  await formed(a, aIds);
+  const aHistory = a.node('3772')!.config.history();
+  // A's 3776 goes down, and B's 3776 comes up on the same address with B's data.
+  a.crash('3776');
+  const mismatches: string[] = [];
+  const refusals: string[] = [];
+  for (const id of ['3772', '3774']) {
+    a.node(id)!.config.clusterMismatchListener = (peer) => mismatches.push(`${id}→${peer}`);
+    a.node(id)!.config.clusterRefusalListener = (line) => refusals.push(`${id}: ${line}`);
+  }
+  await b.start('3776', '3778');
+  t.ok(await a.runUntil(() => a.converged(['3772', '3774']) && b.converged(bIds), 60_000), `A removed the impostor, B took its node back (${a.describe()} | ${b.describe()})`);
+  t.ok(mismatches.some((m) => m.endsWith('→3776')), `A saw 3776 refuse it (${mismatches.join(', ')})`);
+  const aNow = a.node('3772')!.config.history();
+  t.same(aNow.slice(0, aHistory.length), aHistory, "A's earlier views are untouched");
+  t.same(aNow.slice(aHistory.length).map((entry) => entry.value), [encodeView(['3772', '3774'])], 'A decided one more view: the removal of 3776');
+  for (const id of ['3778', '3780', '3776']) {
+    for (const entry of b.node(id)!.config.history()) t.notOk(/377[24]/.test(entry.value), `B's ${id} view ${entry.instance} has no A node`);
+  }
+  // B's 3776 goes away and A's comes back: A readmits its own node.
+  b.crash('3776');
+  t.ok(await b.runUntil(() => b.converged(['3778', '3780']), 60_000));
+  await a.start('3776');
+  t.ok(await a.runUntil(() => a.converged(aIds), 60_000), `A took its own 3776 back (${a.describe()})`);
+  a.checkHistories();
+  b.checkHistories();
+  t.same([...a.checker.violations, ...b.checker.violations, ...a.fatalErrors, ...b.fatalErrors], []);
+  for (const id of aIds) for (const entry of a.node(id)!.config.history()) t.equal(a.node(id)!.config.viewCluster(entry.instance), A);
+});
