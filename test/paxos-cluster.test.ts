@@ -7,7 +7,9 @@
  */
 import t from 'tap';
 import { RpcEndpoint, type RpcReply } from '../lib/rpc.js';
-import { simEnv } from '../lib/sim/index.js';
+import { SimDisk, SimNetwork, SimWorld, simEnv } from '../lib/sim/index.js';
+import { ClusterIdentity, QuorumWatch } from '../paxos/identity.js';
+import { putClusterId } from '../paxos/store.js';
 import { PROPOSAL_ZERO, PaxosStatus, acceptreq, decidereq, heartbeat, preparereq } from '../paxos/messages.js';
 import { encodeView } from '../paxos/view.js';
 import { SimCluster, portIds } from '../tester/sim/cluster.js';
@@ -244,4 +246,47 @@ t.test("a node of another cluster on a member's port (a stale data directory) is
   b.checkHistories();
   t.same([...a.checker.violations, ...b.checker.violations, ...a.fatalErrors, ...b.fatalErrors], []);
   for (const id of aIds) for (const entry of a.node(id)!.config.history()) t.equal(a.node(id)!.config.viewCluster(entry.instance), A);
+});
+
+t.test("QuorumWatch.peerMismatch: an unconfirmed node stops with the message naming its data directory; a confirmed one keeps running", async (t) => {
+  const world = new SimWorld('peer-mismatch');
+  const network = new SimNetwork(world);
+  const disk = new SimDisk(world);
+  const node = async (id: string, first: string, cluster?: string): Promise<ClusterIdentity> => {
+    const env = simEnv(world, network, id);
+    const storage = disk.open(id);
+    if (cluster !== undefined) await storage.write([putClusterId(cluster)], { sync: true });
+    const rpc = new RpcEndpoint(await env.network.listen(id), env.clock, env.random.fork());
+    const identity = await ClusterIdentity.open({ me: id, first, storage, random: env.random.fork(), rpc, dataPath: `data/${id}` });
+    identity.register(rpc);
+    return identity;
+  };
+  await node('3772', '3772', A);
+  const stranger = await node('3776', '3772', B);
+  for (const confirmed of [false, true]) {
+    const said: string[] = [];
+    const stops: string[] = [];
+    const watch = new QuorumWatch(
+      {
+        me: '3776',
+        identity: stranger,
+        clock: simEnv(world, network, '3776').clock,
+        wallNow: () => 0,
+        view: () => ({ vid: 3, members: ['3776'] }),
+        intervalMs: 1e9,
+        say: (line) => said.push(line),
+        onMismatch: (error) => stops.push(`${error.code}: ${error.message}`),
+      },
+      confirmed,
+    );
+    await resolved(world, watch.peerMismatch('3772'));
+    if (confirmed) {
+      t.same(stops, [], 'a confirmed node does not stop: the peer is the one in the wrong place');
+      t.match(said, [/3772 refused this node as another cluster's/]);
+    } else {
+      t.equal(stops.length, 1);
+      t.match(stops[0], new RegExp(`CLUSTER_MISMATCH: data directory data/3776 belongs to cluster ${B}, but 3772 is in cluster ${A}`));
+    }
+    watch.stop();
+  }
 });
