@@ -523,10 +523,12 @@ export class Config {
     }
     if (!this.refusedPeers.has(src) && this.refusedPeers.size < REFUSED_PEERS_MAX) {
       this.refusedPeers.add(src);
+      // Both fields come from the network: quote anything that is not a plain id (no line breaks in the log).
+      const who = isValidNodeId(src) && /^[\x21-\x7e]+$/.test(src) ? src : JSON.stringify(src.slice(0, 80));
       this.clusterRefusalListener(
         verdict === 'mismatch'
-          ? `refusing ${message} from ${src}: it is in cluster ${cluster}, this node is in cluster ${mine}`
-          : `refusing ${message} from ${src}: malformed cluster id ${JSON.stringify(cluster.slice(0, 80))}`,
+          ? `refusing ${message} from ${who}: it is in cluster ${cluster}, this node is in cluster ${mine}`
+          : `refusing ${message} from ${who}: malformed cluster id ${JSON.stringify(cluster.slice(0, 80))}`,
       );
     }
     return { status: verdict === 'mismatch' ? PaxosStatus.CLUSTER_MISMATCH : PaxosStatus.CLUSTER_INVALID, result: empty };

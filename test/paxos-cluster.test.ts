@@ -95,6 +95,12 @@ t.test('a malformed cluster field is refused with a status, never a crash', asyn
       t.same(accept.ok && accept.status, PaxosStatus.CLUSTER_INVALID);
     }
   }
+  // A sender id with a line break is quoted in the log line, never printed raw.
+  const lines: string[] = [];
+  cluster.node(ids[1]!)!.config.clusterRefusalListener = (line) => lines.push(line);
+  const forged = await resolved(cluster.world, x.call(ids[1]!, heartbeat, { me: '3790\nreplica 3772: fake line', cluster: B, vid: 1 }, { timeoutMs: 2000 }));
+  t.same(forged.ok && forged.status, PaxosStatus.CLUSTER_MISMATCH);
+  t.same(lines, [`refusing heartbeat from "3790\\nreplica 3772: fake line": it is in cluster ${B}, this node is in cluster ${A}`]);
   // Longer than any field may be on the wire: the RPC layer refuses it (the handler never runs).
   const huge = await resolved(cluster.world, x.call(ids[0]!, decidereq, { src: '3790', cluster: 'z'.repeat(257), instance: 4, v: '3790 ' }, { timeoutMs: 2000 }));
   t.same(huge.ok ? huge.status : huge.error.code, 'RPC_BAD_ARGS');
