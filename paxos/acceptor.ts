@@ -39,12 +39,23 @@ import { historyProblem, type HistoryEntry } from './view.js';
 
 const log = logger('paxos:acceptor');
 
+// The acceptor ignores the sender's cluster id: config's gate checks it before a message gets here.
+type PrepareIn = Omit<PrepareArgs, 'cluster'>;
+type AcceptIn = Omit<AcceptArgs, 'cluster'>;
+type DecideIn = Omit<DecideArgs, 'cluster'>;
+
 export interface AcceptorOptions {
   readonly me: string;
   readonly store: PaxosStore;
   readonly logSink: PaxosLogSink;
   /** Whether a value may be accepted or committed (config: "is it a view?"). */
   readonly isValidValue: (value: string) => boolean;
+  /**
+   * This node's cluster id ("" while unknown), recorded with every view it decides (default: "").
+   * The acceptor does not check senders' ids: config refuses other clusters before a message
+   * reaches it.
+   */
+  readonly cluster?: () => string;
 }
 
 /** What a synchronous step decided to persist; the lines go to the log after the write. */
@@ -58,10 +69,13 @@ export class Acceptor {
   private readonly store: PaxosStore;
   private readonly logSink: PaxosLogSink;
   private readonly isValidValue: (value: string) => boolean;
+  private readonly clusterNow: () => string;
 
   /** Decided values 1..instanceH. Invariant: keys are exactly 1..instanceH. */
   private decided = new Map<number, string>();
   private instanceHighest = 0;
+  /** The cluster each decided view was decided in ("" unknown then, undefined an old record). */
+  private decidedCluster = new Map<number, string | undefined>();
   /** The promise for instanceH + 1 (PROPOSAL_ZERO: none). Reset by every commit. */
   private promisedN: ProposalNumber = PROPOSAL_ZERO;
   /** The proposal accepted in instanceH + 1, if any. Invariant: accepted.n ≤ promised. */
@@ -79,6 +93,7 @@ export class Acceptor {
     this.store = options.store;
     this.logSink = options.logSink;
     this.isValidValue = options.isValidValue;
+    this.clusterNow = options.cluster ?? (() => '');
   }
 
   /**
@@ -89,7 +104,10 @@ export class Acceptor {
     const acceptor = new Acceptor(options);
     const problem = state.decided.length === 0 ? undefined : historyProblem(state.decided);
     assert(problem === undefined, `restored paxos history is broken: ${problem}`);
-    for (const entry of state.decided) acceptor.decided.set(entry.instance, entry.value);
+    for (const entry of state.decided) {
+      acceptor.decided.set(entry.instance, entry.value);
+      acceptor.decidedCluster.set(entry.instance, entry.cluster);
+    }
     acceptor.instanceHighest = state.decided.length;
     const next = acceptor.instanceHighest + 1;
     // A commit deletes the promise and the accepted proposal in the same batch, so what survives
@@ -133,6 +151,15 @@ export class Acceptor {
     return this.decided.get(instance);
   }
 
+  /**
+   * The cluster id recorded with decided view `instance`: the id this node had when it decided it
+   * ("" if it knew none then); undefined when the instance is not decided or the record predates
+   * cluster ids.
+   */
+  clusterOf(instance: number): string | undefined {
+    return this.decidedCluster.get(instance);
+  }
+
   /** The decided history 1..instanceH. */
   history(): HistoryEntry[] {
     const entries: HistoryEntry[] = [];
@@ -166,21 +193,21 @@ export class Acceptor {
   // ---------------------------------------------------------------------------------------------
   // Handlers: a synchronous step, then the durable write, then the reply.
 
-  async onPrepare(args: PrepareArgs): Promise<PrepareRes> {
+  async onPrepare(args: PrepareIn): Promise<PrepareRes> {
     const { reply, persist } = this.stepPrepare(args);
     if (persist !== undefined) await this.persist(persist);
     else await this.store.flushed();
     return reply;
   }
 
-  async onAccept(args: AcceptArgs): Promise<boolean> {
+  async onAccept(args: AcceptIn): Promise<boolean> {
     const { reply, persist } = this.stepAccept(args);
     if (persist !== undefined) await this.persist(persist);
     else await this.store.flushed();
     return reply;
   }
 
-  async onDecide(args: DecideArgs): Promise<number> {
+  async onDecide(args: DecideIn): Promise<number> {
     if (args.instance !== this.instanceHighest + 1) {
       if (args.instance <= this.instanceHighest) {
         log('%s decidereq: ignoring (instance %d already decided)', this.me, args.instance);
@@ -196,7 +223,7 @@ export class Acceptor {
     return 0;
   }
 
-  stepPrepare(args: PrepareArgs): { reply: PrepareRes; persist?: Persist } {
+  stepPrepare(args: PrepareIn): { reply: PrepareRes; persist?: Persist } {
     const refuse: PrepareRes = { oldinstance: false, accept: false, n_a: PROPOSAL_ZERO, v_a: '' };
     if (args.instance === 0) {
       log('%s preparereq: ignoring (instance 0)', this.me);
@@ -234,7 +261,7 @@ export class Acceptor {
     };
   }
 
-  stepAccept(args: AcceptArgs): { reply: boolean; persist?: Persist } {
+  stepAccept(args: AcceptIn): { reply: boolean; persist?: Persist } {
     if (args.instance <= this.instanceHighest) {
       log('%s acceptreq: ignoring (instance %d already decided)', this.me, args.instance);
       return { reply: false };
@@ -289,13 +316,16 @@ export class Acceptor {
       await this.store.flushed();
       return false;
     }
+    const cluster = this.clusterNow();
     this.decided.set(instance, value);
+    this.decidedCluster.set(instance, cluster);
     this.instanceHighest = instance;
     this.promisedN = PROPOSAL_ZERO;
     this.acceptedProposal = undefined;
     this.invariants();
-    // One atomic batch: the decided value, and the end of the promise and accept it supersedes.
-    await this.store.write([putDecided(instance, value), delPromised, delAccepted], () => {
+    // One atomic batch: the decided value (with its cluster), and the end of the promise and
+    // accept it supersedes.
+    await this.store.write([putDecided(instance, value, cluster), delPromised, delAccepted], () => {
       this.logSink.append(doneLine(instance, value));
       this.onCommit(instance, value);
     });
@@ -322,10 +352,13 @@ export class Acceptor {
       assert(this.decided.get(i) === entries[i - 1]!.value, `adopted history differs from ours at instance ${i}`);
     }
     const ops: StorageOp[] = [delPromised, delAccepted];
+    const cluster = this.clusterNow();
     this.decided = new Map();
+    this.decidedCluster = new Map();
     for (const entry of entries) {
       this.decided.set(entry.instance, entry.value);
-      ops.push(putDecided(entry.instance, entry.value));
+      this.decidedCluster.set(entry.instance, cluster);
+      ops.push(putDecided(entry.instance, entry.value, cluster));
     }
     this.instanceHighest = entries.length;
     this.promisedN = PROPOSAL_ZERO;

@@ -18,9 +18,9 @@ import { logger } from '../lib/log.js';
 import type { RpcClient, RpcEndpoint } from '../lib/rpc.js';
 import { Acceptor } from './acceptor.js';
 import { doneLine, type PaxosLogSink } from './log-sink.js';
-import { PROPOSAL_ZERO, PaxosStatus, acceptreq, decidereq, heartbeat, preparereq } from './messages.js';
+import { PROPOSAL_ZERO, PaxosStatus, acceptreq, decidereq, heartbeat, preparereq, type PrepareRes } from './messages.js';
 import { Proposer } from './proposer.js';
-import { PaxosStore } from './store.js';
+import { PaxosStore, clusterCheck } from './store.js';
 import {
   decodeView,
   encodeView,
@@ -77,6 +77,18 @@ export function heartbeatRetransmitMs(timing: Pick<ConfigTiming, 'heartbeatInter
 /** Catch-up learns at most this many views per call (it is called again when still behind). */
 export const CATCH_UP_STEPS_MAX = 10_000;
 
+/** At most this many peers are remembered as refused (each is logged once); more are refused unlogged. */
+export const REFUSED_PEERS_MAX = 256;
+
+/** Where config reads this node's cluster id: the replica host's ClusterIdentity, or the stored one. */
+export interface ClusterIdSource {
+  /** The cluster id, "" while unknown. */
+  readonly cluster: string;
+}
+
+/** What a refused message is answered with: nothing about this node's state. */
+const REFUSED_PREPARE: PrepareRes = Object.freeze({ oldinstance: false, accept: false, n_a: PROPOSAL_ZERO, v_a: '' });
+
 export interface ConfigOptions {
   /** This node's id (a bare port or host:port). */
   readonly me: string;
@@ -112,6 +124,19 @@ export class Config {
    * replicated state (see rsm/README.md, "Who may remove a member"). Default: always open.
    */
   removalGate: () => boolean = () => true;
+  /**
+   * A node of another cluster (or one with a malformed cluster field) sent a Paxos message or a
+   * heartbeat, and was refused. Called once per peer until it sends an acceptable message again
+   * (default: the debug log). The host prints it.
+   */
+  clusterRefusalListener: (line: string) => void = (line) => log('%s %s', this.me, line);
+  /**
+   * A peer answered one of our Paxos messages or heartbeats CLUSTER_MISMATCH: it is in another
+   * cluster, and counted as failed for that round. Called once per peer until it answers normally
+   * again (default: nothing). The host checks the peer's id and stops if it is this node that is
+   * in the wrong place (see identity.ts, `QuorumWatch.peerMismatch`).
+   */
+  clusterMismatchListener: (peer: string) => void = () => {};
 
   private readonly env: Env;
   private readonly rpc: RpcEndpoint;
@@ -120,13 +145,20 @@ export class Config {
   private readonly onFatal: (error: unknown) => void;
   /** Heartbeat clients by member id; replaced after OLDSRV/FORGOTTEN, dropped for ex-members. */
   private readonly heartbeatClients = new Map<string, RpcClient>();
+  /** Where the cluster id comes from (shared with the acceptor and the proposer). */
+  private readonly clusterRef: { source: ClusterIdSource };
+  /** Senders refused as another cluster's, already logged (bounded by REFUSED_PEERS_MAX). */
+  private readonly refusedPeers = new Set<string>();
+  /** Peers that refused us as another cluster's, already reported (bounded by REFUSED_PEERS_MAX). */
+  private readonly mismatchedPeers = new Set<string>();
   private catchingUp = false;
   private started = false;
   private stopped = false;
   private readonly stopController = new AbortController();
 
-  private constructor(options: ConfigOptions, store: PaxosStore, acceptor: Acceptor, proposer: Proposer) {
+  private constructor(options: ConfigOptions, store: PaxosStore, acceptor: Acceptor, proposer: Proposer, clusterRef: { source: ClusterIdSource }) {
     this.me = options.me;
+    this.clusterRef = clusterRef;
     this.first = options.first;
     this.env = options.env;
     this.rpc = options.rpc;
@@ -150,7 +182,13 @@ export class Config {
     assert(isValidNodeId(options.first), `bad first node id ${JSON.stringify(options.first)}`);
     const store = new PaxosStore(options.storage);
     const state = await store.load();
-    const acceptor = Acceptor.restore({ me: options.me, store, logSink: options.logSink, isValidValue: isValidViewValue }, state);
+    // Until the host hands over its ClusterIdentity, the stored id (the host wrote it, if known,
+    // before opening config; the simulator writes it before starting a node).
+    const clusterRef: { source: ClusterIdSource } = { source: { cluster: state.clusterId ?? '' } };
+    const cluster = (): string => clusterRef.source.cluster;
+    // The proposer reports through config, which exists only after it.
+    let config: Config | undefined;
+    const acceptor = Acceptor.restore({ me: options.me, store, logSink: options.logSink, isValidValue: isValidViewValue, cluster }, state);
     const timing = { ...defaultConfigTiming, ...options.timing };
     const proposer = new Proposer({
       me: options.me,
@@ -162,8 +200,11 @@ export class Config {
       lastN: state.proposerN,
       die: options.die,
       isValidValue: isValidViewValue,
+      cluster,
+      onClusterMismatch: (node) => config?.peerRefusedUs(node),
+      onAnswered: (node) => config?.peerAnswered(node),
     });
-    const config = new Config(options, store, acceptor, proposer);
+    config = new Config(options, store, acceptor, proposer, clusterRef);
     acceptor.onCommit = (instance, value) => config.onAcceptorCommit(instance, value);
     acceptor.onBehind = (src) => config.catchUpInBackground(src);
     if (options.me === options.first && acceptor.instanceH === 0) {
@@ -173,6 +214,29 @@ export class Config {
     }
     config.registerHandlers();
     return config;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Cluster identity.
+
+  /** This node's cluster id, "" while unknown; sent in every Paxos message and heartbeat. */
+  get cluster(): string {
+    return this.clusterRef.source.cluster;
+  }
+
+  /**
+   * From now on reads the cluster id from `source` (the replica host's ClusterIdentity, so an id
+   * adopted after open is used at once). Its id must be the stored one, or unknown so far.
+   */
+  useClusterIdentity(source: ClusterIdSource): void {
+    const current = this.cluster;
+    assert(current === '' || source.cluster === current, `cluster identity ${source.cluster} differs from the stored ${current}`);
+    this.clusterRef.source = source;
+  }
+
+  /** The cluster id recorded with decided view `vid` ("" unknown then, undefined old record or undecided). */
+  viewCluster(vid: number = this.vid): string | undefined {
+    return this.acceptor.clusterOf(vid);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -281,8 +345,9 @@ export class Config {
     const others = this.members(vid).filter((member) => member !== this.me);
     const answers = await Promise.all(
       others.map(async (target) => {
-        const reply = await this.rpc.call(this.addressOf(target), heartbeat, { me: this.me, vid }, { timeoutMs, resendOnOldServer: true });
-        return reply.ok && reply.result > vid ? target : undefined;
+        const reply = await this.rpc.call(this.addressOf(target), heartbeat, { me: this.me, cluster: this.cluster, vid }, { timeoutMs, resendOnOldServer: true });
+        if (!reply.ok || !this.isNormalAnswer(target, 'heartbeat', reply.status)) return undefined;
+        return reply.result > vid ? target : undefined;
       }),
     );
     const ahead = answers.find((target) => target !== undefined);
@@ -306,11 +371,12 @@ export class Config {
         const reply = await this.rpc.call(
           this.addressOf(from),
           preparereq,
-          { src: this.me, instance, n: PROPOSAL_ZERO },
+          { src: this.me, cluster: this.cluster, instance, n: PROPOSAL_ZERO },
           { timeoutMs: this.timing.paxosTimeoutMs, resendOnOldServer: true },
         );
         if (this.stopped) return;
-        if (!reply.ok || reply.status !== PaxosStatus.OK || !reply.result.oldinstance) return;
+        if (!reply.ok || !this.isNormalAnswer(from, 'catch-up', reply.status)) return;
+        if (reply.status !== PaxosStatus.OK || !reply.result.oldinstance) return;
         if (!isValidViewValue(reply.result.v_a)) {
           log('%s catchUp: ignoring (%s sent a non-view for instance %d)', this.me, from, instance);
           return;
@@ -404,7 +470,7 @@ export class Config {
       client = this.rpc.newClient(this.addressOf(target));
       this.heartbeatClients.set(target, client);
     }
-    const reply = await client.call(heartbeat, { me: this.me, vid }, {
+    const reply = await client.call(heartbeat, { me: this.me, cluster: this.cluster, vid }, {
       timeoutMs: this.timing.heartbeatTimeoutMs,
       // Many tries inside the deadline, so lost messages are not a failure.
       retransmitMs: heartbeatRetransmitMs(this.timing),
@@ -421,6 +487,8 @@ export class Config {
       log('%s heartbeat to %s failed: %s', this.me, target, code);
       return 'failure';
     }
+    // Refused as another cluster's: a failure of that member (it is no member of ours).
+    if (!this.isNormalAnswer(target, 'heartbeat', reply.status)) return 'failure';
     const theirVid = reply.result;
     if (theirVid > vid) {
       // They know a newer view: learn it from them rather than removing anyone.
@@ -434,10 +502,65 @@ export class Config {
 
   private registerHandlers(): void {
     const { rpc, acceptor } = this;
-    rpc.handle(preparereq, async (args) => ({ status: PaxosStatus.OK, result: await acceptor.onPrepare(args) }));
-    rpc.handle(acceptreq, async (args) => ({ status: PaxosStatus.OK, result: await acceptor.onAccept(args) }));
-    rpc.handle(decidereq, async (args) => ({ status: PaxosStatus.OK, result: await acceptor.onDecide(args) }));
-    rpc.handle(heartbeat, (args) => this.onHeartbeat(args.me, args.vid));
+    rpc.handle(preparereq, async (args) => this.refusal('preparereq', args.src, args.cluster, REFUSED_PREPARE) ?? { status: PaxosStatus.OK, result: await acceptor.onPrepare(args) });
+    rpc.handle(acceptreq, async (args) => this.refusal('acceptreq', args.src, args.cluster, false) ?? { status: PaxosStatus.OK, result: await acceptor.onAccept(args) });
+    rpc.handle(decidereq, async (args) => this.refusal('decidereq', args.src, args.cluster, 0) ?? { status: PaxosStatus.OK, result: await acceptor.onDecide(args) });
+    rpc.handle(heartbeat, (args) => this.refusal('heartbeat', args.me, args.cluster, 0) ?? this.onHeartbeat(args.me, args.vid));
+  }
+
+  /**
+   * The cluster gate in front of every Paxos and heartbeat handler: a sender whose cluster id is
+   * known and differs from ours (both known) is answered CLUSTER_MISMATCH, a malformed id
+   * CLUSTER_INVALID, with `empty` as the result; nothing else happens (no state change, no
+   * catch-up, no durable write). Unknown ("") on either side passes. Undefined: go on.
+   */
+  private refusal<R>(message: string, src: string, cluster: string, empty: R): { status: number; result: R } | undefined {
+    const mine = this.cluster;
+    const verdict = clusterCheck(mine, cluster);
+    if (verdict === 'ok') {
+      if (this.refusedPeers.size > 0) this.refusedPeers.delete(src);
+      return undefined;
+    }
+    if (!this.refusedPeers.has(src) && this.refusedPeers.size < REFUSED_PEERS_MAX) {
+      this.refusedPeers.add(src);
+      // Both fields come from the network: quote anything that is not a plain id (no line breaks in the log).
+      const who = isValidNodeId(src) && /^[\x21-\x7e]+$/.test(src) ? src : JSON.stringify(src.slice(0, 80));
+      this.clusterRefusalListener(
+        verdict === 'mismatch'
+          ? `refusing ${message} from ${who}: it is in cluster ${cluster}, this node is in cluster ${mine}`
+          : `refusing ${message} from ${who}: malformed cluster id ${JSON.stringify(cluster.slice(0, 80))}`,
+      );
+    }
+    return { status: verdict === 'mismatch' ? PaxosStatus.CLUSTER_MISMATCH : PaxosStatus.CLUSTER_INVALID, result: empty };
+  }
+
+  /**
+   * Whether a reply status from `peer` is a normal answer (OK, ERR). A refusal as another
+   * cluster's is not: a mismatch is reported once (`clusterMismatchListener`).
+   */
+  private isNormalAnswer(peer: string, what: string, status: number): boolean {
+    if (status === PaxosStatus.CLUSTER_MISMATCH) {
+      log('%s %s to %s refused: it is in another cluster', this.me, what, peer);
+      this.peerRefusedUs(peer);
+      return false;
+    }
+    if (status === PaxosStatus.CLUSTER_INVALID) {
+      log('%s %s to %s refused: our cluster id %j is invalid to it', this.me, what, peer, this.cluster);
+      return false;
+    }
+    this.peerAnswered(peer);
+    return true;
+  }
+
+  /** `peer` refused us as another cluster's (heartbeat, catch-up or the proposer). */
+  private peerRefusedUs(peer: string): void {
+    if (this.stopped || this.mismatchedPeers.has(peer) || this.mismatchedPeers.size >= REFUSED_PEERS_MAX) return;
+    this.mismatchedPeers.add(peer);
+    this.clusterMismatchListener(peer);
+  }
+
+  private peerAnswered(peer: string): void {
+    if (this.mismatchedPeers.size > 0) this.mismatchedPeers.delete(peer);
   }
 
   /**

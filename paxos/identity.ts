@@ -252,6 +252,8 @@ export class QuorumWatch {
   private stopped = false;
   private timer: { cancel(): void } | undefined;
   private confirmed: boolean;
+  /** Peers whose mismatch (reported by config) is being checked now; bounded by the view. */
+  private readonly checking = new Set<string>();
 
   constructor(private readonly options: QuorumWatchOptions, confirmed: boolean) {
     this.tracker = new QuorumTracker(options.me, options.missesToDown ?? 1);
@@ -265,6 +267,32 @@ export class QuorumWatch {
   stop(): void {
     this.stopped = true;
     this.timer?.cancel();
+  }
+
+  /**
+   * Config's report: `peer` refused one of this node's Paxos messages or heartbeats as another
+   * cluster's (CLUSTER_MISMATCH). The same rule as a mismatch found by a probe: a node that no
+   * peer of its own cluster has confirmed yet asks `peer` for its id (`checkPeers`) and, if the
+   * ids differ, stops through `onMismatch` with the message naming its data directory; a
+   * confirmed node keeps running (the peer is the one in the wrong place) and says so once per
+   * report. Config counts the peer as failed meanwhile. Never throws.
+   */
+  async peerMismatch(peer: string): Promise<void> {
+    if (this.stopped || this.checking.has(peer) || peer === this.options.me) return;
+    if (this.confirmed) {
+      this.options.say(`${peer} refused this node as another cluster's (this node is in cluster ${this.options.identity.cluster}); treating it as failed`);
+      return;
+    }
+    this.checking.add(peer);
+    try {
+      if (await this.options.identity.checkPeers([peer])) this.confirmed = true;
+    } catch (error) {
+      if (this.stopped) return;
+      this.stop();
+      this.options.onMismatch(error as ViewstampError);
+    } finally {
+      this.checking.delete(peer);
+    }
   }
 
   private schedule(): void {

@@ -1,34 +1,43 @@
 /**
  * Paxos and heartbeat wire messages (the lab's paxos_protocol), all served on a node's main port.
  *
- * | message     | proc    | from → to             | args (wire order)                  | result                                          |
- * |-------------|---------|-----------------------|------------------------------------|-------------------------------------------------|
- * | preparereq  | 0x11001 | proposer → acceptors  | src, instance: u32, n: {n, m}      | {oldinstance: bool, accept: bool, n_a, v_a}     |
- * | acceptreq   | 0x11002 | proposer → promisers  | src, instance: u32, n: {n, m}, v   | bool: accepted                                  |
- * | decidereq   | 0x11003 | proposer → accepters  | src, instance: u32, v              | i32 (unused, 0)                                 |
- * | heartbeat   | 0x11004 | member → member       | me, vid: u32                       | u32: the receiver's vid                         |
- * | clusterid   | 0x11005 | node → node           | src, cluster: string ("" unknown)  | cluster: string (the receiver's, "" unknown)    |
- * | quorum      | 0x11006 | anyone → control port | dummy: i32                         | {vid, members, reachable, unreachableSince, quorum} |
+ * | message     | proc    | from → to             | args (wire order)                           | result                                          |
+ * |-------------|---------|-----------------------|---------------------------------------------|-------------------------------------------------|
+ * | preparereq  | 0x11001 | proposer → acceptors  | src, cluster, instance: u32, n: {n, m}      | {oldinstance: bool, accept: bool, n_a, v_a}     |
+ * | acceptreq   | 0x11002 | proposer → promisers  | src, cluster, instance: u32, n: {n, m}, v   | bool: accepted                                  |
+ * | decidereq   | 0x11003 | proposer → accepters  | src, cluster, instance: u32, v              | i32 (unused, 0)                                 |
+ * | heartbeat   | 0x11004 | member → member       | me, cluster, vid: u32                       | u32: the receiver's vid                         |
+ * | clusterid   | 0x11005 | node → node           | src, cluster: string ("" unknown)           | cluster: string (the receiver's, "" unknown)    |
+ * | quorum      | 0x11006 | anyone → control port | dummy: i32                                  | {vid, members, reachable, unreachableSince, quorum} |
  *
- * Every reply carries status OK (0) or ERR (1) in the RPC header. Only the heartbeat uses ERR
- * ("our views differ and I am not mid-Paxos"); the acceptor always answers OK and encodes its
+ * `cluster` is the sender's cluster id, "" while it does not know one (a fresh joiner). A receiver
+ * whose id is known and differs refuses the four Paxos/heartbeat messages with status
+ * CLUSTER_MISMATCH (2) and a result that says nothing (a refusal, false, 0, 0); a cluster field that
+ * is not a valid id (isValidClusterId) gets CLUSTER_INVALID (3). Neither changes anything.
+ *
+ * Every other reply carries status OK (0) or ERR (1) in the RPC header. Only the heartbeat uses
+ * ERR ("our views differ and I am not mid-Paxos"); the acceptor answers OK and encodes its
  * decision in the result. `src` and `me` are node ids (informational for the acceptor).
  *
  * A refused prepare (accept = false, oldinstance = false) carries the acceptor's promise in n_a, a
  * field a refusal does not otherwise use (our extension; the proposer outbids it next round).
  *
  * clusterid answers OK when both ids are known and equal or either is unknown (""), ERR when they
-differ: the two nodes belong to different clusters and must not talk Paxos (paxos/identity.ts).
-quorum is served on the control port (ME+1) by the replica host: whether this node currently
-reaches a majority of its view (paxos/identity.ts, `QuorumWatch`).
-
-A preparereq with n = (0, "") never changes an acceptor's state: it is how a lagging node asks
+ * differ: the two nodes belong to different clusters and must not talk Paxos (paxos/identity.ts).
+ * quorum is served on the control port (ME+1) by the replica host: whether this node currently
+ * reaches a majority of its view (paxos/identity.ts, `QuorumWatch`).
+ *
+ * A preparereq with n = (0, "") never changes an acceptor's state: it is how a lagging node asks
  * "what was decided in this instance?" (answered with oldinstance = true and the value).
  */
 import { procedure, codecs, type Codec } from '../lib/rpc.js';
 
-/** Reply statuses of the paxos protocol. */
-export const PaxosStatus = { OK: 0, ERR: 1 } as const;
+/**
+ * Reply statuses of the paxos protocol. CLUSTER_MISMATCH: the sender's cluster id is known, the
+ * receiver's too, and they differ (the message was refused, nothing changed). CLUSTER_INVALID: the
+ * sender's cluster field is not a cluster id (refused, nothing changed).
+ */
+export const PaxosStatus = { OK: 0, ERR: 1, CLUSTER_MISMATCH: 2, CLUSTER_INVALID: 3 } as const;
 
 /** A proposal number: a round `n` and the proposer's id `m` as tie-break. */
 export interface ProposalNumber {
@@ -61,6 +70,8 @@ export const proposalCodec: Codec<ProposalNumber> = codecs.struct<ProposalNumber
 
 export interface PrepareArgs {
   readonly src: string;
+  /** The sender's cluster id, "" while it knows none. */
+  readonly cluster: string;
   readonly instance: number;
   readonly n: ProposalNumber;
 }
@@ -80,6 +91,8 @@ export interface PrepareRes {
 
 export interface AcceptArgs {
   readonly src: string;
+  /** The sender's cluster id, "" while it knows none. */
+  readonly cluster: string;
   readonly instance: number;
   readonly n: ProposalNumber;
   readonly v: string;
@@ -87,12 +100,16 @@ export interface AcceptArgs {
 
 export interface DecideArgs {
   readonly src: string;
+  /** The sender's cluster id, "" while it knows none. */
+  readonly cluster: string;
   readonly instance: number;
   readonly v: string;
 }
 
 export interface HeartbeatArgs {
   readonly me: string;
+  /** The sender's cluster id, "" while it knows none. */
+  readonly cluster: string;
   readonly vid: number;
 }
 
@@ -113,6 +130,12 @@ export interface QuorumRes {
   readonly quorum: boolean;
 }
 
+/**
+ * The cluster field of the Paxos and heartbeat messages: read up to ID_BYTES_MAX bytes, so an
+ * over-long or malformed id reaches the handler and is refused with CLUSTER_INVALID (anything
+ * longer than that fails to decode: RPC_BAD_ARGS). Valid ids are at most 64 bytes.
+ */
+const clusterField: Codec<string> = { write: (w, v) => w.string(v), read: (r) => r.string(ID_BYTES_MAX) };
 const clusterIdText: Codec<string> = { write: (w, v) => w.string(v), read: (r) => r.string(64) };
 const idList: Codec<string[]> = codecs.list(id, 1024);
 
@@ -139,27 +162,27 @@ export const quorum = procedure<{ readonly dummy: number }, QuorumRes>(
 export const preparereq = procedure<PrepareArgs, PrepareRes>(
   0x11001,
   'preparereq',
-  codecs.struct<PrepareArgs>({ src: id, instance: codecs.u32, n: proposalCodec }),
+  codecs.struct<PrepareArgs>({ src: id, cluster: clusterField, instance: codecs.u32, n: proposalCodec }),
   codecs.struct<PrepareRes>({ oldinstance: codecs.bool, accept: codecs.bool, n_a: proposalCodec, v_a: value }),
 );
 
 export const acceptreq = procedure<AcceptArgs, boolean>(
   0x11002,
   'acceptreq',
-  codecs.struct<AcceptArgs>({ src: id, instance: codecs.u32, n: proposalCodec, v: value }),
+  codecs.struct<AcceptArgs>({ src: id, cluster: clusterField, instance: codecs.u32, n: proposalCodec, v: value }),
   codecs.bool,
 );
 
 export const decidereq = procedure<DecideArgs, number>(
   0x11003,
   'decidereq',
-  codecs.struct<DecideArgs>({ src: id, instance: codecs.u32, v: value }),
+  codecs.struct<DecideArgs>({ src: id, cluster: clusterField, instance: codecs.u32, v: value }),
   codecs.i32,
 );
 
 export const heartbeat = procedure<HeartbeatArgs, number>(
   0x11004,
   'heartbeat',
-  codecs.struct<HeartbeatArgs>({ me: id, vid: codecs.u32 }),
+  codecs.struct<HeartbeatArgs>({ me: id, cluster: clusterField, vid: codecs.u32 }),
   codecs.u32,
 );

@@ -19,6 +19,8 @@ import {
   decidereq,
   describeProposal,
   preparereq,
+  type AcceptArgs,
+  type DecideArgs,
   type PrepareArgs,
   type PrepareRes,
   type ProposalNumber,
@@ -40,6 +42,15 @@ export interface ProposerOptions {
   /** Breakpoint exit: the host prints and exits; the simulator crashes the node. */
   readonly die: (message: string) => void;
   readonly isValidValue: (value: string) => boolean;
+  /** This node's cluster id ("" while unknown), sent in every prepare, accept and decide. */
+  readonly cluster: () => string;
+  /**
+   * `node` answered CLUSTER_MISMATCH: it is in another cluster. Its answer counted as no vote;
+   * config reports it upward.
+   */
+  readonly onClusterMismatch: (node: string) => void;
+  /** `node` answered normally (OK or ERR): any earlier mismatch of it is over. */
+  readonly onAnswered?: (node: string) => void;
 }
 
 /** Refusal hints at or above this are ignored (no peer can make us exhaust the u32 rounds). */
@@ -122,7 +133,8 @@ export class Proposer {
     log('%s run: instance %d among [%s] with %s', me, instance, nodes.join(' '), describeProposal(n));
 
     // Phase 1: prepare. Enough: a majority of promises, or one oldinstance answer.
-    const prepareArgs: PrepareArgs = { src: me, instance, n };
+    const cluster = this.options.cluster();
+    const prepareArgs: PrepareArgs = { src: me, cluster, instance, n };
     const prepared = await gather(
       nodes.map(async (node) => ({ node, reply: await this.prepareOne(node, prepareArgs) })),
       (answers) => answers.some(({ reply }) => reply?.oldinstance === true) || answers.filter(({ reply }) => reply?.accept === true).length >= needed,
@@ -159,7 +171,7 @@ export class Proposer {
     }
 
     // Phase 2: accept, to the promisers only.
-    const acceptArgs = { src: me, instance, n, v: chosen };
+    const acceptArgs: AcceptArgs = { src: me, cluster, instance, n, v: chosen };
     const accepted = await gather(
       promisers.map(async (node) => ({ node, ok: await this.acceptOne(node, acceptArgs) })),
       (answers) => answers.filter(({ ok }) => ok).length >= needed,
@@ -180,7 +192,7 @@ export class Proposer {
     if (this.stopped) return false;
     assert(acceptor.instanceH >= instance, 'decided instance not committed locally');
     assert(acceptor.value(instance) === chosen, `instance ${instance} committed with another value than the chosen one`);
-    const decideArgs = { src: me, instance, v: chosen };
+    const decideArgs: DecideArgs = { src: me, cluster, instance, v: chosen };
     // The other nodes (slow, or refused us) get the decide too, without being waited for: they
     // would learn it by catch-up anyway, this is sooner.
     for (const node of nodes) if (node !== me && !accepters.includes(node)) void this.decideOne(node, decideArgs);
@@ -195,22 +207,39 @@ export class Proposer {
       log('%s preparereq to %s failed: %s', this.options.me, node, reply.error.code);
       return undefined;
     }
+    if (!this.answered(node, 'preparereq', reply.status)) return undefined;
     return reply.status === PaxosStatus.OK ? reply.result : undefined;
   }
 
-  private async acceptOne(node: string, args: { src: string; instance: number; n: ProposalNumber; v: string }): Promise<boolean> {
+  /**
+   * Whether `node`'s reply status is a normal answer. CLUSTER_MISMATCH / CLUSTER_INVALID: the node
+   * refused us as another cluster's; it is no vote, and a mismatch is reported.
+   */
+  private answered(node: string, what: string, status: number): boolean {
+    if (status === PaxosStatus.CLUSTER_MISMATCH || status === PaxosStatus.CLUSTER_INVALID) {
+      log('%s %s to %s refused: %s', this.options.me, what, node, status === PaxosStatus.CLUSTER_MISMATCH ? 'it is in another cluster' : 'our cluster id is invalid to it');
+      if (status === PaxosStatus.CLUSTER_MISMATCH) this.options.onClusterMismatch(node);
+      return false;
+    }
+    this.options.onAnswered?.(node);
+    return true;
+  }
+
+  private async acceptOne(node: string, args: AcceptArgs): Promise<boolean> {
     if (node === this.options.me) return this.options.acceptor.onAccept(args);
     const reply = await this.options.rpc.call(this.options.addressOf(node), acceptreq, args, { timeoutMs: this.options.rpcTimeoutMs, resendOnOldServer: true });
     if (!reply.ok) {
       log('%s acceptreq to %s failed: %s', this.options.me, node, reply.error.code);
       return false;
     }
+    if (!this.answered(node, 'acceptreq', reply.status)) return false;
     return reply.status === PaxosStatus.OK && reply.result;
   }
 
-  private async decideOne(node: string, args: { src: string; instance: number; v: string }): Promise<void> {
+  private async decideOne(node: string, args: DecideArgs): Promise<void> {
     const reply = await this.options.rpc.call(this.options.addressOf(node), decidereq, args, { timeoutMs: this.options.rpcTimeoutMs, resendOnOldServer: true });
     if (!reply.ok) log('%s decidereq to %s failed: %s (it will learn by catch-up)', this.options.me, node, reply.error.code);
+    else this.answered(node, 'decidereq', reply.status);
   }
 }
 

@@ -5,7 +5,7 @@
  *
  *   paxos/promised                 {instance: u32, n: u32, m: string}   promise for instanceH+1
  *   paxos/accepted                 {instance: u32, n: u32, m: string, v: string}
- *   paxos/decided/<instance, 10 digits>  {value: string}
+ *   paxos/decided/<instance, 10 digits>  {value: string, cluster: string}   (see below)
  *   paxos/proposer                 {n: u32}   the highest round this node ever proposed with
  *   paxos/cluster                  {id: string}   the cluster this node belongs to (see below)
  *
@@ -15,6 +15,14 @@
  * (`clusterid`, paxos/messages.ts), so a node started on another cluster's data directory cannot
  * pour that cluster's views into this one. This key is the one place the id is kept; everything
  * else (the startup line, the identity check) reads it through `load` / `readNodeIdentity`.
+ *
+ * EVERY VIEW RECORDS ITS CLUSTER. A decided record holds the view value and the cluster id this
+ * node had when it decided (committed or adopted) that view, "" while it knew none (a joiner that
+ * has not adopted an id yet). The value itself, and so the text log's `done` lines, are unchanged.
+ * Records written before ids were kept hold the value alone; they still read (cluster undefined:
+ * "not recorded"). `load` refuses a storage whose views name a cluster other than `paxos/cluster`
+ * (CLUSTER_MISMATCH), or name one while `paxos/cluster` is missing (STORAGE_CORRUPT): such a
+ * storage was mixed from two clusters, or lost its identity, and is not silently read.
  *
  * A NODE'S DURABLE STATE is this storage TOGETHER with its text log paxos-<ME>.log: the host
  * treats storage that holds keys while the log is missing as left over from an earlier life of
@@ -47,6 +55,16 @@ export function isValidClusterId(id: string): boolean {
   return id.length > 0 && id.length <= CLUSTER_ID_BYTES_MAX && /^[\x21-\x7e]+$/.test(id);
 }
 
+/**
+ * Whether a message from a node of cluster `theirs` may be answered by a node of cluster `mine`
+ * (either "" = unknown). 'invalid': `theirs` is neither "" nor a valid id.
+ */
+export function clusterCheck(mine: string, theirs: string): 'ok' | 'mismatch' | 'invalid' {
+  if (theirs !== '' && !isValidClusterId(theirs)) return 'invalid';
+  if (mine === '' || theirs === '' || mine === theirs) return 'ok';
+  return 'mismatch';
+}
+
 /** A fresh cluster id: "c" and 12 hex digits from `random` (the injected PRNG). */
 export function drawClusterId(random: { int(n: number): number }): string {
   let id = 'c';
@@ -70,9 +88,15 @@ export interface AcceptedRecord {
   readonly v: string;
 }
 
+/** A decided view as stored: the value and the cluster it was decided in. */
+export interface DecidedRecord extends HistoryEntry {
+  /** The node's cluster id when it decided the view; "" = not known then; undefined = an old record. */
+  readonly cluster: string | undefined;
+}
+
 /** Everything `load` finds. */
 export interface PaxosDurableState {
-  readonly decided: HistoryEntry[];
+  readonly decided: DecidedRecord[];
   readonly promised: PromisedRecord | undefined;
   readonly accepted: AcceptedRecord | undefined;
   readonly proposerN: number;
@@ -90,8 +114,24 @@ export function putAccepted(record: AcceptedRecord): StorageOp {
   return { type: 'put', key: KEY_ACCEPTED, value };
 }
 
-export function putDecided(instance: number, value: string): StorageOp {
-  return { type: 'put', key: decidedKey(instance), value: new Writer().string(value).finish() };
+/** The decided record of `instance`: the view value, then the cluster id ("" while unknown). */
+export function putDecided(instance: number, value: string, cluster: string): StorageOp {
+  assert(cluster === '' || isValidClusterId(cluster), `bad cluster id ${JSON.stringify(cluster)}`);
+  return { type: 'put', key: decidedKey(instance), value: new Writer().string(value).string(cluster).finish() };
+}
+
+/**
+ * Decodes a decided record: {value, cluster}, or the value alone (written before cluster ids were
+ * kept; no other record ends right after the value, so the two cannot be confused).
+ */
+export function decodeDecided(key: string, bytes: Uint8Array): { value: string; cluster: string | undefined } {
+  return readRecord(key, bytes, (r) => {
+    const value = r.string(VALUE_BYTES_MAX);
+    if (r.remaining === 0) return { value, cluster: undefined };
+    const cluster = r.string(CLUSTER_ID_BYTES_MAX);
+    if (cluster !== '' && !isValidClusterId(cluster)) r.fail(`bad cluster id ${JSON.stringify(cluster)}`);
+    return { value, cluster };
+  });
 }
 
 export function putProposerN(n: number): StorageOp {
@@ -141,8 +181,24 @@ export async function readNodeIdentity(storage: Storage): Promise<NodeIdentity> 
     holdsState: all.length > 0,
     clusterId: await readClusterId(storage),
     vid: decided.length,
-    view: last === undefined ? undefined : readRecord(last[0], last[1], (r) => r.string(VALUE_BYTES_MAX)),
+    view: last === undefined ? undefined : decodeDecided(last[0], last[1]).value,
   };
+}
+
+/** Refuses a history whose views were decided in another cluster than the storage's (see the header). */
+function checkViewClusters(decided: readonly DecidedRecord[], clusterId: string | undefined): void {
+  for (const entry of decided) {
+    if (entry.cluster === undefined || entry.cluster === '') continue;
+    if (clusterId !== undefined && entry.cluster !== clusterId) {
+      throw new ViewstampError(
+        'CLUSTER_MISMATCH',
+        `paxos view ${entry.instance} was decided in cluster ${entry.cluster}, but this storage belongs to cluster ${clusterId} (${KEY_CLUSTER}); refusing to read it`,
+      );
+    }
+    if (clusterId === undefined) {
+      throw new ViewstampError('STORAGE_CORRUPT', `paxos view ${entry.instance} was decided in cluster ${entry.cluster}, but ${KEY_CLUSTER} is missing`);
+    }
+  }
 }
 
 export class PaxosStore {
@@ -155,14 +211,13 @@ export class PaxosStore {
 
   /** Reads the whole durable state; the decided history must be 1..k with no hole. */
   async load(): Promise<PaxosDurableState> {
-    const decided: HistoryEntry[] = [];
+    const decided: DecidedRecord[] = [];
     for (const [key, bytes] of await this.storage.list(KEY_DECIDED_PREFIX)) {
       const instance = Number(key.slice(KEY_DECIDED_PREFIX.length));
       if (!/^\d{10}$/.test(key.slice(KEY_DECIDED_PREFIX.length))) {
         throw new ViewstampError('STORAGE_CORRUPT', `unexpected paxos key ${key}`);
       }
-      const value = readRecord(key, bytes, (r) => r.string(VALUE_BYTES_MAX));
-      decided.push({ instance, value });
+      decided.push({ instance, ...decodeDecided(key, bytes) });
     }
     for (let i = 0; i < decided.length; i++) {
       if (decided[i]!.instance !== i + 1) {
@@ -186,6 +241,7 @@ export class PaxosStore {
     const proposerBytes = await this.storage.get(KEY_PROPOSER);
     const proposerN = proposerBytes === undefined ? 0 : readRecord(KEY_PROPOSER, proposerBytes, (r) => r.u32());
     const clusterId = await readClusterId(this.storage);
+    checkViewClusters(decided, clusterId);
     return { decided, promised, accepted, proposerN, clusterId };
   }
 

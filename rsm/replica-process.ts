@@ -20,6 +20,9 @@
  *    that it starts fresh.
  * 4. A quorum watch probes the view's members once per heartbeat interval, logs "no quorum: …"
  *    when fewer than a majority answer, and serves `quorum` on the control port.
+ * 5. Config sends the cluster id in every Paxos message and heartbeat and refuses other clusters'
+ *    (printed once per peer); a peer that refuses ours as another cluster's goes to the quorum
+ *    watch's mismatch rule (`QuorumWatch.peerMismatch`), which stops an unconfirmed node.
  */
 import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
@@ -236,6 +239,10 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
       timing,
     });
     node.registerControl(control);
+    // Every Paxos message and heartbeat carries this node's cluster id; config reads it from the
+    // identity (so an id adopted later is sent at once), and refuses other clusters' messages.
+    node.config.useClusterIdentity(identity);
+    node.config.clusterRefusalListener = (line) => say(`${line} (data directory ${dataPath})`);
 
     // Step 3: say what this node is.
     const cluster = identity.cluster === '' ? 'cluster id not known yet (adopted from the first peer that answers)' : `cluster ${identity.cluster}`;
@@ -272,6 +279,9 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
       confirmed,
     );
     watch = quorumWatch;
+    // A peer that refused our Paxos messages or heartbeats as another cluster's: the same rule as a
+    // mismatch found by the watch's probes (stop with CLUSTER_MISMATCH unless confirmed).
+    node.config.clusterMismatchListener = (peer) => void quorumWatch.peerMismatch(peer);
     control.handle(quorumProcedure, () => ({ status: 0, result: quorumWatch.tracker.status }));
     control.handle(processinfo, () => ({ status: 0, result: { pid: process.pid, dataPath, cluster: identity.cluster } }));
     node.start();

@@ -2,7 +2,8 @@
  * Cluster identity and quorum visibility on real replicas (TCP on loopback, classic-level storage,
  * file logs; rsm/replica-process.ts): a node started on another cluster's data directory refuses
  * and leaves it unchanged; a node whose paxos log was deleted moves its old state aside and starts
- * fresh; the survivor of two kills reports no quorum. Plus the synchronous QuorumTracker.
+ * fresh; the survivor of two kills reports no quorum; replicas refuse another cluster's Paxos
+ * messages and print it once per peer. Plus the synchronous QuorumTracker.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,9 @@ import t from 'tap';
 import { realClock, sleep } from '../lib/clock.js';
 import { openLevelStorage } from '../lib/level-storage.js';
 import { QuorumTracker, describeNoQuorum } from '../paxos/identity.js';
+import { PaxosStatus, heartbeat, preparereq } from '../paxos/messages.js';
+import { RpcEndpoint } from '../lib/rpc.js';
+import { tcpNetwork } from '../lib/tcp.js';
 import { KEY_CLUSTER, drawClusterId, isValidClusterId, readNodeIdentity } from '../paxos/store.js';
 import { SeededRandom } from '../lib/random.js';
 import { startReplica, type Replica } from '../rsm/replica-process.js';
@@ -219,4 +223,35 @@ t.test('the survivor of two kills reports no quorum', async (t) => {
   t.ok(await waitFor(() => !survivor.quorum().quorum), 'no quorum once p0 is gone');
   t.same(survivor.quorum().members, [ids[0], ids[2]]);
   t.match(c.lines.join('\n'), new RegExp(`${ids[2]}: no quorum: view 4 \\{${ids[0]},${ids[2]}\\}; ${ids[0]} unreachable since \\d\\d:\\d\\d:\\d\\d`));
+});
+
+t.test('real replicas send their cluster id on Paxos messages and refuse another cluster\'s, once per peer in their output', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'viewstamp-paxos-cluster-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const ids = await portBlock();
+  const logDir = join(dir, 'logs');
+  const dataDir = join(dir, 'data');
+  const a = cluster(ids, logDir, dataDir);
+  t.teardown(() => a.stopAll());
+  for (const id of ids) await a.start(id);
+  t.ok(await waitFor(() => ids.every((id) => doneLines(join(logDir, `paxos-${id}.log`)).length === 3)), 'view 3');
+  const clusterA = a.replicas.get(ids[0]!)!.startup.clusterId;
+  const network = tcpNetwork();
+  const rpc = new RpcEndpoint(await network.listen('127.0.0.1:0'), realClock, new SeededRandom('outsider'));
+  t.teardown(() => rpc.close());
+  const other = 'cffffffffffff';
+  for (const id of ids) {
+    // The joiners adopted the id from the first node: every replica refuses the other cluster.
+    for (let i = 0; i < 3; i++) {
+      const reply = await rpc.call(`127.0.0.1:${id}`, heartbeat, { me: '127.0.0.1:9', cluster: other, vid: 99 }, { timeoutMs: 2000 });
+      t.same(reply.ok && [reply.status, reply.result], [PaxosStatus.CLUSTER_MISMATCH, 0], `${id} refuses cluster ${other}`);
+    }
+    const prepare = await rpc.call(`127.0.0.1:${id}`, preparereq, { src: '127.0.0.1:9', cluster: clusterA, instance: 1, n: { n: 0, m: '' } }, { timeoutMs: 2000 });
+    t.same(prepare.ok && [prepare.status, prepare.result.oldinstance], [PaxosStatus.OK, true], `${id} answers its own cluster`);
+    const refusals = a.lines.filter((line) => line.startsWith(`${id}: refusing heartbeat from 127.0.0.1:9`));
+    t.equal(refusals.length, 1, `${id} printed the refusal once`);
+    t.match(refusals[0], new RegExp(`it is in cluster ${other}, this node is in cluster ${clusterA} \\(data directory ${join(dataDir, id).replace(/[/\\]/g, '.')}\\)`));
+  }
+  await sleep(realClock, 1000);
+  t.ok(ids.every((id) => doneLines(join(logDir, `paxos-${id}.log`)).length === 3), 'no view change');
 });

@@ -8,7 +8,8 @@ import { SimDisk, SimWorld } from '../lib/sim/index.js';
 import { Acceptor } from '../paxos/acceptor.js';
 import { MemoryLogSink } from '../paxos/log-sink.js';
 import { PROPOSAL_ZERO, type ProposalNumber } from '../paxos/messages.js';
-import { PaxosStore } from '../paxos/store.js';
+import { PaxosStore, clusterCheck, decidedKey, putClusterId, putDecided, readNodeIdentity } from '../paxos/store.js';
+import { Writer } from '../lib/codec.js';
 import { isValidViewValue } from '../paxos/view.js';
 
 interface Harness {
@@ -302,4 +303,94 @@ t.test('designatedRemover: the smallest member other than the failed one, the sa
   t.equal(designatedRemover(['3774', '3772', '3776'], '3776'), '3772');
   t.equal(designatedRemover(['10', '9'], '10'), '9', 'numeric order for ports');
   t.equal(designatedRemover(['3772'], '3772'), undefined);
+});
+
+// -----------------------------------------------------------------------------------------------
+// Every view records its cluster (paxos/store.ts, "EVERY VIEW RECORDS ITS CLUSTER").
+
+async function inCluster(disk: SimDisk, sink: MemoryLogSink, cluster: () => string, stored?: string): Promise<Acceptor> {
+  const storage = disk.open('a');
+  if (stored !== undefined) await storage.write([putClusterId(stored)], { sync: true });
+  const store = new PaxosStore(storage);
+  return Acceptor.restore({ me: 'a', store, logSink: sink, isValidValue: isValidViewValue, cluster }, await store.load());
+}
+
+t.test('each decided view records the cluster id the node had then, beside the value; done lines unchanged', async (t) => {
+  const disk = new SimDisk(new SimWorld('views-record'));
+  const sink = new MemoryLogSink();
+  let id = '';
+  const acceptor = await inCluster(disk, sink, () => id);
+  await acceptor.commit(1, 'a');
+  id = 'c0123456789ab'; // adopted (the host stores it; the acceptor records it with later views)
+  await acceptor.onDecide({ src: 'b', instance: 2, v: 'a b ' });
+  t.equal(acceptor.clusterOf(1), '', 'decided while the id was unknown');
+  t.equal(acceptor.clusterOf(2), 'c0123456789ab');
+  t.equal(acceptor.clusterOf(3), undefined, 'not decided');
+  t.same(sink.lines, ['done 1 a', 'done 2 a b '], 'the log lines carry the value only');
+  // replaceHistory records the id for every adopted view.
+  await acceptor.replaceHistory([
+    { instance: 1, value: 'a' },
+    { instance: 2, value: 'a b ' },
+    { instance: 3, value: 'a b c ' },
+  ]);
+  t.same([1, 2, 3].map((i) => acceptor.clusterOf(i)), ['c0123456789ab', 'c0123456789ab', 'c0123456789ab']);
+});
+
+t.test('restart: the recorded clusters are restored; old records without one still read', async (t) => {
+  const disk = new SimDisk(new SimWorld('views-restore'));
+  const storage = disk.open('a');
+  // View 1 as written before cluster ids were kept (the value alone), view 2 with a cluster.
+  await storage.write(
+    [
+      putClusterId('cA'),
+      { type: 'put', key: decidedKey(1), value: new Writer().string('a').finish() },
+      putDecided(2, 'a b ', 'cA'),
+    ],
+    { sync: true },
+  );
+  await storage.close();
+  const acceptor = await inCluster(disk, new MemoryLogSink(), () => 'cA');
+  t.same(acceptor.history(), [
+    { instance: 1, value: 'a' },
+    { instance: 2, value: 'a b ' },
+  ]);
+  t.equal(acceptor.clusterOf(1), undefined, 'an old record: not recorded');
+  t.equal(acceptor.clusterOf(2), 'cA');
+});
+
+t.test('a storage whose views were decided in another cluster is refused, not misread', async (t) => {
+  const mixed = new SimDisk(new SimWorld('views-mixed'));
+  let storage = mixed.open('a');
+  await storage.write([putClusterId('cA'), putDecided(1, 'a', 'cA'), putDecided(2, 'a b ', 'cB')], { sync: true });
+  await t.rejects(new PaxosStore(storage).load(), { code: 'CLUSTER_MISMATCH', message: /view 2 was decided in cluster cB, but this storage belongs to cluster cA/ });
+
+  storage = new SimDisk(new SimWorld('views-no-id')).open('a');
+  await storage.write([putDecided(1, 'a', 'cA')], { sync: true });
+  await t.rejects(new PaxosStore(storage).load(), { code: 'STORAGE_CORRUPT', message: /decided in cluster cA, but paxos\/cluster is missing/ });
+
+  storage = new SimDisk(new SimWorld('views-bad-id')).open('a');
+  await storage.write([{ type: 'put', key: decidedKey(1), value: new Writer().string('a').string('bad id').finish() }], { sync: true });
+  await t.rejects(new PaxosStore(storage).load(), { code: 'STORAGE_CORRUPT' });
+  await t.rejects(readNodeIdentity(storage), { code: 'STORAGE_CORRUPT' }, 'the host\'s startup summary refuses it too');
+
+  storage = new SimDisk(new SimWorld('views-trailing')).open('a');
+  await storage.write([{ type: 'put', key: decidedKey(1), value: new Writer().string('a').string('cA').u32(7).finish() }], { sync: true });
+  await t.rejects(new PaxosStore(storage).load(), { code: 'STORAGE_CORRUPT' });
+
+  // The same views recorded with "" (decided before the id was known) are fine in any cluster.
+  storage = new SimDisk(new SimWorld('views-unknown')).open('a');
+  await storage.write([putClusterId('cA'), putDecided(1, 'a', ''), putDecided(2, 'a b ', 'cA')], { sync: true });
+  t.equal((await new PaxosStore(storage).load()).decided.length, 2);
+});
+
+t.test('clusterCheck: unknown on either side passes; known and different is a mismatch; junk is invalid', async (t) => {
+  t.equal(clusterCheck('', ''), 'ok');
+  t.equal(clusterCheck('cA', ''), 'ok');
+  t.equal(clusterCheck('', 'cB'), 'ok');
+  t.equal(clusterCheck('cA', 'cA'), 'ok');
+  t.equal(clusterCheck('cA', 'cB'), 'mismatch');
+  for (const junk of ['c A', 'x'.repeat(65), '\u0000', 'é', 'c\n']) {
+    t.equal(clusterCheck('cA', junk), 'invalid', JSON.stringify(junk));
+    t.equal(clusterCheck('', junk), 'invalid', `${JSON.stringify(junk)} from an unknown node too`);
+  }
 });

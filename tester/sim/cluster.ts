@@ -11,6 +11,7 @@
 import { RpcEndpoint, type RpcOptions } from '../../lib/rpc.js';
 import { SimDisk, SimNetwork, SimWorld, simEnv, type SimWorldOptions } from '../../lib/sim/index.js';
 import { MemoryLogSink, type PaxosLogSink } from '../../paxos/log-sink.js';
+import { KEY_CLUSTER, putClusterId } from '../../paxos/store.js';
 import { RsmNode, type RsmTiming } from '../../rsm/node.js';
 import type { StateMachine } from '../../rsm/state-machine.js';
 import { PaxosChecker } from './checkers.js';
@@ -26,6 +27,18 @@ export interface SimClusterOptions {
   readonly stateMachine?: (id: string) => StateMachine;
   /** Called with each new incarnation before it starts (attach listeners and checkers here). */
   readonly onNodeStart?: (id: string, node: RsmNode, incarnation: number) => void;
+  /**
+   * This cluster's id, stored (`paxos/cluster`) in each node's storage before its first start, as
+   * the replica host's ClusterIdentity would have (the first node draws it, joiners adopt it).
+   * Default: none, every node's id is unknown ("") and no message is ever refused.
+   */
+  readonly clusterId?: string;
+  /**
+   * Run in the world and on the network of another SimCluster (its nodes can reach ours), with a
+   * disk and a checker of our own. `seed` and `world` are then ignored. Ids may repeat the other
+   * cluster's (a node of another cluster on the same address), but not run at the same time.
+   */
+  readonly shareWith?: SimCluster;
 }
 
 /** What the cluster keeps per node id, across incarnations. */
@@ -70,10 +83,12 @@ export class SimCluster {
   private readonly rpcOptions: Partial<RpcOptions>;
   private readonly stateMachineOf: ((id: string) => StateMachine) | undefined;
   private readonly onNodeStart: ((id: string, node: RsmNode, incarnation: number) => void) | undefined;
+  private readonly clusterId: string | undefined;
 
   constructor(options: SimClusterOptions) {
-    this.world = new SimWorld(options.seed, options.world);
-    this.network = new SimNetwork(this.world);
+    this.world = options.shareWith?.world ?? new SimWorld(options.seed, options.world);
+    this.network = options.shareWith?.network ?? new SimNetwork(this.world);
+    this.clusterId = options.clusterId;
     this.disk = new SimDisk(this.world);
     this.checker = new PaxosChecker(() => this.world.now());
     this.ids = [...options.ids];
@@ -115,6 +130,9 @@ export class SimCluster {
     slot.starts++;
     const env = simEnv(this.world, this.network, id);
     const storage = this.disk.open(id);
+    if (this.clusterId !== undefined && (await storage.get(KEY_CLUSTER)) === undefined) {
+      await storage.write([putClusterId(this.clusterId)], { sync: true });
+    }
     const rpc = new RpcEndpoint(await env.network.listen(id), env.clock, env.random.fork(), this.rpcOptions);
     const control = new RpcEndpoint(await env.network.listen(simControlAddress(id)), env.clock, env.random.fork(), this.rpcOptions);
     const incarnation = slot.starts;

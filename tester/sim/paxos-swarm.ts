@@ -8,6 +8,7 @@
 import { SeededRandom } from '../../lib/random.js';
 import type { LinkFaults } from '../../lib/sim/network.js';
 import { doneEntries } from '../../paxos/log-sink.js';
+import { drawClusterId } from '../../paxos/store.js';
 import type { RsmTiming } from '../../rsm/node.js';
 import { SimCluster, portIds } from './cluster.js';
 
@@ -81,11 +82,13 @@ export async function runPaxosSwarm(seed: number, options: SwarmOptions = {}): P
   const faultPhaseMs = options.faultPhaseMs ?? 60_000;
   const livenessLimitMs = options.livenessLimitMs ?? 120_000;
   const faultyBootstrap = draw.int(2) === 0;
+  // Every node is in one cluster: each message carries its id, and every view records it.
+  const clusterId = drawClusterId(draw);
   const parameters =
     `seed=${seed} nodes=[${ids.join(' ')}] delay=1..${faults.delayMaxMs}ms loss=${faults.loss} dup=${faults.duplicate}` +
-    ` faultyBootstrap=${faultyBootstrap} faultPhase=${faultPhaseMs}ms`;
+    ` faultyBootstrap=${faultyBootstrap} faultPhase=${faultPhaseMs}ms cluster=${clusterId}`;
 
-  const cluster = new SimCluster({ seed, ids, timing: { ...SWARM_TIMING, ...options.timing },
+  const cluster = new SimCluster({ seed, ids, clusterId, timing: { ...SWARM_TIMING, ...options.timing },
     world: { keepTrace: options.keepTrace ?? false },
   });
   const { world, network } = cluster;
@@ -196,6 +199,10 @@ export async function runPaxosSwarm(seed: number, options: SwarmOptions = {}): P
     const history = node.config.history();
     if (JSON.stringify(logged) !== JSON.stringify(history)) {
       problems.push(`${id}: log done lines (${logged.length}) differ from the durable history (${history.length})`);
+    }
+    const foreign = history.find((entry) => node.config.viewCluster(entry.instance) !== clusterId);
+    if (foreign !== undefined) {
+      problems.push(`${id}: view ${foreign.instance} records cluster ${JSON.stringify(node.config.viewCluster(foreign.instance))}, not ${clusterId}`);
     }
   }
   problems.unshift(...cluster.checker.violations);
