@@ -453,6 +453,9 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     unknown: opsUnknown,
     executions: rsm.executions,
     transfers: rsm.transfers,
+    batches: rsm.batches,
+    multiRequestBatches: rsm.multiRequestBatches,
+    largestBatch: rsm.largestBatch,
     virtualMs: world.now(),
     worldEvents: world.eventsRun,
   };
@@ -460,7 +463,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   const summary =
     `views=${stats.views} crashes=${stats.crashes} deaths=${deaths} grants=${lockChecker.grants} releases=${lockChecker.releases}` +
     ` unknown=${opsUnknown} timeouts=${acquireTimeouts} acquireRpcs=${acquireRpcs} notices=${noticesSent} revokes=${revokes}` +
-    ` checkedSteps=${lockChecker.decidedSteps} executions=${stats.executions} transfers=${stats.transfers} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
+    ` checkedSteps=${lockChecker.decidedSteps} executions=${stats.executions} transfers=${stats.transfers} batches=${stats.batches}/${stats.multiRequestBatches}/${stats.largestBatch} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
     ` healed+${world.now() - healedAt}ms virtual=${stats.virtualMs}ms` +
     (withFiles ? ` appends=${fileAcks.length} refusedAppends=${fileRefused.length}` : '') +
     (sessionClients.plans.length === 0

@@ -94,6 +94,10 @@ export interface RsmSimStats {
   readonly unknown: number;
   readonly executions: number;
   readonly transfers: number;
+  /** Batches the primaries stamped, with more than one request, and the largest (requests). */
+  readonly batches: number;
+  readonly multiRequestBatches: number;
+  readonly largestBatch: number;
   readonly virtualMs: number;
   readonly worldEvents: number;
 }
@@ -297,13 +301,16 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
     unknown: history.length - acked,
     executions: rsm.executions,
     transfers: rsm.transfers,
+    batches: rsm.batches,
+    multiRequestBatches: rsm.multiRequestBatches,
+    largestBatch: rsm.largestBatch,
     virtualMs: world.now(),
     worldEvents: world.eventsRun,
   };
   const finalVs = cluster.node(ids[0]!)?.lastExecuted;
   const summary =
     `views=${stats.views} crashes=${crashes} deaths=${deaths} ops=${stats.ops}/${totalOps} acked=${acked} unknown=${stats.unknown}` +
-    ` executions=${stats.executions} transfers=${stats.transfers} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
+    ` executions=${stats.executions} transfers=${stats.transfers} batches=${stats.batches}/${stats.multiRequestBatches}/${stats.largestBatch} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
     ` healed+${world.now() - healedAt}ms virtual=${stats.virtualMs}ms`;
   // Stop every node and client so nothing of this run lingers.
   for (const id of ids) if (cluster.isUp(id)) cluster.crash(id);
