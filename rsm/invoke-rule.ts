@@ -60,9 +60,11 @@ export function classifyInvoke(position: InvokePosition, vs: Viewstamp): InvokeD
 export function classifyBatch(position: InvokePosition, first: Viewstamp, last: Viewstamp): InvokeDecision {
   const head = classifyInvoke(position, first);
   if (head.action === 'execute') return head;
-  if (compareViewstamp(first, last) === 0) return head;
+  if (compareViewstamp(first, last) === 0 || !isWellFormed(first) || first.seqno === 0) return head;
   const tail = classifyInvoke(position, last);
   if (tail.action === 'duplicate') return tail;
+  // Never acknowledge a batch that starts at our last but goes on: we lack the rest.
+  if (head.action !== 'reject') return reject(`overlap: last ${describeViewstamp(position.last)}, got ${describeViewstamp(first)}..${last.seqno}`);
   return head;
 }
 
