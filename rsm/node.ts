@@ -330,6 +330,13 @@ export class RsmNode {
   /** Backups of vidInsync that sent transferdonereq. */
   private syncedBackups = new Set<string>();
   /**
+   * Backups that pulled from this incarnation during the current synchronisation (insync), with
+   * our last when we answered them. A transferdonereq counts only from one of them at our last: a
+   * backup may report a transfer it got from our previous incarnation in the same view (we
+   * crashed and re-synchronise the view), whose state can be older than ours now.
+   */
+  private pulledBy = new Map<string, Viewstamp>();
+  /**
    * Set at start when this replica restarts inside the view it had finished synchronising: it
    * resumes that view from its durable record, without synchronising again (see syncView).
    */
@@ -778,6 +785,7 @@ export class RsmNode {
     }
 
     this.syncedBackups = new Set();
+    this.pulledBy = new Map();
     this.insync = true;
     try {
       while (!backups.every((backup) => this.syncedBackups.has(backup))) {
@@ -858,10 +866,36 @@ export class RsmNode {
   /**
    * A backup's synchronisation of view `vid` (the lab's sync_with_primary): transferreq to the
    * primary until it answers OK, installing its state when its last viewstamp differs from ours;
-   * then transferdonereq until OK. Gives up when a newer view is committed.
+   * then transferdonereq until OK. A BUSY to transferdonereq means the primary does not count our
+   * pull (it came from its previous incarnation, which crashed, or it is collecting again): pull
+   * again. Gives up when a newer view is committed.
    */
   private async syncWithPrimary(vid: number): Promise<boolean> {
     const primary = this.primaryId;
+    for (;;) {
+      if (!(await this.pullFromPrimary(primary, vid))) return false;
+      for (;;) {
+        if (this.viewGone(vid)) return false;
+        const reply = await this.rpc.call(
+          this.addressOf(primary),
+          rsmProtocol.transferdonereq,
+          { m: this.me, vid },
+          { timeoutMs: this.timing.transferTimeoutMs },
+        );
+        if (this.viewGone(vid)) return false;
+        if (reply.ok && reply.status === RsmStatus.OK) {
+          log('%s sync: view %d, %s has our transfer done', this.me, vid, primary);
+          return true;
+        }
+        log('%s sync: transferdonereq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
+        if (!(await this.pause(this.timing.transferRetryMs))) return false;
+        if (reply.ok) break; // BUSY: pull again
+      }
+    }
+  }
+
+  /** transferreq to the primary until it answers OK and its state is ours (durably); false if the view is gone. */
+  private async pullFromPrimary(primary: string, vid: number): Promise<boolean> {
     for (;;) {
       if (this.viewGone(vid)) return false;
       const last = this.lastMyvs;
@@ -874,27 +908,11 @@ export class RsmNode {
       if (this.viewGone(vid)) return false;
       if (reply.ok && reply.status === RsmStatus.OK && this.acceptTransfer(primary, vid, last, reply.result)) {
         await this.durable; // the primary learns we have its state only once it is durable here
-        break;
+        return !this.viewGone(vid);
       }
       if (!reply.ok || reply.status !== RsmStatus.OK) {
         log('%s sync: transferreq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
       }
-      if (!(await this.pause(this.timing.transferRetryMs))) return false;
-    }
-    for (;;) {
-      if (this.viewGone(vid)) return false;
-      const reply = await this.rpc.call(
-        this.addressOf(primary),
-        rsmProtocol.transferdonereq,
-        { m: this.me, vid },
-        { timeoutMs: this.timing.transferTimeoutMs },
-      );
-      if (this.viewGone(vid)) return false;
-      if (reply.ok && reply.status === RsmStatus.OK) {
-        log('%s sync: view %d, %s has our transfer done', this.me, vid, primary);
-        return true;
-      }
-      log('%s sync: transferdonereq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
       if (!(await this.pause(this.timing.transferRetryMs))) return false;
     }
   }
@@ -1317,6 +1335,7 @@ export class RsmNode {
         const synchronising = this.insync && this.vidInsync === vid;
         if (!synchronising && this.inViewChange) return busy;
         const differs = compareViewstamp(last, this.lastMyvs) !== 0;
+        if (synchronising) this.pulledBy.set(src, this.lastMyvs);
         // Installing our state drops whatever the backup holds beyond it, our pending batch
         // included: it must get that batch again before we may execute it.
         if (differs) this.pending?.acked.delete(src);
@@ -1346,6 +1365,11 @@ export class RsmNode {
     if (this.stopped || this.primaryId !== this.me || vid !== this.vidCommitted || m === this.me) return busy;
     if (!this.config.isMember(m, vid)) return busy;
     if (this.insync && this.vidInsync === vid) {
+      const pulled = this.pulledBy.get(m);
+      if (pulled === undefined || compareViewstamp(pulled, this.lastMyvs) !== 0) {
+        log('%s transferdonereq from %s: not from a pull of my state (last %s) in this synchronisation; it must pull again', this.me, m, describeViewstamp(this.lastMyvs));
+        return busy;
+      }
       this.syncedBackups.add(m);
       this.syncProgress.notify();
       return { status: RsmStatus.OK, result: 0 };
