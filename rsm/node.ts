@@ -201,10 +201,18 @@ export interface RsmBatchEvent {
 
 /**
  * Client invokes waiting on the primary, at most (beyond either bound: BUSY, and the client backs
- * off). Memory stays bounded while the backups or the disk are slow.
+ * off). Memory stays bounded while the backups or the disk are slow. Each waiting invoke is a
+ * running RPC handler, and the endpoint refuses every request (heartbeats, Paxos, replica traffic
+ * included) beyond its maxConcurrentHandlers, so the requests bound is also at most half of
+ * those (500 by default): the other half stays free for the protocol.
  */
 export const INVOKE_QUEUE_REQUESTS_MAX = 4096;
 export const INVOKE_QUEUE_BYTES_MAX = 32 * 1024 * 1024;
+
+/** The waiting queue's request bound for an endpoint (see INVOKE_QUEUE_REQUESTS_MAX). */
+export function invokeQueueRequestsMax(maxConcurrentHandlers: number): number {
+  return Math.max(1, Math.min(INVOKE_QUEUE_REQUESTS_MAX, Math.floor(maxConcurrentHandlers / 2)));
+}
 
 function firstOf(batch: PendingBatch): Viewstamp {
   return batch.entries[0]!.vs;
@@ -301,6 +309,8 @@ export class RsmNode {
   private waiting: WaitingRequest[] = [];
   /** Request bytes in `waiting`. */
   private waitingBytes = 0;
+  /** The bound on `waiting.length` (invokeQueueRequestsMax of our endpoint). */
+  private readonly waitingRequestsMax: number;
   /** A round is queued in invokeQueue and has not started yet (so a new arrival need not queue one). */
   private roundQueued = false;
   /** The primary's stamped but not yet executed batch (at most one; see serveRound). */
@@ -367,6 +377,7 @@ export class RsmNode {
     this.onFatal = options.onFatal ?? ((error) => queueMicrotask(() => { throw error; }));
     this.timing = { ...defaultRsmTiming, ...options.timing };
     this.primaryId = options.master;
+    this.waitingRequestsMax = invokeQueueRequestsMax(this.rpc.options.maxConcurrentHandlers);
   }
 
   /** Restores the node (Paxos state from storage) and registers its handlers; `start()` runs it. */
@@ -1045,7 +1056,7 @@ export class RsmNode {
     const busy = { status: RsmClientStatus.BUSY, result: EMPTY };
     if (this.stopped || this.inViewChange) return busy;
     if (this.primaryId !== this.me) return { status: RsmClientStatus.NOTPRIMARY, result: EMPTY };
-    if (this.waiting.length >= INVOKE_QUEUE_REQUESTS_MAX || this.waitingBytes + request.length > INVOKE_QUEUE_BYTES_MAX) {
+    if (this.waiting.length >= this.waitingRequestsMax || this.waitingBytes + request.length > INVOKE_QUEUE_BYTES_MAX) {
       log('%s invoke: BUSY (%d requests, %d bytes waiting)', this.me, this.waiting.length, this.waitingBytes);
       return busy;
     }

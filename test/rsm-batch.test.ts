@@ -4,11 +4,21 @@
  * own log write of a batch runs (its backups hold the batch) synchronises its view again on
  * restart instead of giving those viewstamps to other requests; malformed, oversized and
  * out-of-place batches from the network are refused with a status and never crash a replica or
- * damage its log.
+ * damage its log; the waiting queue and the batches keep their bounds.
  */
 import t from 'tap';
 import { codecs, procedure, RpcEndpoint } from '../lib/rpc.js';
-import { BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, RsmStatus, rsmProtocol, type BatchEntry, type Viewstamp } from '../rsm/protocol.js';
+import { invokeQueueRequestsMax } from '../rsm/node.js';
+import {
+  BATCH_BYTES_MAX,
+  BATCH_REQUESTS_MAX,
+  RsmClientStatus,
+  RsmStatus,
+  rsmClientProtocol,
+  rsmProtocol,
+  type BatchEntry,
+  type Viewstamp,
+} from '../rsm/protocol.js';
 import { kvClient, kvCluster, settle, settledOn, stateDigests, valueAt } from './helpers/rsm.js';
 
 t.test('requests arriving while a round is in flight are stamped together, each executed once, every client in order', async (t) => {
@@ -131,4 +141,41 @@ t.test('malformed, oversized and out-of-place batches are refused with a status;
   t.equal(cluster.fatalErrors.length, 0, 'no replica failed');
   t.same(checker.violations, []);
   await rpc.close();
+});
+
+t.test('the waiting queue is bounded (BUSY beyond it) and batches hold at most BATCH_REQUESTS_MAX requests', async (t) => {
+  // Backups whose fsync takes 200 ms keep the first round in flight while 750 requests arrive.
+  // The queue holds half the endpoint's handlers (500 of 1,000 by default), the rest stays free
+  // for heartbeats, Paxos and replica traffic.
+  const slowBackups = (id: string): number => (id === '3772' ? 1 : 200);
+  const { cluster, ids, checker } = await kvCluster('rsm-batch-queue-bound', 3, { storageSyncMs: slowBackups });
+  const sizes: number[] = [];
+  cluster.node(ids[0]!)!.onBatchStamped((event) => sizes.push(event.size));
+  const bound = invokeQueueRequestsMax(cluster.slot(ids[0]!).rpc!.options.maxConcurrentHandlers);
+  t.equal(bound, 500, 'half of the default 1,000 handlers');
+  const senders = Array.from({ length: 5 }, (_, i) => {
+    const owner = `flood${i + 1}`;
+    return new RpcEndpoint(cluster.network.forOwner(owner).connect(), cluster.world.clockFor(owner), cluster.world.random.fork());
+  });
+  // Requests the kv service refuses (BAD_REQUEST) leave its state small; the RSM replicates them all the same.
+  const calls = senders.flatMap((rpc) =>
+    Array.from({ length: 150 }, () => rpc.call(ids[0]!, rsmClientProtocol.invoke, { procno: 999, req: new Uint8Array(0) }, { timeoutMs: 120_000 })),
+  );
+  const replies = await settle(cluster, Promise.all(calls), 120_000);
+  const statuses = new Map<string, number>();
+  for (const reply of replies) {
+    const key = reply.ok ? String(reply.status) : reply.error.code;
+    statuses.set(key, (statuses.get(key) ?? 0) + 1);
+  }
+  const ok = statuses.get(String(RsmClientStatus.OK)) ?? 0;
+  const busy = statuses.get(String(RsmClientStatus.BUSY)) ?? 0;
+  t.equal(ok + busy, 750, `every request answered OK or BUSY (${JSON.stringify([...statuses])})`);
+  t.ok(busy > 0, `${busy} answered BUSY beyond the queue bound`);
+  t.ok(ok >= bound && ok < 750, `${ok} admitted: the queue filled to its bound of ${bound}`);
+  t.equal(Math.max(...sizes), BATCH_REQUESTS_MAX, `the largest batch holds ${BATCH_REQUESTS_MAX} requests`);
+  t.equal(sizes.reduce((a, b) => a + b, 0), ok, 'every admitted request stamped once');
+  t.ok(await settledOn(cluster, ids), cluster.describe());
+  t.equal(new Set(stateDigests(cluster).values()).size, 1, 'one state');
+  t.same(checker.violations, []);
+  for (const rpc of senders) await rpc.close();
 });
