@@ -80,7 +80,7 @@ export interface RsmTiming extends ConfigTiming {
   joinTimeoutMs: number;
   /** Wait before retrying a view synchronisation that failed without a view change. */
   syncRetryMs: number;
-  /** Deadline of one internal invoke (primary → backup). Keep it well below the client's call timeout. */
+  /** Deadline of one internal invokebatch (primary → backup). Keep it well below the client's call timeout. */
   invokeTimeoutMs: number;
   /** Deadline of one transferreq or transferdonereq (the lab: 1 s). */
   transferTimeoutMs: number;
