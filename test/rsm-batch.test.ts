@@ -125,6 +125,9 @@ t.test('malformed, oversized and out-of-place batches are refused with a status;
     ['a batch sent to the primary', p0, run(cluster.node(p0)!.lastExecuted, 1), RsmStatus.ERR],
   ];
   for (const [what, to, entries, want] of cases) t.equal(await statusOf(to, entries), want, `${what} → ${want}`);
+  // The lab's one-request invoke goes through the same rule (a batch of one).
+  const labInvoke = await settle(cluster, rpc.call(p1, rsmProtocol.invoke, { proc: 1, vs: { vid: expected.vid, seqno: expected.seqno + 1 }, timeMs: 1, req: new Uint8Array(0) }, { timeoutMs: 2000 }));
+  t.equal(labInvoke.ok ? labInvoke.status : labInvoke.error.code, RsmStatus.ERR, 'a lab invoke with a gap → ERR');
   // Bytes that do not decode as a batch at all.
   const garbage = procedure(rsmProtocol.invokebatch.id, 'garbage', codecs.u32, codecs.i32);
   const bad = await settle(cluster, rpc.call(p1, garbage, 7, { timeoutMs: 2000 }));
