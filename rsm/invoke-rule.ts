@@ -1,10 +1,10 @@
 /**
  * The viewstamp rules of the RSM as pure functions, so they can be tested alone (property tests in
- * test/rsm-viewstamp.test.ts): the backup's accept rule for an internal invoke, and the next
- * expected viewstamp after a view is synchronised.
+ * test/rsm-viewstamp.test.ts): the backup's accept rule for an internal invoke and for a batch,
+ * the shape a batch must have, and the next expected viewstamp after a view is synchronised.
  */
 import { assert } from '../lib/assert.js';
-import { compareViewstamp, describeViewstamp, type Viewstamp } from './protocol.js';
+import { BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, compareViewstamp, describeViewstamp, type Viewstamp } from './protocol.js';
 
 /** What a replica knows when an internal invoke arrives. */
 export interface InvokePosition {
@@ -44,6 +44,56 @@ export function classifyInvoke(position: InvokePosition, vs: Viewstamp): InvokeD
   if (order > 0) return reject(`gap: expected ${describeViewstamp(expected)}, got ${describeViewstamp(vs)}`);
   if (compareViewstamp(vs, last) === 0 && last.vid === expected.vid) return { action: 'duplicate' };
   return reject(`old: expected ${describeViewstamp(expected)}, last ${describeViewstamp(last)}, got ${describeViewstamp(vs)}`);
+}
+
+/**
+ * The backup's accept rule for a batch of consecutive viewstamps first..last (batchProblem has
+ * checked its shape). The rule of one request, applied to the batch as a unit, since a replica
+ * logs and executes a batch whole:
+ * - first is the expected viewstamp: execute the batch;
+ * - last is the viewstamp executed last, in this view: the batch was executed here already (the
+ *   primary resends a batch whose acknowledgement it did not get); acknowledge it again. A
+ *   viewstamp is stamped once, into one batch, so a batch ending at our last is that batch;
+ * - anything else (a gap before first, a batch older than our last, a batch that overlaps our last
+ *   without ending there, another view, a view change, the primary): reject.
+ */
+export function classifyBatch(position: InvokePosition, first: Viewstamp, last: Viewstamp): InvokeDecision {
+  const head = classifyInvoke(position, first);
+  if (head.action === 'execute') return head;
+  if (compareViewstamp(first, last) === 0 || !isWellFormed(first) || first.seqno === 0) return head;
+  const tail = classifyInvoke(position, last);
+  if (tail.action === 'duplicate') return tail;
+  // Never acknowledge a batch that starts at our last but goes on: we lack the rest.
+  if (head.action !== 'reject') return reject(`overlap: last ${describeViewstamp(position.last)}, got ${describeViewstamp(first)}..${last.seqno}`);
+  return head;
+}
+
+/** The fields of a batch entry that batchProblem checks. */
+export interface BatchShape {
+  readonly vs: Viewstamp;
+  readonly req: Uint8Array;
+}
+
+/**
+ * Why a batch from the network is malformed, or undefined when it is well formed: at least one
+ * entry and at most BATCH_REQUESTS_MAX; at most BATCH_BYTES_MAX of requests unless it holds one
+ * request; well-formed viewstamps of one view with consecutive seqnos from ≥ 1.
+ */
+export function batchProblem(entries: readonly BatchShape[]): string | undefined {
+  if (entries.length === 0) return 'empty batch';
+  if (entries.length > BATCH_REQUESTS_MAX) return `batch of ${entries.length} requests (at most ${BATCH_REQUESTS_MAX})`;
+  let bytes = 0;
+  for (const entry of entries) bytes += entry.req.length;
+  if (entries.length > 1 && bytes > BATCH_BYTES_MAX) return `batch of ${bytes} request bytes (at most ${BATCH_BYTES_MAX} unless one request)`;
+  const first = entries[0]!.vs;
+  if (!isWellFormed(first) || first.seqno === 0) return `malformed viewstamp ${describeViewstamp(first)}`;
+  for (let i = 1; i < entries.length; i++) {
+    const vs = entries[i]!.vs;
+    if (!isWellFormed(vs) || vs.vid !== first.vid || vs.seqno !== first.seqno + i) {
+      return `entry ${i} is ${describeViewstamp(vs)}, not ${describeViewstamp({ vid: first.vid, seqno: first.seqno + i })}`;
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -3,14 +3,17 @@
  *
  * - membership: view commits from config and the primary of each view, `members` for clients,
  *   joins of nodes outside the view (`joinreq`);
- * - the request path: on the primary, client `invoke` serialised by a SerialQueue, stamped with
- *   the next viewstamp, sent to every backup (internal `invoke`), executed after all acknowledge;
- *   on a backup, the accept rule (rsm/invoke-rule.ts) and execution;
+ * - the request path: on the primary, client invokes wait in a bounded queue while a replication
+ *   round is in flight; each round stamps every waiting request (up to the batch bounds) with
+ *   consecutive viewstamps, logs the batch in one synced write while sending it to every backup
+ *   in one `invokebatch` each (group commit), and executes and answers it after its own write and
+ *   every backup's acknowledgement; on a backup, the accept rule (rsm/invoke-rule.ts) and
+ *   execution, one batch at a time;
  * - recovery after each view change: the primary collects the newest state among the view's
  *   members, then every backup pulls it (`transferreq`) and says so (`transferdonereq`); only then
  *   does the view serve requests;
- * - durability: an operation log of stamped requests (each entry written with sync before the
- *   primary sends it or a backup acknowledges it) and a checkpoint of the state written now and
+ * - durability: an operation log of stamped requests (each batch written with sync before a
+ *   backup acknowledges it or the primary answers its clients) and a checkpoint of the state written now and
  *   then off the request path; a restarted replica replays checkpoint + log and resumes where it
  *   was;
  * - the test-control hooks (breakpoints 1 and 2, `partition1()`).
@@ -31,9 +34,11 @@ import { SerialQueue } from '../lib/serial-queue.js';
 import { Config, defaultConfigTiming, type ConfigTiming } from '../paxos/config.js';
 import type { PaxosLogSink } from '../paxos/log-sink.js';
 import { historyProblem, isValidNodeId, type HistoryEntry } from '../paxos/view.js';
-import { classifyInvoke, nextExpected, successor } from './invoke-rule.js';
+import { batchProblem, classifyBatch, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker, joinCandidates } from './membership.js';
 import {
+  BATCH_BYTES_MAX,
+  BATCH_REQUESTS_MAX,
   RsmClientStatus,
   RsmStatus,
   RsmTestStatus,
@@ -44,6 +49,7 @@ import {
   rsmClientProtocol,
   rsmProtocol,
   rsmTestProtocol,
+  type BatchEntry,
   type JoinRes,
   type StatusRes,
   type TransferRes,
@@ -74,7 +80,7 @@ export interface RsmTiming extends ConfigTiming {
   joinTimeoutMs: number;
   /** Wait before retrying a view synchronisation that failed without a view change. */
   syncRetryMs: number;
-  /** Deadline of one internal invoke (primary → backup). Keep it well below the client's call timeout. */
+  /** Deadline of one internal invokebatch (primary → backup). Keep it well below the client's call timeout. */
   invokeTimeoutMs: number;
   /** Deadline of one transferreq or transferdonereq (the lab: 1 s). */
   transferTimeoutMs: number;
@@ -165,14 +171,60 @@ class Wakeup {
 }
 
 /**
- * A stamped request some backup has not acknowledged yet. Normally the primary has not executed
- * it either; a primary that resumed its view after a restart replayed it from its log
- * (`executedHere`) and only sends it again.
+ * The batch the primary stamped last, while some backup has not acknowledged it (or its own log
+ * write is still running): consecutive viewstamps of one view, not executed here yet. It is the
+ * unit of replication: logged in one write, sent in one invokebatch, executed whole.
  */
-interface PendingRequest extends LogEntry {
+interface PendingBatch {
+  readonly entries: readonly LogEntry[];
   /** Backups that acknowledged it. */
   readonly acked: Set<string>;
-  readonly executedHere: boolean;
+  /** The clients waiting for its replies; empty once they were answered BUSY (a failed round). */
+  waiters: WaitingRequest[];
+}
+
+/** A client invoke waiting on the primary for the next batch (or in the batch being replicated). */
+interface WaitingRequest {
+  readonly proc: number;
+  readonly request: Uint8Array;
+  readonly answer: (reply: HandlerReply<Uint8Array>) => void;
+}
+
+/** A batch the primary stamped (for statistics: the simulator counts batch sizes). */
+export interface RsmBatchEvent {
+  readonly first: Viewstamp;
+  /** Requests in it (≤ BATCH_REQUESTS_MAX). */
+  readonly size: number;
+  /** Their request bytes. */
+  readonly bytes: number;
+}
+
+/**
+ * Client invokes waiting on the primary, at most (beyond either bound: BUSY, and the client backs
+ * off). Memory stays bounded while the backups or the disk are slow. Each waiting invoke is a
+ * running RPC handler, and the endpoint refuses every request (heartbeats, Paxos, replica traffic
+ * included) beyond its maxConcurrentHandlers, so the requests bound is also at most half of
+ * those (500 by default): the other half stays free for the protocol.
+ */
+export const INVOKE_QUEUE_REQUESTS_MAX = 4096;
+export const INVOKE_QUEUE_BYTES_MAX = 32 * 1024 * 1024;
+
+/** The waiting queue's request bound for an endpoint (see INVOKE_QUEUE_REQUESTS_MAX). */
+export function invokeQueueRequestsMax(maxConcurrentHandlers: number): number {
+  return Math.max(1, Math.min(INVOKE_QUEUE_REQUESTS_MAX, Math.floor(maxConcurrentHandlers / 2)));
+}
+
+function firstOf(batch: PendingBatch): Viewstamp {
+  return batch.entries[0]!.vs;
+}
+
+function lastOf(batch: PendingBatch): Viewstamp {
+  return batch.entries[batch.entries.length - 1]!.vs;
+}
+
+function describeBatch(batch: PendingBatch): string {
+  const first = firstOf(batch);
+  return batch.entries.length === 1 ? describeViewstamp(first) : `${describeViewstamp(first)}..${lastOf(batch).seqno}`;
 }
 
 /** A log entry this replica holds durably (or is writing), since its last checkpoint. */
@@ -248,11 +300,22 @@ export class RsmNode {
   /** Wakes the primary's synchronisation when a backup reports transferdonereq. */
   private readonly syncProgress = new Wakeup();
   private readonly stopController = new AbortController();
-  /** Serialises client invokes on the primary (the lab's invoke_mutex). */
+  /**
+   * Serialises the primary's replication rounds (the lab's invoke_mutex, now per batch), and with
+   * them the primary's transferreq answers and a view change's drain.
+   */
   private readonly invokeQueue = new SerialQueue();
-  /** The primary's stamped but not yet executed request (at most one; see clientInvoke). */
-  private pending: PendingRequest | undefined;
-  /** Resends the pending request when no client request comes to do it (retryPending). */
+  /** Client invokes waiting for the next round, in arrival order (bounded: INVOKE_QUEUE_*_MAX). */
+  private waiting: WaitingRequest[] = [];
+  /** Request bytes in `waiting`. */
+  private waitingBytes = 0;
+  /** The bound on `waiting.length` (invokeQueueRequestsMax of our endpoint). */
+  private readonly waitingRequestsMax: number;
+  /** A round is queued in invokeQueue and has not started yet (so a new arrival need not queue one). */
+  private roundQueued = false;
+  /** The primary's stamped but not yet executed batch (at most one; see serveRound). */
+  private pending: PendingBatch | undefined;
+  /** Runs a round that resends the pending batch when no client request comes to do it. */
   private pendingRetry: Timer | undefined;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
   private lastRequest: LogEntry | undefined;
@@ -277,6 +340,13 @@ export class RsmNode {
   /** Backups of vidInsync that sent transferdonereq. */
   private syncedBackups = new Set<string>();
   /**
+   * Backups that pulled from this incarnation during the current synchronisation (insync), with
+   * our last when we answered them. A transferdonereq counts only from one of them at our last: a
+   * backup may report a transfer it got from our previous incarnation in the same view (we
+   * crashed and re-synchronise the view), whose state can be older than ours now.
+   */
+  private pulledBy = new Map<string, Viewstamp>();
+  /**
    * Set at start when this replica restarts inside the view it had finished synchronising: it
    * resumes that view from its durable record, without synchronising again (see syncView).
    */
@@ -291,6 +361,7 @@ export class RsmNode {
   private readonly primaryListeners = new Listeners<boolean>();
   private readonly executedListeners = new Listeners<RsmExecutedEvent>();
   private readonly installedListeners = new Listeners<RsmStateInstalledEvent>();
+  private readonly batchListeners = new Listeners<RsmBatchEvent>();
 
   protected constructor(options: RsmNodeOptions, config: Config) {
     assert(isValidNodeId(options.master), `bad master id ${JSON.stringify(options.master)}`);
@@ -306,6 +377,7 @@ export class RsmNode {
     this.onFatal = options.onFatal ?? ((error) => queueMicrotask(() => { throw error; }));
     this.timing = { ...defaultRsmTiming, ...options.timing };
     this.primaryId = options.master;
+    this.waitingRequestsMax = invokeQueueRequestsMax(this.rpc.options.maxConcurrentHandlers);
   }
 
   /** Restores the node (Paxos state from storage) and registers its handlers; `start()` runs it. */
@@ -392,12 +464,14 @@ export class RsmNode {
   }
 
   /**
-   * Appends a stamped request to the log, with sync. The primary writes it before sending it to
-   * any backup; a backup before acknowledging it. The promise settles when it is durable.
+   * Appends a batch of stamped requests to the log: one storage write, with sync, so one fsync per
+   * batch. The primary starts it together with the sends to its backups; a backup writes before it
+   * acknowledges. The promise settles when it is durable.
    */
-  private appendLog(entry: LogEntry): Promise<void> {
-    this.noteLogged(entry);
-    const written = this.enqueueWrite([{ type: 'put', key: logKey(entry.vs), value: encodeLogEntry(entry) }], true);
+  private appendLog(entries: readonly LogEntry[]): Promise<void> {
+    for (const entry of entries) this.noteLogged(entry);
+    const ops: StorageOp[] = entries.map((entry) => ({ type: 'put', key: logKey(entry.vs), value: encodeLogEntry(entry) }));
+    const written = this.enqueueWrite(ops, true);
     this.maybeScheduleCheckpoint();
     return written;
   }
@@ -546,6 +620,11 @@ export class RsmNode {
     return this.installedListeners.add(listener);
   }
 
+  /** This primary stamped a batch (before it is logged or sent). */
+  onBatchStamped(listener: (event: RsmBatchEvent) => void): () => void {
+    return this.batchListeners.add(listener);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Lifecycle.
 
@@ -571,6 +650,7 @@ export class RsmNode {
     this.config.stop();
     this.stopController.abort(new Error('rsm node stopped'));
     this.pendingRetry?.cancel();
+    this.answerWaiting({ status: RsmClientStatus.BUSY, result: EMPTY });
     this.viewCommitted.notify();
     this.syncProgress.notify();
     this.primaryMaybeChanged();
@@ -631,8 +711,7 @@ export class RsmNode {
         if (!(await this.pause(this.timing.syncRetryMs))) return;
         continue;
       }
-      // A primary resuming after a restart continues after the request it had stamped last.
-      this.myvs = this.pending !== undefined ? successor(this.pending.vs) : nextExpected(vid, this.lastMyvs);
+      this.myvs = nextExpected(vid, this.lastMyvs);
       this.syncedVid = vid;
       this.persistSynced();
       this.inViewChange = false;
@@ -652,22 +731,24 @@ export class RsmNode {
   protected async syncView(vid: number): Promise<boolean> {
     if (vid === this.resumeVid) {
       this.resumeVid = 0;
-      assert(this.pending === undefined, 'resuming with a pending request');
+      assert(this.pending === undefined, 'resuming with a pending batch');
+      if (this.primaryId !== this.me) {
+        log('%s sync: resuming view %d after a restart (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
+        return true;
+      }
       // A primary back from a restart first asks its view's members whether the cluster moved on
       // while it was down; if so it catches up and synchronises the newer view instead.
-      if (this.primaryId === this.me && (await this.config.learnNewerView(this.timing.transferTimeoutMs))) {
+      if (await this.config.learnNewerView(this.timing.transferTimeoutMs)) {
         log('%s sync: not resuming view %d as primary: a newer view exists', this.me, vid);
         return false;
       }
       if (this.viewGone(vid)) return false;
-      // A primary resuming its view replayed the last request it stamped from its log, but some
-      // backup may lack it: send it again (as pending) before stamping another one.
-      const last = this.lastRequest;
-      if (this.primaryId === this.me && last !== undefined && last.vs.vid === vid && compareViewstamp(last.vs, this.lastMyvs) === 0) {
-        this.pending = { ...last, acked: new Set(), executedHere: true };
-      }
-      log('%s sync: resuming view %d after a restart (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
-      return true;
+      // It does not simply resume: its last batch was logged in parallel with the sends (group
+      // commit), so a backup may hold a batch that its own log lost in the crash, and stamping
+      // on from its own last would give those viewstamps to other requests. It synchronises the
+      // view again instead (below): the newest state among the members wins, and its ready
+      // backups re-synchronise when its transferreq reaches them.
+      log('%s sync: primary of view %d after a restart (last %s): synchronising it again', this.me, vid, describeViewstamp(this.lastMyvs));
     }
     this.resumeVid = 0;
     // No client request may be mid-flight while state moves; later ones see the view change and
@@ -676,13 +757,12 @@ export class RsmNode {
     // synchronisation then settles it (the newest state among the members wins).
     await this.invokeQueue.drain();
     if (this.viewGone(vid)) return false;
-    if (this.pending !== undefined && !this.pending.executedHere) {
-      log('%s sync: executing the pending request %s from my log', this.me, describeViewstamp(this.pending.vs));
+    if (this.pending !== undefined) {
+      log('%s sync: executing the pending batch %s from my log', this.me, describeBatch(this.pending));
       // Reported as a backup's execution: no client saw it acknowledged, and the view change may
       // still replace it (a checker counts only a primary's executions as committed).
       this.executePending('backup');
     }
-    this.pending = undefined;
     return this.primaryId === this.me ? this.syncWithBackups(vid) : this.syncWithPrimary(vid);
   }
 
@@ -693,7 +773,7 @@ export class RsmNode {
 
   /**
    * The primary's synchronisation of view `vid` (the lab's sync_with_backups, extended):
-   * 1. (syncView) The invoke queue is drained and the pending request of the old view forgotten.
+   * 1. (syncView) The invoke queue is drained and the pending batch of the old view executed here.
    * 2. Ask every backup for its last viewstamp (transferreq to the backup), and adopt the state of
    *    the newest one if it is newer than ours. A restarted primary has lost its state, and a
    *    backup may have executed a request the old primary never executed; every request a client
@@ -716,6 +796,7 @@ export class RsmNode {
     }
 
     this.syncedBackups = new Set();
+    this.pulledBy = new Map();
     this.insync = true;
     try {
       while (!backups.every((backup) => this.syncedBackups.has(backup))) {
@@ -773,8 +854,10 @@ export class RsmNode {
           if (this.viewGone(vid)) return undefined;
           if (reply.ok && reply.status === RsmStatus.OK) {
             const { last, state } = reply.result;
-            if (last.vid >= vid) {
-              // Nobody executes in a view before its synchronisation ends: a broken or forged reply.
+            // Nobody executes in a view before its synchronisation ends, so a last in this view
+            // (or later) is a broken or forged reply; unless this primary synchronises again a
+            // view it had served before a restart (syncView).
+            if (last.vid > vid || (last.vid === vid && this.syncedVid !== vid)) {
               log('%s sync: ignoring (%s claims last %s in view %d)', this.me, backup, describeViewstamp(last), vid);
               return { from: backup, last: VIEWSTAMP_ZERO, state: EMPTY };
             }
@@ -794,10 +877,36 @@ export class RsmNode {
   /**
    * A backup's synchronisation of view `vid` (the lab's sync_with_primary): transferreq to the
    * primary until it answers OK, installing its state when its last viewstamp differs from ours;
-   * then transferdonereq until OK. Gives up when a newer view is committed.
+   * then transferdonereq until OK. A BUSY to transferdonereq means the primary does not count our
+   * pull (it came from its previous incarnation, which crashed, or it is collecting again): pull
+   * again. Gives up when a newer view is committed.
    */
   private async syncWithPrimary(vid: number): Promise<boolean> {
     const primary = this.primaryId;
+    for (;;) {
+      if (!(await this.pullFromPrimary(primary, vid))) return false;
+      for (;;) {
+        if (this.viewGone(vid)) return false;
+        const reply = await this.rpc.call(
+          this.addressOf(primary),
+          rsmProtocol.transferdonereq,
+          { m: this.me, vid },
+          { timeoutMs: this.timing.transferTimeoutMs },
+        );
+        if (this.viewGone(vid)) return false;
+        if (reply.ok && reply.status === RsmStatus.OK) {
+          log('%s sync: view %d, %s has our transfer done', this.me, vid, primary);
+          return true;
+        }
+        log('%s sync: transferdonereq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
+        if (!(await this.pause(this.timing.transferRetryMs))) return false;
+        if (reply.ok) break; // BUSY: pull again
+      }
+    }
+  }
+
+  /** transferreq to the primary until it answers OK and its state is ours (durably); false if the view is gone. */
+  private async pullFromPrimary(primary: string, vid: number): Promise<boolean> {
     for (;;) {
       if (this.viewGone(vid)) return false;
       const last = this.lastMyvs;
@@ -810,27 +919,11 @@ export class RsmNode {
       if (this.viewGone(vid)) return false;
       if (reply.ok && reply.status === RsmStatus.OK && this.acceptTransfer(primary, vid, last, reply.result)) {
         await this.durable; // the primary learns we have its state only once it is durable here
-        break;
+        return !this.viewGone(vid);
       }
       if (!reply.ok || reply.status !== RsmStatus.OK) {
         log('%s sync: transferreq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
       }
-      if (!(await this.pause(this.timing.transferRetryMs))) return false;
-    }
-    for (;;) {
-      if (this.viewGone(vid)) return false;
-      const reply = await this.rpc.call(
-        this.addressOf(primary),
-        rsmProtocol.transferdonereq,
-        { m: this.me, vid },
-        { timeoutMs: this.timing.transferTimeoutMs },
-      );
-      if (this.viewGone(vid)) return false;
-      if (reply.ok && reply.status === RsmStatus.OK) {
-        log('%s sync: view %d, %s has our transfer done', this.me, vid, primary);
-        return true;
-      }
-      log('%s sync: transferdonereq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
       if (!(await this.pause(this.timing.transferRetryMs))) return false;
     }
   }
@@ -945,91 +1038,167 @@ export class RsmNode {
 
   protected registerHandlers(): void {
     this.rpc.handle(rsmClientProtocol.members, () => ({ status: RsmClientStatus.OK, result: this.membersWithPrimary() }));
-    this.rpc.handle(rsmClientProtocol.invoke, (args) => this.invokeQueue.run(() => this.clientInvoke(args.procno, args.req)));
-    this.rpc.handle(rsmProtocol.invoke, (args) => this.onInvoke(args.proc, args.vs, args.timeMs, args.req));
+    this.rpc.handle(rsmClientProtocol.invoke, (args) => this.clientInvoke(args.procno, args.req));
+    // The lab's one-request invoke is a batch of one.
+    this.rpc.handle(rsmProtocol.invoke, (args) => this.onInvokeBatch([{ vs: args.vs, timeMs: args.timeMs, proc: args.proc, req: args.req }]));
+    this.rpc.handle(rsmProtocol.invokebatch, (args) => this.onInvokeBatch(args.entries));
     this.rpc.handle(rsmProtocol.transferreq, (args) => this.onTransferReq(args.src, args.last, args.vid));
     this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.onTransferDoneReq(args.m, args.vid));
     this.rpc.handle(rsmProtocol.joinreq, (args) => this.onJoinReq(args.src));
   }
 
   /**
-   * Client invoke on the primary (runs inside the invoke queue, one at a time):
-   * 1. BUSY in a view change; NOTPRIMARY unless primary.
-   * 2. If a request stamped earlier in this view is still pending (some backup did not
-   *    acknowledge it), resend it to the backups that did not and execute it here once all have;
-   *    if that fails again, BUSY. The primary never stamps a request before the previous one was
-   *    executed everywhere, so replicas never diverge inside a view.
-   * 3. Stamp the request with myvs and our clock, advance myvs, and append it to the log (sync).
-   * 4. Send it to every backup of the view in parallel; right after the first answer, pass
-   *    partition1() and breakpoint1() (LAB.md §4.6).
-   * 5. If any backup failed: BUSY, without executing here (the request stays pending, step 2).
-   * 6. Execute it here, record lastMyvs, reply OK with the service's status and reply (it is
-   *    durable on every member already).
+   * Client invoke on the primary: BUSY in a view change, NOTPRIMARY unless primary, BUSY when the
+   * waiting queue is full; otherwise the request waits for the next replication round (serveRound),
+   * which answers it.
    */
-  private async clientInvoke(proc: number, request: Uint8Array): Promise<HandlerReply<Uint8Array>> {
+  private clientInvoke(proc: number, request: Uint8Array): HandlerReply<Uint8Array> | Promise<HandlerReply<Uint8Array>> {
     const busy = { status: RsmClientStatus.BUSY, result: EMPTY };
     if (this.stopped || this.inViewChange) return busy;
     if (this.primaryId !== this.me) return { status: RsmClientStatus.NOTPRIMARY, result: EMPTY };
-    const vid = this.vidCommitted;
-    assert(this.myvs.vid === vid, `primary of view ${vid} stamping in view ${this.myvs.vid}`);
-    if (this.pending !== undefined) {
-      assert(this.pending.vs.vid === vid, 'a pending request of an older view survived its view change');
-      if (!(await this.replicate(this.pending, false))) {
-        this.schedulePendingRetry();
-        return busy;
-      }
-      // Its client was answered BUSY and will retry; the service recognises the retry.
-      this.executePending();
-    }
-    const vs = this.myvs;
-    this.myvs = successor(vs);
-    const pending: PendingRequest = { vs, timeMs: this.stampTime(), proc, request: request.slice(), acked: new Set(), executedHere: false };
-    this.pending = pending;
-    // The stamp is durable in our log before any backup sees it: a primary that restarts inside
-    // this view replays it and never gives this viewstamp to another request.
-    await this.appendLog(pending);
-    if (this.stopped || this.pending !== pending) return busy;
-    if (!(await this.replicate(pending, true))) {
-      this.schedulePendingRetry();
+    if (this.waiting.length >= this.waitingRequestsMax || this.waitingBytes + request.length > INVOKE_QUEUE_BYTES_MAX) {
+      log('%s invoke: BUSY (%d requests, %d bytes waiting)', this.me, this.waiting.length, this.waitingBytes);
       return busy;
     }
-    // Every backup executed it. Even if a view change began meanwhile (its synchronisation waits
-    // for this queue), executing here keeps us equal to them.
-    // It is durable on every member (our log entry, and each backup's): the reply may go.
-    const result = this.executePending();
-    if (this.stopped || result === undefined) return busy;
-    return { status: RsmClientStatus.OK, result: encodeInvokeReply(result) };
+    return new Promise((answer) => {
+      this.waiting.push({ proc, request: request.slice(), answer });
+      this.waitingBytes += request.length;
+      this.queueRound();
+    });
+  }
+
+  /** Queues a replication round unless one is queued and not started yet (it will see the new arrivals). */
+  private queueRound(): void {
+    if (this.roundQueued || this.stopped) return;
+    this.roundQueued = true;
+    this.invokeQueue
+      .run(async () => {
+        this.roundQueued = false;
+        try {
+          await this.serveRound();
+        } finally {
+          // Requests beyond the batch bounds, or that arrived while this round ran, get the next one.
+          if (this.waiting.length > 0) this.queueRound();
+        }
+      })
+      .catch((error: unknown) => this.fatal(error));
+  }
+
+  /** Answers every waiting client invoke with `reply` (a view change, a failed round, a stop). */
+  private answerWaiting(reply: HandlerReply<Uint8Array>): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    this.waitingBytes = 0;
+    for (const request of waiting) request.answer(reply);
   }
 
   /**
-   * A pending request is completed by the next client request; if none comes, by this timer, so
-   * every stamped request ends up executed everywhere (or dropped by a view change) and replicas
-   * do not stay one request apart.
+   * One replication round on the primary (inside the invoke queue, one at a time):
+   * 1. BUSY to every waiting request in a view change; NOTPRIMARY unless primary.
+   * 2. If a batch stamped earlier in this view is still pending (some backup did not acknowledge
+   *    it), resend it to the backups that did not and execute it here once all have; if that
+   *    fails again, BUSY to every waiting request. The primary never stamps a batch before the
+   *    previous one was executed everywhere, so replicas never diverge inside a view.
+   * 3. Form a batch of the waiting requests, in arrival order (at most BATCH_REQUESTS_MAX, and
+   *    BATCH_BYTES_MAX of requests unless it is one request), stamp them with consecutive
+   *    viewstamps from myvs and our clock, advance myvs.
+   * 4. Group commit: start appending the batch to our log (one write, sync) and sending it to
+   *    every backup of the view (one invokebatch each) at once; right after the first backup's
+   *    answer, pass partition1() and breakpoint1() (LAB.md §4.6). Wait for both.
+   * 5. If any backup failed: BUSY to the batch's clients, without executing here (the batch stays
+   *    pending, step 2).
+   * 6. Every member holds the batch durably (our log and each backup's): execute it here in
+   *    viewstamp order and answer each of its clients OK with the service's status and reply.
+   */
+  private async serveRound(): Promise<void> {
+    const busy = { status: RsmClientStatus.BUSY, result: EMPTY };
+    if (this.stopped || this.inViewChange) return this.answerWaiting(busy);
+    if (this.primaryId !== this.me) return this.answerWaiting({ status: RsmClientStatus.NOTPRIMARY, result: EMPTY });
+    const vid = this.vidCommitted;
+    assert(this.myvs.vid === vid, `primary of view ${vid} stamping in view ${this.myvs.vid}`);
+    if (this.pending !== undefined) {
+      assert(firstOf(this.pending).vid === vid, 'a pending batch of an older view survived its view change');
+      if (!(await this.replicate(this.pending, false))) {
+        this.schedulePendingRetry();
+        return this.answerWaiting(busy);
+      }
+      // Its clients were answered BUSY and will retry; the service recognises the retries.
+      this.executePending();
+      if (this.stopped || this.inViewChange || this.vidCommitted !== vid) return this.answerWaiting(busy);
+    }
+    if (this.waiting.length === 0) return;
+
+    const batch = this.stampBatch();
+    this.pending = batch;
+    // Group commit: our fsync runs while the backups do theirs. Nothing is answered before both
+    // are done, so no client sees OK for a request some member could lose in a crash. A backup
+    // may hold the batch before our log does; a primary restarted inside its view therefore
+    // synchronises it again rather than stamping on from its own log (syncView).
+    const written = this.appendLog(batch.entries).then(
+      () => true,
+      () => false, // fatal already (enqueueWrite)
+    );
+    const [durableHere, replicated] = await Promise.all([written, this.replicate(batch, true)]);
+    if (this.stopped || this.pending !== batch || !durableHere) return this.answerBatch(batch, () => busy);
+    if (!replicated) {
+      this.schedulePendingRetry();
+      return this.answerBatch(batch, () => busy);
+    }
+    // Every backup executed it. Even if a view change began meanwhile (its synchronisation waits
+    // for this queue), executing here keeps us equal to them, and it is committed: the replies go.
+    const results = this.executePending();
+    this.answerBatch(batch, (i) => ({ status: RsmClientStatus.OK, result: encodeInvokeReply(results[i]!) }));
+  }
+
+  /** Takes the next batch off the waiting queue and stamps it (serveRound step 3). */
+  private stampBatch(): PendingBatch {
+    const waiters: WaitingRequest[] = [];
+    let bytes = 0;
+    for (const request of this.waiting) {
+      if (waiters.length >= BATCH_REQUESTS_MAX) break;
+      if (waiters.length > 0 && bytes + request.request.length > BATCH_BYTES_MAX) break;
+      waiters.push(request);
+      bytes += request.request.length;
+    }
+    this.waiting = this.waiting.slice(waiters.length);
+    this.waitingBytes -= bytes;
+    const timeMs = this.stampTime();
+    const entries: LogEntry[] = [];
+    for (const request of waiters) {
+      entries.push({ vs: this.myvs, timeMs, proc: request.proc, request: request.request });
+      this.myvs = successor(this.myvs);
+    }
+    const batch: PendingBatch = { entries, acked: new Set(), waiters };
+    this.batchListeners.emit({ first: firstOf(batch), size: entries.length, bytes }, (e) => this.fatal(e));
+    return batch;
+  }
+
+  /** Answers the clients of `batch` (once: a later round that completes it answers nobody). */
+  private answerBatch(batch: PendingBatch, replyOf: (index: number) => HandlerReply<Uint8Array>): void {
+    const waiters = batch.waiters;
+    batch.waiters = [];
+    waiters.forEach((request, i) => request.answer(replyOf(i)));
+  }
+
+  /**
+   * A pending batch is completed by the next round; if no client request comes to start one, this
+   * timer does, so every stamped batch ends up executed everywhere (or settled by a view change)
+   * and replicas do not stay one batch apart.
    */
   private schedulePendingRetry(): void {
     if (this.pendingRetry !== undefined || this.stopped || this.pending === undefined) return;
     this.pendingRetry = this.env.clock.setTimer(this.timing.syncRetryMs, () => {
       this.pendingRetry = undefined;
-      this.invokeQueue.run(() => this.retryPending()).catch((error: unknown) => this.fatal(error));
+      if (this.pending !== undefined) this.queueRound();
     });
   }
 
-  private async retryPending(): Promise<void> {
-    const pending = this.pending;
-    if (pending === undefined || this.stopped || this.inViewChange || this.primaryId !== this.me || pending.vs.vid !== this.vidCommitted) return;
-    if (!(await this.replicate(pending, false))) {
-      this.schedulePendingRetry();
-      return;
-    }
-    this.executePending();
-  }
-
   /**
-   * Sends the pending request to every backup of its view that has not acknowledged it, in
-   * parallel. Resolves whether all of them have now (and this node is still running).
+   * Sends the pending batch to every backup of its view that has not acknowledged it, in parallel,
+   * one invokebatch each. Resolves whether all of them have now (and this node is still running).
    */
-  private async replicate(pending: PendingRequest, firstTime: boolean): Promise<boolean> {
-    const backups = this.config.members(pending.vs.vid).filter((member) => member !== this.me && !pending.acked.has(member));
+  private async replicate(pending: PendingBatch, firstTime: boolean): Promise<boolean> {
+    const backups = this.config.members(firstOf(pending).vid).filter((member) => member !== this.me && !pending.acked.has(member));
     let hooksPassed = !firstTime;
     const passHooks = (): void => {
       if (hooksPassed) return;
@@ -1041,14 +1210,14 @@ export class RsmNode {
       passHooks();
       return !this.stopped;
     }
-    const args = { proc: pending.proc, vs: pending.vs, timeMs: pending.timeMs, req: pending.request };
+    const args = { entries: pending.entries.map(({ vs, timeMs, proc, request }) => ({ vs, timeMs, proc, req: request })) };
     const acks = await Promise.all(
       backups.map(async (backup) => {
-        const reply = await this.rpc.call(this.addressOf(backup), rsmProtocol.invoke, args, { timeoutMs: this.timing.invokeTimeoutMs });
+        const reply = await this.rpc.call(this.addressOf(backup), rsmProtocol.invokebatch, args, { timeoutMs: this.timing.invokeTimeoutMs });
         passHooks();
         const ok = reply.ok && reply.status === RsmStatus.OK;
         if (ok) pending.acked.add(backup);
-        else log('%s invoke %s to %s failed: %s', this.me, describeViewstamp(pending.vs), backup, reply.ok ? `status ${reply.status}` : reply.error.code);
+        else log('%s invokebatch %s to %s failed: %s', this.me, describeBatch(pending), backup, reply.ok ? `status ${reply.status}` : reply.error.code);
         return ok;
       }),
     );
@@ -1056,20 +1225,19 @@ export class RsmNode {
   }
 
   /**
-   * Executes the pending request here (every backup has, or a view change settles it); it becomes
-   * the last executed. Undefined for one replayed from the log at restart (already executed).
+   * Executes the pending batch here, in viewstamp order (every backup has it, or a view change
+   * settles it); its last request becomes the last executed. Resolves the results in batch order.
    */
-  private executePending(role: 'primary' | 'backup' = 'primary'): ExecuteResult | undefined {
+  private executePending(role: 'primary' | 'backup' = 'primary'): ExecuteResult[] {
     const pending = this.pending;
-    assert(pending !== undefined, 'executePending without a pending request');
+    assert(pending !== undefined, 'executePending without a pending batch');
     this.pending = undefined;
-    if (pending.executedHere) return undefined;
-    assert(compareViewstamp(pending.vs, nextExpected(pending.vs.vid, this.lastMyvs)) === 0, `primary executing ${describeViewstamp(pending.vs)} after ${describeViewstamp(this.lastMyvs)}`);
-    const { vs, timeMs, proc, request } = pending;
-    return this.execute({ vs, timeMs, proc, request }, role);
+    const first = firstOf(pending);
+    assert(compareViewstamp(first, nextExpected(first.vid, this.lastMyvs)) === 0, `primary executing ${describeBatch(pending)} after ${describeViewstamp(this.lastMyvs)}`);
+    return pending.entries.map((entry) => this.execute(entry, role));
   }
 
-  /** The primary's time for the request it stamps now: whole ms, never running backwards. */
+  /** The primary's time for the batch it stamps now: whole ms, never running backwards. */
   private stampTime(): number {
     const now = Math.max(0, Math.floor(this.env.clock.now()));
     this.lastStampMs = Math.max(this.lastStampMs, now);
@@ -1084,47 +1252,62 @@ export class RsmNode {
   }
 
   /**
-   * Internal invoke on a backup: the accept rule (classifyInvoke) decides. The expected viewstamp
-   * is executed and written durably, then breakpoint1() (a backup dies right after executing),
-   * then acknowledged. The request executed
-   * last is acknowledged again without executing it: the primary resends a request when an
-   * acknowledgement did not reach it (the RPC call timed out, so the at-most-once table may have
-   * forgotten it; or the reply window was evicted), and only this replica can tell it already ran.
-   * Since a viewstamp is assigned once per view (a primary writes each stamp durably before
-   * sending it, and a restarted primary carries on after it), a duplicate carries the same
-   * request; it is compared anyway, and a mismatch is ERR.
+   * invokebatch (and the lab's invoke, as a batch of one) on a backup. A malformed batch
+   * (batchProblem: empty, oversized, not consecutive viewstamps of one view) is ERR. Otherwise
+   * the accept rule (classifyBatch) decides:
+   * - execute: execute every entry in order, append the batch to the log in one write (sync),
+   *   then breakpoint1() (a backup dies right after executing), then acknowledge;
+   * - duplicate (the batch executed last, again): acknowledge it again without executing, once
+   *   it is durable here. The primary resends a batch when an acknowledgement did not reach it
+   *   (the RPC call timed out, so the at-most-once table may have forgotten it), and only this
+   *   replica can tell it already ran. A viewstamp is stamped once, into one batch, so the
+   *   duplicate carries the same requests; its last one is compared anyway, and a mismatch is ERR;
+   * - reject: ERR.
+   * Every decision and state change happens before the first await, so two deliveries of one
+   * batch cannot both execute it.
    */
-  private async onInvoke(proc: number, vs: Viewstamp, timeMs: number, request: Uint8Array): Promise<HandlerReply<number>> {
-    const decision = classifyInvoke(
+  private async onInvokeBatch(entries: readonly BatchEntry[]): Promise<HandlerReply<number>> {
+    const err = { status: RsmStatus.ERR, result: 0 };
+    const problem = batchProblem(entries);
+    if (problem !== undefined) {
+      log('%s invokebatch: ignoring a malformed batch (%s)', this.me, problem);
+      return err;
+    }
+    const first = entries[0]!;
+    const last = entries[entries.length - 1]!;
+    const span = entries.length === 1 ? describeViewstamp(first.vs) : `${describeViewstamp(first.vs)}..${last.vs.seqno}`;
+    const decision = classifyBatch(
       { inViewChange: this.inViewChange, isPrimary: this.primaryId === this.me, expected: this.myvs, last: this.lastMyvs },
-      vs,
+      first.vs,
+      last.vs,
     );
     switch (decision.action) {
       case 'reject':
-        log('%s invoke %s: ignoring (%s)', this.me, describeViewstamp(vs), decision.reason);
-        return { status: RsmStatus.ERR, result: 0 };
+        log('%s invokebatch %s: ignoring (%s)', this.me, span, decision.reason);
+        return err;
       case 'duplicate': {
         // Unknown after a state transfer: the installed state already reflects the request at
         // `last`, and a viewstamp is given to one request only, so it is this one.
-        const last = this.lastRequest;
-        if (last !== undefined && (last.proc !== proc || !sameBytes(last.request, request))) {
-          log('%s invoke %s: ignoring (a different request than the one executed there)', this.me, describeViewstamp(vs));
-          return { status: RsmStatus.ERR, result: 0 };
+        const executed = this.lastRequest;
+        if (executed !== undefined && (executed.proc !== last.proc || !sameBytes(executed.request, last.req))) {
+          log('%s invokebatch %s: ignoring (a different request than the one executed at %s)', this.me, span, describeViewstamp(last.vs));
+          return err;
         }
-        log('%s invoke %s: duplicate of the last executed request; acknowledging it again', this.me, describeViewstamp(vs));
+        log('%s invokebatch %s: the batch executed last, again; acknowledging it again', this.me, span);
         await this.durable;
         return { status: this.stopped ? RsmStatus.ERR : RsmStatus.OK, result: 0 };
       }
-      case 'execute':
+      case 'execute': {
         assert(this.myvs.vid === this.vidCommitted, 'backup expecting a viewstamp outside its committed view');
-        this.myvs = successor(vs);
-        const entry: LogEntry = { vs, timeMs, proc, request: request.slice() };
-        this.execute(entry, 'backup');
+        this.myvs = successor(last.vs);
+        const logged: LogEntry[] = entries.map(({ vs, timeMs, proc, req }) => ({ vs, timeMs, proc, request: req.slice() }));
+        for (const entry of logged) this.execute(entry, 'backup');
         // Acknowledge only once it is durable here: the primary counts on every backup keeping it.
-        await this.appendLog(entry);
-        if (this.stopped) return { status: RsmStatus.ERR, result: 0 };
+        await this.appendLog(logged);
+        if (this.stopped) return err;
         this.breakpoint1();
         return { status: RsmStatus.OK, result: 0 };
+      }
     }
   }
 
@@ -1151,9 +1334,9 @@ export class RsmNode {
       return busy;
     }
     if (this.primaryId === this.me) {
-      // Inside the invoke queue, so no request is half-way: the state shipped and the requests
-      // the backup executes afterwards line up (a request the backup executed but we have not
-      // is resent to it as pending; one we executed is in the state).
+      // Inside the invoke queue, so no batch is half-way: the state shipped and the batches the
+      // backup executes afterwards line up (a batch the backup executed but we have not is resent
+      // to it as pending; one we executed is in the state).
       return this.invokeQueue.run(async () => {
         for (let durable = this.durable; ; durable = this.durable) {
           await durable;
@@ -1163,6 +1346,10 @@ export class RsmNode {
         const synchronising = this.insync && this.vidInsync === vid;
         if (!synchronising && this.inViewChange) return busy;
         const differs = compareViewstamp(last, this.lastMyvs) !== 0;
+        if (synchronising) this.pulledBy.set(src, this.lastMyvs);
+        // Installing our state drops whatever the backup holds beyond it, our pending batch
+        // included: it must get that batch again before we may execute it.
+        if (differs) this.pending?.acked.delete(src);
         return { status: RsmStatus.OK, result: { state: differs ? this.stateMachine.marshalState() : EMPTY, last: this.lastMyvs } };
       });
     }
@@ -1189,6 +1376,11 @@ export class RsmNode {
     if (this.stopped || this.primaryId !== this.me || vid !== this.vidCommitted || m === this.me) return busy;
     if (!this.config.isMember(m, vid)) return busy;
     if (this.insync && this.vidInsync === vid) {
+      const pulled = this.pulledBy.get(m);
+      if (pulled === undefined || compareViewstamp(pulled, this.lastMyvs) !== 0) {
+        log('%s transferdonereq from %s: not from a pull of my state (last %s) in this synchronisation; it must pull again', this.me, m, describeViewstamp(this.lastMyvs));
+        return busy;
+      }
       this.syncedBackups.add(m);
       this.syncProgress.notify();
       return { status: RsmStatus.OK, result: 0 };

@@ -10,6 +10,7 @@
  * | internal | transferreq     | 0x10002 | src: string, last: viewstamp, vid: u32    | {state: bytes, last: viewstamp}         |
  * | internal | transferdonereq | 0x10003 | m: string, vid: u32                       | i32                                     |
  * | internal | joinreq         | 0x10004 | src: string, last: viewstamp              | {history: list<{instance: u32, value}>} |
+ * | internal | invokebatch     | 0x10005 | entries: list<{vs, timeMs: u64, proc: i32, req: bytes}> | i32 (dummy)           |
  * | test     | net_repair      | 0x12001 | heal: i32                                 | i32                                     |
  * | test     | breakpoint      | 0x12002 | b: i32                                    | i32                                     |
  * | test     | status          | 0x12003 | dummy: i32                                | {vid, members, primary, inViewChange, last} |
@@ -17,6 +18,10 @@
  * The status travels in the RPC reply header. NOTE: BUSY is 3 in the client protocol but 2 in the
  * internal one, as in the lab. The lab's std::string request/state blobs are `bytes` here (same
  * wire layout: u32 length + raw bytes), since they hold marshalled binary data.
+ *
+ * invokebatch is not in the lab: the primary sends each backup one message per batch of
+ * consecutive viewstamps (rsm/README.md, "Client invoke"). `invoke` stays, handled as a batch of
+ * one.
  *
  * Unlike the lab, joinres carries the decided view history as a list of (instance, value) rather
  * than the text of the joiner-to-be's log; the joiner writes its log from it.
@@ -55,6 +60,16 @@ export const VIEWSTAMP_ZERO: Viewstamp = Object.freeze({ vid: 0, seqno: 0 });
 
 /** Largest marshalled request, reply or state blob read from the network. */
 export const BLOB_BYTES_MAX = 8 * 1024 * 1024;
+/**
+ * Most requests the primary stamps into one batch (one log write with sync, one invokebatch per
+ * backup). More per batch amortises more, but every request of a batch waits for the slowest.
+ */
+export const BATCH_REQUESTS_MAX = 256;
+/**
+ * Most request bytes in one batch, unless the batch holds a single request (which may be up to
+ * BLOB_BYTES_MAX and then travels alone). Keeps an invokebatch well inside the 10 MiB frame.
+ */
+export const BATCH_BYTES_MAX = 1024 * 1024;
 /** Most history entries a joinres may carry. */
 export const HISTORY_ENTRIES_MAX = 1 << 20;
 
@@ -79,6 +94,17 @@ export interface InvokeArgs {
   /** The primary's clock when it stamped the request (ExecuteContext.timeMs on every replica). */
   readonly timeMs: number;
   readonly req: Uint8Array;
+}
+/** One stamped request of an invokebatch (the same fields as InvokeArgs). */
+export interface BatchEntry {
+  readonly vs: Viewstamp;
+  readonly timeMs: number;
+  readonly proc: number;
+  readonly req: Uint8Array;
+}
+export interface InvokeBatchArgs {
+  /** Consecutive viewstamps of one view, in order (checked by the backup: batchProblem). */
+  readonly entries: BatchEntry[];
 }
 export interface TransferArgs {
   readonly src: string;
@@ -146,6 +172,17 @@ export const rsmProtocol = {
     0x10001,
     'rsm.invoke',
     codecs.struct<InvokeArgs>({ proc: codecs.i32, vs: viewstampCodec, timeMs: codecs.u64, req: blob }),
+    codecs.i32,
+  ),
+  invokebatch: procedure<InvokeBatchArgs, number>(
+    0x10005,
+    'rsm.invokebatch',
+    codecs.struct<InvokeBatchArgs>({
+      entries: codecs.list(
+        codecs.struct<BatchEntry>({ vs: viewstampCodec, timeMs: codecs.u64, proc: codecs.i32, req: blob }),
+        BATCH_REQUESTS_MAX,
+      ),
+    }),
     codecs.i32,
   ),
   transferreq: procedure<TransferArgs, TransferRes>(

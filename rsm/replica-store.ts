@@ -10,8 +10,9 @@
  *                    order): u8 version (2) | u32 vs.vid | u32 vs.seqno | u64 timeMs | i32 proc
  *                    | bytes request
  *
- * A log entry is written with `sync: true` before the replica acknowledges it (backup) or sends it
- * (primary). A checkpoint is written in one batch with the deletion of every log entry it covers,
+ * A batch of log entries is written in one batch with `sync: true`: on a backup before it
+ * acknowledges it, on the primary in parallel with the sends to its backups and before it answers
+ * any client of the batch (group commit). A checkpoint is written in one batch with the deletion of every log entry it covers,
  * so a crash leaves either the old checkpoint and the entries or the new checkpoint without them.
  */
 import { Writer, decode, type Decoded } from '../lib/codec.js';

@@ -40,9 +40,10 @@ t.test('rsm_sim --seed 7 prints the same bytes twice; --seeds prints one line pe
   const many = rsmSim('--seeds', '3', '--first-seed', '10');
   t.equal(many.status, 0, many.stderr);
   const lines = many.stdout.trimEnd().split('\n');
-  t.equal(lines.length, 4);
-  t.match(lines[0], /^seed 10: OK /);
+  t.equal(lines.length, 5);
+  t.match(lines[0], /^seed 10: OK .* batches=\d+\/\d+\/\d+ /);
   t.match(lines[3], /^rsm_sim: 3 seeds from 10: 3 ok, 0 violations, 0 liveness failures, 0 crashes$/);
+  t.match(lines[4], /^rsm_sim: \d+ batches stamped, \d+ with more than one request, the largest \d+$/);
   t.equal(rsmSim('--seeds', '3', '--first-seed', '10').stdout, many.stdout, 'also byte-identical');
 });
 

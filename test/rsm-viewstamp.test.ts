@@ -1,12 +1,20 @@
 /**
  * Property tests of the viewstamp rules (rsm/protocol.ts, rsm/invoke-rule.ts): the viewstamp
- * order, the backup's accept rule, the expected viewstamp after a synchronisation, and the
- * replica record and invoke reply codecs.
+ * order, the backup's accept rule for one request and for a batch, the shape of a batch, the
+ * expected viewstamp after a synchronisation, and the replica record and invoke reply codecs.
  */
 import fc from 'fast-check';
 import t from 'tap';
-import { classifyInvoke, nextExpected, successor, type InvokePosition } from '../rsm/invoke-rule.js';
-import { VIEWSTAMP_ZERO, compareViewstamp, decodeInvokeReply, encodeInvokeReply, type Viewstamp } from '../rsm/protocol.js';
+import { batchProblem, classifyBatch, classifyInvoke, nextExpected, successor, type InvokePosition } from '../rsm/invoke-rule.js';
+import {
+  BATCH_BYTES_MAX,
+  BATCH_REQUESTS_MAX,
+  VIEWSTAMP_ZERO,
+  compareViewstamp,
+  decodeInvokeReply,
+  encodeInvokeReply,
+  type Viewstamp,
+} from '../rsm/protocol.js';
 import { decodeCheckpoint, decodeLogEntry, decodeSynced, encodeCheckpoint, encodeLogEntry, encodeSynced, logKey, logProblem } from '../rsm/replica-store.js';
 
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
@@ -96,6 +104,67 @@ t.test('a sequence of invokes executes each viewstamp once, in order, whatever i
     { numRuns: 3000 },
   );
   t.pass();
+});
+
+t.test('the batch rule: execute when the first entry is expected, acknowledge again when the last is our last, else reject', async (t) => {
+  fc.assert(
+    fc.property(steadyBackup, viewstamp, fc.integer({ min: 1, max: 5 }), (position, first, size) => {
+      const last = { vid: first.vid, seqno: first.seqno + size - 1 };
+      const decision = classifyBatch(position, first, last).action;
+      if (compareViewstamp(first, position.expected) === 0) return decision === 'execute';
+      const endsAtLast = compareViewstamp(last, position.last) === 0 && position.last.vid === position.expected.vid && first.seqno >= 1;
+      return decision === (endsAtLast ? 'duplicate' : 'reject');
+    }),
+    { numRuns: 5000 },
+  );
+  // In a view change or on the primary, nothing.
+  const position: InvokePosition = { inViewChange: true, isPrimary: false, expected: { vid: 2, seqno: 1 }, last: { vid: 1, seqno: 4 } };
+  t.equal(classifyBatch(position, { vid: 2, seqno: 1 }, { vid: 2, seqno: 3 }).action, 'reject');
+  t.equal(classifyBatch({ ...position, inViewChange: false, isPrimary: true }, { vid: 2, seqno: 1 }, { vid: 2, seqno: 3 }).action, 'reject');
+});
+
+t.test('a sequence of batches executes each viewstamp once, in order, whatever is resent, reordered or overlapping', async (t) => {
+  // A backup receives arbitrary (first, size) batches of view 3 (resends, reordering, gaps and
+  // batches that overlap what it has): it must execute 1, 2, …, k with no repeat and nothing skipped.
+  fc.assert(
+    fc.property(fc.array(fc.record({ first: fc.integer({ min: 0, max: 8 }), size: fc.integer({ min: 1, max: 4 }) }), { maxLength: 40 }), (arrivals) => {
+      const vid = 3;
+      let last: Viewstamp = { vid: 2, seqno: 7 };
+      let expected = nextExpected(vid, last);
+      const executed: number[] = [];
+      for (const { first, size } of arrivals) {
+        const entries = Array.from({ length: size }, (_, i) => ({ vs: { vid, seqno: first + i }, req: new Uint8Array(0) }));
+        if (batchProblem(entries) !== undefined) continue;
+        const decision = classifyBatch({ inViewChange: false, isPrimary: false, expected, last }, entries[0]!.vs, entries.at(-1)!.vs);
+        if (decision.action === 'execute') {
+          for (const entry of entries) executed.push(entry.vs.seqno);
+          last = entries.at(-1)!.vs;
+          expected = successor(last);
+        }
+      }
+      return executed.every((seqno, i) => seqno === i + 1);
+    }),
+    { numRuns: 3000 },
+  );
+  t.pass();
+});
+
+t.test('batchProblem refuses empty, oversized, non-consecutive and mixed-view batches', async (t) => {
+  const entry = (vid: number, seqno: number, bytes = 0): { vs: Viewstamp; req: Uint8Array } => ({ vs: { vid, seqno }, req: new Uint8Array(bytes) });
+  const run = (count: number, bytes = 0): Array<{ vs: Viewstamp; req: Uint8Array }> => Array.from({ length: count }, (_, i) => entry(4, 10 + i, bytes));
+  t.equal(batchProblem([entry(4, 10)]), undefined, 'one request');
+  t.equal(batchProblem(run(BATCH_REQUESTS_MAX)), undefined, `${BATCH_REQUESTS_MAX} requests`);
+  t.equal(batchProblem([entry(4, 1, BATCH_BYTES_MAX + 1)]), undefined, 'one request beyond the byte bound travels alone');
+  t.equal(batchProblem(run(2, BATCH_BYTES_MAX / 2)), undefined, 'exactly the byte bound');
+  t.match(batchProblem([]), /empty/);
+  t.match(batchProblem(run(BATCH_REQUESTS_MAX + 1)), /at most 256/);
+  t.match(batchProblem(run(2, BATCH_BYTES_MAX / 2 + 1)), /request bytes/);
+  t.match(batchProblem([entry(4, 10), entry(4, 12)]), /entry 1 is 4\.12, not 4\.11/);
+  t.match(batchProblem([entry(4, 10), entry(4, 10)]), /entry 1/);
+  t.match(batchProblem([entry(4, 10), entry(5, 11)]), /entry 1 is 5\.11/);
+  t.match(batchProblem([entry(4, 0), entry(4, 1)]), /malformed viewstamp/);
+  t.match(batchProblem([entry(4, 0xffff_ffff), entry(4, 2 ** 32)]), /entry 1/);
+  t.match(batchProblem([entry(-1, 3)]), /malformed/);
 });
 
 t.test('malformed viewstamps are rejected', async (t) => {

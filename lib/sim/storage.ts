@@ -59,6 +59,14 @@ export class SimStorage implements Storage {
   private readonly current: Contents;
   private unsynced: StorageOp[][] = [];
   private state: 'open' | 'closed' | 'crashed' = 'open';
+  /**
+   * Virtual ms a synced write takes to become durable (default 0: at once). While it runs, the
+   * batch is visible to reads but not durable: a crash keeps a random prefix of the unsynced
+   * batches, this one included or not, like a crash during an fsync. The completion is a timer of
+   * the owner `name`, so set it only once the owner's code runs under the world's scheduler (a
+   * write awaited outside runUntil/runFor would never complete).
+   */
+  syncDelayMs = 0;
 
   /** Use `SimDisk.open`. */
   constructor(
@@ -83,14 +91,33 @@ export class SimStorage implements Storage {
   }
 
   write(ops: readonly StorageOp[], options: { readonly sync: boolean }): Promise<void> {
-    return this.perform(() => {
+    // A storage opened under a name the world does not run (a test reading a crashed node's
+    // disk) has no clock: its syncs complete at once.
+    const delayed = options.sync && this.syncDelayMs > 0 && !this.world.isDown(this.name);
+    const written = this.perform(() => {
       // Copy first: the batch must not change if the caller reuses its buffers afterwards.
       const batch = ops.map(copyOp);
       apply(this.current, batch);
       this.unsynced.push(batch);
-      if (options.sync) this.writeBack(this.unsynced.length);
-      else if (this.unsynced.length > UNSYNCED_BATCHES_MAX) this.writeBack(1);
+      if (options.sync && !delayed) this.writeBack(this.unsynced.length);
+      else if (!options.sync && this.unsynced.length > UNSYNCED_BATCHES_MAX) this.writeBack(1);
+      return batch;
     });
+    if (!delayed) return written.then(() => undefined);
+    // The sync completes later; then this batch and every one before it are durable. A crash
+    // first leaves the promise unsettled, as a dead process never sees its fsync return.
+    return written.then(
+      (batch) =>
+        new Promise<void>((resolve) => {
+          this.world.clockFor(this.name).setTimer(this.syncDelayMs, () => {
+            if (this.state === 'crashed') return;
+            // Written back already by a later sync, the unsynced bound or a clean close: durable.
+            const index = this.unsynced.indexOf(batch);
+            if (index >= 0) this.writeBack(index + 1);
+            resolve();
+          });
+        }),
+    );
   }
 
   /** A clean close writes everything back (the process ended normally). Idempotent. */

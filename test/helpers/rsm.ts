@@ -19,13 +19,18 @@ export interface KvCluster {
 }
 
 /** A cluster of `count` kv replicas, started one by one (view k = the first k nodes). */
-export async function kvCluster(seed: string, count = 3, options: { readonly lossy?: boolean } = {}): Promise<KvCluster> {
+export async function kvCluster(
+  seed: string,
+  count = 3,
+  options: { readonly lossy?: boolean; readonly storageSyncMs?: number | ((id: string) => number) } = {},
+): Promise<KvCluster> {
   const ids = portIds(count);
   let checker: RsmChecker | undefined;
   const cluster: SimCluster = new SimCluster({
     seed,
     ids,
     timing: RSM_SIM_TIMING,
+    ...(options.storageSyncMs === undefined ? {} : { storageSyncMs: options.storageSyncMs }),
     stateMachine: () => new KvService(),
     onNodeStart: (id, node, incarnation) => checker!.attach(id, incarnation, node, cluster.slot(id).stateMachine!),
   });

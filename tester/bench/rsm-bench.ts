@@ -8,7 +8,9 @@
  *     directly through an RsmClient, as CachingLockClient does on a cache miss and after a revoke:
  *     every operation is acquire(lid, id, xid) then release(lid, id, xid) with a fresh xid, two RSM
  *     requests that each go through the primary, every backup and the synced writes. Both must
- *     answer OK (an operation that does not is counted as an error, not as a figure).
+ *     answer OK (an operation that does not is counted as an error, not as a figure). It also
+ *     prints the replicas' CPU (user + system, read from /proc/<pid>/stat before and after the
+ *     measured window) per replicated request, so costs that do not shrink with batching show.
  * (c) Fail-over: one client loops acquire+release. Per trial, on a fresh cluster:
  *     1. after it ran a while, SIGKILL the primary; time from the kill until the first acquire
  *        *issued after the kill* succeeds, and until a survivor's paxos log shows a view without
@@ -151,6 +153,38 @@ export interface LevelResult {
   readonly opsPerSecond: number;
   readonly p50Ms: number | undefined;
   readonly p99Ms: number | undefined;
+  /**
+   * CPU (user + system) the three replica processes used over the measured window, in µs per
+   * replicated request (2 per operation); undefined when /proc cannot be read.
+   */
+  readonly serverCpuUsPerRequest: number | undefined;
+}
+
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ, 100 on Linux). */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
+ * CPU time (user + system, µs) used so far by the processes `pids`, from /proc/<pid>/stat; undefined
+ * if any cannot be read (no /proc, or a process exited). The replicas are separate processes, so
+ * process.cpuUsage() here would measure the clients instead.
+ */
+async function processesCpuUs(pids: readonly number[]): Promise<number | undefined> {
+  let total = 0;
+  for (const pid of pids) {
+    const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+    if (stat === undefined) return undefined;
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis are fixed.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const utime = Number(fields[11]);
+    const stime = Number(fields[12]);
+    if (!Number.isFinite(utime) || !Number.isFinite(stime)) return undefined;
+    total += ((utime + stime) * 1e6) / CLOCK_TICKS_PER_SECOND;
+  }
+  return total;
+}
+
+function replicaPids(cluster: LocalCluster): number[] {
+  return cluster.replicas.flatMap((replica) => (replica.process?.running === true ? [replica.process.pid] : []));
 }
 
 /** Runs `clients` concurrent loops for WARMUP_MS (unmeasured) then `durationMs` (measured). */
@@ -171,6 +205,8 @@ export async function runThroughputLevel(cluster: LocalCluster, clients: number,
   });
   await new Promise((resolve) => setTimeout(resolve, WARMUP_MS));
   measuring = true;
+  const pids = replicaPids(cluster);
+  const cpuBefore = await processesCpuUs(pids);
   const started = performance.now();
   latencies.length = 0;
   await new Promise((resolve) => setTimeout(resolve, durationMs));
@@ -179,6 +215,11 @@ export async function runThroughputLevel(cluster: LocalCluster, clients: number,
   // The operations in flight finish (each bounded by REQUEST_TIMEOUT_MS); they count too.
   await Promise.all(workers);
   const wall = performance.now() - started;
+  const cpuAfter = await processesCpuUs(pids);
+  // Every operation counted is two replicated requests (acquire, release); failed ones are not counted.
+  const requests = latencies.length * 2;
+  const serverCpuUsPerRequest =
+    cpuBefore === undefined || cpuAfter === undefined || pids.length !== 3 || requests === 0 ? undefined : (cpuAfter - cpuBefore) / requests;
   await Promise.all(loops.map((client) => client.close()));
   const sorted = [...latencies].sort((a, b) => a - b);
   return {
@@ -189,6 +230,7 @@ export async function runThroughputLevel(cluster: LocalCluster, clients: number,
     opsPerSecond: (latencies.length / wall) * 1000,
     p50Ms: percentile(sorted, 50),
     p99Ms: percentile(sorted, 99),
+    serverCpuUsPerRequest,
   };
 }
 
@@ -230,6 +272,12 @@ export const rsmThroughputBenchmark: Benchmark<RsmBenchOptions> = {
         rows: results.map((r, i) => ({ label: label(r), value: pick(r), baseline: i === 0 })),
       });
     }
+    report.compare({
+      what: 'server CPU per replicated request (user + system of the 3 replicas, from /proc)',
+      unit: 'µs',
+      words: ['less', 'more'],
+      rows: results.map((r, i) => ({ label: label(r), value: r.serverCpuUsPerRequest, baseline: i === 0 })),
+    });
   },
 };
 

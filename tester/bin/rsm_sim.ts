@@ -148,9 +148,15 @@ runMain(spec, async () => {
   const first = text('first-seed') === undefined ? 0 : parseCount(text('first-seed')!, '--first-seed', 2 ** 53 - 1);
   const outcomes: Outcome[] = [];
   const failed: number[] = [];
+  const batching = { batches: 0, multi: 0, largest: 0 };
   for (let seed = first; seed < first + count; seed++) {
     const run = await runOne(seed, options);
     outcomes.push(run.outcome);
+    if (run.result !== undefined) {
+      batching.batches += run.result.stats.batches;
+      batching.multi += run.result.stats.multiRequestBatches;
+      batching.largest = Math.max(batching.largest, run.result.stats.largestBatch);
+    }
     const summary = run.result === undefined ? '' : ` ${run.result.summary} trace=${run.result.traceHash.slice(0, 16)}`;
     write(`seed ${seed}: ${label(run.outcome)}${summary}`);
     if (verbose && run.result !== undefined) write(`  options: ${run.result.options}`);
@@ -165,6 +171,7 @@ runMain(spec, async () => {
     `rsm_sim: ${count} seeds from ${first}: ${tally('ok')} ok, ${tally('violation')} violations, ` +
       `${tally('liveness')} liveness failures, ${tally('crash')} crashes`,
   );
+  write(`rsm_sim: ${batching.batches} batches stamped, ${batching.multi} with more than one request, the largest ${batching.largest}`);
   for (const seed of failed) write(reproduce(seed, options));
   return exitFor(outcomes);
 });

@@ -23,6 +23,8 @@ export interface SimClusterOptions {
   readonly timing?: Partial<RsmTiming>;
   readonly rpcOptions?: Partial<RpcOptions>;
   readonly world?: SimWorldOptions;
+  /** Virtual ms each synced storage write takes to become durable, or per node (default 0: at once; SimStorage). */
+  readonly storageSyncMs?: number | ((id: string) => number);
   /** A fresh state machine for each incarnation of a node (default: the node's EmptyStateMachine). */
   readonly stateMachine?: (id: string) => StateMachine;
   /** Called with each new incarnation before it starts (attach listeners and checkers here). */
@@ -80,6 +82,7 @@ export class SimCluster {
   /** Sees every line appended to any node's log, after the checker (fault injection hooks in here). */
   lineListener: (id: string, line: string) => void = () => {};
   private readonly timing: Partial<RsmTiming>;
+  private readonly storageSyncMsOf: (id: string) => number;
   private readonly rpcOptions: Partial<RpcOptions>;
   private readonly stateMachineOf: ((id: string) => StateMachine) | undefined;
   private readonly onNodeStart: ((id: string, node: RsmNode, incarnation: number) => void) | undefined;
@@ -90,6 +93,8 @@ export class SimCluster {
     this.network = options.shareWith?.network ?? new SimNetwork(this.world);
     this.clusterId = options.clusterId;
     this.disk = new SimDisk(this.world);
+    const syncMs = options.storageSyncMs ?? 0;
+    this.storageSyncMsOf = typeof syncMs === 'number' ? () => syncMs : syncMs;
     this.checker = new PaxosChecker(() => this.world.now());
     this.ids = [...options.ids];
     this.timing = options.timing ?? {};
@@ -159,6 +164,9 @@ export class SimCluster {
     slot.control = control;
     slot.stateMachine = stateMachine;
     this.onNodeStart?.(id, node, incarnation);
+    // From here on the node runs under the world's scheduler, which completes delayed syncs (its
+    // restore above awaited its reads and writes outside it).
+    storage.syncDelayMs = this.storageSyncMsOf(id);
     node.start();
     this.world.trace(`start ${id} master=${master} incarnation=${incarnation} vid=${node.config.vid}`);
     return node;

@@ -61,7 +61,7 @@ import { LockChecker, type PrimaryView } from './lock-checkers.js';
 import { SessionClients, describeSessionClients, drawSessionClients } from './lock-sim-sessions.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
 import type { RsmSimOptions, RsmSimOutcome, RsmSimResult, RsmSimStats } from './rsm-sim.js';
-import { RSM_SIM_TIMING, bootstrap, crashAllMoment, drawLinkFaults, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
+import { RSM_SIM_TIMING, bootstrap, crashAllMoment, drawLinkFaults, drawStorageSyncMs, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
 
 interface CallerPlan {
   /** The lock of each acquire/release pair. */
@@ -88,6 +88,8 @@ interface LockParameters {
   readonly clients: LockClientPlan[];
   readonly faultPhaseMs: number;
   readonly livenessLimitMs: number;
+  /** Virtual ms of one synced storage write (drawStorageSyncMs). */
+  readonly storageSyncMs: number;
 }
 
 /** The drawn options of a lock-workload seed: a pure function of the seed (and the overrides). */
@@ -117,7 +119,15 @@ export function drawLockParameters(seed: number, options: RsmSimOptions = {}): L
       acquireTimeoutMs: draw.int(4) === 0 ? pick(draw, [5000, 15000]) : undefined,
     });
   }
-  return { ids, faults, locks, clients, faultPhaseMs: options.faultPhaseMs ?? 30_000, livenessLimitMs: options.livenessLimitMs ?? 120_000 };
+  return {
+    ids,
+    faults,
+    locks,
+    clients,
+    faultPhaseMs: options.faultPhaseMs ?? 30_000,
+    livenessLimitMs: options.livenessLimitMs ?? 120_000,
+    storageSyncMs: drawStorageSyncMs(seed),
+  };
 }
 
 export function describeLockParameters(seed: number, p: LockParameters): string {
@@ -135,7 +145,7 @@ export function describeLockParameters(seed: number, p: LockParameters): string 
   return (
     `seed=${seed} workload=lock nodes=${p.ids.length} ids=[${p.ids.join(' ')}] delay=${f.delayMinMs}..${f.delayMaxMs}ms loss=${f.loss} dup=${f.duplicate}` +
     ` locks=[${p.locks.join(' ')}] clients=[${clients}] hold<=${first?.holdMsMax ?? 0}ms think<=${first?.thinkMsMax ?? 0}ms` +
-    ` faultPhase=${p.faultPhaseMs}ms liveness<=${p.livenessLimitMs}ms` +
+    ` sync=${p.storageSyncMs}ms faultPhase=${p.faultPhaseMs}ms liveness<=${p.livenessLimitMs}ms` +
     (sessions.length === 0 ? '' : ` sessions=[${describeSessionClients(sessions)}]`)
   );
 }
@@ -181,6 +191,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     seed: `rsm-sim-lock:${seed}`,
     ids,
     timing: RSM_SIM_TIMING,
+    storageSyncMs: params.storageSyncMs,
     world: { keepTrace: options.keepTrace ?? false },
     stateMachine: () => makeMachine(),
     onNodeStart: (id, node, incarnation) => {
@@ -453,6 +464,9 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     unknown: opsUnknown,
     executions: rsm.executions,
     transfers: rsm.transfers,
+    batches: rsm.batches,
+    multiRequestBatches: rsm.multiRequestBatches,
+    largestBatch: rsm.largestBatch,
     virtualMs: world.now(),
     worldEvents: world.eventsRun,
   };
@@ -460,7 +474,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   const summary =
     `views=${stats.views} crashes=${stats.crashes} deaths=${deaths} grants=${lockChecker.grants} releases=${lockChecker.releases}` +
     ` unknown=${opsUnknown} timeouts=${acquireTimeouts} acquireRpcs=${acquireRpcs} notices=${noticesSent} revokes=${revokes}` +
-    ` checkedSteps=${lockChecker.decidedSteps} executions=${stats.executions} transfers=${stats.transfers} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
+    ` checkedSteps=${lockChecker.decidedSteps} executions=${stats.executions} transfers=${stats.transfers} batches=${stats.batches}/${stats.multiRequestBatches}/${stats.largestBatch} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
     ` healed+${world.now() - healedAt}ms virtual=${stats.virtualMs}ms` +
     (withFiles ? ` appends=${fileAcks.length} refusedAppends=${fileRefused.length}` : '') +
     (sessionClients.plans.length === 0

@@ -41,6 +41,11 @@ export class RsmChecker {
   /** Requests executed (by any replica), transfers installed. */
   executions = 0;
   transfers = 0;
+  /** Batches primaries stamped, the requests in them, those with more than one, the largest. */
+  batches = 0;
+  batchedRequests = 0;
+  multiRequestBatches = 0;
+  largestBatch = 0;
   /** The newest viewstamp executed by a primary. */
   committed: Viewstamp = VIEWSTAMP_ZERO;
   private readonly requests = new Map<string, string>();
@@ -73,6 +78,12 @@ export class RsmChecker {
         if (compareViewstamp(vs, this.committed) > 0) this.committed = vs;
         this.primaryMax.set(vs.vid, Math.max(this.primaryMax.get(vs.vid) ?? 0, vs.seqno));
       }
+    });
+    node.onBatchStamped((event) => {
+      this.batches++;
+      this.batchedRequests += event.size;
+      if (event.size > 1) this.multiRequestBatches++;
+      this.largestBatch = Math.max(this.largestBatch, event.size);
     });
     node.onStateInstalled((event) => {
       this.transfers++;

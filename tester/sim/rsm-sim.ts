@@ -40,7 +40,17 @@ import { checkKvHistory, type KvOpKind, type KvOpRecord } from './kv-model.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
 import { runLockSim } from './lock-sim.js';
 import type { CachingLockServer } from '../../lockserver/cache-server.js';
-import { RSM_SIM_TIMING, bootstrap, crashAllMoment, drawLinkFaults, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
+import {
+  RSM_SIM_TIMING,
+  bootstrap,
+  crashAllMoment,
+  drawLinkFaults,
+  drawStorageSyncMs,
+  faultStep,
+  healForLiveness,
+  pick,
+  type FaultDriver,
+} from './sim-common.js';
 
 export type RsmSimWorkload = 'kv' | 'lock' | 'file';
 
@@ -94,6 +104,10 @@ export interface RsmSimStats {
   readonly unknown: number;
   readonly executions: number;
   readonly transfers: number;
+  /** Batches the primaries stamped, with more than one request, and the largest (requests). */
+  readonly batches: number;
+  readonly multiRequestBatches: number;
+  readonly largestBatch: number;
   readonly virtualMs: number;
   readonly worldEvents: number;
 }
@@ -118,6 +132,8 @@ interface Parameters {
   readonly clients: ClientPlan[];
   readonly faultPhaseMs: number;
   readonly livenessLimitMs: number;
+  /** Virtual ms of one synced storage write (drawStorageSyncMs). */
+  readonly storageSyncMs: number;
 }
 
 /** The drawn options: a pure function of the seed (and the overrides). */
@@ -142,7 +158,34 @@ export function drawParameters(seed: number, options: RsmSimOptions = {}): Param
     const impatient = draw.int(3) === 0;
     clients.push({ name: `c${i}`, ops, opTimeoutMs: impatient ? pick(draw, [2000, 6000]) : undefined, thinkMsMax, knowsAll: draw.int(2) === 0 });
   }
-  return { ids, faults, clients, faultPhaseMs: options.faultPhaseMs ?? 30_000, livenessLimitMs: options.livenessLimitMs ?? 120_000 };
+  clients.push(...drawBurstClients(seed));
+  return {
+    ids,
+    faults,
+    clients,
+    faultPhaseMs: options.faultPhaseMs ?? 30_000,
+    livenessLimitMs: options.livenessLimitMs ?? 120_000,
+    storageSyncMs: drawStorageSyncMs(seed),
+  };
+}
+
+/**
+ * In one seed of three, 4–12 more clients that append without pausing, so that many requests
+ * reach the primary while a round is in flight and batches of many requests form (the other
+ * clients pause between operations and rarely overlap). On a stream of its own, so the other
+ * draws keep their values. Appends only, to the keys without puts: the history check stays cheap.
+ */
+function drawBurstClients(seed: number): ClientPlan[] {
+  const draw = new SeededRandom(`rsm-sim-burst:${seed}`);
+  if (draw.int(3) !== 0) return [];
+  const count = 4 + draw.int(9);
+  return Array.from({ length: count }, (_, i) => ({
+    name: `b${i + 1}`,
+    ops: Array.from({ length: 3 + draw.int(6) }, () => ({ kind: 'append' as const, key: pick(draw, ['a', 'b']) })),
+    opTimeoutMs: undefined,
+    thinkMsMax: 0,
+    knowsAll: true,
+  }));
 }
 
 export function describeParameters(seed: number, p: Parameters): string {
@@ -152,7 +195,7 @@ export function describeParameters(seed: number, p: Parameters): string {
     .join(' ');
   return (
     `seed=${seed} nodes=${p.ids.length} ids=[${p.ids.join(' ')}] delay=${f.delayMinMs}..${f.delayMaxMs}ms loss=${f.loss} dup=${f.duplicate}` +
-    ` clients=[${clients}] think<=${p.clients[0]?.thinkMsMax ?? 0}ms faultPhase=${p.faultPhaseMs}ms liveness<=${p.livenessLimitMs}ms`
+    ` clients=[${clients}] think<=${p.clients[0]?.thinkMsMax ?? 0}ms sync=${p.storageSyncMs}ms faultPhase=${p.faultPhaseMs}ms liveness<=${p.livenessLimitMs}ms`
   );
 }
 
@@ -168,6 +211,7 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
     ids,
     timing: RSM_SIM_TIMING,
     world: { keepTrace: options.keepTrace ?? false },
+    storageSyncMs: params.storageSyncMs,
     stateMachine: () => new KvService(),
     onNodeStart: (id, node, incarnation) => rsm!.attach(id, incarnation, node, cluster.slot(id).stateMachine!),
   });
@@ -297,13 +341,16 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
     unknown: history.length - acked,
     executions: rsm.executions,
     transfers: rsm.transfers,
+    batches: rsm.batches,
+    multiRequestBatches: rsm.multiRequestBatches,
+    largestBatch: rsm.largestBatch,
     virtualMs: world.now(),
     worldEvents: world.eventsRun,
   };
   const finalVs = cluster.node(ids[0]!)?.lastExecuted;
   const summary =
     `views=${stats.views} crashes=${crashes} deaths=${deaths} ops=${stats.ops}/${totalOps} acked=${acked} unknown=${stats.unknown}` +
-    ` executions=${stats.executions} transfers=${stats.transfers} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
+    ` executions=${stats.executions} transfers=${stats.transfers} batches=${stats.batches}/${stats.multiRequestBatches}/${stats.largestBatch} last=${finalVs === undefined ? '-' : describeViewstamp(finalVs)}` +
     ` healed+${world.now() - healedAt}ms virtual=${stats.virtualMs}ms`;
   // Stop every node and client so nothing of this run lingers.
   for (const id of ids) if (cluster.isUp(id)) cluster.crash(id);

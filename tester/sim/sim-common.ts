@@ -34,6 +34,16 @@ export function shuffle<T>(random: SeededRandom, items: readonly T[]): T[] {
   return out;
 }
 
+/**
+ * How long a synced storage write takes in a seed's run (virtual ms; on a stream of its own, so
+ * the other draws keep their values). With a delay, a replica can crash while its fsync runs; the
+ * primary's log write then overlaps the backups' (group commit) and a backup may hold a batch the
+ * primary's log loses.
+ */
+export function drawStorageSyncMs(seed: number): number {
+  return pick(new SeededRandom(`rsm-sim-storage:${seed}`), [0, 0, 1, 2, 5]);
+}
+
 /** The link faults a seed starts with (drawn on the parameter stream). */
 export function drawLinkFaults(draw: SeededRandom): LinkFaults {
   return {
