@@ -24,20 +24,29 @@ const livePids = new Set<number>();
  * Starts `count` processes that spin on one core each (node busy loops), tracked like every other
  * child, to check the protocols on a loaded machine. Returns their PIDs and a stop function.
  */
-export function startCpuBurners(count: number): { readonly pids: readonly number[]; stop(): void } {
+export function startCpuBurners(count: number): { readonly pids: readonly number[]; stop(): Promise<void> } {
   const pids: number[] = [];
+  const exits: Array<Promise<void>> = [];
   for (let i = 0; i < count; i++) {
     const child = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
     const pid = child.pid;
     if (pid === undefined) continue;
     livePids.add(pid);
-    child.once('exit', () => livePids.delete(pid));
+    exits.push(
+      new Promise<void>((resolve) =>
+        child.once('exit', () => {
+          livePids.delete(pid);
+          resolve();
+        }),
+      ),
+    );
     child.on('error', () => {});
     pids.push(pid);
   }
   return {
     pids,
-    stop: () => {
+    // Resolves once every burner has exited and been reaped (no zombie left behind).
+    stop: async () => {
       for (const pid of pids) {
         try {
           process.kill(pid, 'SIGKILL');
@@ -45,6 +54,7 @@ export function startCpuBurners(count: number): { readonly pids: readonly number
           // already gone
         }
       }
+      await Promise.all(exits);
     },
   };
 }

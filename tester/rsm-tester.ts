@@ -706,7 +706,7 @@ export async function runScenarios(options: RunOptions): Promise<boolean> {
   try {
     return await runEach(options, { out, binDir, seed, ports, runDir, sharedDataDir });
   } finally {
-    burners.stop();
+    await burners.stop();
   }
 }
 
