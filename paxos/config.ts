@@ -552,6 +552,11 @@ export class Config {
     return true;
   }
 
+  /** The RSM's join found `peer` in another cluster: reported like a refusal of a Paxos message. */
+  reportClusterMismatch(peer: string): void {
+    this.peerRefusedUs(peer);
+  }
+
   /** `peer` refused us as another cluster's (heartbeat, catch-up or the proposer). */
   private peerRefusedUs(peer: string): void {
     if (this.stopped || this.mismatchedPeers.has(peer) || this.mismatchedPeers.size >= REFUSED_PEERS_MAX) return;

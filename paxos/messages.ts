@@ -135,7 +135,7 @@ export interface QuorumRes {
  * over-long or malformed id reaches the handler and is refused with CLUSTER_INVALID (anything
  * longer than that fails to decode: RPC_BAD_ARGS). Valid ids are at most 64 bytes.
  */
-const clusterField: Codec<string> = { write: (w, v) => w.string(v), read: (r) => r.string(ID_BYTES_MAX) };
+export const clusterField: Codec<string> = { write: (w, v) => w.string(v), read: (r) => r.string(ID_BYTES_MAX) };
 const clusterIdText: Codec<string> = { write: (w, v) => w.string(v), read: (r) => r.string(64) };
 const idList: Codec<string[]> = codecs.list(id, 1024);
 

@@ -33,6 +33,7 @@ import type { HandlerReply, RpcEndpoint } from '../lib/rpc.js';
 import { SerialQueue } from '../lib/serial-queue.js';
 import { Config, defaultConfigTiming, type ConfigTiming } from '../paxos/config.js';
 import type { PaxosLogSink } from '../paxos/log-sink.js';
+import { clusterCheck } from '../paxos/store.js';
 import { historyProblem, isValidNodeId, type HistoryEntry } from '../paxos/view.js';
 import { batchProblem, classifyBatch, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker, joinCandidates } from './membership.js';
@@ -975,11 +976,17 @@ export class RsmNode {
     const reply = await this.rpc.call(
       this.addressOf(target),
       rsmProtocol.joinreq,
-      { src: this.me, last: this.lastMyvs },
+      { src: this.me, last: this.lastMyvs, cluster: this.config.cluster },
       { timeoutMs: this.timing.joinTimeoutMs },
     );
     if (this.stopped) return;
-    if (reply.ok && reply.status === RsmStatus.OK) {
+    const theirs = reply.ok ? reply.result.cluster : '';
+    if (reply.ok && (reply.status === RsmStatus.CLUSTER_MISMATCH || clusterCheck(this.config.cluster, theirs) === 'mismatch')) {
+      // One of us is in the wrong cluster: adopt nothing; the host decides which (it stops this
+      // node if no peer of its own cluster ever confirmed it).
+      log('%s join: %s is in another cluster (%s); not joining through it', this.me, target, theirs || 'refused');
+      this.config.reportClusterMismatch(target);
+    } else if (reply.ok && reply.status === RsmStatus.OK) {
       if (await this.adoptJoinReply(target, reply.result)) {
         this.joinAttempts = 0;
         return;
@@ -1044,7 +1051,7 @@ export class RsmNode {
     this.rpc.handle(rsmProtocol.invokebatch, (args) => this.onInvokeBatch(args.entries));
     this.rpc.handle(rsmProtocol.transferreq, (args) => this.onTransferReq(args.src, args.last, args.vid));
     this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.onTransferDoneReq(args.m, args.vid));
-    this.rpc.handle(rsmProtocol.joinreq, (args) => this.onJoinReq(args.src));
+    this.rpc.handle(rsmProtocol.joinreq, (args) => this.onJoinReq(args.src, args.cluster));
   }
 
   /**
@@ -1393,11 +1400,18 @@ export class RsmNode {
    * a non-primary, or the primary during a view change, answers BUSY; the primary runs config.add and answers OK with the history if
    * `src` is a member afterwards, else BUSY. The history is sent only once durable here.
    */
-  private async onJoinReq(src: string): Promise<{ status: number; result: JoinRes }> {
-    const busy = { status: RsmStatus.BUSY, result: { history: [] } };
+  private async onJoinReq(src: string, cluster: string): Promise<{ status: number; result: JoinRes }> {
+    const mine = this.config.cluster;
+    const busy = { status: RsmStatus.BUSY, result: { history: [], cluster: mine } };
     if (!isValidNodeId(src) || src === this.me) {
       log('%s joinreq: ignoring (bad joiner id %j)', this.me, src);
-      return { status: RsmStatus.ERR, result: { history: [] } };
+      return { status: RsmStatus.ERR, result: { history: [], cluster: mine } };
+    }
+    // The cluster gate, as in front of the Paxos messages: never admit another cluster's node.
+    const verdict = clusterCheck(mine, cluster);
+    if (verdict !== 'ok') {
+      log('%s joinreq from %s: refusing (%s)', this.me, src, verdict === 'mismatch' ? `it is in cluster ${cluster}, this node is in cluster ${mine}` : 'malformed cluster id');
+      return { status: verdict === 'mismatch' ? RsmStatus.CLUSTER_MISMATCH : RsmStatus.ERR, result: { history: [], cluster: mine } };
     }
     if (!this.config.isMember(src, this.vidCommitted)) {
       if (this.primaryId !== this.me || !this.config.isMember(this.me, this.vidCommitted)) {
@@ -1414,7 +1428,7 @@ export class RsmNode {
       if (this.stopped || !this.config.isMember(src, this.config.vid)) return busy;
     }
     await this.config.flushed();
-    return { status: RsmStatus.OK, result: { history: this.config.history() } };
+    return { status: RsmStatus.OK, result: { history: this.config.history(), cluster: mine } };
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
  * | internal | invoke          | 0x10001 | proc: i32, vs: viewstamp, timeMs: u64, req: bytes | i32 (dummy)                     |
  * | internal | transferreq     | 0x10002 | src: string, last: viewstamp, vid: u32    | {state: bytes, last: viewstamp}         |
  * | internal | transferdonereq | 0x10003 | m: string, vid: u32                       | i32                                     |
- * | internal | joinreq         | 0x10004 | src: string, last: viewstamp              | {history: list<{instance: u32, value}>} |
+ * | internal | joinreq         | 0x10004 | src: string, last: viewstamp, cluster: string | {history: list<{instance: u32, value}>, cluster: string} |
  * | internal | invokebatch     | 0x10005 | entries: list<{vs, timeMs: u64, proc: i32, req: bytes}> | i32 (dummy)           |
  * | test     | net_repair      | 0x12001 | heal: i32                                 | i32                                     |
  * | test     | breakpoint      | 0x12002 | b: i32                                    | i32                                     |
@@ -23,18 +23,22 @@
  * consecutive viewstamps (rsm/README.md, "Client invoke"). `invoke` stays, handled as a batch of
  * one.
  *
+ * joinreq and joinres carry the sender's cluster id ("" while unknown, as on the Paxos messages):
+ * a primary whose id is known refuses a joiner of another cluster with CLUSTER_MISMATCH (4), a
+ * malformed id with ERR, and a joiner does not adopt the history of another cluster's node.
+ *
  * Unlike the lab, joinres carries the decided view history as a list of (instance, value) rather
  * than the text of the joiner-to-be's log; the joiner writes its log from it.
  */
 import { Writer, decode, type Decoded } from '../lib/codec.js';
 import { codecs, procedure, type Codec } from '../lib/rpc.js';
-import { ID_BYTES_MAX, VALUE_BYTES_MAX } from '../paxos/messages.js';
+import { ID_BYTES_MAX, VALUE_BYTES_MAX, clusterField } from '../paxos/messages.js';
 import type { HistoryEntry } from '../paxos/view.js';
 
 /** rsm_client_protocol statuses. */
 export const RsmClientStatus = { OK: 0, ERR: 1, NOTPRIMARY: 2, BUSY: 3 } as const;
 /** rsm_protocol (replica to replica) statuses. BUSY differs from the client protocol's. */
-export const RsmStatus = { OK: 0, ERR: 1, BUSY: 2 } as const;
+export const RsmStatus = { OK: 0, ERR: 1, BUSY: 2, CLUSTER_MISMATCH: 4 } as const;
 /** rsm_test_protocol statuses. */
 export const RsmTestStatus = { OK: 0, ERR: 1 } as const;
 
@@ -122,10 +126,14 @@ export interface TransferDoneArgs {
 export interface JoinArgs {
   readonly src: string;
   readonly last: Viewstamp;
+  /** The joiner's cluster id, "" while it knows none. */
+  readonly cluster: string;
 }
 export interface JoinRes {
   /** The decided views 1..k of the node that admitted the joiner. */
   readonly history: HistoryEntry[];
+  /** The answering node's cluster id, "" while it knows none. */
+  readonly cluster: string;
 }
 export interface NetRepairArgs {
   readonly heal: number;
@@ -200,8 +208,8 @@ export const rsmProtocol = {
   joinreq: procedure<JoinArgs, JoinRes>(
     0x10004,
     'rsm.joinreq',
-    codecs.struct<JoinArgs>({ src: id, last: viewstampCodec }),
-    codecs.struct<JoinRes>({ history: codecs.list(historyEntry, HISTORY_ENTRIES_MAX) }),
+    codecs.struct<JoinArgs>({ src: id, last: viewstampCodec, cluster: clusterField }),
+    codecs.struct<JoinRes>({ history: codecs.list(historyEntry, HISTORY_ENTRIES_MAX), cluster: clusterField }),
   ),
 } as const;
 

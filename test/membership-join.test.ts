@@ -13,8 +13,8 @@ import { resolved } from './helpers/sim.js';
 
 
 /** A cluster of `ids` where the first `count` (default all) have joined, one after the other. */
-async function joined(ids: readonly string[], seed: string, count = ids.length): Promise<SimCluster> {
-  const cluster = new SimCluster({ seed, ids });
+async function joined(ids: readonly string[], seed: string, count = ids.length, clusterId?: string): Promise<SimCluster> {
+  const cluster = new SimCluster({ seed, ids, ...(clusterId === undefined ? {} : { clusterId }) });
   for (let i = 0; i < count; i++) {
     await cluster.start(ids[i]!);
     if (!(await cluster.runUntil(() => cluster.converged(ids.slice(0, i + 1)), 30_000))) throw new Error(cluster.describe());
@@ -86,19 +86,35 @@ t.test('members: the view with the primary appended; joinreq: BUSY unless primar
   const rpc = tester(cluster);
   const members = await resolved(cluster.world, rpc.call(ids[1]!, rsmClientProtocol.members, { dummy: 0 }));
   t.same(members.ok && [members.status, members.result], [RsmClientStatus.OK, [...ids, ids[0]]]);
-  const busy = await resolved(cluster.world, rpc.call(ids[1]!, rsmProtocol.joinreq, { src: '3790', last: VIEWSTAMP_ZERO }));
+  const busy = await resolved(cluster.world, rpc.call(ids[1]!, rsmProtocol.joinreq, { src: '3790', last: VIEWSTAMP_ZERO, cluster: '' }));
   t.same(busy.ok && busy.status, RsmStatus.BUSY, 'a backup does not admit joiners');
-  const bad = await resolved(cluster.world, rpc.call(ids[0]!, rsmProtocol.joinreq, { src: 'a b', last: VIEWSTAMP_ZERO }));
+  const bad = await resolved(cluster.world, rpc.call(ids[0]!, rsmProtocol.joinreq, { src: 'a b', last: VIEWSTAMP_ZERO, cluster: '' }));
   t.same(bad.ok && bad.status, RsmStatus.ERR, 'an id with a space would corrupt the view');
-  const member = await resolved(cluster.world, rpc.call(ids[1]!, rsmProtocol.joinreq, { src: ids[2]!, last: VIEWSTAMP_ZERO }));
+  const member = await resolved(cluster.world, rpc.call(ids[1]!, rsmProtocol.joinreq, { src: ids[2]!, last: VIEWSTAMP_ZERO, cluster: '' }));
   t.same(member.ok && [member.status, member.result.history.length], [RsmStatus.OK, 3], 'a member gets the history from anyone');
   t.equal(cluster.node(ids[0]!)!.config.vid, 3, 'no view change');
   // The primary cannot admit a node while it has no majority: BUSY, and no view.
   cluster.crash(ids[1]!);
   cluster.crash(ids[2]!);
-  const noMajority = await resolved(cluster.world, rpc.call(ids[0]!, rsmProtocol.joinreq, { src: '3790', last: VIEWSTAMP_ZERO }, { timeoutMs: 20_000 }));
+  const noMajority = await resolved(cluster.world, rpc.call(ids[0]!, rsmProtocol.joinreq, { src: '3790', last: VIEWSTAMP_ZERO, cluster: '' }, { timeoutMs: 20_000 }));
   t.same(noMajority.ok && noMajority.status, RsmStatus.BUSY);
   t.equal(cluster.node(ids[0]!)!.config.vid, 3);
+  t.same(cluster.checker.violations, []);
+});
+
+t.test('joinreq carries the cluster id: another cluster\'s joiner is refused (CLUSTER_MISMATCH), a malformed id gets ERR, no view changes', async (t) => {
+  const ids = portIds(3);
+  const mine = 'c0123456789ab';
+  const cluster = await joined(ids, 'join-cluster', ids.length, mine);
+  const rpc = tester(cluster);
+  const other = await resolved(cluster.world, rpc.call(ids[0]!, rsmProtocol.joinreq, { src: '3790', last: VIEWSTAMP_ZERO, cluster: 'cfedcba987654' }));
+  t.same(other.ok && [other.status, other.result.history.length, other.result.cluster], [RsmStatus.CLUSTER_MISMATCH, 0, mine], 'the primary refuses a joiner of another cluster and says its own');
+  const malformed = await resolved(cluster.world, rpc.call(ids[0]!, rsmProtocol.joinreq, { src: '3790', last: VIEWSTAMP_ZERO, cluster: 'not an id' }));
+  t.same(malformed.ok && malformed.status, RsmStatus.ERR, 'a malformed cluster id is refused');
+  const unknown = await resolved(cluster.world, rpc.call(ids[1]!, rsmProtocol.joinreq, { src: ids[2]!, last: VIEWSTAMP_ZERO, cluster: '' }));
+  t.same(unknown.ok && [unknown.status, unknown.result.cluster], [RsmStatus.OK, mine], 'a joiner that knows no id yet is answered, with the id');
+  await cluster.runFor(5_000);
+  for (const id of ids) t.equal(cluster.node(id)!.config.vid, 3, `${id}: still view 3, nobody admitted`);
   t.same(cluster.checker.violations, []);
 });
 
