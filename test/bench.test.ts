@@ -100,6 +100,10 @@ t.test('npm run bench --only b,c (shortened): the layout of the RSM benchmarks, 
   t.match(output, /^ {6}32 clients +[\d,.-]+ ops\/s/m);
   t.match(output, /^ {4}server CPU per replicated request \(user \+ system of the 3 replicas, from \/proc\)$/m);
   t.match(output, /^ {6}32 clients +[\d,.-]+ µs/m);
+  t.match(output, /^ {6}128 clients +[\d,.-]+ ops\/s/m);
+  t.match(output, /^ {4}floor throughput \(operations of two echo calls per second\)$/m);
+  t.match(output, /^ {4}\(b\) as a share of the floor at the same client count$/m);
+  t.match(output, /^ {6}128 clients +[\d,.-]+ %/m);
   t.match(output, /^\(c\) fail-over: SIGKILL of the primary/m);
   t.match(output, /^ {4}trial 1: primary p\d: next acquire \d+ ms, view change \d+ ms; backup p\d: stall \d+ ms$/m);
   t.match(output, /^ {4}primary SIGKILL → next successful acquire$/m);

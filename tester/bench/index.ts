@@ -5,7 +5,7 @@
  * exits 0 unless a benchmark crashes (exit 1) or the command line is wrong (exit 2).
  *
  *   (a) cache-workload.ts   server acquires with basic versus caching clients (the caching lab's workload)
- *   (b) rsm-bench.ts        acquire+release throughput and p50/p99 latency through 3 replicas, 1/8/32 clients
+ *   (b) rsm-bench.ts        acquire+release throughput and p50/p99 latency through 3 replicas, 1/8/32/128 clients, and an echo floor
  *   (c) rsm-bench.ts        fail-over after SIGKILL of the primary and of a backup (20 trials: median, p90)
  *   (d) handoff-bench.ts    fair hand-off of one contended lock name: hand-offs/s and replicated requests per hand-off
  */

@@ -38,6 +38,7 @@ import { LockStatus } from '../../lockserver/protocol.js';
 import { RsmClient } from '../../rsm/client.js';
 import { LocalCluster, chooseBasePort, latestLoggedView, queryMembers, type Replica } from '../cluster.js';
 import { ChildHandle, isPortFree, lockServerScript } from '../processes.js';
+import { measureFloor } from './echo-floor.js';
 import type { Benchmark, BenchReport } from './framework.js';
 
 export interface RsmBenchOptions {
@@ -49,7 +50,7 @@ export interface RsmBenchOptions {
   readonly trials: number;
 }
 
-export const DEFAULT_RSM_BENCH: RsmBenchOptions = { clientCounts: [1, 8, 32], durationMs: 4_000, trials: 20 };
+export const DEFAULT_RSM_BENCH: RsmBenchOptions = { clientCounts: [1, 8, 32, 128], durationMs: 4_000, trials: 20 };
 
 /** Untimed operations before each (b) level is measured. */
 const WARMUP_MS = 500;
@@ -244,14 +245,15 @@ export async function runThroughput(options: RsmBenchOptions): Promise<LevelResu
 
 export const rsmThroughputBenchmark: Benchmark<RsmBenchOptions> = {
   id: 'b',
-  title: 'RSM throughput and latency: acquire+release through 3 replicas, 1/8/32 clients, cache defeated',
+  title: 'RSM throughput and latency: acquire+release through 3 replicas, 1/8/32/128 clients, cache defeated, against an echo floor',
   async run(report: BenchReport, options: RsmBenchOptions): Promise<void> {
     report.note('3 lock_server MASTER ME processes on 127.0.0.1; clients in this process, each on its own lock.');
     report.note('Cache defeated: each operation sends acquire(lid, id, new xid) and release(lid, id, xid) through');
     report.note('the RSM client, as a caching client does on a miss and after a revoke: 2 RSM requests per operation.');
     report.note(`${options.durationMs} ms measured per level after ${WARMUP_MS} ms of warm-up.`);
     const results = await runThroughput(options);
-    const label = (r: LevelResult): string => `${r.clients} client${r.clients === 1 ? '' : 's'}`;
+    const clientsLabel = (clients: number): string => `${clients} client${clients === 1 ? '' : 's'}`;
+    const label = (r: LevelResult): string => clientsLabel(r.clients);
     const note = (r: LevelResult): string | undefined => (r.errors > 0 ? `${r.errors} failed operations` : `${r.operations} operations`);
     report.compare({
       what: 'throughput (acquire+release operations per second)',
@@ -277,6 +279,26 @@ export const rsmThroughputBenchmark: Benchmark<RsmBenchOptions> = {
       unit: 'µs',
       words: ['less', 'more'],
       rows: results.map((r, i) => ({ label: label(r), value: r.serverCpuUsPerRequest, baseline: i === 0 })),
+    });
+    report.note('The floor: the same chain (client → primary → both backups → primary → client) as a bare echo over');
+    report.note('our TCP framing and RPC layer (tester/bench/echo-floor.ts): no storage, fsync, state machine or views.');
+    const floor = await measureFloor(options.clientCounts, options.durationMs);
+    report.compare({
+      what: 'floor throughput (operations of two echo calls per second)',
+      unit: 'ops/s',
+      decimals: 1,
+      words: ['lower', 'higher'],
+      rows: floor.map((f, i) => ({ label: clientsLabel(f.clients), value: f.opsPerSecond, baseline: i === 0, ...(f.errors > 0 ? { note: `${f.errors} failed` } : {}) })),
+    });
+    report.compare({
+      what: '(b) as a share of the floor at the same client count',
+      unit: '%',
+      decimals: 1,
+      words: ['lower', 'higher'],
+      rows: results.map((r, i) => {
+        const f = floor[i]?.opsPerSecond;
+        return { label: label(r), value: f === undefined || f === 0 ? undefined : (100 * r.opsPerSecond) / f, baseline: i === 0 };
+      }),
     });
   },
 };
