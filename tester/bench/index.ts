@@ -14,13 +14,14 @@ import { DEFAULT_CACHE_WORKLOAD, cacheWorkloadBenchmark, type CacheWorkloadOptio
 import { BenchReport, type Benchmark } from './framework.js';
 import { DEFAULT_HANDOFF_BENCH, handoffBenchmark, type HandoffBenchOptions } from './handoff-bench.js';
 import { DEFAULT_KEEPALIVE_BENCH, keepaliveBenchmark, type KeepaliveBenchOptions } from './keepalive-bench.js';
+import { DEFAULT_DECAY_BENCH, decayBenchmark, type DecayBenchOptions } from './decay-bench.js';
 import { DEFAULT_RSM_BENCH, failoverBenchmark, rsmThroughputBenchmark, type RsmBenchOptions } from './rsm-bench.js';
 
 /** Options every benchmark receives; each reads what concerns it. */
-type BenchOptions = CacheWorkloadOptions & RsmBenchOptions & HandoffBenchOptions & KeepaliveBenchOptions;
+type BenchOptions = CacheWorkloadOptions & RsmBenchOptions & HandoffBenchOptions & KeepaliveBenchOptions & DecayBenchOptions;
 
 /** The benchmarks, in the order they run. */
-const benchmarks: ReadonlyArray<Benchmark<BenchOptions>> = [cacheWorkloadBenchmark, rsmThroughputBenchmark, failoverBenchmark, handoffBenchmark, keepaliveBenchmark];
+const benchmarks: ReadonlyArray<Benchmark<BenchOptions>> = [cacheWorkloadBenchmark, rsmThroughputBenchmark, failoverBenchmark, handoffBenchmark, keepaliveBenchmark, decayBenchmark];
 
 const spec: CommandSpec = {
   name: 'bench',
@@ -39,7 +40,7 @@ Options:
   --clients N     (a) lock clients, each with its own locks (default ${DEFAULT_CACHE_WORKLOAD.clients})
   --locks N       (a) locks per client (default ${DEFAULT_CACHE_WORKLOAD.locks})
   --rounds N      (a) rounds of acquiring and releasing every lock (default ${DEFAULT_CACHE_WORKLOAD.rounds})
-  --duration-ms MS  (b, d, f) measured time per level (default ${DEFAULT_RSM_BENCH.durationMs})
+  --duration-ms MS  (b, d, f, g) measured time per level (default ${DEFAULT_RSM_BENCH.durationMs})
   --trials N      (c) fail-over trials, each on a fresh cluster (default ${DEFAULT_RSM_BENCH.trials})
 
 The default run takes about a minute; --only a, --duration-ms 1000 and --trials 1 shorten it.`,
@@ -72,6 +73,7 @@ runMain(spec, async () => {
     ...DEFAULT_RSM_BENCH,
     ...DEFAULT_HANDOFF_BENCH,
     ...DEFAULT_KEEPALIVE_BENCH,
+    ...DEFAULT_DECAY_BENCH,
     durationMs: positive(values['duration-ms'], '--duration-ms', DEFAULT_RSM_BENCH.durationMs, 600_000),
     trials: positive(values['trials'], '--trials', DEFAULT_RSM_BENCH.trials, 100),
   };
