@@ -52,6 +52,8 @@ export interface RsmBenchOptions {
 
 export const DEFAULT_RSM_BENCH: RsmBenchOptions = { clientCounts: [1, 8, 32, 128], durationMs: 4_000, trials: 20 };
 
+/** (b)'s lossy level: the percentage of faulty messages on every process. */
+const LOSSY_PERCENT = 5;
 /** Untimed operations before each (b) level is measured. */
 const WARMUP_MS = 500;
 /** Bound on one RSM request; a request that takes longer counts as an error. */
@@ -110,7 +112,7 @@ class RawLockClient {
 }
 
 /** A fresh 3-replica cluster on free random ports in a temporary directory; always cleaned up. */
-export async function withCluster<T>(body: (cluster: LocalCluster) => Promise<T>): Promise<T> {
+export async function withCluster<T>(body: (cluster: LocalCluster) => Promise<T>, lossyPercent = 0): Promise<T> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'viewstamp-bench-'));
   let base: number | undefined;
   const random = osRandom();
@@ -125,7 +127,7 @@ export async function withCluster<T>(body: (cluster: LocalCluster) => Promise<T>
     logDir: dir,
     dataDir: path.join(dir, 'data'),
     binDir: fileURLToPath(new URL('../bin/', import.meta.url)),
-    env: { ...process.env, RPC_LOSSY: '', RPC_COUNT: '' },
+    env: { ...process.env, RPC_LOSSY: lossyPercent > 0 ? String(lossyPercent) : '', RPC_COUNT: '' },
   });
   try {
     await cluster.start(() => {});
@@ -136,8 +138,8 @@ export async function withCluster<T>(body: (cluster: LocalCluster) => Promise<T>
   }
 }
 
-function newClient(cluster: LocalCluster, id: string, lid: number): RawLockClient {
-  const rpc = new RpcEndpoint(tcpNetwork().connect(), realClock, osRandom());
+function newClient(cluster: LocalCluster, id: string, lid: number, lossyPercent = 0): RawLockClient {
+  const rpc = new RpcEndpoint(tcpNetwork({ lossyPercent }).connect(), realClock, osRandom());
   return new RawLockClient(rpc, cluster.master.id, id, lid);
 }
 
@@ -189,8 +191,8 @@ function replicaPids(cluster: LocalCluster): number[] {
 }
 
 /** Runs `clients` concurrent loops for WARMUP_MS (unmeasured) then `durationMs` (measured). */
-export async function runThroughputLevel(cluster: LocalCluster, clients: number, durationMs: number, level: number): Promise<LevelResult> {
-  const loops = Array.from({ length: clients }, (_, i) => newClient(cluster, `bench-b-${level}-${i}`, level * 1000 + i + 1));
+export async function runThroughputLevel(cluster: LocalCluster, clients: number, durationMs: number, level: number, lossyPercent = 0): Promise<LevelResult> {
+  const loops = Array.from({ length: clients }, (_, i) => newClient(cluster, `bench-b-${level}-${i}`, level * 1000 + i + 1, lossyPercent));
   const latencies: number[] = [];
   let errors = 0;
   let measuring = false;
@@ -280,6 +282,23 @@ export const rsmThroughputBenchmark: Benchmark<RsmBenchOptions> = {
       words: ['less', 'more'],
       rows: results.map((r, i) => ({ label: label(r), value: r.serverCpuUsPerRequest, baseline: i === 0 })),
     });
+    // Lossy networks: the 32-client level again on a cluster whose every process (replicas and
+    // clients) loses, duplicates or delays LOSSY_PERCENT % of its messages.
+    const lossyClients = 32;
+    const lossless = results.find((r) => r.clients === lossyClients);
+    if (lossless !== undefined) {
+      const lossy = await withCluster((cluster) => runThroughputLevel(cluster, lossyClients, options.durationMs, 50, LOSSY_PERCENT), LOSSY_PERCENT);
+      report.compare({
+        what: `throughput at ${lossyClients} clients with RPC_LOSSY=${LOSSY_PERCENT} on every process`,
+        unit: 'ops/s',
+        decimals: 1,
+        words: ['lower', 'higher'],
+        rows: [
+          { label: 'lossless (above)', value: lossless.opsPerSecond, baseline: true },
+          { label: `RPC_LOSSY=${LOSSY_PERCENT}`, value: lossy.opsPerSecond, note: lossy.errors > 0 ? `${lossy.errors} failed operations` : `${lossy.operations} operations` },
+        ],
+      });
+    }
     report.note('The floor: the same chain (client → primary → both backups → primary → client) as a bare echo over');
     report.note('our TCP framing and RPC layer (tester/bench/echo-floor.ts): no storage, fsync, state machine or views.');
     const floor = await measureFloor(options.clientCounts, options.durationMs);
