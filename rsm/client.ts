@@ -41,6 +41,10 @@ import { RsmClientStatus, decodeInvokeReply, rsmClientProtocol, type InvokeReply
 
 const log = logger('rsm:client');
 
+/** First and longest retransmission interval of an invoke to the primary. */
+const INVOKE_RETRANSMIT_MS = 20;
+const INVOKE_RETRANSMIT_MS_MAX = 160;
+
 export interface RsmClientOptions {
   /** The endpoint the client calls through (a client-only endpoint is enough). */
   readonly rpc: RpcEndpoint;
@@ -224,7 +228,9 @@ export class RsmClient {
         this.addressOf(target),
         rsmClientProtocol.invoke,
         { procno: proc, req: request },
-        { timeoutMs: Math.min(this.settings.callTimeoutMs, Math.max(1, deadline - this.clock.now())), signal },
+        // A lost or delayed message is retried soon: the primary answers within a batch round or
+        // two, and a duplicate of a request still in progress is dropped there at little cost.
+        { timeoutMs: Math.min(this.settings.callTimeoutMs, Math.max(1, deadline - this.clock.now())), signal, retransmitMs: INVOKE_RETRANSMIT_MS, retransmitMsMax: INVOKE_RETRANSMIT_MS_MAX },
       );
       if (reply.ok && reply.status === RsmClientStatus.OK) {
         this.suspects.delete(target);

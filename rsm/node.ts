@@ -74,6 +74,10 @@ import { EmptyStateMachine, type ExecuteResult, type StateMachine } from './stat
 
 const log = logger('rsm');
 
+/** First and longest retransmission interval of an invokebatch (see replicateBatch). */
+const INVOKE_RETRANSMIT_MS = 15;
+const INVOKE_RETRANSMIT_MS_MAX = 120;
+
 export interface RsmTiming extends ConfigTiming {
   /** Wait between join attempts (the lab: 5 s). */
   joinRetryMs: number;
@@ -1220,7 +1224,13 @@ export class RsmNode {
     const args = { entries: pending.entries.map(({ vs, timeMs, proc, request }) => ({ vs, timeMs, proc, req: request })) };
     const acks = await Promise.all(
       backups.map(async (backup) => {
-        const reply = await this.rpc.call(this.addressOf(backup), rsmProtocol.invokebatch, args, { timeoutMs: this.timing.invokeTimeoutMs });
+        // Every client of the round waits on this call, so a lost or delayed message is retried
+        // soon (a backup answers in a few ms: one synced write), not after the endpoint's 50 ms.
+        const reply = await this.rpc.call(this.addressOf(backup), rsmProtocol.invokebatch, args, {
+          timeoutMs: this.timing.invokeTimeoutMs,
+          retransmitMs: INVOKE_RETRANSMIT_MS,
+          retransmitMsMax: INVOKE_RETRANSMIT_MS_MAX,
+        });
         passHooks();
         const ok = reply.ok && reply.status === RsmStatus.OK;
         if (ok) pending.acked.add(backup);

@@ -16,6 +16,16 @@
  *
  * It also tracks the newest viewstamp a primary executed: a primary executes only after every
  * backup of its view did, so everything up to it is held by every member of that view.
+ *
+ * Reassigned viewstamps. A backup executes a batch as it logs it, so a crash may take an executed
+ * but not yet durable batch with it. If that happens to every replica that executed it (kill -9
+ * of all), no replica holds it any more, no client saw it acknowledged (the primary answers only
+ * once every member holds it durably), and the primary may stamp the same viewstamp again, for a
+ * client's retry with a new time or for another request. So 2 and 3 hold among the versions of a
+ * viewstamp that some replica still holds: a different request or state at vs is a violation if
+ * a primary executed vs, or any replica other than the executor still holds vs (it executed it,
+ * or installed a state at it, and has not since installed an older state, from storage after a
+ * restart or by transfer); otherwise the old version is forgotten and counted in `reassigned`.
  */
 import { createHash } from 'node:crypto';
 import { VIEWSTAMP_ZERO, compareViewstamp, describeViewstamp, type Viewstamp } from '../../rsm/protocol.js';
@@ -55,6 +65,11 @@ export class RsmChecker {
   private readonly primaryMax = new Map<number, number>();
   /** Per running incarnation ("id#n"): its last viewstamp as seen from outside. */
   private readonly lasts = new Map<string, Viewstamp>();
+  /** Per viewstamp (key): the replica ids whose state holds it; per replica id: those viewstamps. */
+  private readonly holders = new Map<string, Set<string>>();
+  private readonly held = new Map<string, Map<string, Viewstamp>>();
+  /** Viewstamps that no replica held any more and were stamped again (see the header). */
+  reassigned = 0;
 
   constructor(private readonly now: () => number) {}
 
@@ -71,6 +86,8 @@ export class RsmChecker {
       const next = vs.vid === last.vid ? vs.seqno === last.seqno + 1 : vs.vid > last.vid && vs.seqno === 1;
       if (!next) this.violation(`${who} executed ${key(vs)} right after ${key(last)} (a gap, a duplicate or out of order)`);
       this.lasts.set(who, vs);
+      this.forgetIfReassigned(id, vs, digest(event.proc, event.request));
+      this.hold(id, vs);
       this.agree(this.requests, vs, digest(event.proc, event.request), `${who} executed another request at ${key(vs)}`);
       this.agree(this.results, vs, digest(event.result.status, event.result.reply), `${who} got another result at ${key(vs)}`);
       this.checkState(who, vs, stateMachine, `executed ${key(vs)} as ${event.role}`);
@@ -93,6 +110,9 @@ export class RsmChecker {
         this.violation(`${who} state transfer from ${event.from} moved it back from ${key(last)} to ${key(event.last)}, losing ${key(lost)}, which a primary executed`);
       }
       this.lasts.set(who, event.last);
+      // Its state is now exactly the installed one: it no longer holds anything after it.
+      this.releaseAfter(id, event.last);
+      this.hold(id, event.last);
       this.checkState(who, event.last, stateMachine, `installed ${key(event.last)} from ${event.from} in view ${event.vid}`);
     });
   }
@@ -119,6 +139,49 @@ export class RsmChecker {
 
   get ok(): boolean {
     return this.violations.length === 0;
+  }
+
+  private hold(id: string, vs: Viewstamp): void {
+    const k = key(vs);
+    let ids = this.holders.get(k);
+    if (ids === undefined) this.holders.set(k, (ids = new Set()));
+    ids.add(id);
+    let mine = this.held.get(id);
+    if (mine === undefined) this.held.set(id, (mine = new Map()));
+    mine.set(k, vs);
+  }
+
+  private releaseAfter(id: string, last: Viewstamp): void {
+    const mine = this.held.get(id);
+    if (mine === undefined) return;
+    for (const [k, vs] of mine) {
+      if (compareViewstamp(vs, last) <= 0) continue;
+      mine.delete(k);
+      this.holders.get(k)?.delete(id);
+    }
+  }
+
+  /**
+   * Before `id` executes `request` at vs: if another version of vs is recorded that no other
+   * replica holds and no primary executed, forget it (and what was recorded after it).
+   */
+  private forgetIfReassigned(id: string, vs: Viewstamp, request: string): void {
+    const k = key(vs);
+    const recorded = this.requests.get(k);
+    const state = this.states.get(k);
+    if (recorded === undefined && state === undefined) return;
+    if (vs.seqno <= (this.primaryMax.get(vs.vid) ?? 0)) return; // committed: never reassigned
+    const others = [...(this.holders.get(k) ?? [])].filter((holder) => holder !== id);
+    if (others.length > 0) return;
+    // Nobody holds it: the recorded version is forgotten, as is every record after it in this view
+    // that nobody holds either (they were built on it).
+    this.reassigned++;
+    for (const map of [this.requests, this.results, this.states]) {
+      for (const recordedKey of [...map.keys()]) {
+        const [vidText, seqText] = recordedKey.split('.');
+        if (Number(vidText) === vs.vid && Number(seqText) >= vs.seqno && (this.holders.get(recordedKey)?.size ?? 0) === 0) map.delete(recordedKey);
+      }
+    }
   }
 
   private checkState(who: string, vs: Viewstamp, stateMachine: StateMachine, what: string): void {
