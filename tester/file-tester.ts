@@ -107,7 +107,18 @@ export async function runFileTest(options: FileTestOptions): Promise<FileTestRes
   try {
     out(`file_tester: ${options.replicas} replicas on ports ${cluster.replicas.map((r) => r.port).join(', ')}; logs in ${dir}`);
     await cluster.start(out);
-    for (let index = 0; index < options.clients; index++) workers.push(startWorker(options, dir, members, index));
+    workers.push(startWorker(options, dir, members, 0));
+    if (options.killClients || options.pauseClient) {
+      // The targeted client takes the lock first and the others start behind it, so they still
+      // have all their work when the fault hits it: with a fast service, clients started together
+      // could finish every hold before the targeted one's first, and nobody would be left to show
+      // that the lock comes back after the lease.
+      await waitFor(() => {
+        const log = parseWorkerLog(readText(workers[0]!.logFile));
+        return log.holds.length >= 1 || log.closed;
+      }, deadline);
+    }
+    for (let index = 1; index < options.clients; index++) workers.push(startWorker(options, dir, members, index));
     out(`file_tester: ${options.clients} clients × ${options.holds} holds × ${options.appends} appends (${options.lockPerFile ? 'one lock per file' : 'one lock for all files'})`);
 
     const faults = runFaults(options, cluster, workers, deadline, problems);
@@ -214,7 +225,7 @@ async function runFaults(options: FileTestOptions, cluster: LocalCluster, worker
   const progress = (fraction: number) => waitFor(() => totalAcks(workers) >= Math.max(1, Math.floor(expected * fraction)), deadline);
 
   if (options.killClients || options.pauseClient) {
-    await progress(0.1);
+    // No progress wait: the others started behind client 0's first hold (see runFileTest).
     const victim = workers[0]!;
     const holding = async (): Promise<boolean> => {
       const log = parseWorkerLog(readText(victim.logFile));

@@ -31,7 +31,8 @@ Options:
   --ttl-ms T        the clients' session TTL, 1000..600000 (default 10000)
   --kill-primary    SIGKILL the primary once 30 % of the appends are done, then restart it
   --kill-all        SIGKILL every replica once 50 % are done, then restart them all
-  --kill-clients    SIGKILL client 0 while it holds the lock (the others go on after its lease ends)
+  --kill-clients    SIGKILL client 0 while it holds the lock (the others go on after its lease ends;
+                    with this or --pause-client, client 0 starts first and the others once it holds)
   --pause-client    SIGSTOP client 0 while it holds the lock until another client got it, then
                     SIGCONT: its next append must be refused (FILE_STALE_TOKEN)
   --timeout-ms MS   bound on the whole run (default 600000)
