@@ -260,9 +260,9 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
         me,
         identity,
         clock: realClock,
-        // Host code (this file is the process's composition root): the wall clock only labels
-        // log lines for people; protocol decisions use the injected monotonic clock.
-        wallNow: () => Date.now(),
+        // The wall clock only labels "unreachable since 12:01:07" for people; decisions use the
+        // injected monotonic clock.
+        wallNow: () => Date.now(), // host code: this file is the process's composition root
         view: () => {
           const status = node.status();
           return { vid: status.vid, members: status.members };

@@ -6,11 +6,11 @@
  * (from the primary's executed viewstamps before and after), grants served from a client's cache
  * in between, and the replicas' CPU time per hand-off (from /proc). The baseline is 2 clients.
  */
-import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { connect, type LockClient } from '../../lockserver/locks.js';
 import type { LocalCluster } from '../cluster.js';
 import type { Benchmark, BenchReport } from './framework.js';
+import { executedOf, replicasCpuMs } from './replica-stats.js';
 import { withCluster } from './rsm-bench.js';
 
 export interface HandoffBenchOptions {
@@ -34,26 +34,6 @@ interface HandoffResult {
   readonly errors: number;
 }
 
-/** CPU time (user + system, ms) of a process, or undefined where /proc is not available. */
-export function cpuMsOf(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // clock ticks of 10 ms
-  } catch {
-    return undefined;
-  }
-}
-
-/** Total executed requests (seqno of the primary's last viewstamp) and the view, or undefined. */
-async function executedOf(cluster: LocalCluster): Promise<{ vid: string; seqno: number } | undefined> {
-  const status = await cluster.status();
-  const vs = status.find((s) => s.state === 'up' && s.lastViewstamp !== undefined)?.lastViewstamp;
-  if (vs === undefined) return undefined;
-  const [vid, seqno] = vs.split('.');
-  return { vid: vid!, seqno: Number(seqno) };
-}
-
 async function runLevel(cluster: LocalCluster, clients: number, durationMs: number, level: number): Promise<HandoffResult> {
   const members = cluster.replicas.map((r) => `127.0.0.1:${r.port}`);
   const locks: LockClient[] = [];
@@ -64,14 +44,10 @@ async function runLevel(cluster: LocalCluster, clients: number, durationMs: numb
   let grants = 0;
   let errors = 0;
   let stop = false;
-  const cpu = (): number | undefined => {
-    const each = cluster.replicas.map((r) => cpuMsOf(r.process?.pid));
-    return each.every((v) => v !== undefined) ? each.reduce((a, b) => a! + b!, 0) : undefined;
-  };
   // Warm-up: every client once, so sessions of the RSM client and callback endpoints exist.
   for (const client of locks) await client.withLock(name, () => undefined, { timeoutMs: ACQUIRE_TIMEOUT_MS });
   const before = await executedOf(cluster);
-  const cpuBefore = cpu();
+  const cpuBefore = await replicasCpuMs(cluster);
   const started = performance.now();
   const workers = locks.map(async (client, index) => {
     while (!stop) {
@@ -95,7 +71,7 @@ async function runLevel(cluster: LocalCluster, clients: number, durationMs: numb
   await Promise.all(workers);
   const elapsedMs = performance.now() - started;
   const after = await executedOf(cluster);
-  const cpuAfter = cpu();
+  const cpuAfter = await replicasCpuMs(cluster);
   await Promise.all(locks.map((client) => client.close()));
   const requests = before !== undefined && after !== undefined && before.vid === after.vid ? after.seqno - before.seqno : undefined;
   const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { connect, type LockClient } from '../../lockserver/locks.js';
 import type { LocalCluster } from '../cluster.js';
 import type { Benchmark, BenchReport } from './framework.js';
-import { cpuMsOf } from './handoff-bench.js';
+import { executedOf, replicasCpuMs } from './replica-stats.js';
 import { runThroughputLevel, withCluster, type LevelResult } from './rsm-bench.js';
 
 export interface KeepaliveBenchOptions {
@@ -42,19 +42,6 @@ interface Level {
   readonly lostSessions: number;
 }
 
-/** The primary's last executed seqno and its view, from the replicas' status. */
-async function executedOf(cluster: LocalCluster): Promise<{ vid: string; seqno: number } | undefined> {
-  const vs = (await cluster.status()).find((s) => s.state === 'up' && s.lastViewstamp !== undefined)?.lastViewstamp;
-  if (vs === undefined) return undefined;
-  const [vid, seqno] = vs.split('.');
-  return { vid: vid!, seqno: Number(seqno) };
-}
-
-function replicasCpuMs(cluster: LocalCluster): number | undefined {
-  const each = cluster.replicas.map((r) => cpuMsOf(r.process?.pid));
-  return each.every((v) => v !== undefined) ? each.reduce((a, b) => a! + b!, 0) : undefined;
-}
-
 /** Replicated requests per second with no workload running (keepalive batches, lease ticks). */
 async function backgroundRequestsPerSecond(cluster: LocalCluster): Promise<number | undefined> {
   const before = await executedOf(cluster);
@@ -67,12 +54,12 @@ async function backgroundRequestsPerSecond(cluster: LocalCluster): Promise<numbe
 
 async function measure(cluster: LocalCluster, label: string, durationMs: number, level: number, idle: readonly LockClient[]): Promise<Level> {
   const keepalives = (): number => idle.reduce((sum, c) => sum + (c.sessionKeeper?.keepalivesSent ?? 0), 0);
-  const cpuBefore = replicasCpuMs(cluster);
+  const cpuBefore = await replicasCpuMs(cluster);
   const keepalivesBefore = keepalives();
   const started = performance.now();
   const result = await runThroughputLevel(cluster, BUSY_CLIENTS, durationMs, level);
   const seconds = (performance.now() - started) / 1000;
-  const cpuAfter = replicasCpuMs(cluster);
+  const cpuAfter = await replicasCpuMs(cluster);
   const keepalivesSent = keepalives() - keepalivesBefore;
   const background = await backgroundRequestsPerSecond(cluster);
   // CPU over the whole level (warm-up included) against the operations over it, estimated from the measured rate.

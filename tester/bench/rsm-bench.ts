@@ -39,6 +39,7 @@ import { RsmClient } from '../../rsm/client.js';
 import { LocalCluster, chooseBasePort, latestLoggedView, queryMembers, type Replica } from '../cluster.js';
 import { ChildHandle, isPortFree, lockServerScript } from '../processes.js';
 import { measureFloor } from './echo-floor.js';
+import { processesCpuUs, replicaPids } from './replica-stats.js';
 import type { Benchmark, BenchReport } from './framework.js';
 
 export interface RsmBenchOptions {
@@ -161,33 +162,6 @@ export interface LevelResult {
    * replicated request (2 per operation); undefined when /proc cannot be read.
    */
   readonly serverCpuUsPerRequest: number | undefined;
-}
-
-/** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ, 100 on Linux). */
-const CLOCK_TICKS_PER_SECOND = 100;
-
-/**
- * CPU time (user + system, µs) used so far by the processes `pids`, from /proc/<pid>/stat; undefined
- * if any cannot be read (no /proc, or a process exited). The replicas are separate processes, so
- * process.cpuUsage() here would measure the clients instead.
- */
-async function processesCpuUs(pids: readonly number[]): Promise<number | undefined> {
-  let total = 0;
-  for (const pid of pids) {
-    const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
-    if (stat === undefined) return undefined;
-    // The command name (field 2) may hold spaces; the fields after its closing parenthesis are fixed.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const utime = Number(fields[11]);
-    const stime = Number(fields[12]);
-    if (!Number.isFinite(utime) || !Number.isFinite(stime)) return undefined;
-    total += ((utime + stime) * 1e6) / CLOCK_TICKS_PER_SECOND;
-  }
-  return total;
-}
-
-function replicaPids(cluster: LocalCluster): number[] {
-  return cluster.replicas.flatMap((replica) => (replica.process?.running === true ? [replica.process.pid] : []));
 }
 
 /** Runs `clients` concurrent loops for WARMUP_MS (unmeasured) then `durationMs` (measured). */
