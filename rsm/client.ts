@@ -232,6 +232,7 @@ export class RsmClient {
         // two, and a duplicate of a request still in progress is dropped there at little cost.
         { timeoutMs: Math.min(this.settings.callTimeoutMs, Math.max(1, deadline - this.clock.now())), signal, retransmitMs: INVOKE_RETRANSMIT_MS, retransmitMsMax: INVOKE_RETRANSMIT_MS_MAX },
       );
+      if (reply.ok) this.learnMembersSoon(deadline);
       if (reply.ok && reply.status === RsmClientStatus.OK) {
         this.suspects.delete(target);
         const decoded = decodeInvokeReply(reply.result);
@@ -314,6 +315,17 @@ export class RsmClient {
       return undefined;
     }
     return ids;
+  }
+
+  /**
+   * A client that has never had a members answer (its first search found nobody: the one node it
+   * was told of was slow to answer, say) but now reached a node that answers invokes asks for the
+   * view in the background: otherwise it would know that one node only, and could never find the
+   * next primary once that node is gone.
+   */
+  private learnMembersSoon(deadline: number): void {
+    if (this.refreshedAt !== -Infinity || this.search !== undefined || this.isClosed) return;
+    void this.findPrimary(deadline, this.closer.signal);
   }
 
   /** Adopts a members answer: its primary (last), and its ids first in the known list. */

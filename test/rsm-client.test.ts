@@ -4,6 +4,8 @@
  */
 import t from 'tap';
 import { RpcEndpoint } from '../lib/rpc.js';
+import { RpcError } from '../lib/errors.js';
+import { rsmClientProtocol } from '../rsm/protocol.js';
 import { RsmError } from '../rsm/errors.js';
 import { RsmClient } from '../rsm/client.js';
 import { KvProc, KvStatus, decodeKvReply, encodeKvRequest } from '../rsm/kv/kv-service.js';
@@ -156,4 +158,36 @@ t.test('RSM_NO_QUORUM: a survivor of two kills in a view of three; the client fa
   const outcome = await settle(cluster, client.invoke(KvProc.GET, request('c1', 2, 'k', ''), { timeoutMs: 5_000 }).then(() => undefined, (error: unknown) => error));
   t.ok(outcome instanceof RsmError && outcome.code === 'RSM_NO_QUORUM', String(outcome));
   t.match((outcome as RsmError).message, new RegExp(`no primary answered within 5\\d\\d\\d ms; tried .*${ids[0]}`));
+});
+
+t.test('a client whose first members call failed learns the view from the node that answered its invoke, and later fails over', async (t) => {
+  const { cluster, ids, checker } = await kvCluster('client-learns-late');
+  const [p0, p1, p2] = ids as [string, string, string];
+  const inner = new RpcEndpoint(cluster.network.forOwner('c1').connect(), cluster.world.clockFor('c1'), cluster.world.random.fork());
+  // The first members call fails (as when the one node the client was told of is slow to answer
+  // its first call); everything else goes through.
+  let membersFailures = 1;
+  const rpc = new Proxy(inner, {
+    get(target, property, receiver) {
+      if (property !== 'call') return Reflect.get(target, property, receiver) as unknown;
+      return (async (address: string, procedure: { id: number }, ...rest: unknown[]) => {
+        if (procedure.id === rsmClientProtocol.members.id && membersFailures > 0) {
+          membersFailures--;
+          return { ok: false, error: new RpcError('RPC_TIMEOUT', 'members: dropped by the test') };
+        }
+        return (target.call as (...args: unknown[]) => Promise<unknown>)(address, procedure, ...rest);
+      }) as RpcEndpoint['call'];
+    },
+  });
+  const client = new RsmClient({ rpc, knownMembers: [p0], callTimeoutMs: 2000, backoffMsMax: 1000 });
+  await settle(cluster, client.invoke(KvProc.PUT, request('c1', 1, 'k', 'a')));
+  t.equal(membersFailures, 0, 'the first members call was dropped');
+  await cluster.runFor(500);
+  t.same([...client.knownMembers].sort(), [...ids].sort(), 'it learned every member after its invoke went through');
+  cluster.crash(p0);
+  const reply = await settle(cluster, client.invoke(KvProc.APPEND, request('c1', 2, 'k', 'b')), 60_000);
+  t.same(decodeKvReply(reply.reply), { ok: true, value: 'ab' }, 'with its first node gone, it found the new primary');
+  t.not(client.primary, p0);
+  t.ok(client.primary === p1 || client.primary === p2);
+  t.same(checker.violations, []);
 });

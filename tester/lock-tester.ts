@@ -616,16 +616,32 @@ export interface RsmCachingClientEnv extends CachingClientEnv {
   readonly rsmConnection?: RsmConnectionOptions;
 }
 
+export interface RsmFactoryOptions {
+  /** More replicas each client knows from the start, after `server` (the members lock_tester saw). */
+  readonly alsoKnown?: readonly string[];
+  /** Collects every RSM client made, so a waiting test can say what each one believes. */
+  readonly created?: RsmClient[];
+}
+
+/** What each RSM client believes, for the waiting line: "client 1: primary 3774, knows 3772,3774,3776". */
+export function describeRsmClients(clients: readonly RsmClient[]): string {
+  return clients
+    .map((client, i) => `client ${i}: primary ${client.primary ?? '-'}, knows ${client.knownMembers.join(',')}, ${client.stats.invokes} invokes, ${client.stats.busy} BUSY, ${client.stats.primaryFailures} failures`)
+    .join('; ');
+}
+
 /**
  * A factory of caching lock clients talking to the REPLICATED lock service through the RSM: each
  * client has its own RpcEndpoint on an ephemeral port (its id and callback address), an RsmClient
  * on it that starts from `server` (any replica) and finds the primary, and `rsmConnection` carrying
  * acquire and release as RSM requests. Revoke and retry come from whichever replica is primary.
  */
-export function rsmCachingClientFactory(server: string, env: RsmCachingClientEnv): TesterClientFactory {
+export function rsmCachingClientFactory(server: string, env: RsmCachingClientEnv, options: RsmFactoryOptions = {}): TesterClientFactory {
   return async () => {
     const rpc = new RpcEndpoint(await env.network.listen(`${env.host ?? '127.0.0.1'}:0`), env.clock, env.random.fork(), env.rpcOptions);
-    const rsm = new RsmClient({ ...env.rsm, rpc, knownMembers: [server], clock: env.clock, addressOf: addressOfMember });
+    const knownMembers = [server, ...(options.alsoKnown ?? []).filter((id) => addressOfMember(id) !== addressOfMember(server))];
+    const rsm = new RsmClient({ ...env.rsm, rpc, knownMembers, clock: env.clock, addressOf: addressOfMember });
+    options.created?.push(rsm);
     const client = new CachingLockClient({
       ...env.clientOptions,
       rpc,

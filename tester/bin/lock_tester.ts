@@ -10,6 +10,7 @@ import { realClock } from '../../lib/clock.js';
 import { osRandom } from '../../lib/random.js';
 import { RpcEndpoint } from '../../lib/rpc.js';
 import { lossyPercentFromEnv, tcpNetwork } from '../../lib/tcp.js';
+import type { RsmClient } from '../../rsm/client.js';
 import { HISTORY_DIR_ENV, HistoryRecorder } from '../history.js';
 import {
   DEFAULT_TIMEOUT_MS,
@@ -17,6 +18,7 @@ import {
   basicClientFactory,
   cachingClientFactory,
   describeReplicaWait,
+  describeRsmClients,
   detectLockService,
   isTestNumber,
   rsmCachingClientFactory,
@@ -101,9 +103,12 @@ runMain(spec, async () => {
       process.stdout.write(
         `${programName()}: ${TESTER_CLIENTS} caching lock clients against ${server}: a replica (replicated lock service, view {${service.members.join(',')}}, primary ${service.primary || '-'}); through the RSM client\n`,
       );
-      clients = rsmCachingClientFactory(server, cachingEnv);
       const members = [...new Set([...service.members, server.replace(/^127\.0\.0\.1:/, '')])];
-      waiting = { everyMs: WAITING_EVERY_MS, describe: () => describeReplicaWait(probeRpc, members) };
+      const created: RsmClient[] = [];
+      // Each client starts from the named server and also knows the members seen here, so losing
+      // that one server never leaves a client without anyone to ask.
+      clients = rsmCachingClientFactory(server, cachingEnv, { alsoKnown: service.members, created });
+      waiting = { everyMs: WAITING_EVERY_MS, describe: async () => `${await describeReplicaWait(probeRpc, members)}; ${describeRsmClients(created)}` };
     } else if (service.kind === 'unreplicated') {
       process.stdout.write(`${programName()}: ${TESTER_CLIENTS} caching lock clients against ${server}: an unreplicated lock server; direct\n`);
       clients = cachingClientFactory(server, cachingEnv);
