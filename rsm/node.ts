@@ -37,12 +37,15 @@ import { clusterCheck } from '../paxos/store.js';
 import { historyProblem, isValidNodeId, type HistoryEntry } from '../paxos/view.js';
 import { batchProblem, classifyBatch, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker, joinCandidates } from './membership.js';
+import { chooseTransfer, fetchTransfer, transferProblem, type Transfer } from './state-transfer.js';
 import {
   BATCH_BYTES_MAX,
   BATCH_REQUESTS_MAX,
   RsmClientStatus,
   RsmStatus,
   RsmTestStatus,
+  TRANSFER_CHUNK_BYTES,
+  TransferKind,
   VIEWSTAMP_ZERO,
   compareViewstamp,
   describeViewstamp,
@@ -95,6 +98,14 @@ export interface RsmTiming extends ConfigTiming {
   checkpointEveryRequests: number;
   /** … or once the requests logged since the last one hold this many bytes. */
   checkpointEveryBytes: number;
+  /**
+   * A checkpoint keeps up to this many of the entries before it (and at most logRetainBytes of
+   * their requests), so that a replica a little behind gets those entries instead of the state.
+   */
+  logRetainRequests: number;
+  logRetainBytes: number;
+  /** Bytes of state per transfer answer or chunk, at most TRANSFER_CHUNK_BYTES (small in the simulator, so chunking runs). */
+  transferChunkBytes: number;
 }
 
 export const defaultRsmTiming: RsmTiming = {
@@ -107,6 +118,9 @@ export const defaultRsmTiming: RsmTiming = {
   transferRetryMs: 100,
   checkpointEveryRequests: 4096,
   checkpointEveryBytes: 4 * 1024 * 1024,
+  logRetainRequests: 4096,
+  logRetainBytes: 4 * 1024 * 1024,
+  transferChunkBytes: TRANSFER_CHUNK_BYTES,
 };
 
 export interface RsmNodeOptions {
@@ -232,11 +246,26 @@ function describeBatch(batch: PendingBatch): string {
   return batch.entries.length === 1 ? describeViewstamp(first) : `${describeViewstamp(first)}..${lastOf(batch).seqno}`;
 }
 
-/** A log entry this replica holds durably (or is writing), since its last checkpoint. */
+/**
+ * A log entry this replica holds durably (or is writing): one after its last checkpoint, or one
+ * of those a checkpoint retains before itself for state transfer (logRetainRequests).
+ */
 interface HeldEntry {
   readonly vs: Viewstamp;
   readonly bytes: number;
+  readonly entry: LogEntry;
 }
+
+/** A marshalled state kept while other replicas fetch it in chunks (transferchunk). */
+interface Snapshot {
+  readonly last: Viewstamp;
+  readonly bytes: Uint8Array;
+  /** Our clock when a replica last asked for it; it is dropped SNAPSHOT_IDLE_MS after. */
+  usedAt: number;
+}
+
+/** A snapshot nobody fetched from for this long is dropped (its memory is the whole state). */
+const SNAPSHOT_IDLE_MS = 30_000;
 
 /** A registry of listeners; a throwing listener is a fatal error of the node, not of the caller. */
 class Listeners<E> {
@@ -324,10 +353,16 @@ export class RsmNode {
   private pendingRetry: Timer | undefined;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
   private lastRequest: LogEntry | undefined;
-  /** The log entries written since the last checkpoint, in viewstamp order. */
+  /** The log entries held (retained before the last checkpoint, or written since), in viewstamp order. */
   private logHeld: HeldEntry[] = [];
   /** Bytes of the requests in logHeld. */
   private logHeldBytes = 0;
+  /** Entries in logHeld after the last checkpoint, and bytes of their requests. */
+  private sinceCheckpointRequests = 0;
+  private sinceCheckpointBytes = 0;
+  /** The state being fetched in chunks from this replica, if any. */
+  private snapshot: Snapshot | undefined;
+  private snapshotTimer: Timer | undefined;
   /** A checkpoint is due (its timer is set) or being written. */
   private checkpointDue = false;
   /** The time stamped on the last request this primary stamped (stamps never run backwards). */
@@ -427,15 +462,19 @@ export class RsmNode {
       if (!entry.ok) corrupt(`unreadable log entry ${key}: ${entry.reason}`);
       entries.push([key, (entry as { value: LogEntry }).value]);
     }
-    // A periodic checkpoint keeps the entry at its own viewstamp: the request executed last,
-    // which a backup must recognise when the primary sends it again.
-    const first = entries[0]?.[1];
-    const atCheckpoint = first !== undefined && compareViewstamp(first.vs, this.lastMyvs) === 0 ? first : undefined;
-    if (atCheckpoint !== undefined) {
-      this.lastRequest = atCheckpoint;
-      this.noteLogged(atCheckpoint);
-      entries.shift();
+    // A periodic checkpoint keeps the entry at its own viewstamp (the request executed last,
+    // which a backup must recognise when the primary sends it again) and some before it, for
+    // state transfer; the state already reflects them.
+    let retained = 0;
+    while (retained < entries.length && compareViewstamp(entries[retained]![1].vs, this.lastMyvs) <= 0) {
+      const [key, entry] = entries[retained]!;
+      if (key !== logKey(entry.vs)) corrupt(`log key ${key} holds entry ${describeViewstamp(entry.vs)}`);
+      if (retained > 0 && compareViewstamp(entries[retained - 1]![1].vs, entry.vs) >= 0) corrupt(`log entry ${describeViewstamp(entry.vs)} out of order`);
+      if (compareViewstamp(entry.vs, this.lastMyvs) === 0) this.lastRequest = entry;
+      this.noteLogged(entry, false);
+      retained++;
     }
+    entries.splice(0, retained);
     const problem = logProblem(this.lastMyvs, entries);
     if (problem !== undefined) corrupt(problem);
     for (const [, entry] of entries) {
@@ -456,9 +495,12 @@ export class RsmNode {
   }
 
   /** Notes a log entry held since the last checkpoint. */
-  private noteLogged(entry: LogEntry): void {
-    this.logHeld.push({ vs: entry.vs, bytes: entry.request.length });
+  private noteLogged(entry: LogEntry, sinceCheckpoint = true): void {
+    this.logHeld.push({ vs: entry.vs, bytes: entry.request.length, entry });
     this.logHeldBytes += entry.request.length;
+    if (!sinceCheckpoint) return;
+    this.sinceCheckpointRequests++;
+    this.sinceCheckpointBytes += entry.request.length;
   }
 
   /** Runs a storage write after every earlier one; `durable` settles when it has. Failure is fatal. */
@@ -491,26 +533,47 @@ export class RsmNode {
    * every log entry it covers. A state transfer writes one with sync (the installed state replaces
    * the log); the periodic one need not sync: if it is lost, the entries it would have deleted are
    * still there, and any later synced write makes it durable too. The periodic one keeps the entry
-   * at `last` (the request executed last, to recognise its duplicate); an installed state drops
-   * every entry.
+   * at `last` (the request executed last, to recognise its duplicate) and up to logRetainRequests
+   * (and logRetainBytes) of the newest entries before it, for replicas a little behind (state
+   * transfer sends them those instead of the state); an installed state drops every entry.
    */
   private writeCheckpoint(sync: boolean, state = this.stateMachine.marshalState(), installed = false): Promise<void> {
     const last = this.lastMyvs;
     const ops: StorageOp[] = [{ type: 'put', key: KEY_CHECKPOINT, value: encodeCheckpoint({ last, state }) }];
     const kept: HeldEntry[] = [];
     let keptBytes = 0;
-    for (const held of this.logHeld) {
+    let retained = 0;
+    let retainedBytes = 0;
+    let since = 0;
+    let sinceBytes = 0;
+    // Newest first, so the retained entries are the ones just before the checkpoint.
+    for (let i = this.logHeld.length - 1; i >= 0; i--) {
+      const held = this.logHeld[i]!;
+      const order = compareViewstamp(held.vs, last);
       // An installed state replaces this replica's whole history, entries after it included
       // (a request it logged that the group's newest state does not hold).
-      const order = compareViewstamp(held.vs, last);
-      if (order < 0 || installed) ops.push({ type: 'del', key: logKey(held.vs) });
-      else {
-        kept.push(held);
-        keptBytes += held.bytes;
+      let keep = !installed && order >= 0;
+      if (!installed && order < 0 && retained < this.timing.logRetainRequests && retainedBytes + held.bytes <= this.timing.logRetainBytes) {
+        keep = true;
+        retained++;
+        retainedBytes += held.bytes;
+      }
+      if (!keep) {
+        ops.push({ type: 'del', key: logKey(held.vs) });
+        continue;
+      }
+      kept.push(held);
+      keptBytes += held.bytes;
+      if (order > 0) {
+        since++;
+        sinceBytes += held.bytes;
       }
     }
+    kept.reverse();
     this.logHeld = kept;
     this.logHeldBytes = keptBytes;
+    this.sinceCheckpointRequests = since;
+    this.sinceCheckpointBytes = sinceBytes;
     return this.enqueueWrite(ops, sync);
   }
 
@@ -521,7 +584,7 @@ export class RsmNode {
    */
   private maybeScheduleCheckpoint(): void {
     if (this.checkpointDue || this.stopped) return;
-    if (this.logHeld.length < this.timing.checkpointEveryRequests && this.logHeldBytes < this.timing.checkpointEveryBytes) return;
+    if (this.sinceCheckpointRequests < this.timing.checkpointEveryRequests && this.sinceCheckpointBytes < this.timing.checkpointEveryBytes) return;
     this.checkpointDue = true;
     this.env.clock.setTimer(0, () => {
       if (this.stopped) return;
@@ -655,6 +718,7 @@ export class RsmNode {
     this.config.stop();
     this.stopController.abort(new Error('rsm node stopped'));
     this.pendingRetry?.cancel();
+    this.dropSnapshot();
     this.answerWaiting({ status: RsmClientStatus.BUSY, result: EMPTY });
     this.viewCommitted.notify();
     this.syncProgress.notify();
@@ -791,11 +855,14 @@ export class RsmNode {
   private async syncWithBackups(vid: number): Promise<boolean> {
     const backups = this.config.members(vid).filter((member) => member !== this.me);
 
+    const mine = this.lastMyvs;
     const newest = await this.collectFromBackups(vid, backups);
     if (newest === undefined) return false;
-    if (compareViewstamp(newest.last, this.lastMyvs) > 0) {
-      log('%s sync: adopting the state of %s (last %s, mine %s)', this.me, newest.from, describeViewstamp(newest.last), describeViewstamp(this.lastMyvs));
-      if (!this.installState(newest.state, newest.last, newest.from, vid)) return false;
+    if (compareViewstamp(newest.answer.last, mine) > 0) {
+      log('%s sync: adopting the state of %s (last %s, mine %s)', this.me, newest.from, describeViewstamp(newest.answer.last), describeViewstamp(mine));
+      const transfer = await this.receiveTransfer(newest.from, vid, mine, newest.answer);
+      if (transfer === undefined || this.viewGone(vid) || compareViewstamp(this.lastMyvs, mine) !== 0) return false;
+      if (!this.adoptTransfer(transfer, newest.answer.last, newest.from, vid)) return false;
       await this.durable;
       if (this.viewGone(vid)) return false;
     }
@@ -838,13 +905,12 @@ export class RsmNode {
   }
 
   /**
-   * Asks every backup for its last viewstamp and, when newer than ours, its state. Retries each
-   * until it answers or the view is gone (then resolves undefined). Resolves the newest answer.
+   * Asks every backup for its last viewstamp and, when newer than ours, what takes us there (the
+   * entries after our last, or the first chunk of its state). Retries each until it answers or the
+   * view is gone (then resolves undefined). Resolves the newest answer.
    */
-  private async collectFromBackups(
-    vid: number,
-    backups: readonly string[],
-  ): Promise<{ from: string; last: Viewstamp; state: Uint8Array } | undefined> {
+  private async collectFromBackups(vid: number, backups: readonly string[]): Promise<{ from: string; answer: TransferRes } | undefined> {
+    const none = (last: Viewstamp): TransferRes => ({ kind: TransferKind.NONE, last, stateBytes: 0, state: EMPTY, entries: [] });
     const mine = this.lastMyvs;
     const answers = await Promise.all(
       backups.map(async (backup) => {
@@ -858,15 +924,21 @@ export class RsmNode {
           );
           if (this.viewGone(vid)) return undefined;
           if (reply.ok && reply.status === RsmStatus.OK) {
-            const { last, state } = reply.result;
+            const answer = reply.result;
+            const { last } = answer;
             // Nobody executes in a view before its synchronisation ends, so a last in this view
             // (or later) is a broken or forged reply; unless this primary synchronises again a
             // view it had served before a restart (syncView).
             if (last.vid > vid || (last.vid === vid && this.syncedVid !== vid)) {
               log('%s sync: ignoring (%s claims last %s in view %d)', this.me, backup, describeViewstamp(last), vid);
-              return { from: backup, last: VIEWSTAMP_ZERO, state: EMPTY };
+              return { from: backup, answer: none(VIEWSTAMP_ZERO) };
             }
-            return { from: backup, last, state };
+            // Newer than ours only with something to take us there.
+            if (answer.kind === TransferKind.NONE && compareViewstamp(last, mine) > 0) {
+              log('%s sync: ignoring (%s claims last %s and sends nothing)', this.me, backup, describeViewstamp(last));
+              return { from: backup, answer: none(VIEWSTAMP_ZERO) };
+            }
+            return { from: backup, answer };
           }
           log('%s sync: collecting from %s: %s', this.me, backup, reply.ok ? `status ${reply.status}` : reply.error.code);
           if (!(await this.pause(this.timing.transferRetryMs))) return undefined;
@@ -874,8 +946,8 @@ export class RsmNode {
       }),
     );
     if (answers.some((answer) => answer === undefined)) return undefined;
-    let newest: { from: string; last: Viewstamp; state: Uint8Array } = { from: this.me, last: mine, state: EMPTY };
-    for (const answer of answers) if (compareViewstamp(answer!.last, newest.last) > 0) newest = answer!;
+    let newest: { from: string; answer: TransferRes } = { from: this.me, answer: none(mine) };
+    for (const answer of answers) if (compareViewstamp(answer!.answer.last, newest.answer.last) > 0) newest = answer!;
     return newest;
   }
 
@@ -922,7 +994,7 @@ export class RsmNode {
         { timeoutMs: this.timing.transferTimeoutMs },
       );
       if (this.viewGone(vid)) return false;
-      if (reply.ok && reply.status === RsmStatus.OK && this.acceptTransfer(primary, vid, last, reply.result)) {
+      if (reply.ok && reply.status === RsmStatus.OK && (await this.acceptTransfer(primary, vid, last, reply.result))) {
         await this.durable; // the primary learns we have its state only once it is durable here
         return !this.viewGone(vid);
       }
@@ -933,15 +1005,59 @@ export class RsmNode {
     }
   }
 
-  /** Installs the primary's state when its last viewstamp differs from ours; resolves success. */
-  private acceptTransfer(primary: string, vid: number, asked: Viewstamp, result: TransferRes): boolean {
+  /** Takes the primary's state (or the entries we lack) when its last differs from ours; resolves success. */
+  private async acceptTransfer(primary: string, vid: number, asked: Viewstamp, result: TransferRes): Promise<boolean> {
     if (compareViewstamp(this.lastMyvs, asked) !== 0) return false; // changed meanwhile: ask again
-    if (compareViewstamp(result.last, asked) === 0) return true; // we have its state already
-    if (result.last.vid > vid) {
-      log('%s sync: ignoring (%s sent last %s for view %d)', this.me, primary, describeViewstamp(result.last), vid);
+    if (compareViewstamp(result.last, asked) === 0) return result.kind === TransferKind.NONE; // we have its state already
+    if (result.last.vid > vid || result.kind === TransferKind.NONE) {
+      log('%s sync: ignoring (%s sent last %s for view %d, kind %d)', this.me, primary, describeViewstamp(result.last), vid, result.kind);
       return false;
     }
-    return this.installState(result.state, result.last, primary, vid);
+    const transfer = await this.receiveTransfer(primary, vid, asked, result);
+    if (transfer === undefined || this.viewGone(vid) || compareViewstamp(this.lastMyvs, asked) !== 0) return false;
+    return this.adoptTransfer(transfer, result.last, primary, vid);
+  }
+
+  /**
+   * Checks a transferreq answer (transferProblem) and completes it (fetchTransfer: the rest of a
+   * large state, chunk by chunk). Undefined, logged, when it is malformed or cannot be completed.
+   */
+  private async receiveTransfer(from: string, vid: number, asked: Viewstamp, answer: TransferRes): Promise<Transfer | undefined> {
+    const problem = transferProblem(asked, answer);
+    if (problem !== undefined) {
+      log('%s sync: ignoring the transfer of %s (%s)', this.me, from, problem);
+      return undefined;
+    }
+    if (answer.kind === TransferKind.STATE && answer.stateBytes > answer.state.length) {
+      log('%s sync: fetching a %d-byte state from %s in chunks', this.me, answer.stateBytes, from);
+    }
+    const fetched = await fetchTransfer(
+      { rpc: this.rpc, address: this.addressOf(from), src: this.me, vid, timeoutMs: this.timing.transferTimeoutMs, abandoned: () => this.viewGone(vid) },
+      answer,
+    );
+    if (!fetched.ok) {
+      if (!this.viewGone(vid)) log('%s sync: the transfer from %s failed (%s)', this.me, from, fetched.reason);
+      return undefined;
+    }
+    return fetched.transfer;
+  }
+
+  /** Adopts a completed transfer that takes us to `last`: installs a state, or executes the entries we lacked. */
+  private adoptTransfer(transfer: Transfer, last: Viewstamp, from: string, vid: number): boolean {
+    switch (transfer.kind) {
+      case 'none':
+        return compareViewstamp(last, this.lastMyvs) === 0;
+      case 'state':
+        return this.installState(transfer.state, last, from, vid);
+      case 'entries': {
+        // Checked to follow our last (transferProblem): executing them is exactly what a backup
+        // does with the batches it missed, and they are logged like batches.
+        for (const entry of transfer.entries) this.execute(entry, 'backup');
+        void this.appendLog(transfer.entries);
+        log('%s sync: executed the %d requests %s..%s from %s', this.me, transfer.entries.length, describeViewstamp(transfer.entries[0]!.vs), describeViewstamp(last), from);
+        return true;
+      }
+    }
   }
 
   /** Replaces the state machine's state; false (state unchanged) if the bytes do not decode. */
@@ -1054,6 +1170,7 @@ export class RsmNode {
     this.rpc.handle(rsmProtocol.invoke, (args) => this.onInvokeBatch([{ vs: args.vs, timeMs: args.timeMs, proc: args.proc, req: args.req }]));
     this.rpc.handle(rsmProtocol.invokebatch, (args) => this.onInvokeBatch(args.entries));
     this.rpc.handle(rsmProtocol.transferreq, (args) => this.onTransferReq(args.src, args.last, args.vid));
+    this.rpc.handle(rsmProtocol.transferchunk, (args) => this.onTransferChunk(args.src, args.vid, args.last, args.offset));
     this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.onTransferDoneReq(args.m, args.vid));
     this.rpc.handle(rsmProtocol.joinreq, (args) => this.onJoinReq(args.src, args.cluster));
   }
@@ -1343,7 +1460,7 @@ export class RsmNode {
       await durable;
       if (durable === this.durable) break;
     }
-    const busy = { status: RsmStatus.BUSY, result: { state: EMPTY, last: this.lastMyvs } };
+    const busy = { status: RsmStatus.BUSY, result: { kind: TransferKind.NONE, last: this.lastMyvs, stateBytes: 0, state: EMPTY, entries: [] } };
     if (this.stopped || vid !== this.vidCommitted) return busy;
     const members = this.config.members(vid);
     if (!members.includes(src) || !members.includes(this.me) || src === this.me) {
@@ -1367,7 +1484,7 @@ export class RsmNode {
         // Installing our state drops whatever the backup holds beyond it, our pending batch
         // included: it must get that batch again before we may execute it.
         if (differs) this.pending?.acked.delete(src);
-        return { status: RsmStatus.OK, result: { state: differs ? this.stateMachine.marshalState() : EMPTY, last: this.lastMyvs } };
+        return { status: RsmStatus.OK, result: this.transferFor(last, false) };
       });
     }
     if (src === this.primaryId) {
@@ -1377,10 +1494,72 @@ export class RsmNode {
         log('%s transferreq from primary %s: synchronising view %d again', this.me, src, vid);
         this.resync();
       }
-      const newer = compareViewstamp(this.lastMyvs, last) > 0;
-      return { status: RsmStatus.OK, result: { state: newer ? this.stateMachine.marshalState() : EMPTY, last: this.lastMyvs } };
+      return { status: RsmStatus.OK, result: this.transferFor(last, true) };
     }
     return busy;
+  }
+
+  /** What to send a replica whose last is `theirs` (chooseTransfer), from our durable state. */
+  private transferFor(theirs: Viewstamp, onlyIfNewer: boolean): TransferRes {
+    return chooseTransfer(theirs, this.lastMyvs, onlyIfNewer, this.logHeld, () => this.snapshotBytes(), this.chunkBytes());
+  }
+
+  /**
+   * Our marshalled state at lastMyvs. A state too large for one answer is kept as the snapshot
+   * that transferchunk serves, until another replaces it, the view changes, or nobody asked for
+   * SNAPSHOT_IDLE_MS.
+   */
+  private snapshotBytes(): Uint8Array {
+    const kept = this.snapshot;
+    if (kept !== undefined && compareViewstamp(kept.last, this.lastMyvs) === 0) {
+      kept.usedAt = this.env.clock.now();
+      return kept.bytes;
+    }
+    const bytes = this.stateMachine.marshalState();
+    this.dropSnapshot();
+    if (bytes.length > this.chunkBytes()) {
+      this.snapshot = { last: this.lastMyvs, bytes, usedAt: this.env.clock.now() };
+      this.armSnapshotTimer();
+    }
+    return bytes;
+  }
+
+  private armSnapshotTimer(): void {
+    this.snapshotTimer = this.env.clock.setTimer(SNAPSHOT_IDLE_MS, () => {
+      this.snapshotTimer = undefined;
+      const kept = this.snapshot;
+      if (kept === undefined) return;
+      if (this.env.clock.now() - kept.usedAt >= SNAPSHOT_IDLE_MS) this.snapshot = undefined;
+      else this.armSnapshotTimer();
+    });
+  }
+
+  private dropSnapshot(): void {
+    this.snapshot = undefined;
+    this.snapshotTimer?.cancel();
+    this.snapshotTimer = undefined;
+  }
+
+  /**
+   * transferchunk(src, vid, last, offset): the bytes of our snapshot at `last` from `offset` (at
+   * most transferChunkBytes), to a member of our committed view `vid`. BUSY when we no longer
+   * keep that snapshot (the asker starts over with transferreq); ERR for an offset outside it.
+   */
+  private onTransferChunk(src: string, vid: number, last: Viewstamp, offset: number): HandlerReply<Uint8Array> {
+    const kept = this.snapshot;
+    if (this.stopped || kept === undefined || compareViewstamp(kept.last, last) !== 0 || vid !== this.vidCommitted || !this.config.isMember(src, vid)) {
+      return { status: RsmStatus.BUSY, result: EMPTY };
+    }
+    if (!Number.isSafeInteger(offset) || offset <= 0 || offset >= kept.bytes.length) {
+      log('%s transferchunk from %s: ignoring (offset %d of a %d-byte state)', this.me, src, offset, kept.bytes.length);
+      return { status: RsmStatus.ERR, result: EMPTY };
+    }
+    kept.usedAt = this.env.clock.now();
+    return { status: RsmStatus.OK, result: kept.bytes.subarray(offset, offset + this.chunkBytes()) };
+  }
+
+  private chunkBytes(): number {
+    return Math.max(1, Math.min(TRANSFER_CHUNK_BYTES, Math.floor(this.timing.transferChunkBytes)));
   }
 
   /**

@@ -74,6 +74,13 @@ export const BATCH_REQUESTS_MAX = 256;
  * BLOB_BYTES_MAX and then travels alone). Keeps an invokebatch well inside the 10 MiB frame.
  */
 export const BATCH_BYTES_MAX = 1024 * 1024;
+/** Bytes of marshalled state per transferreq answer or transferchunk (well inside the 10 MiB frame). */
+export const TRANSFER_CHUNK_BYTES = 4 * 1024 * 1024;
+/** Largest marshalled state a replica fetches (in chunks) from another. */
+export const TRANSFER_STATE_BYTES_MAX = 1024 * 1024 * 1024;
+/** Most log entries, and bytes of their requests, that one transferreq answer carries. */
+export const TRANSFER_ENTRIES_MAX = 8192;
+export const TRANSFER_ENTRIES_BYTES_MAX = 4 * 1024 * 1024;
 /** Most history entries a joinres may carry. */
 export const HISTORY_ENTRIES_MAX = 1 << 20;
 
@@ -115,9 +122,30 @@ export interface TransferArgs {
   readonly last: Viewstamp;
   readonly vid: number;
 }
+/**
+ * What a transferreq answer carries (`kind`):
+ * - NONE: nothing; the asker's last is ours (or ours is not newer, for a primary collecting);
+ * - ENTRIES: the stamped requests after the asker's last, up to ours (`entries`): the asker is a
+ *   little behind and we still hold that part of our log;
+ * - STATE: our marshalled state at `last`, `stateBytes` long. `state` holds its first
+ *   TRANSFER_CHUNK_BYTES; the asker fetches the rest with transferchunk.
+ */
+export const TransferKind = { NONE: 0, ENTRIES: 1, STATE: 2 } as const;
+export type TransferKind = (typeof TransferKind)[keyof typeof TransferKind];
+
 export interface TransferRes {
-  readonly state: Uint8Array;
+  readonly kind: number;
   readonly last: Viewstamp;
+  readonly stateBytes: number;
+  readonly state: Uint8Array;
+  readonly entries: readonly BatchEntry[];
+}
+export interface TransferChunkArgs {
+  readonly src: string;
+  readonly vid: number;
+  /** The viewstamp of the state being fetched (the transferreq answer's last). */
+  readonly last: Viewstamp;
+  readonly offset: number;
 }
 export interface TransferDoneArgs {
   readonly m: string;
@@ -158,6 +186,8 @@ export interface StatusRes {
   readonly last: Viewstamp;
 }
 
+const batchEntry: Codec<BatchEntry> = codecs.struct<BatchEntry>({ vs: viewstampCodec, timeMs: codecs.u64, proc: codecs.i32, req: blob });
+
 /** What clients call on a replica's main port. */
 export const rsmClientProtocol = {
   invoke: procedure<ClientInvokeArgs, Uint8Array>(
@@ -186,10 +216,7 @@ export const rsmProtocol = {
     0x10005,
     'rsm.invokebatch',
     codecs.struct<InvokeBatchArgs>({
-      entries: codecs.list(
-        codecs.struct<BatchEntry>({ vs: viewstampCodec, timeMs: codecs.u64, proc: codecs.i32, req: blob }),
-        BATCH_REQUESTS_MAX,
-      ),
+      entries: codecs.list(batchEntry, BATCH_REQUESTS_MAX),
     }),
     codecs.i32,
   ),
@@ -197,7 +224,20 @@ export const rsmProtocol = {
     0x10002,
     'rsm.transferreq',
     codecs.struct<TransferArgs>({ src: id, last: viewstampCodec, vid: codecs.u32 }),
-    codecs.struct<TransferRes>({ state: blob, last: viewstampCodec }),
+    codecs.struct<TransferRes>({
+      kind: codecs.u32,
+      last: viewstampCodec,
+      stateBytes: codecs.u64,
+      state: blob,
+      entries: codecs.list(batchEntry, TRANSFER_ENTRIES_MAX),
+    }),
+  ),
+  /** Not in the lab: the rest of a state too large for one transferreq answer. */
+  transferchunk: procedure<TransferChunkArgs, Uint8Array>(
+    0x10006,
+    'rsm.transferchunk',
+    codecs.struct<TransferChunkArgs>({ src: id, vid: codecs.u32, last: viewstampCodec, offset: codecs.u64 }),
+    blob,
   ),
   transferdonereq: procedure<TransferDoneArgs, number>(
     0x10003,

@@ -96,6 +96,15 @@ export function decodeSynced(bytes: Uint8Array): Decoded<number> {
 }
 
 /**
+ * Whether `next` can come right after `previous` in a replica's history: the next seqno of the
+ * same view, or seqno 1 of a later view (each view's primary stamps 1, 2, … and a view that
+ * executed nothing leaves no trace).
+ */
+export function followsInHistory(previous: Viewstamp, next: Viewstamp): boolean {
+  return next.vid === previous.vid ? next.seqno === previous.seqno + 1 : next.vid > previous.vid && next.seqno === 1;
+}
+
+/**
  * Checks a restored log against its checkpoint: entries must follow `last` without a gap (the
  * next seqno of the same view, or seqno 1 of a later view) and their keys must match their
  * viewstamps. Returns the entries to replay (those after `last`), or a reason.
@@ -104,8 +113,7 @@ export function logProblem(last: Viewstamp, entries: ReadonlyArray<readonly [str
   let prev = last;
   for (const [key, entry] of entries) {
     if (key !== logKey(entry.vs)) return `log key ${key} holds entry ${entry.vs.vid}.${entry.vs.seqno}`;
-    const follows = entry.vs.vid === prev.vid ? entry.vs.seqno === prev.seqno + 1 : entry.vs.vid > prev.vid && entry.vs.seqno === 1;
-    if (!follows) {
+    if (!followsInHistory(prev, entry.vs)) {
       return compareViewstamp(entry.vs, prev) <= 0
         ? `log entry ${entry.vs.vid}.${entry.vs.seqno} not after ${prev.vid}.${prev.seqno}`
         : `gap in the log after ${prev.vid}.${prev.seqno} (next ${entry.vs.vid}.${entry.vs.seqno})`;

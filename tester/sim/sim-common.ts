@@ -19,6 +19,11 @@ export const RSM_SIM_TIMING: Partial<RsmTiming> = {
   // Small, so that runs write checkpoints, drop log prefixes and restore from both.
   checkpointEveryRequests: 8,
   checkpointEveryBytes: 4096,
+  // Small too, so that state transfer sends log entries to replicas a little behind, the whole
+  // state to the others, and a state of more than a few hundred bytes in chunks.
+  logRetainRequests: 8,
+  logRetainBytes: 4096,
+  transferChunkBytes: 256,
 };
 
 export function pick<T>(random: SeededRandom, items: readonly T[]): T {
