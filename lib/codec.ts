@@ -12,29 +12,57 @@
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder('utf-8', { fatal: true });
 
+/** Strings up to this many UTF-16 units are tried as ASCII first (no encoder call, no allocation). */
+const ASCII_FAST_MAX = 256;
+
+/**
+ * The UTF-8 length of `value` as TextEncoder would encode it (a lone surrogate becomes U+FFFD,
+ * 3 bytes), without encoding it.
+ */
+export function utf8ByteLength(value: string): number {
+  let bytes = 0;
+  for (let i = 0; i < value.length; i++) {
+    const unit = value.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < value.length && (value.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
 export class Writer {
   private buffer: Uint8Array;
-  private view: DataView;
   private length = 0;
 
+  // Bytes are written by hand rather than through a DataView: one Writer is made per message,
+  // and a DataView per Writer (and per growth) costs more than the shifts.
   constructor(initialCapacity = 64) {
     this.buffer = new Uint8Array(initialCapacity);
-    this.view = new DataView(this.buffer.buffer);
   }
 
   private reserve(n: number): void {
     if (this.length + n <= this.buffer.length) return;
-    let capacity = this.buffer.length * 2;
+    let capacity = Math.max(1, this.buffer.length * 2);
     while (capacity < this.length + n) capacity *= 2;
     const next = new Uint8Array(capacity);
     next.set(this.buffer.subarray(0, this.length));
     this.buffer = next;
-    this.view = new DataView(next.buffer);
+  }
+
+  private put32(at: number, value: number): void {
+    const buffer = this.buffer;
+    buffer[at] = value >>> 24;
+    buffer[at + 1] = value >>> 16;
+    buffer[at + 2] = value >>> 8;
+    buffer[at + 3] = value;
   }
 
   u8(value: number): this {
     this.reserve(1);
-    this.view.setUint8(this.length, value);
+    this.buffer[this.length] = value;
     this.length += 1;
     return this;
   }
@@ -45,14 +73,14 @@ export class Writer {
 
   u32(value: number): this {
     this.reserve(4);
-    this.view.setUint32(this.length, value >>> 0);
+    this.put32(this.length, value >>> 0);
     this.length += 4;
     return this;
   }
 
   i32(value: number): this {
     this.reserve(4);
-    this.view.setInt32(this.length, value | 0);
+    this.put32(this.length, value | 0);
     this.length += 4;
     return this;
   }
@@ -72,8 +100,31 @@ export class Writer {
     return this;
   }
 
+  /** The UTF-8 bytes of `value` (as TextEncoder encodes it), length first. */
   string(value: string): this {
-    return this.bytes(textEncoder.encode(value));
+    const units = value.length;
+    if (units <= ASCII_FAST_MAX) {
+      this.reserve(4 + units);
+      const buffer = this.buffer;
+      const start = this.length + 4;
+      let i = 0;
+      for (; i < units; i++) {
+        const unit = value.charCodeAt(i);
+        if (unit >= 0x80) break;
+        buffer[start + i] = unit;
+      }
+      if (i === units) {
+        this.put32(this.length, units);
+        this.length = start + units;
+        return this;
+      }
+    }
+    // At most 3 bytes per UTF-16 unit (a surrogate pair: 2 units, 4 bytes).
+    this.reserve(4 + 3 * units);
+    const { written } = textEncoder.encodeInto(value, this.buffer.subarray(this.length + 4));
+    this.put32(this.length, written);
+    this.length += 4 + written;
+    return this;
   }
 
   list<T>(values: readonly T[], writeOne: (writer: this, value: T) => void): this {
@@ -91,13 +142,11 @@ export class Writer {
 export type Decoded<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
 
 export class Reader {
-  private readonly view: DataView;
   private offset = 0;
   /** Why decoding failed, or undefined while it has not. */
   error: string | undefined;
 
   constructor(private readonly buffer: Uint8Array) {
-    this.view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
   }
 
   get remaining(): number {
@@ -120,9 +169,15 @@ export class Reader {
     return at;
   }
 
+  /** The big-endian 32 bits at `at`, as a signed int. */
+  private get32(at: number): number {
+    const b = this.buffer;
+    return (b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!;
+  }
+
   u8(): number {
     const at = this.take(1, 'u8');
-    return at === undefined ? 0 : this.view.getUint8(at);
+    return at === undefined ? 0 : this.buffer[at]!;
   }
 
   bool(): boolean {
@@ -133,12 +188,12 @@ export class Reader {
 
   u32(): number {
     const at = this.take(4, 'u32');
-    return at === undefined ? 0 : this.view.getUint32(at);
+    return at === undefined ? 0 : this.get32(at) >>> 0;
   }
 
   i32(): number {
     const at = this.take(4, 'i32');
-    return at === undefined ? 0 : this.view.getInt32(at);
+    return at === undefined ? 0 : this.get32(at);
   }
 
   u64(): number {
@@ -166,6 +221,17 @@ export class Reader {
   string(maxLength = Number.MAX_SAFE_INTEGER): string {
     const raw = this.bytes(maxLength);
     if (this.error !== undefined) return '';
+    if (raw.length <= ASCII_FAST_MAX) {
+      // ASCII is valid UTF-8 as it is: no decoder call for the short names most messages carry.
+      let ascii = true;
+      for (let i = 0; i < raw.length; i++) {
+        if (raw[i]! >= 0x80) {
+          ascii = false;
+          break;
+        }
+      }
+      if (ascii) return String.fromCharCode.apply(null, raw as unknown as number[]);
+    }
     try {
       return textDecoder.decode(raw);
     } catch {

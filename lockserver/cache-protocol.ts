@@ -32,7 +32,7 @@
  * exactly as the RPC layer marshals them, without any RPC header (LAB.md §4.2). The helpers
  * at the bottom encode and decode that form, and never throw on bad input.
  */
-import { decode, encode, type Decoded } from '../lib/codec.js';
+import { decode, encode, utf8ByteLength, type Decoded } from '../lib/codec.js';
 import { codecs, procedure, type Codec } from '../lib/rpc.js';
 import { LockStatus } from './protocol.js';
 
@@ -50,12 +50,12 @@ export const MAX_CLIENT_ID_BYTES = 256;
 /** Lock names: UTF-8, 1 … 256 bytes. */
 export const MAX_LOCK_NAME_BYTES = 256;
 
-const nameEncoder = new TextEncoder();
 
 /** True for acceptable lock names: a non-empty string of at most 256 UTF-8 bytes. */
 export function isLockName(name: unknown): name is string {
   if (typeof name !== 'string' || name.length === 0 || name.length > MAX_LOCK_NAME_BYTES) return false;
-  return nameEncoder.encode(name).length <= MAX_LOCK_NAME_BYTES;
+  // Counted, not encoded: every lock request and every entry of a state transfer checks a name.
+  return utf8ByteLength(name) <= MAX_LOCK_NAME_BYTES;
 }
 
 /** Arguments of acquire and release. */
