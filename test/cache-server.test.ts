@@ -551,3 +551,28 @@ t.test('lock names: any UTF-8 string of 1–256 bytes; anything else is refused 
   t.same(s.marshalState(), before, 'no effect');
   t.same(clone(s).marshalState(), before, 'non-ASCII names survive state transfer');
 });
+
+t.test('a state naming one idle lock twice, or one client record twice, is refused', async (t) => {
+  const server = new CachingLockServer();
+  for (const [lid, xid] of [['lock-a', 1], ['lock-b', 2]] as const) {
+    t.equal(acquire(server, lid, 'c', xid), LockStatus.OK);
+    t.equal(release(server, lid, 'c', xid), LockStatus.OK);
+  }
+  const bytes = server.marshalState();
+  const name = new TextEncoder().encode('lock-b');
+  const at = (from: number): number => {
+    for (let i = from; i + name.length <= bytes.length; i++) if (name.every((b, j) => bytes[i + j] === b)) return i;
+    return -1;
+  };
+  const inIdle = at(0); // no busy lock: the first mention is the idle list's
+  const inRecords = at(inIdle + 1);
+  t.ok(inIdle > 0 && inRecords > inIdle, 'both mentions found');
+  t.ok(new CachingLockServer().unmarshalState(bytes).ok, 'the state as marshalled is accepted');
+  for (const [where, offset] of [['idle lock', inIdle], ['client record', inRecords]] as const) {
+    const forged = bytes.slice();
+    forged[offset + name.length - 1] = 'a'.charCodeAt(0); // lock-b → lock-a
+    const outcome = new CachingLockServer().unmarshalState(forged);
+    t.notOk(outcome.ok, `a repeated ${where} is refused`);
+    if (!outcome.ok) t.match(outcome.reason, /twice/);
+  }
+});
