@@ -35,7 +35,7 @@ import { Config, defaultConfigTiming, type ConfigTiming } from '../paxos/config.
 import type { PaxosLogSink } from '../paxos/log-sink.js';
 import { clusterCheck } from '../paxos/store.js';
 import { historyProblem, isValidNodeId, type HistoryEntry } from '../paxos/view.js';
-import { batchProblem, classifyBatch, nextExpected, successor } from './invoke-rule.js';
+import { batchProblem, classifyBatch, isWellFormed, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker, joinCandidates } from './membership.js';
 import { chooseTransfer, fetchTransfer, transferProblem, type Transfer } from './state-transfer.js';
 import {
@@ -1622,6 +1622,195 @@ export class RsmNode {
 
   // ---------------------------------------------------------------------------------------------
   // Test control (rsm_tester, rsm_ctl), served on port ME+1.
+
+  /**
+   * Asserts every relation between this replica's fields that holds between events: after a
+   * handler, a timer or a delivery has run as far as it can without waiting (rsm_sim calls it for
+   * every live replica after each simulated event, once microtasks are drained). A failure is an
+   * AssertionError naming the replica and the values. It only reads: it changes nothing, draws no
+   * randomness and traces nothing, so checking does not change a run.
+   *
+   * Viewstamps and views
+   * - lastMyvs is VIEWSTAMP_ZERO or (vid ≥ 1, seqno ≥ 1), myvs has seqno ≥ 1: every viewstamp is
+   *   stamped from (v, 1) in a view v ≥ 1, and lastMyvs is always one that was stamped (executed,
+   *   installed, restored) or nothing.
+   * - vidInsync ≤ vidCommitted ≤ config.vid: vidInsync is copied from vidCommitted, which is set
+   *   only by commitChange, which asserts the bound; config's view only grows.
+   * - Once started: lastMyvs, myvs and syncedVid are at most vidCommitted. A replica executes or
+   *   installs in view v only after committing v (durably, in the same storage as its own
+   *   records), and start() commits config's newest view; before start() the restored record can
+   *   be ahead of vidCommitted (still 0). The primary is a member of the committed view.
+   * - Before start(): nothing has happened yet (view 0, in a view change, no batch, no queue).
+   *
+   * Serving (not in a view change): the recovery loop ended the view change for the committed view
+   * (commitChange and resync() re-enter it), so this replica is a member of vidCommitted,
+   * vidInsync = syncedVid = vidCommitted, myvs is in vidCommitted, and myvs is exactly what the
+   * code computes: nextExpected(vidCommitted, lastMyvs) at the end of the view change and after
+   * each batch a backup executes; on the primary with a pending batch the successor of its last
+   * entry. Hence lastMyvs < myvs. Only the primary has a pending batch while serving (an old
+   * view's pending batch is executed by syncView before the view change can end).
+   *
+   * The pending batch (at most one; it may outlive its view until syncView executes it)
+   * - well formed as a backup would check it (batchProblem: 1..BATCH_REQUESTS_MAX consecutive
+   *   viewstamps of one view, the byte bound), one stamped time ≤ lastStampMs;
+   * - its first entry follows lastMyvs without a gap and myvs is the successor of its last: it was
+   *   stamped from myvs = nextExpected(…, lastMyvs), and until it is executed nothing else moves
+   *   lastMyvs (installs happen only after syncView executed it) or myvs (a backup's execution is
+   *   refused to a primary and in a view change; the end of a view change comes after syncView);
+   * - of a view ≤ vidCommitted, and of vidCommitted while serving as primary;
+   * - acked holds backups of its view only (replicate adds only those); its waiters are all its
+   *   clients or none (answerBatch answers them all at once).
+   *
+   * The waiting queue: waitingBytes is the sum of the waiting requests' sizes (every push, take and
+   * clear updates both); its length is within waitingRequestsMax and its bytes within
+   * INVOKE_QUEUE_BYTES_MAX (clientInvoke answers BUSY before crossing either); a non-empty queue
+   * has a round queued or running (clientInvoke queues one, a round requeues in its finally when
+   * requests remain), so no request is stranded; a stopped node has none (stop() answers them,
+   * clientInvoke refuses).
+   *
+   * The log held since the checkpoint (logHeld): strictly ascending and without a gap (each entry
+   * the next seqno of its view or seqno 1 of a later view: restore checks it, a batch is appended
+   * right after the one before it, a checkpoint drops a prefix, an installed state drops all);
+   * logHeldBytes is the sum of its sizes; its entries after lastMyvs are exactly the pending
+   * batch's (logged when stamped, before execution) and there are none without one; entries up to
+   * lastMyvs end at lastMyvs (an execution logs its entry in the same step; the periodic checkpoint
+   * keeps the entry at last). lastRequest, when known, is the entry at lastMyvs, and it is known
+   * exactly when that entry is held (both are set together by executing and restoring, and
+   * dropped together by installing a state).
+   *
+   * Synchronisation
+   * - insync only on the running primary of vidInsync = vidCommitted in its view change: set inside
+   *   syncWithBackups, cleared in its finally, and a newer view or a stop wakes it (syncProgress)
+   *   so it leaves at once;
+   * - while insync: syncedBackups ⊆ keys of pulledBy ⊆ backups of vidInsync (transferdonereq
+   *   counts only a backup that pulled; transferreq records only members other than us), and
+   *   every recorded pull is at our current lastMyvs (our state does not move while insync: no
+   *   round executes in a view change and the adoption came before);
+   * - resyncRequested only in a view change (resync() sets both); resumeVid is consumed by the
+   *   first syncView, which start() reaches synchronously, unless a breakpoint stopped the node.
+   *
+   * Listeners: wasPrimary equals isPrimary (every change of primaryId, inViewChange and stopped is
+   * followed by primaryMaybeChanged, so onPrimaryChange heard every flip; a stopped node is not
+   * primary). lastStampMs is a whole ms, at most the clock's now (stamps are floor(now), never
+   * backwards).
+   */
+  invariants(): void {
+    // The messages are built only when a check fails: this runs after every simulated event.
+    const check = (ok: boolean, message: () => string): void => assert(ok, ok ? '' : message());
+    const me = `rsm invariants of ${this.me}`;
+    const vs = describeViewstamp;
+    const cmp = compareViewstamp;
+    // Without a gap: the next seqno of the same view, or seqno 1 of a later view (logProblem's rule).
+    const follows = (next: Viewstamp, prev: Viewstamp): boolean =>
+      next.vid === prev.vid ? next.seqno === prev.seqno + 1 : next.vid > prev.vid && next.seqno === 1;
+    const last = this.lastMyvs;
+    const myvs = this.myvs;
+    const pending = this.pending;
+
+    // Viewstamps and views.
+    check(isWellFormed(last) && (cmp(last, VIEWSTAMP_ZERO) === 0 || (last.vid >= 1 && last.seqno >= 1)), () => `${me}: lastMyvs ${vs(last)} is neither 0.0 nor a stamped viewstamp`);
+    check(isWellFormed(myvs) && myvs.seqno >= 1, () => `${me}: myvs ${vs(myvs)} malformed`);
+    check(this.vidInsync <= this.vidCommitted, () => `${me}: vidInsync ${this.vidInsync} > vidCommitted ${this.vidCommitted}`);
+    check(this.vidCommitted <= this.config.vid, () => `${me}: vidCommitted ${this.vidCommitted} > config's view ${this.config.vid}`);
+    if (!this.started) {
+      check(this.vidCommitted === 0 && this.inViewChange && pending === undefined && this.waiting.length === 0 && !this.insync, () => `${me}: not started, yet view ${this.vidCommitted}, inViewChange ${this.inViewChange}, pending ${pending !== undefined}, ${this.waiting.length} waiting, insync ${this.insync}`);
+    } else {
+      check(last.vid <= this.vidCommitted, () => `${me}: lastMyvs ${vs(last)} beyond the committed view ${this.vidCommitted}`);
+      check(myvs.vid <= this.vidCommitted, () => `${me}: myvs ${vs(myvs)} beyond the committed view ${this.vidCommitted}`);
+      check(this.syncedVid <= this.vidCommitted, () => `${me}: synchronised view ${this.syncedVid} beyond the committed view ${this.vidCommitted}`);
+      if (!this.stopped) check(this.resumeVid === 0, () => `${me}: resumeVid ${this.resumeVid} not consumed by the first synchronisation`);
+    }
+    const members = this.vidCommitted > 0 ? this.config.members(this.vidCommitted) : [];
+    // Decoding a view is the dearest part of the check: the committed one is decoded once.
+    const membersOf = (vid: number): string[] => (vid === this.vidCommitted ? members : this.config.members(vid));
+    if (this.vidCommitted > 0) check(members.includes(this.primaryId), () => `${me}: primary ${this.primaryId} not a member of view ${this.vidCommitted} [${members.join(' ')}]`);
+
+    // Serving: myvs is exactly what the view change and each batch left it at.
+    if (!this.inViewChange) {
+      check(this.started, () => `${me}: out of a view change before start()`);
+      check(members.includes(this.me), () => `${me}: serving view ${this.vidCommitted} [${members.join(' ')}] without being a member`);
+      check(this.vidInsync === this.vidCommitted && this.syncedVid === this.vidCommitted, () => `${me}: serving view ${this.vidCommitted} but vidInsync ${this.vidInsync}, syncedVid ${this.syncedVid}`);
+      check(myvs.vid === this.vidCommitted, () => `${me}: serving view ${this.vidCommitted} with myvs ${vs(myvs)}`);
+      if (pending !== undefined) {
+        check(this.primaryId === this.me, () => `${me}: a backup (primary ${this.primaryId}) serving view ${this.vidCommitted} with a pending batch at ${vs(pending.entries[0]!.vs)}`);
+      } else {
+        const expected = last.vid === this.vidCommitted ? { vid: last.vid, seqno: last.seqno + 1 } : { vid: this.vidCommitted, seqno: 1 };
+        check(cmp(myvs, expected) === 0, () => `${me}: serving view ${this.vidCommitted} with myvs ${vs(myvs)}, but after lastMyvs ${vs(last)} the next is ${vs(expected)}`);
+      }
+      check(cmp(last, myvs) < 0, () => `${me}: lastMyvs ${vs(last)} not before myvs ${vs(myvs)}`);
+    }
+
+    // The pending batch.
+    if (pending !== undefined) {
+      const entries = pending.entries;
+      const problem = batchProblem(entries.map((entry) => ({ vs: entry.vs, req: entry.request })));
+      check(problem === undefined, () => `${me}: pending batch malformed: ${problem}`);
+      const first = entries[0]!.vs;
+      const end = entries[entries.length - 1]!.vs;
+      const span = `${vs(first)}..${end.seqno}`;
+      const timeMs = entries[0]!.timeMs;
+      check(entries.every((entry) => entry.timeMs === timeMs) && timeMs <= this.lastStampMs, () => `${me}: pending batch ${span} stamped at several times or after lastStampMs ${this.lastStampMs}`);
+      check(follows(first, last), () => `${me}: pending batch ${span} does not follow lastMyvs ${vs(last)}`);
+      check(myvs.vid === end.vid && myvs.seqno === end.seqno + 1, () => `${me}: myvs ${vs(myvs)} is not right after the pending batch ${span}`);
+      check(first.vid <= this.vidCommitted, () => `${me}: pending batch ${span} beyond the committed view ${this.vidCommitted}`);
+      if (!this.inViewChange) check(first.vid === this.vidCommitted, () => `${me}: serving view ${this.vidCommitted} with a pending batch ${span} of another view`);
+      const backups = membersOf(first.vid).filter((member) => member !== this.me);
+      for (const backup of pending.acked) check(backups.includes(backup), () => `${me}: pending batch ${span} acknowledged by ${backup}, not a backup of view ${first.vid} [${backups.join(' ')}]`);
+      check(pending.waiters.length === 0 || pending.waiters.length === entries.length, () => `${me}: pending batch ${span} of ${entries.length} entries has ${pending.waiters.length} waiting clients`);
+    }
+
+    // The waiting queue.
+    let waitingBytes = 0;
+    for (const request of this.waiting) waitingBytes += request.request.length;
+    check(waitingBytes === this.waitingBytes, () => `${me}: waitingBytes ${this.waitingBytes}, but the ${this.waiting.length} waiting requests hold ${waitingBytes}`);
+    check(this.waiting.length <= this.waitingRequestsMax && this.waitingBytes <= INVOKE_QUEUE_BYTES_MAX, () => `${me}: ${this.waiting.length} requests (bound ${this.waitingRequestsMax}) and ${this.waitingBytes} bytes waiting`);
+    if (this.waiting.length > 0) {
+      check(!this.stopped, () => `${me}: stopped with ${this.waiting.length} requests waiting`);
+      check(this.invokeQueue.length > 0, () => `${me}: ${this.waiting.length} requests waiting and no round queued or running`);
+    }
+    if (this.roundQueued) check(this.invokeQueue.length > 0, () => `${me}: roundQueued but the invoke queue is empty`);
+
+    // The log held since the checkpoint.
+    let heldBytes = 0;
+    let heldAtLast = false;
+    const after: Viewstamp[] = [];
+    this.logHeld.forEach((held, i) => {
+      heldBytes += held.bytes;
+      if (i > 0) {
+        const previous = this.logHeld[i - 1]!.vs;
+        check(follows(held.vs, previous), () => `${me}: log held ${vs(held.vs)} right after ${vs(previous)} (out of order or a gap)`);
+      }
+      const order = cmp(held.vs, last);
+      if (order === 0) heldAtLast = true;
+      if (order > 0) after.push(held.vs);
+    });
+    check(heldBytes === this.logHeldBytes, () => `${me}: logHeldBytes ${this.logHeldBytes}, but the ${this.logHeld.length} held entries hold ${heldBytes}`);
+    const pendingVs = pending?.entries.map((entry) => entry.vs) ?? [];
+    check(
+      after.length === pendingVs.length && after.every((held, i) => cmp(held, pendingVs[i]!) === 0),
+      () => `${me}: log entries held after lastMyvs ${vs(last)} are [${after.map(vs).join(' ')}], the pending batch's [${pendingVs.map(vs).join(' ')}]`,
+    );
+    if (this.logHeld.length > after.length) check(heldAtLast, () => `${me}: log entries held up to lastMyvs ${vs(last)} end before it (first held ${vs(this.logHeld[0]!.vs)})`);
+    check((this.lastRequest !== undefined) === heldAtLast, () => `${me}: the request at lastMyvs ${vs(last)} is ${this.lastRequest === undefined ? 'unknown' : 'known'} but its log entry is ${heldAtLast ? '' : 'not '}held`);
+    const lastRequest = this.lastRequest;
+    if (lastRequest !== undefined) check(cmp(lastRequest.vs, last) === 0, () => `${me}: lastRequest at ${vs(lastRequest.vs)}, lastMyvs ${vs(last)}`);
+
+    // Synchronisation.
+    if (this.insync) {
+      check(this.started && !this.stopped && this.inViewChange && this.primaryId === this.me && this.vidInsync === this.vidCommitted, () => `${me}: insync for view ${this.vidInsync} but stopped ${this.stopped}, inViewChange ${this.inViewChange}, primary ${this.primaryId}, committed ${this.vidCommitted}`);
+      const backups = membersOf(this.vidInsync).filter((member) => member !== this.me);
+      for (const [backup, at] of this.pulledBy) {
+        check(backups.includes(backup), () => `${me}: ${backup} pulled in view ${this.vidInsync} but is not one of its backups [${backups.join(' ')}]`);
+        check(cmp(at, last) === 0, () => `${me}: ${backup} pulled at ${vs(at)} but our state is at ${vs(last)} (it moved while insync)`);
+      }
+      for (const backup of this.syncedBackups) check(this.pulledBy.has(backup), () => `${me}: ${backup} counted as synchronised in view ${this.vidInsync} without a pull`);
+    }
+    if (this.resyncRequested) check(this.inViewChange, () => `${me}: resync requested outside a view change`);
+
+    // Listeners and stamps.
+    check(this.wasPrimary === this.isPrimary, () => `${me}: isPrimary ${this.isPrimary} but the listeners last heard ${this.wasPrimary}`);
+    check(Number.isSafeInteger(this.lastStampMs) && this.lastStampMs >= 0 && this.lastStampMs <= this.env.clock.now(), () => `${me}: lastStampMs ${this.lastStampMs} (now ${this.env.clock.now()})`);
+  }
 
   /** Registers net_repair, breakpoint and status on the control endpoint (a separate RpcEndpoint). */
   registerControl(control: RpcEndpoint): void {

@@ -7,7 +7,15 @@
  * crash(id) = stop the node's code, cancel its timers, close its endpoints, crash its storage
  * (losing unsynced writes). restart(id) = reopen from the disk and start again; a node outside
  * the current view rejoins through its master.
+ *
+ * runUntil and runFor call every live replica's `invariants()` (rsm/node.ts) before the first
+ * event and after every event they run (SimWorld checks its predicate there, once microtasks are
+ * drained: between events). The first violation stops the world: it is recorded in
+ * `invariantViolations` with the virtual time and the event number, and then thrown as an
+ * AssertionError ('throw', the default, for tests that do not look) or left for the caller to
+ * report ('record', rsm_sim: a violation of the run, like the other checkers' findings).
  */
+import { AssertionError } from '../../lib/assert.js';
 import { RpcEndpoint, type RpcOptions } from '../../lib/rpc.js';
 import { SimDisk, SimNetwork, SimWorld, simEnv, type SimWorldOptions } from '../../lib/sim/index.js';
 import { MemoryLogSink, type PaxosLogSink } from '../../paxos/log-sink.js';
@@ -41,6 +49,12 @@ export interface SimClusterOptions {
    * cluster's (a node of another cluster on the same address), but not run at the same time.
    */
   readonly shareWith?: SimCluster;
+  /**
+   * What runUntil/runFor do with a replica invariant that fails after an event: 'throw' (default:
+   * they reject with an AssertionError), 'record' (they stop and resolve false; the caller reports
+   * `invariantViolations`), 'off' (no check; only for measuring its cost).
+   */
+  readonly replicaInvariants?: 'throw' | 'record' | 'off';
 }
 
 /** What the cluster keeps per node id, across incarnations. */
@@ -79,6 +93,13 @@ export class SimCluster {
   readonly slots = new Map<string, SimNodeSlot>();
   /** Unexpected errors from node loops; any entry fails a run. */
   readonly fatalErrors: Array<{ node: string; error: unknown }> = [];
+  /**
+   * The first failed replica invariant (one entry per replica that failed at that step); the world
+   * runs no event after it. Empty while every check passed.
+   */
+  readonly invariantViolations: string[] = [];
+  /** Steps at which every live replica's invariants() was checked (before a run and after each event). */
+  invariantChecks = 0;
   /** Sees every line appended to any node's log, after the checker (fault injection hooks in here). */
   lineListener: (id: string, line: string) => void = () => {};
   private readonly timing: Partial<RsmTiming>;
@@ -87,6 +108,7 @@ export class SimCluster {
   private readonly stateMachineOf: ((id: string) => StateMachine) | undefined;
   private readonly onNodeStart: ((id: string, node: RsmNode, incarnation: number) => void) | undefined;
   private readonly clusterId: string | undefined;
+  private readonly replicaInvariants: 'throw' | 'record' | 'off';
 
   constructor(options: SimClusterOptions) {
     this.world = options.shareWith?.world ?? new SimWorld(options.seed, options.world);
@@ -101,6 +123,7 @@ export class SimCluster {
     this.rpcOptions = options.rpcOptions ?? {};
     this.stateMachineOf = options.stateMachine;
     this.onNodeStart = options.onNodeStart;
+    this.replicaInvariants = options.replicaInvariants ?? 'throw';
     for (const id of this.ids) {
       this.slots.set(id, { id, log: new MemoryLogSink(), node: undefined, rpc: undefined, control: undefined, starts: 0, deaths: [], stateMachine: undefined });
     }
@@ -191,13 +214,50 @@ export class SimCluster {
     return this.start(id, master);
   }
 
-  /** Runs until `predicate` holds or `limitMs` of virtual time passed; resolves whether it held. */
-  runUntil(predicate: () => boolean, limitMs: number): Promise<boolean> {
-    return this.world.runUntil(predicate, limitMs);
+  /**
+   * Runs until `predicate` holds or `limitMs` of virtual time passed; resolves whether it held.
+   * Every live replica's invariants are checked before the first event and after each one; on a
+   * violation the world stops at once (no further event runs, in this call or a later one) and
+   * the call rejects ('throw') or resolves false ('record').
+   */
+  async runUntil(predicate: () => boolean, limitMs: number): Promise<boolean> {
+    if (this.replicaInvariants === 'off') return this.world.runUntil(predicate, limitMs);
+    const held = await this.world.runUntil(() => !this.checkReplicaInvariants() || predicate(), limitMs);
+    if (this.invariantsOk) return held;
+    if (this.replicaInvariants === 'throw') throw new AssertionError(this.invariantViolations.join('; '));
+    return false;
   }
 
-  runFor(ms: number): Promise<void> {
-    return this.world.runFor(ms);
+  async runFor(ms: number): Promise<void> {
+    await this.runUntil(() => false, ms);
+  }
+
+  /** No replica invariant has failed. */
+  get invariantsOk(): boolean {
+    return this.invariantViolations.length === 0;
+  }
+
+  /**
+   * Calls invariants() of every running incarnation, in id order; records each failure with the
+   * virtual time and the number of the event just run (world.eventsRun). Returns whether all hold,
+   * and false without checking again once one has failed (the run is over).
+   */
+  checkReplicaInvariants(): boolean {
+    if (!this.invariantsOk) return false;
+    this.invariantChecks++;
+    for (const slot of this.slots.values()) {
+      const node = slot.node;
+      if (node === undefined) continue;
+      try {
+        node.invariants();
+      } catch (error) {
+        // Anything thrown is a failure: an AssertionError is a broken invariant; another error a
+        // bug in the check itself, which must not pass either.
+        const what = error instanceof AssertionError ? error.message : `${(error as Error)?.name ?? 'error'} in invariants(): ${String((error as Error)?.stack ?? error)}`;
+        this.invariantViolations.push(`t=${this.world.now()}ms after event ${this.world.eventsRun}: ${slot.id}#${slot.starts} ${what}`);
+      }
+    }
+    return this.invariantsOk;
   }
 
   /**

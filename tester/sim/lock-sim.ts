@@ -18,7 +18,7 @@
  * fail and are resent with the same xid), and impatient callers whose acquires time out during the
  * safety phase. The fault schedule is the kv workload's (sim-common.ts).
  *
- * Checks: PaxosChecker and RsmChecker as for kv; LockChecker (lock-checkers.ts) — mutual exclusion
+ * Checks: PaxosChecker, RsmChecker and the replicas' invariants() after every event as for kv; LockChecker (lock-checkers.ts) — mutual exclusion
  * at the API at every acquire return, replicas agreeing on holders at each viewstamp, the clients'
  * caches against the newest serving primary's table after every simulated event; client core
  * invariants after every client event; at the end, converged replica states and the caches against
@@ -212,7 +212,9 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
       hosts.set(id, new ReplicatedLockHost({ node, rpc, clock: rpc.clock, stateMachine: server, invoke, sessionCount: () => server.sessionCount }));
       node.onExecuted((event) => checker!.replicaAt(who, event.vs, server, `executed ${describeViewstamp(event.vs)} as ${event.role}`));
       node.onStateInstalled((event) => checker!.replicaAt(who, event.last, server, `installed ${describeViewstamp(event.last)} from ${event.from}`));
+      options.observeNode?.(id, node, incarnation);
     },
+    replicaInvariants: 'record',
   });
   const { world, network } = cluster;
   rsm = new RsmChecker(() => world.now());
@@ -353,7 +355,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     }
     return undefined;
   };
-  const stop = (): boolean => !cluster.checker.ok || !rsm!.ok || !lockChecker.ok || cluster.fatalErrors.length > 0;
+  const stop = (): boolean => !cluster.checker.ok || !rsm!.ok || !lockChecker.ok || !cluster.invariantsOk || cluster.fatalErrors.length > 0;
   /** Runs after every simulated event. */
   const step = (): boolean => {
     lockChecker.step(servingPrimary(), [...sessionlessChecked, ...sessionClients.checked()]);
@@ -413,7 +415,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     const logged = doneEntries(cluster.slot(id).log.lines);
     if (JSON.stringify(logged) !== JSON.stringify(node.config.history())) problems.push(`${id}: log done lines differ from the durable history`);
   }
-  problems.unshift(...cluster.checker.violations, ...rsm.violations, ...lockChecker.violations);
+  problems.unshift(...cluster.invariantViolations, ...cluster.checker.violations, ...rsm.violations, ...lockChecker.violations);
   for (const { node, error } of cluster.fatalErrors) problems.push(`${node}: fatal ${String((error as Error)?.stack ?? error)}`);
   problems.push(...clientErrors);
   if (finished && problems.length === 0) {

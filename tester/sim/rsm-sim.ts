@@ -17,7 +17,9 @@
  *
  * Checkers watch from outside: PaxosChecker (one value per instance, histories), RsmChecker (order,
  * request and state agreement per viewstamp), and at the end the kv history against a sequential
- * model (tester/sim/kv-model.ts) and the replicas' final states against each other.
+ * model (tester/sim/kv-model.ts) and the replicas' final states against each other. From inside,
+ * every live replica's invariants() after every simulated event (SimCluster, 'record'): the first
+ * failure stops the run and is a violation.
  *
  * Crashes are unrestricted: every replica keeps its state durably (rsm/README.md, "Durability"),
  * so even all nodes crashing at once loses nothing acknowledged.
@@ -34,6 +36,7 @@ import { RsmError } from '../../rsm/errors.js';
 import { RsmClient } from '../../rsm/client.js';
 import { KvClient, type KvResult } from '../../rsm/kv/kv-client.js';
 import { KvService } from '../../rsm/kv/kv-service.js';
+import type { RsmNode } from '../../rsm/node.js';
 import { compareViewstamp, describeViewstamp } from '../../rsm/protocol.js';
 import { SimCluster, portIds } from './cluster.js';
 import { checkKvHistory, type KvOpKind, type KvOpRecord } from './kv-model.js';
@@ -76,6 +79,11 @@ export interface RsmSimOptions {
    * its own), then restart them all; the schedule's own draws may do it too.
    */
   readonly crashAll?: boolean;
+  /**
+   * Test hook: called with each replica incarnation before it starts, after the checkers are
+   * attached (a test corrupts a node through it to see the run fail). Not drawn from the seed.
+   */
+  readonly observeNode?: (id: string, node: RsmNode, incarnation: number) => void;
 }
 
 export type RsmSimOutcome = 'ok' | 'violation' | 'liveness';
@@ -213,7 +221,11 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
     world: { keepTrace: options.keepTrace ?? false },
     storageSyncMs: params.storageSyncMs,
     stateMachine: () => new KvService(),
-    onNodeStart: (id, node, incarnation) => rsm!.attach(id, incarnation, node, cluster.slot(id).stateMachine!),
+    onNodeStart: (id, node, incarnation) => {
+      rsm!.attach(id, incarnation, node, cluster.slot(id).stateMachine!);
+      options.observeNode?.(id, node, incarnation);
+    },
+    replicaInvariants: 'record',
   });
   const { world, network } = cluster;
   rsm = new RsmChecker(() => world.now());
@@ -279,8 +291,9 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
 
   // Safety phase.
   const faultEnd = world.now() + params.faultPhaseMs;
-  while (world.now() < faultEnd && problems.length === 0 && cluster.checker.ok && rsm.ok) {
+  while (world.now() < faultEnd && problems.length === 0 && cluster.checker.ok && rsm.ok && cluster.invariantsOk) {
     await cluster.runFor(100 + random.int(2000));
+    if (!cluster.invariantsOk) break; // the run ends at the failed step
     await faultStep(driver);
   }
 
@@ -297,7 +310,7 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
     const last = cluster.node(primary)?.lastExecuted;
     return last !== undefined && ids.every((id) => compareViewstamp(cluster.node(id)!.lastExecuted, last) === 0);
   };
-  const stop = (): boolean => !cluster.checker.ok || !rsm!.ok || cluster.fatalErrors.length > 0;
+  const stop = (): boolean => !cluster.checker.ok || !rsm!.ok || !cluster.invariantsOk || cluster.fatalErrors.length > 0;
   const finished = problems.length === 0 && (await cluster.runUntil(() => settled() || stop(), params.livenessLimitMs));
   const livenessProblems: string[] = [];
   if (problems.length === 0 && !stop() && !finished) {
@@ -316,7 +329,7 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
     const logged = doneEntries(cluster.slot(id).log.lines);
     if (JSON.stringify(logged) !== JSON.stringify(node.config.history())) problems.push(`${id}: log done lines differ from the durable history`);
   }
-  problems.unshift(...cluster.checker.violations, ...rsm.violations);
+  problems.unshift(...cluster.invariantViolations, ...cluster.checker.violations, ...rsm.violations);
   for (const { node, error } of cluster.fatalErrors) problems.push(`${node}: fatal ${String((error as Error)?.stack ?? error)}`);
   problems.push(...clientErrors);
   if (finished && problems.length === 0) {

@@ -105,6 +105,8 @@ export async function bootstrap(cluster: SimCluster, ids: readonly string[]): Pr
   for (let i = 0; i < ids.length; i++) {
     await cluster.start(ids[i]!);
     if (!(await cluster.runUntil(() => cluster.converged(ids.slice(0, i + 1)), 30_000))) {
+      // A failed replica invariant stopped the world: that is the problem (the caller reports it).
+      if (!cluster.invariantsOk) return [];
       return [`bootstrap: ${ids.slice(0, i + 1).join(',')} did not converge: ${cluster.describe()}`];
     }
   }
