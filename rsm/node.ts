@@ -1678,6 +1678,11 @@ export class RsmNode {
    * exactly when that entry is held (both are set together by executing and restoring, and
    * dropped together by installing a state).
    *
+   * sinceCheckpointRequests/Bytes count the held entries after the checkpoint, so never more
+   * than are held (a checkpoint also retains entries before itself, for state transfer). A kept
+   * snapshot (transferchunk) is larger than one chunk (smaller ones are never kept) and has its
+   * idle timer running; stop() drops it.
+   *
    * Synchronisation
    * - insync only on the running primary of vidInsync = vidCommitted in its view change: set inside
    *   syncWithBackups, cleared in its finally, and a newer view or a stop wakes it (syncProgress)
@@ -1785,6 +1790,13 @@ export class RsmNode {
       if (order > 0) after.push(held.vs);
     });
     check(heldBytes === this.logHeldBytes, () => `${me}: logHeldBytes ${this.logHeldBytes}, but the ${this.logHeld.length} held entries hold ${heldBytes}`);
+    // The entries since the checkpoint are the held ones minus those it retains before itself.
+    check(this.sinceCheckpointRequests <= this.logHeld.length && this.sinceCheckpointBytes <= this.logHeldBytes, () => `${me}: ${this.sinceCheckpointRequests} requests (${this.sinceCheckpointBytes} bytes) since the checkpoint, but ${this.logHeld.length} (${this.logHeldBytes} bytes) held`);
+    // A snapshot is kept only for a state too large for one answer, and its idle timer runs.
+    const snapshot = this.snapshot;
+    if (snapshot !== undefined) {
+      check(!this.stopped && snapshot.bytes.length > this.chunkBytes() && this.snapshotTimer !== undefined, () => `${me}: a snapshot at ${vs(snapshot.last)} of ${snapshot.bytes.length} bytes (chunks of ${this.chunkBytes()}), stopped ${this.stopped}, timer ${this.snapshotTimer !== undefined}`);
+    }
     const pendingVs = pending?.entries.map((entry) => entry.vs) ?? [];
     check(
       after.length === pendingVs.length && after.every((held, i) => cmp(held, pendingVs[i]!) === 0),
