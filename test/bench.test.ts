@@ -127,7 +127,7 @@ t.test('bench command line: --only, --help, and errors', async (t) => {
   t.match(help.output, /--memory-ms MS/);
   const bad = await run(['--only', 'z']);
   t.equal(bad.code, 2);
-  t.match(bad.output, /^bench: USAGE: no benchmark "z"; they are a, b, c, d, f, g, h \(usage: /m);
+  t.match(bad.output, /^bench: USAGE: no benchmark "z"; they are a, b, c, d, e, f, g, h \(usage: /m);
   const zero = await run(['--rounds', '0']);
   t.equal(zero.code, 2);
   t.match(zero.output, /--rounds must be at least 1/);

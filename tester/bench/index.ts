@@ -8,8 +8,9 @@
  *   (b) rsm-bench.ts        acquire+release throughput and p50/p99 latency through 3 replicas, 1/8/32/128 clients, and an echo floor
  *   (c) rsm-bench.ts        fail-over after SIGKILL of the primary and of a backup (20 trials: median, p90)
  *   (d) handoff-bench.ts    fair hand-off of one contended lock name: hand-offs/s and replicated requests per hand-off
- *   (f) keepalive-bench.ts  the cost of 1,000 idle sessions' keepalives
- *   (g) decay-bench.ts      throughput with 16 and with 10,000 remembered clients
+ *   (e) rejoin-bench.ts     rejoin: restart → in sync of a wiped backup and of one 1,000 requests behind, with a seeded 1,000,000-lock state
+ *   (f) keepalive-bench.ts  idle sessions: (b)'s workload alone and beside 1,000 idle LockClients with sessions
+ *   (g) decay-bench.ts      no decay: (b)'s workload on a fresh cluster and after 10,000 other clients were served
  *   (h) memory-bench.ts     the replicas' resident set and data directory over a long run
  */
 import { UsageError, parseCommandLine, parseCount, runMain, type CommandSpec } from '../../lib/cli.js';
@@ -19,18 +20,31 @@ import { DEFAULT_HANDOFF_BENCH, handoffBenchmark, type HandoffBenchOptions } fro
 import { DEFAULT_KEEPALIVE_BENCH, keepaliveBenchmark, type KeepaliveBenchOptions } from './keepalive-bench.js';
 import { DEFAULT_DECAY_BENCH, decayBenchmark, type DecayBenchOptions } from './decay-bench.js';
 import { DEFAULT_MEMORY_BENCH, memoryBenchmark, type MemoryBenchOptions } from './memory-bench.js';
+import { DEFAULT_REJOIN_BENCH, rejoinBenchmark, type RejoinBenchOptions } from './rejoin-bench.js';
 import { DEFAULT_RSM_BENCH, failoverBenchmark, rsmThroughputBenchmark, type RsmBenchOptions } from './rsm-bench.js';
 
 /** Options every benchmark receives; each reads what concerns it. */
-type BenchOptions = CacheWorkloadOptions & RsmBenchOptions & HandoffBenchOptions & KeepaliveBenchOptions & DecayBenchOptions & MemoryBenchOptions;
+type BenchOptions = CacheWorkloadOptions & RsmBenchOptions & HandoffBenchOptions & RejoinBenchOptions & KeepaliveBenchOptions & DecayBenchOptions & MemoryBenchOptions;
 
 /** The benchmarks, in the order they run. */
-const benchmarks: ReadonlyArray<Benchmark<BenchOptions>> = [cacheWorkloadBenchmark, rsmThroughputBenchmark, failoverBenchmark, handoffBenchmark, keepaliveBenchmark, decayBenchmark, memoryBenchmark];
+const benchmarks: ReadonlyArray<Benchmark<BenchOptions>> = [
+  cacheWorkloadBenchmark,
+  rsmThroughputBenchmark,
+  failoverBenchmark,
+  handoffBenchmark,
+  rejoinBenchmark,
+  keepaliveBenchmark,
+  decayBenchmark,
+  memoryBenchmark,
+];
+
+/** (e): the largest seeded state (memory: the bench and every replica hold it whole). */
+const REJOIN_LOCKS_MAX = 10_000_000;
 
 const spec: CommandSpec = {
   name: 'bench',
   usage: [
-    'npm run bench -- [--only IDS] [--clients N] [--locks N] [--rounds N] [--duration-ms MS] [--trials N] [--memory-ms MS]',
+    'npm run bench -- [--only IDS] [--clients N] [--locks N] [--rounds N] [--duration-ms MS] [--trials N] [--rejoin-locks N] [--memory-ms MS]',
     'node dist/tester/bench/index.js [options]',
   ],
   help: `Runs the benchmarks and prints their figures, with ratios against a baseline measured in the
@@ -46,9 +60,12 @@ Options:
   --rounds N      (a) rounds of acquiring and releasing every lock (default ${DEFAULT_CACHE_WORKLOAD.rounds})
   --duration-ms MS  (b, d, f, g) measured time per level (default ${DEFAULT_RSM_BENCH.durationMs})
   --trials N      (c) fail-over trials, each on a fresh cluster (default ${DEFAULT_RSM_BENCH.trials})
+  --rejoin-locks N  (e) locks in the seeded state, 1..${REJOIN_LOCKS_MAX} (default ${DEFAULT_REJOIN_BENCH.rejoinLocks.toLocaleString('en-US')})
   --memory-ms MS  (h) length of the memory run (default ${DEFAULT_MEMORY_BENCH.memoryMs}; the issue's figure: 600000)
 
-The default run takes about a minute; --only a, --duration-ms 1000 and --trials 1 shorten it.`,
+The default run takes a few minutes, most of it (e) with 1,000,000 locks (about 4-5 minutes on 2
+cores: building the seeded state, restoring it on 3 replicas twice, and up to 60 s per rejoin);
+--only IDS, --rejoin-locks 100000, --duration-ms 1000 and --trials 1 shorten it.`,
   minPositionals: 0,
   maxPositionals: 0,
   options: {
@@ -58,6 +75,7 @@ The default run takes about a minute; --only a, --duration-ms 1000 and --trials 
     rounds: { type: 'string' },
     'duration-ms': { type: 'string' },
     trials: { type: 'string' },
+    'rejoin-locks': { type: 'string' },
     'memory-ms': { type: 'string' },
   },
 };
@@ -82,6 +100,7 @@ runMain(spec, async () => {
     ...DEFAULT_DECAY_BENCH,
     durationMs: positive(values['duration-ms'], '--duration-ms', DEFAULT_RSM_BENCH.durationMs, 600_000),
     trials: positive(values['trials'], '--trials', DEFAULT_RSM_BENCH.trials, 100),
+    rejoinLocks: positive(values['rejoin-locks'], '--rejoin-locks', DEFAULT_REJOIN_BENCH.rejoinLocks, REJOIN_LOCKS_MAX),
     memoryMs: positive(values['memory-ms'], '--memory-ms', DEFAULT_MEMORY_BENCH.memoryMs, 3_600_000),
   };
   let selected = benchmarks;
