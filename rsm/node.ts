@@ -62,6 +62,7 @@ import {
 import {
   KEY_CHECKPOINT,
   KEY_SYNCED,
+  checkpointDelayMs,
   LOG_PREFIX,
   decodeCheckpoint,
   decodeLogEntry,
@@ -365,6 +366,9 @@ export class RsmNode {
   private snapshotTimer: Timer | undefined;
   /** A checkpoint is due (its timer is set) or being written. */
   private checkpointDue = false;
+  /** When the last periodic checkpoint's marshalling ended, and how long it took (our clock, ms). */
+  private checkpointEndedAt = 0;
+  private checkpointCostMs = 0;
   /** The time stamped on the last request this primary stamped (stamps never run backwards). */
   private lastStampMs = 0;
   /** The last view whose synchronisation this replica completed (durable; 0: none). */
@@ -580,15 +584,23 @@ export class RsmNode {
   /**
    * Every checkpointEveryRequests requests (or checkpointEveryBytes of them) a checkpoint is
    * written, from a timer: never inside the request that crossed the bound, so no client waits
-   * for the service state to be marshalled.
+   * for the service state to be marshalled; and paced by the cost of the last one
+   * (checkpointDelayMs), so a large state does not spend the replica's time marshalling.
    */
   private maybeScheduleCheckpoint(): void {
     if (this.checkpointDue || this.stopped) return;
     if (this.sinceCheckpointRequests < this.timing.checkpointEveryRequests && this.sinceCheckpointBytes < this.timing.checkpointEveryBytes) return;
     this.checkpointDue = true;
-    this.env.clock.setTimer(0, () => {
+    const delayMs = checkpointDelayMs(this.env.clock.now(), this.checkpointEndedAt, this.checkpointCostMs);
+    if (delayMs > 0) log('%s checkpoint: due, paced by %d ms (the last took %d ms)', this.me, delayMs, this.checkpointCostMs);
+    this.env.clock.setTimer(delayMs, () => {
       if (this.stopped) return;
-      void this.writeCheckpoint(false).finally(() => {
+      const started = this.env.clock.now();
+      const written = this.writeCheckpoint(false);
+      // The synchronous part: marshalling and encoding (the storage write runs off the loop).
+      this.checkpointEndedAt = this.env.clock.now();
+      this.checkpointCostMs = this.checkpointEndedAt - started;
+      void written.finally(() => {
         this.checkpointDue = false;
       });
     });

@@ -96,6 +96,21 @@ export function decodeSynced(bytes: Uint8Array): Decoded<number> {
 }
 
 /**
+ * A periodic checkpoint marshals the whole state on the event loop, so its cost grows with the
+ * state (about a second for a 33 MB lock table) and the replica answers nothing meanwhile. It is
+ * therefore paced: the next one starts no sooner than CHECKPOINT_PACE_FACTOR times the last one's
+ * cost after the last one ended, which keeps checkpoints to at most a tenth of a replica's time
+ * however large the state. A small state costs about nothing, so the request and byte bounds
+ * alone decide. The log grows meanwhile by what arrives in that time, and is held to it.
+ */
+export const CHECKPOINT_PACE_FACTOR = 9;
+
+/** How long a checkpoint that is due by the request or byte bound waits (see CHECKPOINT_PACE_FACTOR). */
+export function checkpointDelayMs(nowMs: number, lastEndedAtMs: number, lastCostMs: number): number {
+  return Math.max(0, lastEndedAtMs + CHECKPOINT_PACE_FACTOR * lastCostMs - nowMs);
+}
+
+/**
  * Whether `next` can come right after `previous` in a replica's history: the next seqno of the
  * same view, or seqno 1 of a later view (each view's primary stamps 1, 2, … and a view that
  * executed nothing leaves no trace).

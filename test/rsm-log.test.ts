@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { ViewstampError } from '../lib/errors.js';
-import { KEY_CHECKPOINT, LOG_PREFIX, decodeCheckpoint, decodeLogEntry, encodeLogEntry, logKey } from '../rsm/replica-store.js';
+import { CHECKPOINT_PACE_FACTOR, KEY_CHECKPOINT, LOG_PREFIX, checkpointDelayMs, decodeCheckpoint, decodeLogEntry, encodeLogEntry, logKey } from '../rsm/replica-store.js';
 import { RSM_SIM_TIMING } from '../tester/sim/rsm-sim.js';
 import { kvClient, kvCluster, settle, settledOn, stateDigests, valueAt } from './helpers/rsm.js';
 
@@ -70,4 +70,26 @@ t.test('a log with a gap, or an entry that does not decode, is refused at open (
     );
     t.equal(outcome, 'RSM_STATE_CORRUPT', `${damage}: refused`);
   }
+});
+
+t.test('checkpoints are paced by their cost: at most a tenth of the time marshalling, however large the state', async (t) => {
+  t.equal(checkpointDelayMs(5000, 0, 0), 0, 'a state that costs nothing to marshal: no wait');
+  t.equal(checkpointDelayMs(5000, 4990, 1), 0, 'a cheap one: no wait once 9× its cost has passed');
+  t.equal(checkpointDelayMs(5000, 4900, 1000), 8900, 'after a 1 s checkpoint that ended at 4.9 s, the next waits until 13.8 s');
+  t.equal(checkpointDelayMs(20_000, 4900, 1000), 0, 'and not once that time has passed');
+  // Checkpoints due back to back (a busy replica with a large state): each starts when the pace
+  // allows, so marshalling takes about 1 / (1 + CHECKPOINT_PACE_FACTOR) of the time.
+  let now = 0;
+  let busy = 0;
+  let lastEnd = 0;
+  let lastCost = 0;
+  for (let i = 0; i < 100; i++) {
+    const start = now + checkpointDelayMs(now, lastEnd, lastCost);
+    const cost = 50 + ((i * 37) % 900);
+    busy += cost;
+    lastEnd = start + cost;
+    lastCost = cost;
+    now = lastEnd;
+  }
+  t.ok(busy / now <= 1.1 / (1 + CHECKPOINT_PACE_FACTOR), `checkpoints took ${((100 * busy) / now).toFixed(1)} % of the time`);
 });

@@ -75,6 +75,7 @@ import { LocalCluster, chooseBasePort, queryStatus, type ClusterOptions, type Re
 import { ChildHandle, describeExit, isPortFree, lockServerScript, tail } from '../processes.js';
 import type { Benchmark, BenchReport } from './framework.js';
 import { processesCpuUs } from './replica-stats.js';
+import { runThroughputLevel, type LevelResult } from './rsm-bench.js';
 
 export interface RejoinBenchOptions {
   /** Locks in the seeded state of the measured rows. */
@@ -628,7 +629,13 @@ interface SizeResult {
   readonly seed: SeededState;
   readonly full: RejoinResult;
   readonly behind: RejoinResult;
+  /** (e3): (b)'s workload on the seeded cluster, or undefined if it could not run. */
+  readonly load: LevelResult | undefined;
 }
+
+/** (e3): clients and measured time of the workload on a seeded cluster (long enough for several checkpoints). */
+const LOAD_CLIENTS = 8;
+const LOAD_MS = 10_000;
 
 async function measureSize(report: BenchReport, locks: number, limits: Partial<CachingLockServerLimits>): Promise<SizeResult> {
   const progress = (line: string): void => report.note(`  ${line}`);
@@ -661,7 +668,17 @@ async function measureSize(report: BenchReport, locks: number, limits: Partial<C
   };
   const full = await run('wiped');
   const behind = await run('behind');
-  return { seed, full, behind };
+  let load: LevelResult | undefined;
+  try {
+    load = await withSeededCluster(seed, limits, progress, async (cluster) => {
+      report.note(`  ${count(locks)} locks: (b)'s workload, ${LOAD_CLIENTS} clients for ${LOAD_MS / 1000} s…`);
+      return runThroughputLevel(cluster, LOAD_CLIENTS, LOAD_MS, 500);
+    });
+    report.note(`  ${count(locks)} locks: ${load.opsPerSecond.toFixed(1)} ops/s, ${load.errors} errors`);
+  } catch (error) {
+    report.note(`  ${count(locks)} locks, workload: could not run: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return { seed, full, behind, load };
 }
 
 export const rejoinBenchmark: Benchmark<RejoinBenchOptions> = {
@@ -716,6 +733,16 @@ export const rejoinBenchmark: Benchmark<RejoinBenchOptions> = {
         ],
       });
     }
+    report.compare({
+      what: `(e3) throughput of (b)'s workload with ${LOAD_CLIENTS} clients on the seeded cluster (acquire+release per second; every replica checkpoints the whole state as the log grows)`,
+      unit: 'ops/s',
+      decimals: 1,
+      words: ['lower', 'higher'],
+      rows: [
+        { label: label(small.seed.locks), value: small.load?.opsPerSecond, baseline: true },
+        { label: label(large.seed.locks), value: large.load?.opsPerSecond, ...(large.load !== undefined && large.load.errors > 0 ? { note: `${large.load.errors} errors` } : {}) },
+      ],
+    });
     report.note(`Target (issue 5): in sync within ${TARGET_MS / 1000} s with 1,000,000 locks.`);
   },
 };
