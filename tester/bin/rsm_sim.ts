@@ -31,11 +31,11 @@ value per Paxos instance; every replica executes the same request at each viewst
 with no gaps or duplicates; replicas at the same viewstamp have the same state; and from inside,
 every replica's own invariants after every simulated event (the first failure stops the run: a
 violation). Workload kv (default): 2-4 kv clients; every kv result agrees with a sequential
-model. Workload lock: the
-caching lock service (a CachingLockServer per replica, revoke/retry from the primary), 2-4 caching
-lock clients with 2-4 concurrent callers each on 2-3 locks; no two callers ever hold one lock,
-replicas agree on holders, the clients' caches agree with the primary's table. Everything is
-drawn from the seed: the same seed (and workload) prints the same output, byte for byte.
+model. Workload lock: the caching lock service (a CachingLockServer per replica, revoke/retry
+from the primary), 2-4 caching lock clients with 2-4 concurrent callers each on 2-3 locks; no two
+callers ever hold one lock, replicas agree on holders, the clients' caches agree with the
+primary's table. Everything is drawn from the seed: the same seed (and workload) prints the same
+output, byte for byte.
 
   --workload W    kv (default), lock, or file (the lock workload with the file service beside
                   it: callers append records while they hold a lock; every acknowledged append
