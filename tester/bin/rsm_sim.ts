@@ -4,7 +4,8 @@
  *
  * The deterministic RSM simulator (tester/sim/rsm-sim.ts): a replicated kv service (default) or
  * the replicated caching lock service (--workload lock, tester/sim/lock-sim.ts) in one process
- * under simulated faults, checked from outside. The same seed gives byte-identical output.
+ * under simulated faults, checked from outside and by each replica's invariants() after every
+ * simulated event. The same seed gives byte-identical output.
  * With --workload lock and LOCK_HISTORY_DIR set, each seed's history goes to
  * $LOCK_HISTORY_DIR/rsm_sim-lock-<seed>.jsonl.
  *
@@ -27,12 +28,14 @@ const spec: CommandSpec = {
 under crashes, restarts, partitions, message loss, duplication and reordering, breakpoints and
 armed partitions, then a liveness phase on a healed network. Checkers watch from outside: one
 value per Paxos instance; every replica executes the same request at each viewstamp, in order,
-with no gaps or duplicates; replicas at the same viewstamp have the same state. Workload kv
-(default): 2-4 kv clients; every kv result agrees with a sequential model. Workload lock: the
-caching lock service (a CachingLockServer per replica, revoke/retry from the primary), 2-4 caching
-lock clients with 2-4 concurrent callers each on 2-3 locks; no two callers ever hold one lock,
-replicas agree on holders, the clients' caches agree with the primary's table. Everything is
-drawn from the seed: the same seed (and workload) prints the same output, byte for byte.
+with no gaps or duplicates; replicas at the same viewstamp have the same state; and from inside,
+every replica's own invariants after every simulated event (the first failure stops the run: a
+violation). Workload kv (default): 2-4 kv clients; every kv result agrees with a sequential
+model. Workload lock: the caching lock service (a CachingLockServer per replica, revoke/retry
+from the primary), 2-4 caching lock clients with 2-4 concurrent callers each on 2-3 locks; no two
+callers ever hold one lock, replicas agree on holders, the clients' caches agree with the
+primary's table. Everything is drawn from the seed: the same seed (and workload) prints the same
+output, byte for byte.
 
   --workload W    kv (default), lock, or file (the lock workload with the file service beside
                   it: callers append records while they hold a lock; every acknowledged append
