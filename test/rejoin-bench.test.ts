@@ -55,7 +55,7 @@ t.test('the seed is refused when the limits cannot hold it (no silent forgetting
 
 t.test('npm run bench --only e (shortened): seeded checkpoint, both rejoins, their comparisons; exit 0', async (t) => {
   const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
-    const child = spawn(process.execPath, [BENCH, '--only', 'e', '--rejoin-locks', '50'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BENCH, '--only', 'e', '--rejoin-locks', '50', '--duration-ms', '200'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let text = '';
     child.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (text += chunk.toString()));

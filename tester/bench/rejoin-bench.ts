@@ -80,9 +80,11 @@ import { runThroughputLevel, type LevelResult } from './rsm-bench.js';
 export interface RejoinBenchOptions {
   /** Locks in the seeded state of the measured rows. */
   readonly rejoinLocks: number;
+  /** (b)'s measured time per level; (e3) runs LOAD_DURATION_FACTOR times as long. */
+  readonly durationMs: number;
 }
 
-export const DEFAULT_REJOIN_BENCH: RejoinBenchOptions = { rejoinLocks: 1_000_000 };
+export const DEFAULT_REJOIN_BENCH: Omit<RejoinBenchOptions, 'durationMs'> = { rejoinLocks: 1_000_000 };
 
 /** Locks in the seeded state of the baseline rows. */
 const BASELINE_LOCKS = 10;
@@ -633,11 +635,11 @@ interface SizeResult {
   readonly load: LevelResult | undefined;
 }
 
-/** (e3): clients and measured time of the workload on a seeded cluster (long enough for several checkpoints). */
+/** (e3): clients, and measured time against --duration-ms (10 s by default: a few checkpoints). */
 const LOAD_CLIENTS = 8;
-const LOAD_MS = 10_000;
+const LOAD_DURATION_FACTOR = 2.5;
 
-async function measureSize(report: BenchReport, locks: number, limits: Partial<CachingLockServerLimits>): Promise<SizeResult> {
+async function measureSize(report: BenchReport, locks: number, limits: Partial<CachingLockServerLimits>, loadMs: number): Promise<SizeResult> {
   const progress = (line: string): void => report.note(`  ${line}`);
   report.note(`${count(locks)} locks: building the seeded state in this process…`);
   const seed = buildSeededState(locks, limits, progress);
@@ -671,8 +673,8 @@ async function measureSize(report: BenchReport, locks: number, limits: Partial<C
   let load: LevelResult | undefined;
   try {
     load = await withSeededCluster(seed, limits, progress, async (cluster) => {
-      report.note(`  ${count(locks)} locks: (b)'s workload, ${LOAD_CLIENTS} clients for ${LOAD_MS / 1000} s…`);
-      return runThroughputLevel(cluster, LOAD_CLIENTS, LOAD_MS, 500);
+      report.note(`  ${count(locks)} locks: (b)'s workload, ${LOAD_CLIENTS} clients for ${(loadMs / 1000).toFixed(1)} s…`);
+      return runThroughputLevel(cluster, LOAD_CLIENTS, loadMs, 500);
     });
     report.note(`  ${count(locks)} locks: ${load.opsPerSecond.toFixed(1)} ops/s, ${load.errors} errors`);
   } catch (error) {
@@ -694,8 +696,9 @@ export const rejoinBenchmark: Benchmark<RejoinBenchOptions> = {
     report.note(`${count(BEHIND_REQUESTS)} requests; restart it. Measured: restart → its status shows the primary's view with all 3,`);
     report.note(`no view change, the primary's last viewstamp (polled every ${STATUS_POLL_MS} ms; given up after ${SYNC_LIMIT_MS / 1000} s).`);
     report.note(`Each measurement on a fresh seeded cluster; the baseline: the same with ${BASELINE_LOCKS} locks, same limits.`);
-    const small = await measureSize(report, BASELINE_LOCKS, limits);
-    const large = await measureSize(report, options.rejoinLocks, limits);
+    const loadMs = Math.round(LOAD_DURATION_FACTOR * options.durationMs);
+    const small = await measureSize(report, BASELINE_LOCKS, limits, loadMs);
+    const large = await measureSize(report, options.rejoinLocks, limits, loadMs);
     const label = (locks: number): string => `${count(locks)} locks`;
     const rowNote = (result: RejoinResult): string | undefined => (result.syncMs === undefined ? (result.problem[0] ?? 'not in sync') : undefined);
     for (const [what, pick] of [
