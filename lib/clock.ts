@@ -9,6 +9,15 @@ export const realClock: Clock = {
   },
 };
 
+/**
+ * Wall-clock time (ms since the epoch), for labels people read ("unreachable since 12:01:07").
+ * Host code only, like realClock: protocol code takes time from its injected Clock and never
+ * decides anything by the wall clock.
+ */
+export function wallClockMs(): number {
+  return Date.now();
+}
+
 /** Resolves after `delayMs` on `clock`, or rejects with the signal's reason when it aborts. */
 export function sleep(clock: Clock, delayMs: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -26,7 +26,7 @@
  */
 import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { realClock } from '../lib/clock.js';
+import { realClock, wallClockMs } from '../lib/clock.js';
 import type { Env, Storage } from '../lib/env.js';
 import { ViewstampError } from '../lib/errors.js';
 import { openFileLineLog, paxosLogPath } from '../lib/file-log.js';
@@ -262,7 +262,7 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
         clock: realClock,
         // The wall clock only labels "unreachable since 12:01:07" for people; decisions use the
         // injected monotonic clock.
-        wallNow: () => Date.now(), // host code: this file is the process's composition root
+        wallNow: wallClockMs,
         view: () => {
           const status = node.status();
           return { vid: status.vid, members: status.members };
