@@ -201,6 +201,8 @@ export interface ClusterOptions {
   readonly binDir: string;
   /** Environment of the replicas (RSM_LOG_DIR and RSM_DATA_DIR are set on top). */
   readonly env?: NodeJS.ProcessEnv;
+  /** Options every replica's lock_server gets before MASTER ME (e.g. the lock table's limits, which must agree). */
+  readonly serverArguments?: readonly string[];
 }
 
 export class StartupError extends Error {
@@ -267,7 +269,7 @@ export class LocalCluster {
 
   /** Starts (or restarts) `replica` as our child, with the cluster's own log and data directories. */
   spawn(replica: Replica): ChildHandle {
-    replica.process = ChildHandle.spawn(lockServerScript(), [this.master.id, replica.id], replica.logFile, {
+    replica.process = ChildHandle.spawn(lockServerScript(), [...this.serverArguments(), this.master.id, replica.id], replica.logFile, {
       ...(this.options.env ?? process.env),
       RSM_LOG_DIR: this.options.logDir,
       RSM_DATA_DIR: this.options.dataDir,
@@ -279,7 +281,12 @@ export class LocalCluster {
 
   /** The shell command that restarts `replica` by hand, with this cluster's directories. */
   restartCommand(replica: Replica): string {
-    return `RSM_LOG_DIR=${this.options.logDir} RSM_DATA_DIR=${this.options.dataDir} node ${path.relative(process.cwd(), lockServerScript())} ${this.master.id} ${replica.id}`;
+    const command = [`node ${path.relative(process.cwd(), lockServerScript())}`, ...this.serverArguments(), this.master.id, replica.id].join(' ');
+    return `RSM_LOG_DIR=${this.options.logDir} RSM_DATA_DIR=${this.options.dataDir} ${command}`;
+  }
+
+  private serverArguments(): readonly string[] {
+    return this.options.serverArguments ?? [];
   }
 
   /** The pid serving `replica`'s port now: our child's if it runs, else an adopted one. */

@@ -71,8 +71,8 @@ import {
   logProblem,
   type LogEntry,
 } from '../../rsm/replica-store.js';
-import { LocalCluster, chooseBasePort, queryStatus, type ClusterOptions, type Replica } from '../cluster.js';
-import { ChildHandle, describeExit, isPortFree, lockServerScript, tail } from '../processes.js';
+import { LocalCluster, chooseBasePort, queryStatus, type Replica } from '../cluster.js';
+import { describeExit, isPortFree, tail } from '../processes.js';
 import type { Benchmark, BenchReport } from './framework.js';
 import { processesCpuUs } from './replica-stats.js';
 import { runThroughputLevel, type LevelResult } from './rsm-bench.js';
@@ -243,27 +243,6 @@ export function buildSeededState(locks: number, limits: Partial<CachingLockServe
 
 // -----------------------------------------------------------------------------------------------
 // The cluster.
-
-/** A LocalCluster whose replicas run with the lock table's limit options (every replica the same). */
-class LimitedCluster extends LocalCluster {
-  constructor(
-    options: ClusterOptions,
-    private readonly serverArguments: readonly string[],
-  ) {
-    super(options);
-  }
-
-  override spawn(replica: Replica): ChildHandle {
-    replica.process = ChildHandle.spawn(lockServerScript(), [...this.serverArguments, this.master.id, replica.id], replica.logFile, {
-      ...(this.options.env ?? process.env),
-      RSM_LOG_DIR: this.options.logDir,
-      RSM_DATA_DIR: this.options.dataDir,
-    });
-    replica.adoptedPid = undefined;
-    replica.paused = false;
-    return replica.process;
-  }
-}
 
 /** The bench's own connection to the cluster: RSM requests and control-port status. */
 class Probe {
@@ -443,7 +422,7 @@ async function writeSeededCheckpoints(cluster: LocalCluster, state: Uint8Array):
 }
 
 /** A cluster on free ports (below 32000) with its logs and data under `dir`; not started. */
-async function newCluster(dir: string, serverArguments: readonly string[]): Promise<LimitedCluster> {
+async function newCluster(dir: string, serverArguments: readonly string[]): Promise<LocalCluster> {
   const random = osRandom();
   let base: number | undefined;
   for (let draw = 0; draw < 50 && base === undefined; draw++) {
@@ -451,17 +430,16 @@ async function newCluster(dir: string, serverArguments: readonly string[]): Prom
     if (choice.ok) base = choice.base;
   }
   if (base === undefined) throw new Error('no free ports for a 3-replica cluster');
-  return new LimitedCluster(
-    {
-      replicas: 3,
-      basePort: base,
-      logDir: dir,
-      dataDir: path.join(dir, 'data'),
-      binDir: fileURLToPath(new URL('../bin/', import.meta.url)),
-      env: { ...process.env, RPC_LOSSY: '', RPC_COUNT: '' },
-    },
+  // Every replica runs with the same lock table limits (the state records them).
+  return new LocalCluster({
+    replicas: 3,
+    basePort: base,
+    logDir: dir,
+    dataDir: path.join(dir, 'data'),
+    binDir: fileURLToPath(new URL('../bin/', import.meta.url)),
+    env: { ...process.env, RPC_LOSSY: '', RPC_COUNT: '' },
     serverArguments,
-  );
+  });
 }
 
 /**
