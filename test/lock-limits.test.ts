@@ -4,7 +4,7 @@
  * table, shown by what the service answers (a lowered bound changes answers the defaults would
  * give), in the replica form and in the unreplicated caching form.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { startChild, waitForOutput, type Child } from './helpers/child.js';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,42 +23,8 @@ import { freeBasePort } from './helpers/ports.js';
 
 const LOCK_SERVER = fileURLToPath(new URL('../lockserver/bin/lock_server.js', import.meta.url));
 
-interface Child {
-  readonly process: ChildProcess;
-  output(): string;
-  /** Resolves the exit code (or signal); SIGKILLs the child after `limitMs`. */
-  exited(limitMs: number): Promise<number | string>;
-}
-
 function startLockServer(args: readonly string[], env: Record<string, string> = {}): Child {
-  const child = spawn(process.execPath, [LOCK_SERVER, ...args], {
-    env: { ...process.env, RPC_LOSSY: '', RPC_COUNT: '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let text = '';
-  child.stdout!.on('data', (chunk: Buffer) => (text += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (text += chunk.toString()));
-  const exit = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  return {
-    process: child,
-    output: () => text,
-    exited: async (limitMs) => {
-      const timer = setTimeout(() => child.kill('SIGKILL'), limitMs);
-      try {
-        return await exit;
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-  };
-}
-
-async function waitForOutput(child: Child, pattern: RegExp, limitMs: number): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!pattern.test(child.output())) {
-    if (Date.now() > deadline || child.process.exitCode !== null) throw new Error(`no ${pattern} in the output within ${limitMs} ms:\n${child.output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  return startChild(LOCK_SERVER, args, env);
 }
 
 function stopOnTeardown(t: Test, child: Child): void {

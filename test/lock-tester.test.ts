@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { startChild, waitForOutput, type Child } from './helpers/child.js';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -401,45 +401,8 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-interface Child {
-  readonly process: ChildProcess;
-  readonly output: () => string;
-  /** Resolves with the exit code (or signal name); kills the child after `limitMs`. */
-  readonly exited: (limitMs: number) => Promise<number | string>;
-}
-
 function start(name: string, args: string[], env: Record<string, string> = {}): Child {
-  const child = spawn(process.execPath, [bin(name), ...args], {
-    env: { ...process.env, RPC_LOSSY: '', RPC_COUNT: '', LOCK_HISTORY_DIR: '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let text = '';
-  child.stdout!.on('data', (chunk: Buffer) => (text += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (text += chunk.toString()));
-  const exit = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  return {
-    process: child,
-    output: () => text,
-    exited: async (limitMs) => {
-      const timer = setTimeout(() => child.kill('SIGKILL'), limitMs);
-      try {
-        return await exit;
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-  };
-}
-
-/** Waits (bounded) until the child's output matches `pattern`. */
-async function waitForOutput(child: Child, pattern: RegExp, limitMs: number): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!pattern.test(child.output())) {
-    if (Date.now() > deadline || child.process.exitCode !== null) {
-      throw new Error(`no ${pattern} in output within ${limitMs} ms:\n${child.output()}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  return startChild(bin(name), args, { LOCK_HISTORY_DIR: '', ...env });
 }
 
 type Mode = 'caching' | 'basic';
