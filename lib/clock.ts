@@ -4,7 +4,13 @@ import type { Clock, Timer } from './env.js';
 export const realClock: Clock = {
   now: () => performance.now(),
   setTimer(delayMs: number, fn: () => void): Timer {
-    const handle = setTimeout(fn, Math.max(0, delayMs));
+    if (delayMs <= 0) {
+      // Node clamps setTimeout(0) to 1 ms; a zero-delay timer ("soon, as an event of its own", as
+      // the Notifier's pass after every execute) runs after the pending I/O of this turn instead.
+      const immediate = setImmediate(fn);
+      return { cancel: () => clearImmediate(immediate) };
+    }
+    const handle = setTimeout(fn, delayMs);
     return { cancel: () => clearTimeout(handle) };
   },
 };
