@@ -348,13 +348,28 @@ export class CachingLockClientCore<Token> {
   }
 
   /**
-   * The server handed `lid` to our waiting attempt `xid` (FIFO hand-off). We ask again at once,
-   * exactly as after a retry: the server answers a holder's newer attempt OK with a fresh token
-   * (and that request tells it we know, which ends the grant notice). A grant for another
-   * attempt is stale and ignored.
+   * The server handed `lid` to our waiting attempt `xid` (FIFO hand-off) with `fencingToken`: the
+   * lock is ours now, without another round trip. The notice comes from the primary after the
+   * hand-off executed on every member, so the table durably names (us, xid) the holder; our next
+   * request on the lock (the release) ends the notice. The acquire of `xid` may still be in
+   * flight: its late reply finds us no longer acquiring and is ignored, and a resend of it is a
+   * duplicate the server answers from its record without effect. A grant for any other attempt,
+   * or a repeat of this one for the hold we already have, is stale and ignored.
    */
-  granted(lid: string, xid: number): Array<ClientAction<Token>> {
-    return this.retry(lid, xid);
+  granted(lid: string, xid: number, fencingToken: number): Array<ClientAction<Token>> {
+    const lock = this.locks.get(lid);
+    const actions: Array<ClientAction<Token>> = [];
+    if (lock?.state !== 'acquiring' || lock.xid !== xid) return actions; // stale or repeated
+    lock.outstanding = false;
+    lock.resend = false;
+    if (lock.tryOnly) {
+      // The server never queues a try, so it cannot hand a lock to one; should it, the lock is
+      // still ours and goes to the callers that try (they asked for it) like an OK would.
+      lock.tryWaiters.clear();
+    }
+    this.obtained(lid, lock, fencingToken, actions);
+    this.forgetIfDone(lid, lock);
+    return actions;
   }
 
   /** The timer of an earlier startRetryTimer(lid) ran out. */

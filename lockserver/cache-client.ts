@@ -199,9 +199,9 @@ export class CachingLockClient {
       if (!this.stopped) this.apply(this.core.retry(lid, xid));
       return { status: CallbackStatus.OK, result: 0 };
     });
-    callbacks.handle(cacheCallbackProtocol.grant, ({ lid, xid }) => {
+    callbacks.handle(cacheCallbackProtocol.grant, ({ lid, xid, token }) => {
       this.counters.grantsReceived++;
-      if (!this.stopped) this.apply(this.core.granted(lid, xid));
+      if (!this.stopped) this.apply(this.core.granted(lid, xid, token));
       return { status: CallbackStatus.OK, result: 0 };
     });
   }
@@ -233,6 +233,11 @@ export class CachingLockClient {
   /** The cache state of `lid` (for tests and diagnostics). */
   cacheStateOf(lid: string): CacheState {
     return this.core.stateOf(lid);
+  }
+
+  /** The xid of the current attempt or cached hold of `lid` (0 when none; for tests and diagnostics). */
+  xidOf(lid: string): number {
+    return this.core.xidOf(lid);
   }
 
   /** The fencing token of the cached hold of `lid` (0 when not cached). */

@@ -78,8 +78,11 @@ export interface NotifierOptions {
  *
  * A pass sends each pending notice that is not in flight and was not sent in the last
  * `noticeResendMs`, up to `maxOutstanding` in flight; while anything is pending it re-runs every
- * `noticeResendMs`. Replies are not interpreted: the state says whether a notice is still owed,
- * and clients ignore the duplicates.
+ * `noticeResendMs`. Replies are not interpreted, with one exception: a `grant` the client answered
+ * is not sent again (until the next `resendAll`). A grant stays owed until the holder's next
+ * request on the lock, and a holder that got it uses the lock without asking again, so that
+ * request may be a long time coming; every other notice the state implies is resent, since the
+ * state says whether it is still owed and clients ignore the duplicates.
  */
 export class Notifier {
   readonly noticeResendMs: number;
@@ -91,6 +94,8 @@ export class Notifier {
   /** Notice key → when last sent (only notices still pending at the last pass). */
   private readonly lastSent = new Map<string, number>();
   private readonly inFlight = new Set<string>();
+  /** Grant notices the client answered (so it has acted on them): not resent. */
+  private readonly delivered = new Set<string>();
   /** Callback address → its RpcClient, least recently used first. */
   private readonly destinations = new Map<string, RpcClient>();
   private passTimer: Timer | undefined;
@@ -131,6 +136,7 @@ export class Notifier {
    */
   resendAll(): void {
     this.lastSent.clear();
+    this.delivered.clear();
     this.poke();
   }
 
@@ -163,10 +169,12 @@ export class Notifier {
     const notices = this.options.pendingNotices();
     if (notices.length === 0) {
       this.lastSent.clear();
+      this.delivered.clear();
       return;
     }
     if (!this.options.isPrimary()) {
       this.lastSent.clear();
+      this.delivered.clear();
       this.schedule(this.noticeResendMs); // keep looking: this node may become primary
       return;
     }
@@ -177,7 +185,7 @@ export class Notifier {
     for (const notice of notices) {
       const key = describeNotice(notice);
       pending.add(key);
-      if (this.inFlight.has(key)) continue; // its completion does not re-send; the timer will
+      if (this.inFlight.has(key) || this.delivered.has(key)) continue; // its completion does not re-send; the timer will
       const last = this.lastSent.get(key);
       if (last !== undefined && now - last < this.noticeResendMs) {
         nextDue = Math.min(nextDue, last + this.noticeResendMs);
@@ -192,6 +200,7 @@ export class Notifier {
       nextDue = Math.min(nextDue, now + this.noticeResendMs);
     }
     for (const key of [...this.lastSent.keys()]) if (!pending.has(key)) this.lastSent.delete(key);
+    for (const key of [...this.delivered]) if (!pending.has(key)) this.delivered.delete(key);
     // In-flight notices are pending too: look again one interval from now in any case.
     this.schedule(Number.isFinite(nextDue) ? nextDue - now : this.noticeResendMs);
   }
@@ -206,6 +215,7 @@ export class Notifier {
       .then((reply) => {
         this.inFlight.delete(key);
         if (!reply.ok) log('%s: %s', key, reply.error.code);
+        else if (notice.kind === 'grant' && !this.stopped) this.delivered.add(key);
         if (this.starved) this.poke();
       });
   }

@@ -393,7 +393,7 @@ class MiniCluster {
     const n = notices[index % notices.length]!;
     const client = Number(n.to.slice('client'.length));
     const core = this.cores[client]!;
-    this.apply(client, n.kind === 'revoke' ? core.revoke(n.lid, n.xid) : n.kind === 'grant' ? core.granted(n.lid, n.xid) : core.retry(n.lid, n.xid));
+    this.apply(client, n.kind === 'revoke' ? core.revoke(n.lid, n.xid) : n.kind === 'grant' ? core.granted(n.lid, n.xid, n.token) : core.retry(n.lid, n.xid));
   }
 
   fireTimer(index: number): void {

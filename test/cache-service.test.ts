@@ -238,6 +238,58 @@ t.test('a lost grant notice is made up (the notifier resends it; the retry timer
   t.ok(b.stats().grantsReceived + b.acquireRpcCount >= 2, 'through a resent grant or a second ask');
 });
 
+t.test('a hand-off is taken from the grant notice: the waiter asks once, and gets the hand-off token', async (t) => {
+  const h = await harness('grant-direct');
+  const a = await h.client('a');
+  const b = await h.client('b');
+  await resolved(h.world, a.acquire('1'));
+  const bWaits = track(b.acquire('1'));
+  await h.world.runFor(100);
+  t.equal(b.acquireRpcCount, 1, 'b asked once and waits in the queue');
+  await resolved(h.world, a.release('1'));
+  await h.world.runUntil(() => bWaits.settled, 10_000);
+  t.equal(bWaits.result?.status, 'fulfilled', 'b holds the lock');
+  t.equal(b.acquireRpcCount, 1, 'without asking again after the grant');
+  const holder = h.table.holderOf('1');
+  t.equal(holder?.id, b.id, 'the table agrees');
+  t.equal(b.fencingTokenOf('1'), holder?.token, "b's hold carries the hand-off's token");
+  await resolved(h.world, b.release('1'));
+  await h.world.runFor(50);
+  t.equal(h.table.holderOf('1')?.id, b.id, 'b caches it (nobody waits)');
+  const grants = b.stats().grantsReceived;
+  await h.world.runFor(5_000);
+  t.equal(b.stats().grantsReceived, grants, 'the answered grant is not resent while b caches the lock');
+});
+
+t.test('Notifier: a grant the client answered is not resent until resendAll; a revoke is', async (t) => {
+  const world = new SimWorld('notifier-grant');
+  const net = new SimNetwork(world);
+  const serverRpc = new RpcEndpoint(await net.forOwner('server').listen(SERVER), world.clockFor('server'), world.random.fork());
+  const clientRpc = new RpcEndpoint(await net.forOwner('c').listen('c:1'), world.clockFor('c'), world.random.fork());
+  const received: string[] = [];
+  for (const kind of ['grant', 'revoke'] as const) {
+    clientRpc.handle(cacheCallbackProtocol[kind], ({ lid, xid }) => {
+      received.push(`${kind} ${lid}/${xid}`);
+      return { status: 0, result: 0 };
+    });
+  }
+  const notices: Notice[] = [
+    { kind: 'grant', to: 'c:1', lid: '1', xid: 5, token: 9 },
+    { kind: 'revoke', to: 'c:1', lid: '1', xid: 5, token: 0 },
+  ];
+  const notifier = new Notifier({ rpc: serverRpc, clock: world.clockFor('server'), pendingNotices: () => notices, isPrimary: () => true, noticeResendMs: 1_000 });
+  notifier.poke();
+  await world.runFor(3_500);
+  t.equal(received.filter((r) => r.startsWith('grant')).length, 1, 'the grant went once');
+  t.equal(received.filter((r) => r.startsWith('revoke')).length, 4, 'the revoke every second while pending');
+  notifier.resendAll();
+  await world.runFor(10);
+  t.equal(received.filter((r) => r.startsWith('grant')).length, 2, 'resendAll (a view change) sends the grant again');
+  notifier.stop();
+  await serverRpc.close();
+  await clientRpc.close();
+});
+
 t.test('Notifier: sends only while primary, resends while pending, restarts at once after a view change', async (t) => {
   const world = new SimWorld('notifier');
   const net = new SimNetwork(world);

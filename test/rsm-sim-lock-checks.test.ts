@@ -14,7 +14,7 @@ import { CacheProc, encodeCacheLockRequest } from '../lockserver/cache-protocol.
 import { CachingLockServer } from '../lockserver/cache-server.js';
 import { LockStatus } from '../lockserver/protocol.js';
 import type { ExecuteResult } from '../rsm/state-machine.js';
-import { LockChecker } from '../tester/sim/lock-checkers.js';
+import { LockChecker, noticesOwed } from '../tester/sim/lock-checkers.js';
 import { lockHistoryPath } from '../tester/sim/lock-sim.js';
 import { runRsmSim } from '../tester/sim/rsm-sim.js';
 
@@ -87,8 +87,26 @@ t.test('LockChecker: a double hold, a release by a non-holder, replicas that dis
   t.match(fresh.violations[0], /3774#1 executed: at 2\.1 its holders are \[1:lc2:cb#1@1\], another replica's were \[1:lc1:cb#1@1\]/);
   // The cache check: a client caching a lock the serving primary gives to someone else.
   const cache = new LockChecker(() => 9, [1]);
-  cache.step({ id: '3772', vid: 2, last: { vid: 2, seqno: 1 }, server: a }, [{ id: 'lc2:cb', cacheStateOf: () => 'free' }]);
+  cache.step({ id: '3772', vid: 2, last: { vid: 2, seqno: 1 }, server: a }, [{ id: 'lc2:cb', cacheStateOf: () => 'free', xidOf: () => 1 }]);
   t.match(cache.violations[0], /client lc2:cb caches lock 1 \(free\) but the primary 3772 of view 2 at 2\.1 has holder lc1:cb#1/);
+});
+
+t.test('noticesOwed: a grant the client acted on is not owed; one it has not seen is', async (t) => {
+  const server = new CachingLockServer();
+  const ask = (proc: number, id: string, xid: number) => server.execute(proc, encodeCacheLockRequest({ lid: '1', id, xid }));
+  t.equal(ask(CacheProc.ACQUIRE, 'a', 1).status, LockStatus.OK);
+  t.equal(ask(CacheProc.ACQUIRE, 'b', 1).status, LockStatus.RETRY);
+  t.equal(ask(CacheProc.RELEASE, 'a', 1).status, LockStatus.OK, 'the release hands the lock to b');
+  t.same(
+    server.pendingNotices().map((n) => n.kind),
+    ['grant'],
+    'the table owes b its grant',
+  );
+  const b = (state: 'acquiring' | 'free', xid: number) => ({ id: 'b', cacheStateOf: () => state, xidOf: () => xid });
+  t.equal(noticesOwed(server, [b('acquiring', 1)]).length, 1, 'b still waits: owed');
+  t.equal(noticesOwed(server, [b('free', 1)]).length, 0, 'b caches the lock under that xid: acted on');
+  t.equal(noticesOwed(server, [b('free', 7)]).length, 1, 'b caches it under another xid: still owed');
+  t.equal(noticesOwed(server, []).length, 1, 'an unknown client: owed');
 });
 
 t.test('rsm_sim --workload lock: byte-identical output, exit statuses, reproduction line', async (t) => {

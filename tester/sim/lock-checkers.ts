@@ -25,6 +25,7 @@
  *    the cross-view guarantee is the API one: tokens clients were given.)
  */
 import type { CacheState } from '../../lockserver/cache-client-core.js';
+import type { Notice } from '../../lockserver/cache-protocol.js';
 import type { CachingLockServer } from '../../lockserver/cache-server.js';
 import { describeViewstamp, type Viewstamp } from '../../rsm/protocol.js';
 
@@ -33,6 +34,24 @@ export interface CheckedLockClient {
   /** The client id at the server (its callback address). */
   readonly id: string;
   cacheStateOf(lid: string): CacheState;
+  /** The xid of its current attempt or cached hold of `lid` (0 when none). */
+  xidOf(lid: string): number;
+}
+
+/**
+ * The notices `server` still owes that could change anything: all of them except a `grant` whose
+ * client already holds the lock under that grant's xid (it acted on the notice; the state keeps
+ * the notice until that client's next request on the lock, which may never be needed).
+ */
+export function noticesOwed(server: CachingLockServer, clients: readonly CheckedLockClient[]): Notice[] {
+  const byId = new Map(clients.map((c) => [c.id, c]));
+  return server.pendingNotices().filter((notice) => {
+    if (notice.kind !== 'grant') return true;
+    const client = byId.get(notice.to);
+    if (client === undefined) return true;
+    const state = client.cacheStateOf(notice.lid);
+    return !(state === 'free' || state === 'locked' || state === 'releasing') || client.xidOf(notice.lid) !== notice.xid;
+  });
 }
 
 export interface PrimaryView {

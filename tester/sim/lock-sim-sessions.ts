@@ -21,13 +21,12 @@ import type { Random } from '../../lib/env.js';
 import { SeededRandom } from '../../lib/random.js';
 import type { SimWorld } from '../../lib/sim/world.js';
 import type { SimNetwork } from '../../lib/sim/network.js';
-import type { CacheState } from '../../lockserver/cache-client-core.js';
 import { CachingLockClient } from '../../lockserver/cache-client.js';
 import { LockError } from '../../lockserver/protocol.js';
 import { rsmConnection } from '../../lockserver/rsm-connection.js';
 import { SessionKeeper } from '../../lockserver/session.js';
 import { RsmClient } from '../../rsm/client.js';
-import type { LockChecker } from './lock-checkers.js';
+import type { CheckedLockClient, LockChecker } from './lock-checkers.js';
 import { pick } from './sim-common.js';
 
 export interface SessionClientPlan {
@@ -188,8 +187,10 @@ export class SessionClients {
   }
 
   /** The live clients, for the cache checks. */
-  checked(): Array<{ id: string; cacheStateOf: (lid: string) => CacheState }> {
-    return this.running.filter((r) => r.out === undefined).map((r) => ({ id: r.client.id, cacheStateOf: (lid: string) => r.client.cacheStateOf(lid) }));
+  checked(): CheckedLockClient[] {
+    return this.running
+      .filter((r) => r.out === undefined)
+      .map((r) => ({ id: r.client.id, cacheStateOf: (lid: string) => r.client.cacheStateOf(lid), xidOf: (lid: string) => r.client.xidOf(lid) }));
   }
 
   /** Whether `id` is a session client that lost its session or crashed. */

@@ -57,7 +57,7 @@ import { RsmClient } from '../../rsm/client.js';
 import { compareViewstamp, describeViewstamp } from '../../rsm/protocol.js';
 import { HISTORY_DIR_ENV, HistoryRecorder, fileHistorySink, type HistoryActor, type HistorySink } from '../history.js';
 import { SimCluster, portIds } from './cluster.js';
-import { LockChecker, type PrimaryView } from './lock-checkers.js';
+import { LockChecker, noticesOwed, type CheckedLockClient, type PrimaryView } from './lock-checkers.js';
 import { SessionClients, describeSessionClients, drawSessionClients } from './lock-sim-sessions.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
 import type { RsmSimOptions, RsmSimOutcome, RsmSimResult, RsmSimStats } from './rsm-sim.js';
@@ -341,7 +341,12 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   }
   const sessionClients = new SessionClients(world, lockChecker, drawSessionClients(seed, locks, params.clients.length + 1, params.faultPhaseMs));
   await sessionClients.start(network, ids, random);
-  const sessionlessChecked = clients.map((c) => ({ id: c.id, cacheStateOf: (lid: string) => c.client.cacheStateOf(String(lid)) }));
+  const sessionlessChecked: CheckedLockClient[] = clients.map((c) => ({
+    id: c.id,
+    cacheStateOf: (lid: string) => c.client.cacheStateOf(String(lid)),
+    xidOf: (lid: string) => c.client.xidOf(String(lid)),
+  }));
+  const owed = (primary: PrimaryView): number => noticesOwed(primary.server, [...sessionlessChecked, ...sessionClients.checked()]).length;
 
   /** The serving primary of the newest decided view, if there is one now. */
   const servingPrimary = (): PrimaryView | undefined => {
@@ -391,7 +396,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   const quiet = (): boolean => {
     if (callersDone < callersTotal || !sessionClients.allDone || !cluster.converged()) return false;
     const primary = servingPrimary();
-    if (primary === undefined || primary.server.pendingNotices().length > 0) return false;
+    if (primary === undefined || owed(primary) > 0) return false;
     if (!ids.every((id) => compareViewstamp(cluster.node(id)!.lastExecuted, primary.last) === 0)) return false;
     if (!sessionClients.quiet(locks)) return false;
     return clients.every((c) => locks.every((lid) => ['none', 'free'].includes(c.client.cacheStateOf(String(lid)))));
@@ -403,7 +408,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     const primary = servingPrimary();
     livenessProblems.push(
       `no quiet end within ${params.livenessLimitMs} ms of healing: ${callersDone}/${callersTotal} callers done, ` +
-        `notices owed ${primary === undefined ? '?' : primary.server.pendingNotices().length}; caches ${caches}; ${cluster.describe()}`,
+        `notices owed ${primary === undefined ? '?' : owed(primary)}; caches ${caches}; ${cluster.describe()}`,
     );
   }
 
