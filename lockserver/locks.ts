@@ -78,8 +78,18 @@ export interface LockAcquireOptions {
 }
 
 export interface ConnectOptions {
-  /** Replica addresses ("127.0.0.1:3772"); one is enough, the client learns the others. */
-  readonly members: readonly string[];
+  /**
+   * Replica addresses ("127.0.0.1:3772"); one is enough, the client learns the others. Not
+   * needed with `connection`, which has its own.
+   */
+  readonly members?: readonly string[];
+  /**
+   * Send through this shared connection (`openLockConnection`) instead of one of the client's
+   * own. Each client keeps its own id, callback endpoint, session and locks; only the requests
+   * to the replicas share one RSM client (one TCP connection per replica, one primary search on
+   * fail-over). Close the clients before the connection.
+   */
+  readonly connection?: LockConnection;
   /** Host of the callback endpoint (revoke/retry/grant arrive there). Default 127.0.0.1. */
   readonly host?: string;
   /** Default deadline of acquire (ms). Default 10 minutes. */
@@ -94,6 +104,61 @@ export interface ConnectOptions {
 
 /** Limits checked by connect (LOCK_BAD_OPTION otherwise). */
 export const MAX_CONNECT_MEMBERS = 64;
+
+export interface LockConnectionOptions {
+  /** Replica addresses, as for connect. */
+  readonly members: readonly string[];
+  /** An environment other than real TCP, clock and randomness (tests, the simulator). */
+  readonly env?: { readonly network: Network; readonly clock: Clock; readonly random: Random };
+}
+
+/**
+ * One connection to the replicas that many LockClients of a process share
+ * (`connect({ connection })`): their acquires and releases travel on one RSM client, so the
+ * primary sees one connection from this process instead of one per client and answers the
+ * requests of a batch on it together.
+ */
+export class LockConnection {
+  /** @internal */
+  readonly rsm: RsmClient;
+
+  private constructor(
+    readonly members: readonly string[],
+    readonly env: { readonly network: Network; readonly clock: Clock; readonly random: Random },
+    private readonly rpc: RpcEndpoint,
+  ) {
+    this.rsm = new RsmClient({ rpc, knownMembers: [...members], clock: env.clock, addressOf: addressOfMember });
+  }
+
+  /** @internal Use openLockConnection. */
+  static open(options: LockConnectionOptions): LockConnection {
+    const members = checkMembers(options.members, 'openLockConnection');
+    const env = options.env ?? { network: tcpNetwork(), clock: realClock, random: osRandom() };
+    return new LockConnection(members, env, new RpcEndpoint(env.network.connect(), env.clock, env.random.fork()));
+  }
+
+  get isClosed(): boolean {
+    return this.rsm.isClosed;
+  }
+
+  /** Closes the shared RSM client: requests of clients still using it fail (LOCK_RPC_FAILED). */
+  async close(): Promise<void> {
+    this.rsm.close();
+    await this.rpc.close();
+  }
+}
+
+/** Opens a connection that LockClients share (see LockConnection); nothing is sent until they are. */
+export function openLockConnection(options: LockConnectionOptions): LockConnection {
+  return LockConnection.open(options);
+}
+
+function checkMembers(members: unknown, where: string): readonly string[] {
+  if (!Array.isArray(members) || members.length === 0 || members.length > MAX_CONNECT_MEMBERS || !members.every((m) => typeof m === 'string' && m.length > 0)) {
+    throw new LockError('LOCK_BAD_OPTION', `${where}: members must list 1 to ${MAX_CONNECT_MEMBERS} replica addresses`);
+  }
+  return members as string[];
+}
 
 class HeldLock implements Lock {
   private readonly controller = new AbortController();
@@ -291,10 +356,10 @@ export class LockClient extends EventEmitter {
  * It opens the session (one keepalive, within `connectTimeoutMs`) before it resolves.
  */
 export async function connect(options: ConnectOptions): Promise<LockClient> {
-  const members = options.members;
-  if (!Array.isArray(members) || members.length === 0 || members.length > MAX_CONNECT_MEMBERS || !members.every((m) => typeof m === 'string' && m.length > 0)) {
-    throw new LockError('LOCK_BAD_OPTION', `connect: members must list 1 to ${MAX_CONNECT_MEMBERS} replica addresses`);
-  }
+  const shared = options.connection;
+  if (shared !== undefined && !(shared instanceof LockConnection)) throw new LockError('LOCK_BAD_OPTION', 'connect: connection must come from openLockConnection');
+  if (shared?.isClosed === true) throw new LockError('LOCK_BAD_OPTION', 'connect: the connection is closed');
+  const members = options.members === undefined && shared !== undefined ? shared.members : checkMembers(options.members, 'connect');
   const timeout = options.acquireTimeoutMs;
   if (timeout !== undefined && !(Number.isFinite(timeout) && timeout >= 0)) {
     throw new LockError('LOCK_BAD_OPTION', `connect: acquireTimeoutMs must be a number ≥ 0, got ${timeout}`);
@@ -304,15 +369,15 @@ export async function connect(options: ConnectOptions): Promise<LockClient> {
     throw new LockError('LOCK_BAD_OPTION', `connect: session.ttlMs must be an integer from ${MIN_SESSION_TTL_MS} to ${MAX_SESSION_TTL_MS} ms, got ${String(ttlMs)}`);
   }
   const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
-  const env = options.env ?? { network: tcpNetwork(), clock: realClock, random: osRandom() };
+  const env = options.env ?? shared?.env ?? { network: tcpNetwork(), clock: realClock, random: osRandom() };
   const rpc = new RpcEndpoint(await env.network.listen(`${options.host ?? '127.0.0.1'}:0`), env.clock, env.random.fork());
-  const rsm = new RsmClient({ rpc, knownMembers: [...members], clock: env.clock, addressOf: addressOfMember });
+  const rsm = shared?.rsm ?? new RsmClient({ rpc, knownMembers: [...members], clock: env.clock, addressOf: addressOfMember });
   let lockClient: LockClient | undefined;
   let session: SessionKeeper | undefined;
   const client = new CachingLockClient({
     rpc,
     clock: env.clock,
-    server: rsmConnection(rsm),
+    server: rsmConnection(rsm, { closeClient: shared === undefined }),
     ownedEndpoints: [rpc],
     ...(timeout === undefined ? {} : { acquireTimeoutMs: timeout }),
     onSessionExpired: () => session?.expiredAtService(),

@@ -101,6 +101,9 @@ t.test('npm run bench --only b,c (shortened): the layout of the RSM benchmarks, 
   t.match(output, /^ {4}server CPU per replicated request \(user \+ system of the 3 replicas, from \/proc\)$/m);
   t.match(output, /^ {6}32 clients +[\d,.-]+ µs/m);
   t.match(output, /^ {6}128 clients +[\d,.-]+ ops\/s/m);
+  t.match(output, /^ {4}throughput at 32 clients: own connections against one shared RSM client$/m);
+  t.match(output, /^ {6}one shared connection +[\d,.-]+ ops\/s/m);
+  t.match(output, /^ {6}one shared connection +[\d,.-]+ µs/m);
   t.match(output, /^ {4}floor throughput \(operations of two echo calls per second\)$/m);
   t.match(output, /^ {4}\(b\) as a share of the floor at the same client count$/m);
   t.match(output, /^ {6}128 clients +[\d,.-]+ %/m);

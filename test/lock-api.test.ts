@@ -12,7 +12,7 @@ import { RpcEndpoint } from '../lib/rpc.js';
 import { tcpNetwork } from '../lib/tcp.js';
 import { CacheProc, LockStatus } from '../lockserver/cache-protocol.js';
 import { RsmClient } from '../rsm/client.js';
-import { connect, type LockClient } from '../lockserver/locks.js';
+import { connect, openLockConnection, type LockClient } from '../lockserver/locks.js';
 import { startLockReplica, type LockReplica } from '../lockserver/lock-replica.js';
 import { clusterPorts } from '../tester/cluster.js';
 import { freeBasePort, waitUntil } from './helpers/ports.js';
@@ -131,6 +131,36 @@ t.test('the lock API against a 3-replica lock service', async (t) => {
     t.ok(lock.token >= 1);
     for (const c of idle) await c.close();
     t.equal(lock.signal.aborted, true, 'closed while held: lost');
+  });
+
+  await t.test('clients sharing one connection: each its own id and locks, handed on between them, one RSM client', async (t) => {
+    const connection = openLockConnection({ members });
+    const shared = await Promise.all([0, 1, 2].map(() => connect({ connection })));
+    t.equal(new Set(shared.map((c) => c.id)).size, 3, 'each client has its own id');
+    t.ok(shared.every((c) => c.rsmClient === connection.rsm), 'all send through the one RSM client');
+    const first = await shared[0]!.acquire('shared-conn');
+    t.equal(await shared[1]!.tryAcquire('shared-conn'), null, 'another client of the connection is excluded');
+    const order: number[] = [];
+    const waiting = [1, 2].map(async (i) => {
+      const lock = await shared[i]!.acquire('shared-conn', { timeoutMs: 20_000 });
+      order.push(i);
+      t.ok(lock.token > first.token, `client ${i} gets a larger token`);
+      await lock.release();
+    });
+    for (let polls = 0; polls < 400 && (await a.inspect('shared-conn')).waiters.length < 2; polls++) await new Promise((resolve) => setTimeout(resolve, 50));
+    t.equal((await a.inspect('shared-conn')).waiters.length, 2, 'both wait at the service');
+    await first.release();
+    await Promise.all(waiting);
+    t.same(order.length, 2, 'both waiters got it in turn');
+    await shared[0]!.close();
+    const stillWorks = await shared[1]!.acquire('shared-conn-2', { timeoutMs: 20_000 });
+    t.ok(stillWorks.token >= 1, 'closing one client leaves the connection to the others');
+    await stillWorks.release();
+    for (const c of shared.slice(1)) await c.close();
+    await connection.close();
+    await t.rejects(connect({ connection }), { code: 'LOCK_BAD_OPTION' }, 'a closed connection is refused');
+    await t.rejects(connect({ connection: {} as never }), { code: 'LOCK_BAD_OPTION' }, 'so is something else');
+    t.throws(() => openLockConnection({ members: [] }), { code: 'LOCK_BAD_OPTION' });
   });
 
   await t.test('bad connect options and a lock lost at close', async (t) => {

@@ -21,7 +21,7 @@ export async function connectFiles(options: ConnectFilesOptions): Promise<FileCl
   const locks = await connect(options);
   const random = osRandom();
   const rpc = new RpcEndpoint(tcpNetwork().connect(), realClock, random.fork());
-  const rsm = new RsmClient({ rpc, knownMembers: [...options.members], clock: realClock, addressOf: addressOfMember });
+  const rsm = new RsmClient({ rpc, knownMembers: [...(options.members ?? options.connection?.members ?? [])], clock: realClock, addressOf: addressOfMember });
   // The id must never be reused by another client (its duplicate-suppression record would answer
   // the newcomer): the callback address alone may be, so a random suffix makes it unique.
   const clientId = `${locks.id}/${random.u32().toString(16).padStart(8, '0')}`;

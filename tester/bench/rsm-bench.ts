@@ -85,13 +85,19 @@ class RawLockClient {
   private xid = 0;
   readonly rsm: RsmClient;
 
+  get endpoint(): RpcEndpoint {
+    return this.rpc;
+  }
+
+  /** With `shared`, this client sends through another's RsmClient (and endpoint) and closes neither. */
   constructor(
     private readonly rpc: RpcEndpoint,
     member: string,
     readonly id: string,
     readonly lid: number,
+    private readonly shared?: RsmClient,
   ) {
-    this.rsm = new RsmClient({ rpc, knownMembers: [member], addressOf });
+    this.rsm = shared ?? new RsmClient({ rpc, knownMembers: [member], addressOf });
   }
 
   /** One acquire+release; resolves whether both were answered OK. `onAcquired` gets the time the acquire returned. */
@@ -107,6 +113,7 @@ class RawLockClient {
   }
 
   async close(): Promise<void> {
+    if (this.shared !== undefined) return;
     this.rsm.close();
     await this.rpc.close();
   }
@@ -165,8 +172,16 @@ export interface LevelResult {
 }
 
 /** Runs `clients` concurrent loops for WARMUP_MS (unmeasured) then `durationMs` (measured). */
-export async function runThroughputLevel(cluster: LocalCluster, clients: number, durationMs: number, level: number, lossyPercent = 0): Promise<LevelResult> {
-  const loops = Array.from({ length: clients }, (_, i) => newClient(cluster, `bench-b-${level}-${i}`, level * 1000 + i + 1, lossyPercent));
+export async function runThroughputLevel(cluster: LocalCluster, clients: number, durationMs: number, level: number, lossyPercent = 0, shareConnection = false): Promise<LevelResult> {
+  const first = newClient(cluster, `bench-b-${level}-0`, level * 1000 + 1, lossyPercent);
+  const loops = [
+    first,
+    ...Array.from({ length: clients - 1 }, (_, i) =>
+      shareConnection
+        ? new RawLockClient(first.endpoint, cluster.master.id, `bench-b-${level}-${i + 1}`, level * 1000 + i + 2, first.rsm)
+        : newClient(cluster, `bench-b-${level}-${i + 1}`, level * 1000 + i + 2, lossyPercent),
+    ),
+  ];
   const latencies: number[] = [];
   let errors = 0;
   let measuring = false;
@@ -197,7 +212,9 @@ export async function runThroughputLevel(cluster: LocalCluster, clients: number,
   const requests = latencies.length * 2;
   const serverCpuUsPerRequest =
     cpuBefore === undefined || cpuAfter === undefined || pids.length !== 3 || requests === 0 ? undefined : (cpuAfter - cpuBefore) / requests;
-  await Promise.all(loops.map((client) => client.close()));
+  // Sharing clients first: the owner of the shared connection closes it last.
+  await Promise.all(loops.slice(1).map((client) => client.close()));
+  await first.close();
   const sorted = [...latencies].sort((a, b) => a - b);
   return {
     clients,
@@ -272,6 +289,23 @@ export const rsmThroughputBenchmark: Benchmark<RsmBenchOptions> = {
           { label: `RPC_LOSSY=${LOSSY_PERCENT}`, value: lossy.opsPerSecond, note: lossy.errors > 0 ? `${lossy.errors} failed operations` : `${lossy.operations} operations` },
         ],
       });
+    }
+    // One connection for many clients (openLockConnection): the 32-client workload with each client
+    // on its own endpoint and RSM client, then with all of them on one, on a fresh cluster of its own.
+    const sharedClients = 32;
+    if (options.clientCounts.includes(sharedClients)) {
+      const [separate, shared] = await withCluster(async (cluster) => {
+        // A fresh cluster's first level runs slower (the replicas' JIT warms up): this one is not shown.
+        await runThroughputLevel(cluster, sharedClients, options.durationMs, 59);
+        const own = await runThroughputLevel(cluster, sharedClients, options.durationMs, 60);
+        return [own, await runThroughputLevel(cluster, sharedClients, options.durationMs, 61, 0, true)] as const;
+      });
+      const rows = (pick: (r: LevelResult) => number | undefined) => [
+        { label: 'own connection each', value: pick(separate), baseline: true },
+        { label: 'one shared connection', value: pick(shared) },
+      ];
+      report.compare({ what: `throughput at ${sharedClients} clients: own connections against one shared RSM client`, unit: 'ops/s', decimals: 1, words: ['lower', 'higher'], rows: rows((r) => r.opsPerSecond) });
+      report.compare({ what: `server CPU per replicated request at ${sharedClients} clients, same two runs`, unit: 'µs', words: ['less', 'more'], rows: rows((r) => r.serverCpuUsPerRequest) });
     }
     report.note('The floor: the same chain (client → primary → both backups → primary → client) as a bare echo over');
     report.note('our TCP framing and RPC layer (tester/bench/echo-floor.ts): no storage, fsync, state machine or views.');
