@@ -34,6 +34,34 @@ t.test('a revoke returns the lock once the local holder releases; later callers 
   core.invariants();
 });
 
+t.test('a grant notice is the lock: no second acquire; late replies, repeats and stale grants change nothing', async (t) => {
+  const core = new CachingLockClientCore<string>();
+  core.localAcquire('1', 'w1');
+  t.same(core.acquireReplied('1', 1, RETRY), [{ type: 'startRetryTimer', lid: '1' }], 'queued at the server');
+  t.same(core.granted('1', 1, 42), [{ type: 'grantLocal', lid: '1', token: 'w1', fencingToken: 42 }], 'held at once, with the hand-off token');
+  t.equal(core.fencingTokenOf('1'), 42);
+  t.same(core.granted('1', 1, 42), [], 'a resent grant for the hold we have');
+  t.same(core.retryTimerFired('1'), [], 'the retry timer finds the lock held: nothing to ask');
+  t.same(core.localRelease('1'), [], 'cached');
+  t.same(core.granted('1', 7, 43), [], 'a grant for an attempt that is not ours now');
+  core.invariants();
+
+  // The grant overtakes the attempt's own reply (still in flight).
+  core.localAcquire('2', 'w2');
+  t.same(core.granted('2', 2, 50), [{ type: 'grantLocal', lid: '2', token: 'w2', fencingToken: 50 }]);
+  t.same(core.acquireReplied('2', 2, RETRY), [], 'the late RETRY is ignored');
+  t.same(core.revoke('2', 2), [], 'a revoke waits for the local holder');
+  t.same(core.localRelease('2'), [{ type: 'sendRelease', lid: '2', xid: 2 }], 'the release ends the grant notice');
+  core.invariants();
+
+  // A reply lost (resend pending on the timer), then the grant.
+  core.localAcquire('3', 'w3');
+  t.same(core.acquireFailed('3', 3), [{ type: 'startRetryTimer', lid: '3' }]);
+  t.same(core.granted('3', 3, 60), [{ type: 'grantLocal', lid: '3', token: 'w3', fencingToken: 60 }], 'no resend needed');
+  t.same(core.retryTimerFired('3'), [], 'and the timer resends nothing');
+  core.invariants();
+});
+
 t.test('RETRY waits for retry (or the timer); a retry that overtakes the RETRY is remembered', async (t) => {
   const core = new CachingLockClientCore<string>();
   core.localAcquire('1', 'w1');
