@@ -368,7 +368,6 @@ export class CachingLockClientCore<Token> {
       lock.tryWaiters.clear();
     }
     this.obtained(lid, lock, fencingToken, actions);
-    this.forgetIfDone(lid, lock);
     return actions;
   }
 

@@ -185,7 +185,7 @@ export class Notifier {
     for (const notice of notices) {
       const key = describeNotice(notice);
       pending.add(key);
-      if (this.inFlight.has(key) || this.delivered.has(key)) continue; // its completion does not re-send; the timer will
+      if (this.inFlight.has(key) || this.delivered.has(key)) continue; // in flight: the timer resends it if still owed; delivered: never
       const last = this.lastSent.get(key);
       if (last !== undefined && now - last < this.noticeResendMs) {
         nextDue = Math.min(nextDue, last + this.noticeResendMs);

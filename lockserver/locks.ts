@@ -119,22 +119,19 @@ export interface LockConnectionOptions {
  * requests of a batch on it together.
  */
 export class LockConnection {
+  readonly members: readonly string[];
+  /** @internal The environment its clients use too. */
+  readonly env: { readonly network: Network; readonly clock: Clock; readonly random: Random };
   /** @internal */
   readonly rsm: RsmClient;
+  private readonly rpc: RpcEndpoint;
 
-  private constructor(
-    readonly members: readonly string[],
-    readonly env: { readonly network: Network; readonly clock: Clock; readonly random: Random },
-    private readonly rpc: RpcEndpoint,
-  ) {
-    this.rsm = new RsmClient({ rpc, knownMembers: [...members], clock: env.clock, addressOf: addressOfMember });
-  }
-
-  /** @internal Use openLockConnection. */
-  static open(options: LockConnectionOptions): LockConnection {
-    const members = checkMembers(options.members, 'openLockConnection');
-    const env = options.env ?? { network: tcpNetwork(), clock: realClock, random: osRandom() };
-    return new LockConnection(members, env, new RpcEndpoint(env.network.connect(), env.clock, env.random.fork()));
+  /** Prefer openLockConnection; this is the same. */
+  constructor(options: LockConnectionOptions) {
+    this.members = checkMembers(options.members, 'openLockConnection');
+    this.env = options.env ?? { network: tcpNetwork(), clock: realClock, random: osRandom() };
+    this.rpc = new RpcEndpoint(this.env.network.connect(), this.env.clock, this.env.random.fork());
+    this.rsm = new RsmClient({ rpc: this.rpc, knownMembers: [...this.members], clock: this.env.clock, addressOf: addressOfMember });
   }
 
   get isClosed(): boolean {
@@ -150,7 +147,7 @@ export class LockConnection {
 
 /** Opens a connection that LockClients share (see LockConnection); nothing is sent until they are. */
 export function openLockConnection(options: LockConnectionOptions): LockConnection {
-  return LockConnection.open(options);
+  return new LockConnection(options);
 }
 
 function checkMembers(members: unknown, where: string): readonly string[] {
