@@ -370,6 +370,9 @@ t.test('start_cluster keys from a pipe: kill, restart, pause, resume; a replica 
   const handFrom = run.output().length;
   await waitFor(run, [{ test: (text: string) => new RegExp(`p1 +port \\d+ +pid ${byHand.pid} +up `).test(text.slice(handFrom)) } as unknown as RegExp], 60_000);
 
+  // p1 must be back in the view first: "up" comes as soon as it answers, with the view it
+  // restored from disk, and a replica outside the current view has no majority to lose.
+  await waitFor(run, [after(handFrom, statusLine('p0', 'up +view \\d+ \\{[^}]*p1[^}]*\\}'))], 60_000);
   // Kill the two others: p1 is left without a majority of its view, and its line says so.
   const aloneFrom = run.output().length;
   key('k 2');
