@@ -16,7 +16,9 @@ const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
 
 export async function openLevelStorage(directory: string): Promise<Storage> {
-  const db = new ClassicLevel<string, Uint8Array>(directory, { keyEncoding: 'utf8', valueEncoding: 'view' });
+  // 'buffer' is classic-level's native value encoding: a Uint8Array put is wrapped, not copied,
+  // where 'view' costs a transcoding step on every put.
+  const db = new ClassicLevel<string, Buffer>(directory, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   try {
     await mkdir(directory, { recursive: true });
     await db.open({ createIfMissing: true });
@@ -28,7 +30,7 @@ export async function openLevelStorage(directory: string): Promise<Storage> {
 
 class LevelStorage implements Storage {
   constructor(
-    private readonly db: ClassicLevel<string, Uint8Array>,
+    private readonly db: ClassicLevel<string, Buffer>,
     private readonly directory: string,
   ) {}
 
@@ -62,12 +64,19 @@ class LevelStorage implements Storage {
   }
 
   async write(ops: readonly StorageOp[], options: { readonly sync: boolean }): Promise<void> {
-    const batch = ops.map((op) =>
-      op.type === 'put' ? { type: 'put' as const, key: op.key, value: op.value } : { type: 'del' as const, key: op.key },
-    );
+    // A chained batch, not db.batch(array): the array form clones and re-validates every operation
+    // in JavaScript and again in the binding, measured at about 9 µs of the event loop per put
+    // against about 1 µs chained, and every replicated batch is one of these writes.
+    let batch: ReturnType<ClassicLevel<string, Buffer>['batch']> | undefined;
     try {
-      await this.db.batch(batch, { sync: options.sync });
+      batch = this.db.batch(); // throws when the database is not open
+      for (const op of ops) {
+        if (op.type === 'put') batch.put(op.key, Buffer.from(op.value.buffer, op.value.byteOffset, op.value.byteLength));
+        else batch.del(op.key);
+      }
+      await batch.write({ sync: options.sync });
     } catch (error) {
+      await batch?.close().catch(() => undefined); // idempotent; write() closes it too
       throw storageError(`write of ${ops.length} ops in ${this.directory} failed`, error);
     }
   }
@@ -82,9 +91,9 @@ class LevelStorage implements Storage {
 }
 
 /**
- * classic-level hands back Node Buffers even for the 'view' encoding. Buffer#slice returns a view
- * where Uint8Array#slice copies, so callers would behave differently here than with the simulated
- * storage; a zero-copy plain Uint8Array over the same memory removes the difference.
+ * classic-level hands back Node Buffers. Buffer#slice returns a view where Uint8Array#slice copies,
+ * so callers would behave differently here than with the simulated storage; a zero-copy plain
+ * Uint8Array over the same memory removes the difference.
  */
 function plainBytes(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -80,6 +80,7 @@ t.test('synced data survives close and reopen', async (t) => {
   await first.close();
   await first.close(); // idempotent
   await t.rejects(first.get('promise/1'), { code: 'STORAGE_FAILED' }, 'use after close fails cleanly');
+  await t.rejects(first.write([{ type: 'put', key: 'promise/2', value: new Uint8Array([1]) }], { sync: true }), { code: 'STORAGE_FAILED' }, 'a write after close fails cleanly');
 
   const second = await open(t, dir);
   t.same(await second.get('promise/1'), b(7, 7));
