@@ -55,6 +55,8 @@ export async function measureFloor(clientCounts: readonly number[], durationMs: 
       if (Date.now() > deadline) throw new Error('the echo nodes did not start');
       await sleep(realClock, 20);
     }
+    // Unmeasured first, as (b) does, so both sides are measured on warmed-up processes (JIT).
+    await runLevel(`127.0.0.1:${primary}`, Math.max(...clientCounts), durationMs);
     const levels: FloorLevel[] = [];
     for (const clients of clientCounts) levels.push(await runLevel(`127.0.0.1:${primary}`, clients, durationMs));
     return levels;
