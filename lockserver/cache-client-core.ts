@@ -14,15 +14,19 @@
  * | releasing | giving it back: release(xid) sent or waiting to be resent   | maybe           |
  *
  * Rules:
- * 1. At most one RPC (acquire or release) is outstanding per lock, and a lock is asked for only
- *    while local callers wait for it (an attempt, once started, continues until granted even if
- *    its callers give up, so that the server's state and ours never disagree for long).
+ * 1. At most one tracked RPC (acquire or release; orphan releases are untracked) is outstanding
+ *    per lock, and a lock is asked for only while local callers wait for it (an attempt, once
+ *    started, continues until granted even if its callers give up, so that the server's state and
+ *    ours never disagree for long).
  * 2. Each new acquire attempt takes a fresh xid from the client's counter; the release of a hold
  *    carries the xid of the attempt that got it. An RPC that failed without an answer (outcome
  *    unknown) is resent with the *same* xid, so the server's duplicate suppression answers it.
  * 3. Local callers are served from the cache, first come first served. A cached lock goes back to
  *    the server only after a revoke (or at close): as soon as no local caller holds it, callers
- *    that arrive meanwhile wait and acquire it again afterwards. One exception: when an acquire
+ *    that arrive meanwhile wait and acquire it again afterwards. When some do, the release (an
+ *    untracked orphan) and the new attempt are sent together, release first, rather than the
+ *    attempt after the release's reply: the remote waiters still go first, and the hand-off to
+ *    the next holder costs one replication round instead of two. One exception: when an acquire
  *    is answered IOERR (the server is out of room, and the locks we cache count against its
  *    bounds), every cached lock no local caller uses goes back too.
  * 4. Callbacks carry xids: a revoke for another hold and a retry for another attempt are stale and
@@ -50,7 +54,8 @@ export type ClientAction<Token> =
   | { readonly type: 'sendAcquire'; readonly lid: string; readonly xid: number; readonly tryOnly?: true }
   /**
    * Send release(lid, xid); report with releaseReplied or releaseFailed. An `orphan` release gives
-   * back a hold the cache does not track (see `revoke`): its outcome needs no report.
+   * back a hold the cache does not track: one it never had (see `revoke`), or one it just let go
+   * to ask again at once (rule 3). Its outcome needs no report, and it is not resent.
    */
   | { readonly type: 'sendRelease'; readonly lid: string; readonly xid: number; readonly orphan?: true }
   /** The local caller `token` now holds `lid`, under the hold's fencing token. */
@@ -486,7 +491,9 @@ export class CachingLockClientCore<Token> {
         if (lock.waiters.length > 0 && !this.closed) this.startAttempt(lid, lock, actions);
         break;
       case 'free':
-        if (lock.revoked || this.closed) {
+        if (lock.revoked && !this.closed && lock.waiters.length > 0) {
+          this.giveBackAndAskAgain(lid, lock, actions);
+        } else if (lock.revoked || this.closed) {
           lock.state = 'releasing';
           lock.revoked = false;
           this.send(lid, lock, 'sendRelease', actions);
@@ -502,6 +509,23 @@ export class CachingLockClientCore<Token> {
         assertNever(lock.state);
     }
     this.forgetIfDone(lid, lock);
+  }
+
+  /**
+   * Rule 3's hand-back when local callers still want the lock: the release and a new attempt go
+   * out together, so the primary can order both in one replication round, and the next holder's
+   * own release need not wait behind a round of ours. The release is an orphan (its outcome is
+   * not needed): the hold is gone either way. If it is lost, the acquire finds us still holding
+   * under the old xid and moves the hold to the new one (OK), and the next revoke brings it back:
+   * no lock is held twice and none is left held.
+   */
+  private giveBackAndAskAgain(lid: string, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
+    actions.push({ type: 'sendRelease', lid, xid: lock.xid, orphan: true });
+    lock.state = 'none';
+    lock.xid = 0;
+    lock.fencingToken = 0;
+    lock.revoked = false;
+    this.startAttempt(lid, lock, actions);
   }
 
   /** The current attempt got the lock (OK reply or grant notice). */

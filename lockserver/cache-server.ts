@@ -22,9 +22,9 @@
  *
  * acquire(lid, id, xid):
  * - lock free → granted to (id, xid), removed from the waiters, OK;
- * - held by (id, older xid) → the client asks again for a lock the table says it holds, so it has
- *   lost track of that hold (a client keeps one outstanding acquire per lock and asks again only
- *   after its release was answered); the hold moves to the new xid, OK;
+ * - held by (id, older xid) → the client asks again for a lock the table says it holds: it lost
+ *   track of that hold, or the release it sent just before this acquire was lost (a client asks
+ *   again only after its release was answered or sent); the hold moves to the new xid, OK;
  * - held by another → queued once (a client already queued keeps its place and its entry takes the
  *   new xid), RETRY.
  * release(lid, id, xid): only by the holder with its xid → the lock is free, OK; otherwise NOENT,

@@ -26,11 +26,37 @@ t.test('a revoke returns the lock once the local holder releases; later callers 
   core.acquireReplied('1', 1, OK);
   core.localAcquire('1', 'w2');
   t.same(core.revoke('1', 1), [], 'held locally: wait');
-  t.same(core.localRelease('1'), [{ type: 'sendRelease', lid: '1', xid: 1 }], 'w2 waits; the lock goes back first');
+  t.same(
+    core.localRelease('1'),
+    [
+      { type: 'sendRelease', lid: '1', xid: 1, orphan: true },
+      { type: 'sendAcquire', lid: '1', xid: 2 },
+    ],
+    'w2 waits: the lock goes back, and a fresh attempt goes right behind it',
+  );
+  t.equal(core.stateOf('1'), 'acquiring');
+  t.same(core.revoke('1', 1), [{ type: 'sendRelease', lid: '1', xid: 1, orphan: true }], 'a repeated revoke of the old hold: the release again');
+  t.same(core.releaseReplied('1', 1, OK), [], 'the orphan release needs no answer');
+  t.same(core.acquireReplied('1', 2, RETRY), [{ type: 'startRetryTimer', lid: '1' }], 'queued behind the remote waiter');
+  t.same(core.granted('1', 2, 7), [{ type: 'grantLocal', lid: '1', token: 'w2', fencingToken: 7 }], 'handed back later');
+  core.invariants();
+});
+
+t.test('the release of a lock given back to ask again is lost: the new attempt finds the hold and keeps it', async (t) => {
+  const core = new CachingLockClientCore<string>();
+  core.localAcquire('1', 'w1');
+  core.acquireReplied('1', 1, OK, 5);
+  core.revoke('1', 1);
+  core.localAcquire('1', 'w2');
+  t.same(core.localRelease('1'), [
+    { type: 'sendRelease', lid: '1', xid: 1, orphan: true },
+    { type: 'sendAcquire', lid: '1', xid: 2 },
+  ]);
+  // The server never saw the release: it moves the hold (us, 1) to (us, 2) and answers OK.
+  t.same(core.acquireReplied('1', 2, OK, 5), [{ type: 'grantLocal', lid: '1', token: 'w2', fencingToken: 5 }]);
+  t.same(core.revoke('1', 2), [], 'the next revoke waits for the local holder');
+  t.same(core.localRelease('1'), [{ type: 'sendRelease', lid: '1', xid: 2 }], 'nobody local waits: an ordinary release');
   t.equal(core.stateOf('1'), 'releasing');
-  t.same(core.revoke('1', 1), [], 'a repeated revoke changes nothing');
-  t.same(core.releaseReplied('1', 1, OK), [{ type: 'sendAcquire', lid: '1', xid: 2 }], 'w2 re-acquires with a fresh xid');
-  t.same(core.acquireReplied('1', 2, OK), [{ type: 'grantLocal', lid: '1', token: 'w2', fencingToken: 0 }]);
   core.invariants();
 });
 
@@ -83,7 +109,14 @@ t.test('a revoke that overtakes the OK: one local caller uses the lock, then it 
   core.localAcquire('1', 'w2');
   t.same(core.revoke('1', 1), []);
   t.same(core.acquireReplied('1', 1, OK), [{ type: 'grantLocal', lid: '1', token: 'w1', fencingToken: 0 }]);
-  t.same(core.localRelease('1'), [{ type: 'sendRelease', lid: '1', xid: 1 }], 'w2 must wait for the next attempt');
+  t.same(
+    core.localRelease('1'),
+    [
+      { type: 'sendRelease', lid: '1', xid: 1, orphan: true },
+      { type: 'sendAcquire', lid: '1', xid: 2 },
+    ],
+    'w2 must wait for the next attempt',
+  );
   core.invariants();
 });
 
@@ -188,6 +221,7 @@ class CoreChecker {
         case 'sendRelease':
           if (a.orphan) {
             if (!this.revoked.has(`${a.lid}/${a.xid}`)) throw new Error(`orphan release ${a.lid}/${a.xid} without a revoke`);
+            this.releases++;
             break;
           }
           if (this.outstanding.some((o) => o.lid === a.lid)) throw new Error(`second outstanding RPC for ${a.lid}`);
@@ -299,7 +333,7 @@ t.test('the client core keeps its rules against arbitrary server behaviour (fast
     ),
     { numRuns: 1000 },
   );
-  t.ok(totalGrants > 2000 && totalReleases > 1000, `grants ${totalGrants}, releases ${totalReleases}`);
+  t.ok(totalGrants > 2000 && totalReleases > 1000, `grants ${totalGrants}, releases sent (orphans included) ${totalReleases}`);
 });
 
 // ---------------------------------------------------------------------------------------------
