@@ -278,6 +278,14 @@ class TcpEndpoint implements Endpoint {
       log('%s: dropping message to %s: %d bytes already queued', this.address, to, socket.writableLength);
       return;
     }
+    // Frames sent to one connection in the same turn of the event loop leave in one system call
+    // (writev), and reach the peer in one read: a client's release and its next acquire then
+    // arrive together and can share the primary's next batch, and replies to many requests of one
+    // shared connection cost one write.
+    if (socket.writableCorked === 0) {
+      socket.cork();
+      process.nextTick(uncorkSoon, socket);
+    }
     socket.write(frame);
   }
 
@@ -353,6 +361,10 @@ class TcpEndpoint implements Endpoint {
     });
     socket.on('close', onClose);
   }
+}
+
+function uncorkSoon(socket: net.Socket): void {
+  if (!socket.destroyed) socket.uncork();
 }
 
 /** Whether writing to `socket` can still reach the peer (not destroyed, not ended by either side). */

@@ -181,6 +181,32 @@ t.test('messages flow both ways and replies route back over accepted connections
   );
 });
 
+t.test('frames sent in one turn to two connected peers arrive whole and in order at each', async (t) => {
+  const network = tcpNetwork();
+  const a = await network.listen('127.0.0.1:0');
+  const b = await network.listen('127.0.0.1:0');
+  const client = network.connect();
+  t.teardown(() => Promise.all([a.close(), b.close(), client.close()]));
+  const inboxA = new Inbox(a);
+  const inboxB = new Inbox(b);
+  // Connect first, so that the burst below goes out on established connections.
+  client.send(a.address, bytes('hello'));
+  client.send(b.address, bytes('hello'));
+  await Promise.all([inboxA.waitFor((r) => r.text === 'hello'), inboxB.waitFor((r) => r.text === 'hello')]);
+  // One synchronous burst, interleaved between the two destinations, of frames large and small.
+  const sent: Record<'a' | 'b', string[]> = { a: [], b: [] };
+  for (let i = 0; i < 200; i++) {
+    const which = i % 3 === 0 ? 'b' : 'a';
+    const message = `${which}${i}:${'x'.repeat(i % 7 === 0 ? 20_000 : i)}`;
+    sent[which].push(message);
+    client.send(which === 'a' ? a.address : b.address, bytes(message));
+  }
+  await inboxA.waitFor((r) => r.text === sent.a.at(-1));
+  await inboxB.waitFor((r) => r.text === sent.b.at(-1));
+  t.same(inboxA.texts().slice(1), sent.a, 'every frame to a, in order');
+  t.same(inboxB.texts().slice(1), sent.b, 'every frame to b, in order');
+});
+
 t.test('garbage on a connection destroys only that connection', async (t) => {
   const network = tcpNetwork({ maxFrameBytes: 1024 });
   const server = await network.listen('127.0.0.1:0');
