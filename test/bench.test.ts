@@ -95,6 +95,8 @@ t.test('npm run bench --only b,c (shortened): the layout of the RSM benchmarks, 
   t.match(output, /^ {4}throughput \(acquire\+release operations per second\)$/m);
   t.match(output, /^ {4}p50 latency of one acquire\+release$/m);
   t.match(output, /^ {4}p99 latency of one acquire\+release$/m);
+  t.match(output, /^ {4}p50 latency of the acquire alone$/m);
+  t.match(output, /^ {6}1 client \(baseline\) +[\d,.]+ ms +1\.00×/m);
   t.match(output, /^ {6}1 client \(baseline\) +[\d,.]+ ops\/s +1\.00×/m);
   t.match(output, /^ {6}8 clients +[\d,.-]+ ops\/s/m);
   t.match(output, /^ {6}32 clients +[\d,.-]+ ops\/s/m);
