@@ -28,14 +28,15 @@
  *    attempt after the release's reply: the remote waiters still go first, and the hand-off to
  *    the next holder costs one replication round instead of two. One exception: when an acquire
  *    is answered IOERR (the server is out of room, and the locks we cache count against its
- *    bounds), every cached lock no local caller uses goes back too.
+ *    bounds), every cached lock no local caller uses goes back too, and if any did, the attempt
+ *    is renewed at once, behind those releases.
  * 4. Callbacks carry xids: a revoke for another hold and a retry for another attempt are stale and
  *    ignored, except a revoke of a hold we certainly do not have (see `revoke`), which we release.
  *    A callback may overtake the reply it follows (a revoke before the OK, a retry before the
  *    RETRY); the cache remembers it and acts on the reply.
  * 5. After RETRY the cache waits for retry, and re-asks after the retry timer in case the retry
- *    was lost; after IOERR/RPCERR (no effect) it re-asks on the timer; after an RPC failure it
- *    resends on the timer.
+ *    was lost; after IOERR/RPCERR (no effect) it re-asks on the timer (after IOERR at once when
+ *    rule 3 gave cached locks back); after an RPC failure it resends on the timer.
  *
  * Every event returns the actions to carry out, in order; the host must call `retryTimerFired`
  * exactly once for each `startRetryTimer` (it may do so late). Protocol code: no clock, no
@@ -262,14 +263,16 @@ export class CachingLockClientCore<Token> {
         lock.revoked = false;
         if (lock.tryOnly) {
           // No effect at the server: a try fails now (it promised not to wait); waiting callers
-          // go on with an ordinary attempt on the timer.
+          // go on with an ordinary attempt.
           this.failTries(lid, lock, actions);
           lock.tryOnly = false;
         }
-        this.armTimer(lid, lock, actions);
         // The server is out of room, possibly because of the locks we cache (its bounds count
         // them, and nobody may want them, so no revoke would come): give the unused ones back.
-        if (status === LockStatus.IOERR) this.shedFreeLocks(actions);
+        // If that freed any, ask again at once, right behind those releases (the primary orders
+        // them first, and their records become evictable); otherwise after the retry interval.
+        if (status === LockStatus.IOERR && this.shedFreeLocks(actions) > 0 && lock.waiters.length > 0 && !this.closed) this.startAttempt(lid, lock, actions);
+        else this.armTimer(lid, lock, actions);
         break;
     }
     this.forgetIfDone(lid, lock);
@@ -553,14 +556,17 @@ export class CachingLockClientCore<Token> {
     lock.tryWaiters.clear();
   }
 
-  /** Gives back every cached lock no local caller holds or waits for (rule 3's exception). */
-  private shedFreeLocks(actions: Array<ClientAction<Token>>): void {
+  /** Gives back every cached lock no local caller holds or waits for (rule 3's exception); returns how many. */
+  private shedFreeLocks(actions: Array<ClientAction<Token>>): number {
+    let shed = 0;
     for (const [lid, lock] of this.locks) {
       if (lock.state !== 'free') continue;
       assert(lock.waiters.length === 0, `free ${lid} with waiters`);
       lock.revoked = true;
       this.advance(lid, lock, actions);
+      shed++;
     }
+    return shed;
   }
 
   /** A new attempt: a fresh xid and an acquire. */

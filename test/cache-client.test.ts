@@ -146,11 +146,18 @@ t.test('IOERR gives back the cached locks nobody uses', async (t) => {
   core.localAcquire('2', 'w2');
   core.acquireReplied('2', 2, OK); // 2 is held locally
   core.localAcquire('3', 'w3');
-  t.same(core.acquireReplied('3', 3, IOERR), [
-    { type: 'startRetryTimer', lid: '3' },
-    { type: 'sendRelease', lid: '1', xid: 1 },
-  ]);
+  t.same(
+    core.acquireReplied('3', 3, IOERR),
+    [
+      { type: 'sendRelease', lid: '1', xid: 1 },
+      { type: 'sendAcquire', lid: '3', xid: 4 },
+    ],
+    'the unused lock goes back, and the attempt is renewed at once, behind the release',
+  );
   t.equal(core.stateOf('2'), 'locked', 'a lock in use stays');
+  core.invariants();
+  t.same(core.acquireReplied('3', 4, IOERR), [{ type: 'startRetryTimer', lid: '3' }], 'nothing left to give back: ask again after the interval');
+  t.same(core.retryTimerFired('3'), [{ type: 'sendAcquire', lid: '3', xid: 5 }]);
   core.invariants();
 });
 
