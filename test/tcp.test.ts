@@ -1,5 +1,5 @@
 import net from 'node:net';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { Clock, Endpoint, Random, Timer } from '../lib/env.js';
 import { encodeFrame } from '../lib/frame.js';
 import { realClock } from '../lib/clock.js';
@@ -145,12 +145,18 @@ t.test('lossyPercentFromEnv', async (t) => {
   }
 });
 
-t.test('messages flow both ways and replies route back over accepted connections', async (t) => {
+/** Two listening endpoints and a client-only one on one network, all closed at the test's end. */
+async function twoServersAndAClient(t: Test): Promise<{ network: ReturnType<typeof tcpNetwork>; a: Endpoint; b: Endpoint; client: Endpoint }> {
   const network = tcpNetwork();
   const a = await network.listen('127.0.0.1:0');
   const b = await network.listen('127.0.0.1:0');
   const client = network.connect();
   t.teardown(() => Promise.all([a.close(), b.close(), client.close()]));
+  return { network, a, b, client };
+}
+
+t.test('messages flow both ways and replies route back over accepted connections', async (t) => {
+  const { network, a, b, client } = await twoServersAndAClient(t);
   t.match(a.address, /^127\.0\.0\.1:[1-9]\d*$/);
 
   const inboxA = new Inbox(a);
@@ -182,11 +188,7 @@ t.test('messages flow both ways and replies route back over accepted connections
 });
 
 t.test('frames sent in one turn to two connected peers arrive whole and in order at each', async (t) => {
-  const network = tcpNetwork();
-  const a = await network.listen('127.0.0.1:0');
-  const b = await network.listen('127.0.0.1:0');
-  const client = network.connect();
-  t.teardown(() => Promise.all([a.close(), b.close(), client.close()]));
+  const { a, b, client } = await twoServersAndAClient(t);
   const inboxA = new Inbox(a);
   const inboxB = new Inbox(b);
   // Connect first, so that the burst below goes out on established connections.
