@@ -84,6 +84,7 @@ import {
   type CacheLockArgs,
   type Notice,
 } from './cache-protocol.js';
+import { IdleLocks } from './idle-locks.js';
 
 /**
  * Bounds of the table. Replicas must all use the same limits (they decide answers, so they are
@@ -176,8 +177,8 @@ export class CachingLockServer implements StateMachine {
   readonly limits: CachingLockServerLimits;
   /** lid → busy lock, in the order they became busy. */
   private busy = new Map<string, BusyLock>();
-  /** lid → grant count of idle locks, least recently freed first. */
-  private idle = new Map<string, number>();
+  /** lid → grant count of idle locks, least recently freed first (flat: a replica may hold millions). */
+  private idle = new IdleLocks();
   /** id → client, least recently active first. */
   private clients = new Map<string, ClientEntry>();
   /** Busy locks with at least one waiter: exactly the locks with a pending notice (derived). */
@@ -286,7 +287,7 @@ export class CachingLockServer implements StateMachine {
       if (h !== undefined) w2.string(h.id).u64(h.xid).u64(h.token).u64(h.sinceMs).bool(h.handedOff);
       w2.list(lock.waiters, (w3, waiter) => w3.string(waiter.id).u64(waiter.xid));
     });
-    w.list([...this.idle], (w2, [lid, grants]) => w2.string(lid).u64(grants));
+    this.idle.writeTo(w);
     w.list([...this.clients], (w2, [id, client]) => {
       w2.string(id).u64(client.forgottenXid);
       w2.list([...client.records], (w3, [lid, r]) => {
@@ -313,7 +314,9 @@ export class CachingLockServer implements StateMachine {
     this.sessions = decoded.sessions;
     this.ended = decoded.ended;
     this.handedOff = new Set([...decoded.busy].filter(([, lock]) => lock.holder?.handedOff === true).map(([lid]) => lid));
-    this.invariants();
+    // The idle table's own index check is skipped here: readFrom just built that index, and the
+    // check rehashes every name (0.4 s at a million idle locks, on the path of a rejoin).
+    this.tableInvariants();
     return { ok: true };
   }
 
@@ -401,6 +404,12 @@ export class CachingLockServer implements StateMachine {
 
   /** Checks every invariant of the table; a violation is a bug (AssertionError). */
   invariants(): void {
+    this.idle.invariants();
+    this.tableInvariants();
+  }
+
+  /** The invariants that relate the locks, clients and sessions (all but IdleLocks' own). */
+  private tableInvariants(): void {
     const l = this.limits;
     assert(this.busy.size <= l.maxLocks, 'more busy locks than maxLocks');
     assert(this.idle.size <= l.maxIdleLocks, 'more idle locks than maxIdleLocks');
@@ -571,8 +580,7 @@ export class CachingLockServer implements StateMachine {
         this.pressure = true;
         return LockStatus.IOERR;
       }
-      lock = { holder: undefined, waiters: [], grants: this.idle.get(lid) ?? 0 };
-      this.idle.delete(lid);
+      lock = { holder: undefined, waiters: [], grants: this.idle.take(lid) ?? 0 };
       this.busy.set(lid, lock);
     }
     const holder = lock.holder;
@@ -738,8 +746,8 @@ export class CachingLockServer implements StateMachine {
     this.busy.delete(lid);
     this.waited.delete(lid);
     this.handedOff.delete(lid);
-    this.idle.set(lid, lock.grants);
-    if (this.idle.size > this.limits.maxIdleLocks) this.idle.delete(this.idle.keys().next().value as string);
+    this.idle.add(lid, lock.grants);
+    if (this.idle.size > this.limits.maxIdleLocks) this.idle.dropOldest();
   }
 }
 
@@ -763,7 +771,7 @@ type DecodedState =
   | {
       readonly ok: true;
       readonly busy: Map<string, BusyLock>;
-      readonly idle: Map<string, number>;
+      readonly idle: IdleLocks;
       readonly clients: Map<string, ClientEntry>;
       readonly waited: Set<string>;
       readonly pressure: boolean;
@@ -789,7 +797,6 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
   const nextToken = r.u64();
   if (r.error === undefined && nextToken < 1) r.fail('token counter below 1');
   const busy = new Map<string, BusyLock>();
-  const idle = new Map<string, number>();
   const clients = new Map<string, ClientEntry>();
   const waited = new Set<string>();
   const party = (reader: Reader): Party => {
@@ -799,8 +806,8 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
     if (!isXid(xid)) reader.fail(`bad xid ${xid}`);
     return { id, xid };
   };
-  // The busy locks come first, so an idle lock is checked against them and its own list by the
-  // set's size (one hash of the name instead of three: a state can hold a million of them).
+  // The busy locks come first; the idle ones (IdleLocks.readFrom checks their names and that none
+  // repeats) are then checked against them.
   const lockId = (reader: Reader): string => {
     const lid = reader.string(MAX_LOCK_NAME_BYTES);
     if (reader.error === undefined && !isLockName(lid)) reader.fail('bad lock name');
@@ -827,18 +834,8 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
     18,
     limits.maxLocks,
   );
-  r.list(
-    (reader) => {
-      const lid = lockId(reader);
-      const grants = reader.u64();
-      if (reader.error !== undefined) return;
-      const before = idle.size;
-      idle.set(lid, grants);
-      if (idle.size === before) reader.fail(`lock ${lid} twice`);
-    },
-    13,
-    limits.maxIdleLocks,
-  );
+  const idle = IdleLocks.readFrom(r, limits.maxIdleLocks);
+  for (const lid of busy.keys()) if (idle.has(lid)) r.fail(`lock ${lid} both busy and idle`);
   r.list(
     (reader) => {
       const id = reader.string(MAX_CLIENT_ID_BYTES);
@@ -911,7 +908,6 @@ function decodeState(bytes: Uint8Array, limits: CachingLockServerLimits): Decode
       if (ended.has(p.id)) return { ok: false, reason: `client ${p.id} in lock ${lid} after its session ended` };
     }
   }
-  for (const lid of idle.keys()) if (!isLockName(lid)) return { ok: false, reason: `bad lock id ${lid}` };
   if (pressure) {
     // Pressure ends as soon as there is room; a state claiming otherwise is inconsistent.
     const room = busy.size < limits.maxLocks && (clients.size < limits.maxClients || [...clients.values()].some((c) => c.active === 0));
