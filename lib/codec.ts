@@ -10,7 +10,9 @@
  */
 
 const textEncoder = new TextEncoder();
-const textDecoder = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a string that starts with U+FEFF keeps it. Without it the decoder drops a leading
+// BOM, so a lock named "\uFEFFx" came back from a state transfer as "x".
+const textDecoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** Strings up to this many UTF-16 units are tried as ASCII first (no encoder call, no allocation). */
 const ASCII_FAST_MAX = 256;
@@ -93,11 +95,7 @@ export class Writer {
   }
 
   bytes(value: Uint8Array): this {
-    this.u32(value.length);
-    this.reserve(value.length);
-    this.buffer.set(value, this.length);
-    this.length += value.length;
-    return this;
+    return this.u32(value.length).raw(value);
   }
 
   /** The UTF-8 bytes of `value` (as TextEncoder encodes it), length first. */
@@ -124,6 +122,14 @@ export class Writer {
     const { written } = textEncoder.encodeInto(value, this.buffer.subarray(this.length + 4));
     this.put32(this.length, written);
     this.length += 4 + written;
+    return this;
+  }
+
+  /** `value` as it is: no length (for a section whose layout the reader knows). */
+  raw(value: Uint8Array): this {
+    this.reserve(value.length);
+    this.buffer.set(value, this.length);
+    this.length += value.length;
     return this;
   }
 
@@ -205,6 +211,19 @@ export class Reader {
       return 0;
     }
     return value;
+  }
+
+  /**
+   * The bytes not read yet, as a view (nothing consumed; empty once failed). For a section that a
+   * decoder walks itself; it then consumes what it used with `skip`.
+   */
+  rest(): Uint8Array {
+    return this.error !== undefined ? new Uint8Array(0) : this.buffer.subarray(this.offset);
+  }
+
+  /** Consumes `n` bytes unread (fails past the end). */
+  skip(n: number): void {
+    this.take(n, 'section');
   }
 
   /** A length-prefixed byte array; the result is a view into the input, not a copy. */
