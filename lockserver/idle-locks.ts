@@ -98,17 +98,17 @@ export class IdleLocks {
   private live = 0;
   /** Bytes of dead entries in [head, tail). */
   private deadBytes = 0;
-  /** Per slot: the entry's arena offset + 1, or 0 for an empty slot. */
-  private offsets: Uint32Array;
-  /** Per slot: the entry's hash (so probing and backward shift never rehash a name). */
-  private hashes: Uint32Array;
+  /**
+   * Two words per slot, side by side so a probe touches one cache line: the entry's arena offset
+   * + 1 (0: an empty slot), then its hash (so probing and backward shift never rehash a name).
+   */
+  private index: Uint32Array;
   /** The name being looked up, as UTF-8. */
   private readonly key = new Uint8Array(3 * MAX_NAME_BYTES);
 
   constructor() {
     this.arena = new Uint8Array(MIN_ARENA_BYTES);
-    this.offsets = new Uint32Array(MIN_SLOTS);
-    this.hashes = new Uint32Array(MIN_SLOTS);
+    this.index = new Uint32Array(2 * MIN_SLOTS);
   }
 
   get size(): number {
@@ -122,14 +122,14 @@ export class IdleLocks {
   /** The grant count of idle lock `name`, or undefined when it is not idle. */
   get(name: string): number | undefined {
     const slot = this.findSlot(name);
-    return slot < 0 ? undefined : this.grantsAt(this.offsets[slot]! - 1);
+    return slot < 0 ? undefined : this.grantsAt(this.index[2 * slot]! - 1);
   }
 
   /** Takes `name` out; its grant count, or undefined when it was not idle. */
   take(name: string): number | undefined {
     const slot = this.findSlot(name);
     if (slot < 0) return undefined;
-    const offset = this.offsets[slot]! - 1;
+    const offset = this.index[2 * slot]! - 1;
     const grants = this.grantsAt(offset);
     this.removeSlot(slot);
     this.kill(offset);
@@ -153,7 +153,7 @@ export class IdleLocks {
     write32(arena, offset + 8 + length, grants % 0x1_0000_0000);
     this.tail += size;
     this.live++;
-    if (2 * this.live > this.offsets.length) this.growIndex();
+    if (4 * this.live > this.index.length) this.growIndex();
     this.place(offset, hash);
   }
 
@@ -218,45 +218,53 @@ export class IdleLocks {
       reader.fail(`idle lock count ${count} impossible here`);
       return table;
     }
+    // One pass: check each entry, and index it (its hash computed while checking for ASCII).
+    table.index = new Uint32Array(2 * slotsFor(count));
+    // Until the copy below, the table probes the input: the entries indexed so far sit at the
+    // same offsets there.
+    table.arena = bytes;
     let at = 0;
     for (let i = 0; i < count; i++) {
       if (bytes.length - at < ENTRY_OVERHEAD + 1) {
         reader.fail(`truncated idle lock ${i}`);
-        return table;
+        return new IdleLocks();
       }
       const length = read32(bytes, at);
       if (length < 1 || length > MAX_NAME_BYTES || bytes.length - at < ENTRY_OVERHEAD + length) {
         reader.fail(`idle lock ${i}: bad name length ${length}`);
-        return table;
+        return new IdleLocks();
       }
-      if (!isUtf8(bytes, at + 4, at + 4 + length)) {
+      const from = at + 4;
+      const to = from + length;
+      let hash = 0x811c9dc5;
+      let high = 0;
+      for (let k = from; k < to; k++) {
+        const byte = bytes[k]!;
+        high |= byte;
+        hash = Math.imul(hash ^ byte, 0x0100_0193);
+      }
+      hash >>>= 0;
+      if (high >= 0x80 && !isUtf8(bytes, from, to)) {
         reader.fail(`idle lock ${i}: name is not UTF-8`);
-        return table;
+        return new IdleLocks();
       }
       // A safe integer's high word is below 2^21.
-      if (read32(bytes, at + 4 + length) >= 0x20_0000) {
+      if (read32(bytes, to) >= 0x20_0000) {
         reader.fail(`idle lock ${i}: grant count beyond 2^53`);
-        return table;
+        return new IdleLocks();
       }
-      at += ENTRY_OVERHEAD + length;
+      if (table.findBytes(bytes, from, length, hash) >= 0) {
+        reader.fail(`idle lock ${decodeName(bytes, from, to)} twice`);
+        return new IdleLocks();
+      }
+      table.place(at, hash);
+      at = to + 8;
     }
     // Room for an eighth more, so the first frees after a state transfer do not copy it all.
     table.arena = new Uint8Array(Math.max(at + (at >>> 3), MIN_ARENA_BYTES));
     table.arena.set(bytes.subarray(0, at));
     table.tail = at;
     table.live = count;
-    table.offsets = new Uint32Array(slotsFor(count));
-    table.hashes = new Uint32Array(table.offsets.length);
-    for (let offset = 0; offset < at; ) {
-      const length = read32(table.arena, offset);
-      const hash = hashBytes(table.arena, offset + 4, offset + 4 + length);
-      if (table.findBytes(table.arena, offset + 4, length, hash) >= 0) {
-        reader.fail(`idle lock ${decodeName(table.arena, offset + 4, offset + 4 + length)} twice`);
-        return new IdleLocks();
-      }
-      table.place(offset, hash);
-      offset += ENTRY_OVERHEAD + length;
-    }
     reader.skip(at);
     return table;
   }
@@ -278,16 +286,16 @@ export class IdleLocks {
         live++;
         const hash = hashBytes(this.arena, at + 4, at + 4 + length);
         const slot = this.findBytes(this.arena, at + 4, length, hash);
-        assert(slot >= 0 && this.offsets[slot] === at + 1, `IdleLocks: live entry at ${at} not indexed`);
+        assert(slot >= 0 && this.index[2 * slot] === at + 1, `IdleLocks: live entry at ${at} not indexed`);
       }
       at += ENTRY_OVERHEAD + length;
     }
     assert(live === this.live, `IdleLocks: ${live} live entries, counted ${this.live}`);
     assert(dead === this.deadBytes, `IdleLocks: ${dead} dead bytes, counted ${this.deadBytes}`);
     let indexed = 0;
-    for (let slot = 0; slot < this.offsets.length; slot++) if (this.offsets[slot] !== 0) indexed++;
+    for (let word = 0; word < this.index.length; word += 2) if (this.index[word] !== 0) indexed++;
     assert(indexed === this.live, `IdleLocks: ${indexed} indexed, ${this.live} live`);
-    assert(2 * this.live <= this.offsets.length, 'IdleLocks: index over half full');
+    assert(4 * this.live <= this.index.length, 'IdleLocks: index over half full');
   }
 
   // -------------------------------------------------------------------------------------------
@@ -319,12 +327,13 @@ export class IdleLocks {
 
   /** The slot of the live entry whose name is bytes[from, from + length), or -1. */
   private findBytes(bytes: Uint8Array, from: number, length: number, hash: number): number {
-    const mask = this.offsets.length - 1;
+    const index = this.index;
+    const mask = (index.length >>> 1) - 1;
     const arena = this.arena;
     for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
-      const stored = this.offsets[slot]!;
+      const stored = index[2 * slot]!;
       if (stored === 0) return -1;
-      if (this.hashes[slot] !== hash) continue;
+      if (index[2 * slot + 1] !== hash) continue;
       const at = stored - 1;
       if (read32(arena, at) !== length) continue;
       let same = true;
@@ -339,28 +348,30 @@ export class IdleLocks {
   }
 
   private place(offset: number, hash: number): void {
-    const mask = this.offsets.length - 1;
+    const index = this.index;
+    const mask = (index.length >>> 1) - 1;
     let slot = hash & mask;
-    while (this.offsets[slot] !== 0) slot = (slot + 1) & mask;
-    this.offsets[slot] = offset + 1;
-    this.hashes[slot] = hash;
+    while (index[2 * slot] !== 0) slot = (slot + 1) & mask;
+    index[2 * slot] = offset + 1;
+    index[2 * slot + 1] = hash;
   }
 
   /** Empties `slot`, shifting back later entries of its probe run so no lookup stops early. */
   private removeSlot(slot: number): void {
-    const mask = this.offsets.length - 1;
+    const index = this.index;
+    const mask = (index.length >>> 1) - 1;
     let hole = slot;
-    for (let next = (slot + 1) & mask; this.offsets[next] !== 0; next = (next + 1) & mask) {
-      const home = this.hashes[next]! & mask;
+    for (let next = (slot + 1) & mask; index[2 * next] !== 0; next = (next + 1) & mask) {
+      const home = index[2 * next + 1]! & mask;
       // `next` may fill the hole when the hole lies on its probe path: home … hole … next.
       if (((next - home) & mask) >= ((next - hole) & mask)) {
-        this.offsets[hole] = this.offsets[next]!;
-        this.hashes[hole] = this.hashes[next]!;
+        index[2 * hole] = index[2 * next]!;
+        index[2 * hole + 1] = index[2 * next + 1]!;
         hole = next;
       }
     }
-    this.offsets[hole] = 0;
-    this.hashes[hole] = 0;
+    index[2 * hole] = 0;
+    index[2 * hole + 1] = 0;
   }
 
   private grantsAt(offset: number): number {
@@ -420,8 +431,8 @@ export class IdleLocks {
     this.tail -= shift;
     this.head = 0;
     if (shift === 0) return;
-    const offsets = this.offsets;
-    for (let slot = 0; slot < offsets.length; slot++) if (offsets[slot] !== 0) offsets[slot] -= shift;
+    const index = this.index;
+    for (let word = 0; word < index.length; word += 2) if (index[word] !== 0) index[word] -= shift;
   }
 
   /**
@@ -461,15 +472,13 @@ export class IdleLocks {
 
   /** A larger index with the same entries: placed again by their stored hashes, no name rehashed. */
   private growIndex(): void {
-    const { offsets, hashes } = this;
-    this.offsets = new Uint32Array(2 * offsets.length);
-    this.hashes = new Uint32Array(this.offsets.length);
-    for (let slot = 0; slot < offsets.length; slot++) if (offsets[slot] !== 0) this.place(offsets[slot]! - 1, hashes[slot]!);
+    const old = this.index;
+    this.index = new Uint32Array(2 * old.length);
+    for (let word = 0; word < old.length; word += 2) if (old[word] !== 0) this.place(old[word]! - 1, old[word + 1]!);
   }
 
   private rebuildIndex(slots: number): void {
-    this.offsets = new Uint32Array(slots);
-    this.hashes = new Uint32Array(slots);
+    this.index = new Uint32Array(2 * slots);
     for (let at = this.head; at < this.tail; ) {
       const word = read32(this.arena, at);
       const length = word & ~DEAD_BIT;
