@@ -928,11 +928,15 @@ export class RsmNode {
       backups.map(async (backup) => {
         for (;;) {
           if (this.viewGone(vid)) return undefined;
+          // resendOnOldServer: a backup that restarted since we last called it answers its first
+          // call RPC_OLDSRV; asking its new instance at once saves a transferRetryMs pause on
+          // every rejoin (a transferreq may run on both instances: it only reads, or restarts
+          // the backup's own synchronisation, which the dead instance no longer has).
           const reply = await this.rpc.call(
             this.addressOf(backup),
             rsmProtocol.transferreq,
             { src: this.me, last: mine, vid },
-            { timeoutMs: this.timing.transferTimeoutMs },
+            { timeoutMs: this.timing.transferTimeoutMs, resendOnOldServer: true },
           );
           if (this.viewGone(vid)) return undefined;
           if (reply.ok && reply.status === RsmStatus.OK) {

@@ -7,7 +7,7 @@
  *   little behind and we still hold them (`logSuffix`); else our marshalled state, whose first
  *   chunk (at most TRANSFER_CHUNK_BYTES) travels in the answer and the rest in transferchunk calls;
  * - the asking side checks what arrived (`transferProblem`) and fetches the rest of a large
- *   state chunk by chunk (`fetchState`).
+ *   state, two chunks in flight (`fetchTransfer`).
  *
  * Sending entries is exact, not a shortcut: a viewstamp is given to one request only, so a
  * replica whose last is L holds the state of every request up to L in the order of its history,
@@ -147,10 +147,18 @@ export interface ChunkSource {
 const CHUNK_ATTEMPTS = 3;
 
 /**
+ * transferchunk calls in flight at once. With one, each 4 MiB chunk cost a full round trip on top
+ * of its transmission, the sender idle while the asker copied and the asker idle while the sender
+ * encoded; with two, one is prepared while the other travels.
+ */
+export const CHUNKS_IN_FLIGHT = 2;
+
+/**
  * Completes a checked transferreq answer into a Transfer: for a state longer than its first
- * chunk, fetches the rest in order with transferchunk. Resolves `{ ok: false, reason }` when a
- * chunk cannot be had (the sender moved on, or the network failed CHUNK_ATTEMPTS times) or is
- * malformed; the caller starts over with a new transferreq.
+ * chunk, fetches the rest with transferchunk, CHUNKS_IN_FLIGHT at a time. Every chunk but the last
+ * is as long as the first (the sender's chunk size), so the offsets are known ahead. Resolves
+ * `{ ok: false, reason }` when a chunk cannot be had (the sender moved on, or the network failed
+ * CHUNK_ATTEMPTS times) or is malformed; the caller starts over with a new transferreq.
  */
 export async function fetchTransfer(
   source: ChunkSource,
@@ -167,28 +175,48 @@ export async function fetchTransfer(
   if (answer.state.length === answer.stateBytes) return { ok: true, transfer: { kind: 'state', state: answer.state.slice() } };
   const state = new Uint8Array(answer.stateBytes);
   state.set(answer.state, 0);
-  let offset = answer.state.length;
-  while (offset < state.length) {
-    let chunk: Uint8Array | undefined;
-    let why = '';
-    for (let attempt = 0; attempt < CHUNK_ATTEMPTS && chunk === undefined; attempt++) {
-      if (source.abandoned()) return { ok: false, reason: 'abandoned' };
-      const reply = await source.rpc.call(
-        source.address,
-        rsmProtocol.transferchunk,
-        { src: source.src, vid: source.vid, last: answer.last, offset },
-        { timeoutMs: source.timeoutMs },
-      );
-      if (reply.ok && reply.status === RsmStatus.OK) chunk = reply.result;
-      else if (reply.ok) return { ok: false, reason: `transferchunk at ${offset}: status ${reply.status}` };
-      else why = reply.error.code;
+  const chunkBytes = answer.state.length;
+  let next = chunkBytes;
+  let failure: string | undefined;
+  /** Fetches chunks at `next` (claimed in turn) until the state is complete or one fails. */
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && next < state.length) {
+      const offset = next;
+      next += chunkBytes;
+      const expected = Math.min(chunkBytes, state.length - offset);
+      let chunk: Uint8Array | undefined;
+      let why = '';
+      for (let attempt = 0; attempt < CHUNK_ATTEMPTS && chunk === undefined; attempt++) {
+        if (failure !== undefined) return;
+        if (source.abandoned()) {
+          failure = 'abandoned';
+          return;
+        }
+        const reply = await source.rpc.call(
+          source.address,
+          rsmProtocol.transferchunk,
+          { src: source.src, vid: source.vid, last: answer.last, offset },
+          { timeoutMs: source.timeoutMs },
+        );
+        if (reply.ok && reply.status === RsmStatus.OK) chunk = reply.result;
+        else if (reply.ok) {
+          failure ??= `transferchunk at ${offset}: status ${reply.status}`;
+          return;
+        } else why = reply.error.code;
+      }
+      if (failure !== undefined) return;
+      if (chunk === undefined) {
+        failure = `transferchunk at ${offset}: ${why}`;
+        return;
+      }
+      if (chunk.length !== expected) {
+        failure = `transferchunk at ${offset}: ${chunk.length} bytes, ${expected} expected`;
+        return;
+      }
+      state.set(chunk, offset);
     }
-    if (chunk === undefined) return { ok: false, reason: `transferchunk at ${offset}: ${why}` };
-    // The sender picks the chunk size (up to TRANSFER_CHUNK_BYTES); it only has to fit.
-    const most = Math.min(TRANSFER_CHUNK_BYTES, state.length - offset);
-    if (chunk.length === 0 || chunk.length > most) return { ok: false, reason: `transferchunk at ${offset}: ${chunk.length} bytes, at most ${most} expected` };
-    state.set(chunk, offset);
-    offset += chunk.length;
-  }
+  };
+  await Promise.all(Array.from({ length: CHUNKS_IN_FLIGHT }, worker));
+  if (failure !== undefined) return { ok: false, reason: failure };
   return { ok: true, transfer: { kind: 'state', state } };
 }

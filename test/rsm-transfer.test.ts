@@ -8,7 +8,7 @@ import t from 'tap';
 import { RpcEndpoint } from '../lib/rpc.js';
 import { RsmStatus, TRANSFER_CHUNK_BYTES, TRANSFER_ENTRIES_MAX, TransferKind, rsmProtocol, type TransferRes, type Viewstamp } from '../rsm/protocol.js';
 import type { LogEntry } from '../rsm/replica-store.js';
-import { chooseTransfer, logSuffix, transferProblem } from '../rsm/state-transfer.js';
+import { CHUNKS_IN_FLIGHT, chooseTransfer, fetchTransfer, logSuffix, transferProblem, type ChunkSource } from '../rsm/state-transfer.js';
 import { KvClient } from '../rsm/kv/kv-client.js';
 import { KvService } from '../rsm/kv/kv-service.js';
 import { SimCluster, portIds } from '../tester/sim/cluster.js';
@@ -103,6 +103,54 @@ async function cluster(seed: string): Promise<{ cluster: SimCluster; ids: string
   sim.network.setLinkFaults({ delayMinMs: 1, delayMaxMs: 5 });
   return { cluster: sim, ids, checker, installs, executed };
 }
+
+/**
+ * A fake sender of a state in chunks of `chunk` bytes: replies come back in an order set by
+ * `delayOf(call number)`, and `answer` can replace a reply.
+ */
+function chunkSender(state: Uint8Array, chunk: number, delayOf: (call: number) => number, answer?: (offset: number, bytes: Uint8Array) => { status: number; result: Uint8Array }) {
+  const stats = { calls: 0, inFlight: 0, mostInFlight: 0, offsets: [] as number[] };
+  const rpc = {
+    call: async (_address: string, _procedure: unknown, args: { offset: number }) => {
+      const call = stats.calls++;
+      stats.offsets.push(args.offset);
+      stats.inFlight++;
+      stats.mostInFlight = Math.max(stats.mostInFlight, stats.inFlight);
+      await new Promise((resolve) => setTimeout(resolve, delayOf(call)));
+      stats.inFlight--;
+      const bytes = state.subarray(args.offset, args.offset + chunk);
+      return { ok: true as const, ...(answer?.(args.offset, bytes) ?? { status: RsmStatus.OK, result: bytes }) };
+    },
+  };
+  const source = { rpc, address: 'p', src: 'b', vid: 1, timeoutMs: 1000, abandoned: () => false } as unknown as ChunkSource;
+  const first: TransferRes = { kind: TransferKind.STATE, last: vs(1, 9), stateBytes: state.length, state: state.subarray(0, chunk), entries: [] };
+  return { source, first, stats };
+}
+
+t.test('fetchTransfer: the chunks of a state, two in flight, assembled in place whatever order the replies come in', async (t) => {
+  const state = Uint8Array.from({ length: 10_007 }, (_, i) => (i * 31) % 251);
+  // Every other reply is slow, so later chunks often complete first.
+  const { source, first, stats } = chunkSender(state, 1000, (call) => (call % 2 === 0 ? 6 : 1));
+  const fetched = await fetchTransfer(source, first);
+  t.ok(fetched.ok && fetched.transfer.kind === 'state', 'a state');
+  if (fetched.ok && fetched.transfer.kind === 'state') t.equal(Buffer.compare(Buffer.from(fetched.transfer.state), Buffer.from(state)), 0, 'byte for byte');
+  t.same([...stats.offsets].sort((a, b) => a - b), [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10_000], 'each chunk asked for once');
+  t.equal(stats.mostInFlight, CHUNKS_IN_FLIGHT, `${CHUNKS_IN_FLIGHT} calls in flight at most, and that many used`);
+});
+
+t.test('fetchTransfer: a chunk of another length than the first, or a BUSY, gives the transfer up', async (t) => {
+  const state = new Uint8Array(5000).fill(7);
+  const short = chunkSender(state, 1000, () => 1, (offset, bytes) => ({ status: RsmStatus.OK, result: offset === 3000 ? bytes.subarray(0, 999) : bytes }));
+  t.match(await fetchTransfer(short.source, short.first), { ok: false, reason: /transferchunk at 3000: 999 bytes, 1000 expected/ });
+  const last = chunkSender(state.subarray(0, 4500), 1000, () => 1, (offset, bytes) => ({ status: RsmStatus.OK, result: offset === 4000 ? new Uint8Array(1000) : bytes }));
+  t.match(await fetchTransfer(last.source, last.first), { ok: false, reason: /transferchunk at 4000: 1000 bytes, 500 expected/ }, 'the last chunk must end the state');
+  // 19 chunks to fetch; the second answers BUSY, so at most the one in flight beside it and one
+  // more claimed before the BUSY arrived are asked for.
+  const large = new Uint8Array(20_000).fill(7);
+  const busy = chunkSender(large, 1000, () => 1, (offset, bytes) => (offset === 2000 ? { status: RsmStatus.BUSY, result: new Uint8Array(0) } : { status: RsmStatus.OK, result: bytes }));
+  t.match(await fetchTransfer(busy.source, busy.first), { ok: false, reason: /transferchunk at 2000: status/ });
+  t.ok(busy.stats.calls <= 3, `no chunk asked for after the BUSY (${busy.stats.calls} calls of 19)`);
+});
 
 t.test('a replica a little behind gets the log entries it lacks, not the state', async (t) => {
   const { cluster: sim, ids, checker, installs, executed } = await cluster('transfer-entries');
