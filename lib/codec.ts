@@ -35,6 +35,35 @@ export function utf8ByteLength(value: string): number {
   return bytes;
 }
 
+/**
+ * The string whose UTF-8 encoding is `bytes`, or undefined when they are not valid UTF-8. A
+ * leading U+FEFF is kept. Short ASCII (the names most messages carry) skips the decoder.
+ */
+export function utf8ToString(bytes: Uint8Array): string | undefined {
+  if (bytes.length <= ASCII_FAST_MAX) {
+    let ascii = true;
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i]! >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return String.fromCharCode.apply(null, bytes as unknown as number[]);
+  }
+  try {
+    return textDecoder.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** 32-bit FNV-1a of bytes[from, to). */
+export function fnv1a32(bytes: Uint8Array, from = 0, to = bytes.length): number {
+  let hash = 0x811c9dc5;
+  for (let i = from; i < to; i++) hash = Math.imul(hash ^ bytes[i]!, 0x0100_0193);
+  return hash >>> 0;
+}
+
 export class Writer {
   private buffer: Uint8Array;
   private length = 0;
@@ -240,23 +269,9 @@ export class Reader {
   string(maxLength = Number.MAX_SAFE_INTEGER): string {
     const raw = this.bytes(maxLength);
     if (this.error !== undefined) return '';
-    if (raw.length <= ASCII_FAST_MAX) {
-      // ASCII is valid UTF-8 as it is: no decoder call for the short names most messages carry.
-      let ascii = true;
-      for (let i = 0; i < raw.length; i++) {
-        if (raw[i]! >= 0x80) {
-          ascii = false;
-          break;
-        }
-      }
-      if (ascii) return String.fromCharCode.apply(null, raw as unknown as number[]);
-    }
-    try {
-      return textDecoder.decode(raw);
-    } catch {
-      this.fail('invalid utf-8');
-      return '';
-    }
+    const value = utf8ToString(raw);
+    if (value === undefined) this.fail('invalid utf-8');
+    return value ?? '';
   }
 
   /** A counted list. The count is checked against the bytes left so a forged count cannot allocate. */

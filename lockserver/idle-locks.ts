@@ -27,7 +27,7 @@
  * did (same layout, same order), so replicas and older checkpoints agree byte for byte.
  */
 import { assert } from '../lib/assert.js';
-import type { Reader, Writer } from '../lib/codec.js';
+import { fnv1a32, utf8ToString, type Reader, type Writer } from '../lib/codec.js';
 
 /** The longest lock name in UTF-8 bytes (as cache-protocol's MAX_LOCK_NAME_BYTES). */
 const MAX_NAME_BYTES = 256;
@@ -41,15 +41,6 @@ const MIN_ARENA_BYTES = 1024;
 const COMPACT_MIN_DEAD_BYTES = 64 * 1024;
 
 const textEncoder = new TextEncoder();
-/** ignoreBOM: a name's bytes come back as they went in, a leading U+FEFF included. */
-const nameDecoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-
-/** FNV-1a over bytes[from, to). */
-function hashBytes(bytes: Uint8Array, from: number, to: number): number {
-  let hash = 0x811c9dc5;
-  for (let i = from; i < to; i++) hash = Math.imul(hash ^ bytes[i]!, 0x0100_0193);
-  return hash >>> 0;
-}
 
 function read32(bytes: Uint8Array, at: number): number {
   return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>> 0;
@@ -62,24 +53,15 @@ function write32(bytes: Uint8Array, at: number, value: number): void {
   bytes[at + 3] = value;
 }
 
-/** Whether bytes[from, to) is valid UTF-8 (ASCII checked inline; anything else by the decoder). */
-function isUtf8(bytes: Uint8Array, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) {
-    if (bytes[i]! >= 0x80) {
-      try {
-        nameDecoder.decode(bytes.subarray(from, to));
-        return true;
-      } catch {
-        return false;
-      }
-    }
-  }
+function isAscii(bytes: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (bytes[i]! >= 0x80) return false;
   return true;
 }
 
 function decodeName(bytes: Uint8Array, from: number, to: number): string {
-  for (let i = from; i < to; i++) if (bytes[i]! >= 0x80) return nameDecoder.decode(bytes.subarray(from, to));
-  return String.fromCharCode.apply(null, bytes.subarray(from, to) as unknown as number[]);
+  const name = utf8ToString(bytes.subarray(from, to));
+  assert(name !== undefined, 'IdleLocks: a name that is not UTF-8');
+  return name;
 }
 
 function slotsFor(entries: number): number {
@@ -141,7 +123,7 @@ export class IdleLocks {
     assert(Number.isSafeInteger(grants) && grants >= 0, `IdleLocks: bad grant count ${grants}`);
     const length = this.encodeKey(name);
     assert(length > 0, `IdleLocks: bad lock name ${name}`);
-    const hash = hashBytes(this.key, 0, length);
+    const hash = fnv1a32(this.key, 0, length);
     assert(this.findKey(length, hash) < 0, `IdleLocks: ${name} is idle already`);
     const size = ENTRY_OVERHEAD + length;
     this.makeRoom(size);
@@ -167,9 +149,13 @@ export class IdleLocks {
 
   /** Forgets the least recently freed lock (the table is full). */
   dropOldest(): void {
-    const name = this.oldest();
-    assert(name !== undefined, 'IdleLocks: dropOldest on an empty table');
-    this.take(name);
+    assert(this.live > 0, 'IdleLocks: dropOldest on an empty table');
+    const length = read32(this.arena, this.head);
+    const from = this.head + 4;
+    const slot = this.findBytes(this.arena, from, length, fnv1a32(this.arena, from, from + length));
+    assert(slot >= 0, 'IdleLocks: the head entry is not indexed');
+    this.removeSlot(slot);
+    this.kill(this.head);
   }
 
   /** The live entries, least recently freed first (for tests and checkers; decodes every name). */
@@ -218,7 +204,7 @@ export class IdleLocks {
       reader.fail(`idle lock count ${count} impossible here`);
       return table;
     }
-    // One pass: check each entry, and index it (its hash computed while checking for ASCII).
+    // One pass: check each entry and index it.
     table.index = new Uint32Array(2 * slotsFor(count));
     // Until the copy below, the table probes the input: the entries indexed so far sit at the
     // same offsets there.
@@ -236,15 +222,8 @@ export class IdleLocks {
       }
       const from = at + 4;
       const to = from + length;
-      let hash = 0x811c9dc5;
-      let high = 0;
-      for (let k = from; k < to; k++) {
-        const byte = bytes[k]!;
-        high |= byte;
-        hash = Math.imul(hash ^ byte, 0x0100_0193);
-      }
-      hash >>>= 0;
-      if (high >= 0x80 && !isUtf8(bytes, from, to)) {
+      const hash = fnv1a32(bytes, from, to);
+      if (!isAscii(bytes, from, to) && utf8ToString(bytes.subarray(from, to)) === undefined) {
         reader.fail(`idle lock ${i}: name is not UTF-8`);
         return new IdleLocks();
       }
@@ -284,7 +263,7 @@ export class IdleLocks {
         dead += ENTRY_OVERHEAD + length;
       } else {
         live++;
-        const hash = hashBytes(this.arena, at + 4, at + 4 + length);
+        const hash = fnv1a32(this.arena, at + 4, at + 4 + length);
         const slot = this.findBytes(this.arena, at + 4, length, hash);
         assert(slot >= 0 && this.index[2 * slot] === at + 1, `IdleLocks: live entry at ${at} not indexed`);
       }
@@ -318,7 +297,7 @@ export class IdleLocks {
 
   private findSlot(name: string): number {
     const length = this.encodeKey(name);
-    return length < 0 ? -1 : this.findKey(length, hashBytes(this.key, 0, length));
+    return length < 0 ? -1 : this.findKey(length, fnv1a32(this.key, 0, length));
   }
 
   private findKey(length: number, hash: number): number {
@@ -482,7 +461,7 @@ export class IdleLocks {
     for (let at = this.head; at < this.tail; ) {
       const word = read32(this.arena, at);
       const length = word & ~DEAD_BIT;
-      if ((word & DEAD_BIT) === 0) this.place(at, hashBytes(this.arena, at + 4, at + 4 + length));
+      if ((word & DEAD_BIT) === 0) this.place(at, fnv1a32(this.arena, at + 4, at + 4 + length));
       at += ENTRY_OVERHEAD + length;
     }
   }

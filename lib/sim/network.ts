@@ -1,3 +1,4 @@
+import { fnv1a32 } from '../codec.js';
 import type { Endpoint, Network, PeerDownReason } from '../env.js';
 import type { SimWorld } from './world.js';
 
@@ -311,7 +312,5 @@ function describeFaults(f: LinkFaults): string {
 
 /** 32-bit FNV-1a of the payload, so the trace (and its hash) pins message contents too. */
 function fnv1a(bytes: Uint8Array): string {
-  let h = 0x811c9dc5;
-  for (const byte of bytes) h = Math.imul(h ^ byte, 0x01000193);
-  return (h >>> 0).toString(16).padStart(8, '0');
+  return fnv1a32(bytes).toString(16).padStart(8, '0');
 }
