@@ -3,12 +3,13 @@
  *
  * - membership: view commits from config and the primary of each view, `members` for clients,
  *   joins of nodes outside the view (`joinreq`);
- * - the request path: on the primary, client invokes wait in a bounded queue while a replication
- *   round is in flight; each round stamps every waiting request (up to the batch bounds) with
- *   consecutive viewstamps, logs the batch in one synced write while sending it to every backup
- *   in one `invokebatch` each (group commit), and executes and answers it after its own write and
- *   every backup's acknowledgement; on a backup, the accept rule (rsm/invoke-rule.ts) and
- *   execution, one batch at a time;
+ * - the request path: on the primary, a pipeline of up to PIPELINE_DEPTH batches: client
+ *   invokes wait in a bounded queue only while it is full; each batch stamps the waiting requests
+ *   (up to the batch bounds) with consecutive viewstamps, is logged in one synced write while it
+ *   is sent to every backup in one `invokebatch` each (group commit), and is executed and
+ *   answered, in viewstamp order, once its own write and every backup's acknowledgement are in;
+ *   a stalled pipeline is resent in order by a recovery round. On a backup, the accept rule
+ *   (rsm/invoke-rule.ts), holding a batch that overtook the one before it, and execution;
  * - recovery after each view change: the primary collects the newest state among the view's
  *   members, then every backup pulls it (`transferreq`) and says so (`transferdonereq`); only then
  *   does the view serve requests;
@@ -35,7 +36,7 @@ import { Config, defaultConfigTiming, type ConfigTiming } from '../paxos/config.
 import type { PaxosLogSink } from '../paxos/log-sink.js';
 import { clusterCheck } from '../paxos/store.js';
 import { historyProblem, isValidNodeId, type HistoryEntry } from '../paxos/view.js';
-import { batchProblem, classifyBatch, isWellFormed, nextExpected, successor } from './invoke-rule.js';
+import { batchProblem, classifyBatch, isWellFormed, nextExpected, successor, type InvokeDecision } from './invoke-rule.js';
 import { PrimaryTracker, joinCandidates } from './membership.js';
 import { chooseTransfer, fetchTransfer, transferProblem, type Transfer } from './state-transfer.js';
 import {
@@ -81,6 +82,12 @@ const log = logger('rsm');
 /** First and longest retransmission interval of an invokebatch (see replicateBatch). */
 const INVOKE_RETRANSMIT_MS = 15;
 const INVOKE_RETRANSMIT_MS_MAX = 120;
+/**
+ * Batches the primary keeps stamped and not yet executed (and first rounds running) at once. Two
+ * keep every replica's disk busy (one batch's fsync while the next is sent and queued behind it);
+ * more mostly split the same requests into smaller batches.
+ */
+export const PIPELINE_DEPTH = 4;
 
 export interface RsmTiming extends ConfigTiming {
   /** Wait between join attempts (the lab: 5 s). */
@@ -191,16 +198,29 @@ class Wakeup {
 }
 
 /**
- * The batch the primary stamped last, while some backup has not acknowledged it (or its own log
- * write is still running): consecutive viewstamps of one view, not executed here yet. It is the
- * unit of replication: logged in one write, sent in one invokebatch, executed whole.
+ * A batch the primary stamped and has not executed yet, because some member does not hold it
+ * durably yet (a backup has not acknowledged it, or our own log write is still running):
+ * consecutive viewstamps of one view. It is the unit of replication: logged in one write, sent in
+ * one invokebatch, executed whole.
  */
 interface PendingBatch {
   readonly entries: readonly LogEntry[];
-  /** Backups that acknowledged it. */
+  /** Backups that acknowledged it (or a batch after it: see acknowledge). */
   readonly acked: Set<string>;
-  /** The clients waiting for its replies; empty once they were answered BUSY (a failed round). */
+  /** The clients waiting for its replies; empty once they were answered BUSY (a stall). */
   waiters: WaitingRequest[];
+  /** Our own log write of it is durable. */
+  durableHere: boolean;
+  /** Settles when its first round has ended (every first send answered or given up). */
+  readonly settled: Promise<void>;
+  readonly settle: () => void;
+}
+
+/** Storage writes queued behind the running one, merged into one write (enqueueWrite). */
+interface QueuedWrite {
+  readonly ops: StorageOp[];
+  sync: boolean;
+  written: Promise<void>;
 }
 
 /** A client invoke waiting on the primary for the next batch (or in the batch being replicated). */
@@ -217,6 +237,8 @@ export interface RsmBatchEvent {
   readonly size: number;
   /** Their request bytes. */
   readonly bytes: number;
+  /** Batches this primary had stamped and not executed yet when it stamped this one (pipelining). */
+  readonly behind: number;
 }
 
 /**
@@ -289,6 +311,14 @@ class Listeners<E> {
 }
 
 const EMPTY = new Uint8Array(0);
+const BUSY_REPLY: HandlerReply<Uint8Array> = { status: RsmClientStatus.BUSY, result: EMPTY };
+/**
+ * How long a backup holds a batch that overtook the ones before it, and how many it holds at once
+ * (beyond either: ERR, and the primary resends). The primary retransmits a lost batch within
+ * INVOKE_RETRANSMIT_MS_MAX, so the gap usually fills long before.
+ */
+const GAP_WAIT_MS = 250;
+const GAP_WAITERS_MAX = 2 * PIPELINE_DEPTH;
 
 export class RsmNode {
   readonly me: string;
@@ -334,10 +364,15 @@ export class RsmNode {
   private readonly viewCommitted = new Wakeup();
   /** Wakes the primary's synchronisation when a backup reports transferdonereq. */
   private readonly syncProgress = new Wakeup();
+  /** Wakes the batches a backup holds for a gap (waitForGap) when its position may have moved. */
+  private readonly backupMoved = new Wakeup();
+  /** Batches this backup holds for a gap before them (at most GAP_WAITERS_MAX). */
+  private gapWaiters = 0;
   private readonly stopController = new AbortController();
   /**
-   * Serialises the primary's replication rounds (the lab's invoke_mutex, now per batch), and with
-   * them the primary's transferreq answers and a view change's drain.
+   * Serialises the tasks that quiesce the primary's pipeline (the lab's invoke_mutex, now around
+   * the pipeline rather than each request): recovery rounds, the primary's transferreq answers
+   * and a view change's drain.
    */
   private readonly invokeQueue = new SerialQueue();
   /** Client invokes waiting for the next round, in arrival order (bounded: INVOKE_QUEUE_*_MAX). */
@@ -346,11 +381,20 @@ export class RsmNode {
   private waitingBytes = 0;
   /** The bound on `waiting.length` (invokeQueueRequestsMax of our endpoint). */
   private readonly waitingRequestsMax: number;
-  /** A round is queued in invokeQueue and has not started yet (so a new arrival need not queue one). */
-  private roundQueued = false;
-  /** The primary's stamped but not yet executed batch (at most one; see serveRound). */
-  private pending: PendingBatch | undefined;
-  /** Runs a round that resends the pending batch when no client request comes to do it. */
+  /**
+   * The primary's stamped but not yet executed batches, in viewstamp order, consecutive, at most
+   * PIPELINE_DEPTH (see pump).
+   */
+  private pending: PendingBatch[] = [];
+  /** First rounds running (firstRound), at most PIPELINE_DEPTH. */
+  private readonly rounds = new Set<Promise<void>>();
+  /** Some pending batch lacked an acknowledgement after its first round: no stamping until a recovery round completes them all. */
+  private stalled = false;
+  /** A recovery round is queued in invokeQueue or running. */
+  private recoveryQueued = false;
+  /** Tasks that hold the pipeline quiesced (quiesce): no round starts meanwhile. */
+  private quiescing = 0;
+  /** Queues a recovery round while stalled when no client request comes to do it. */
   private pendingRetry: Timer | undefined;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
   private lastRequest: LogEntry | undefined;
@@ -377,6 +421,8 @@ export class RsmNode {
   private restored = false;
   /** Orders the durable writes (log entries, checkpoints, the synchronised view). */
   private readonly persistQueue = new SerialQueue();
+  /** The write queued behind the running one, which later writes join (enqueueWrite). */
+  private nextWrite: QueuedWrite | undefined;
   /** Settles once the latest write queued is durable. */
   private durable: Promise<void> = Promise.resolve();
   /** The primary accepts transferreq and transferdonereq for vidInsync. */
@@ -507,11 +553,29 @@ export class RsmNode {
     this.sinceCheckpointBytes += entry.request.length;
   }
 
-  /** Runs a storage write after every earlier one; `durable` settles when it has. Failure is fatal. */
+  /**
+   * Runs a storage write after every earlier one; `durable` settles when it has. Failure is fatal.
+   * Writes queued while another runs are merged into one storage write (synced if any of them
+   * asked for it): with batches pipelined, a replica whose disk is busy with one batch's fsync
+   * then makes every batch that arrived meanwhile durable with the next single fsync, instead of
+   * one fsync each in turn. One storage write is atomic, and the ops keep their order.
+   */
   private enqueueWrite(ops: readonly StorageOp[], sync: boolean): Promise<void> {
-    this.durable = this.persistQueue.run(() => this.storage.write(ops, { sync }));
-    this.durable.catch((error: unknown) => this.fatal(error));
-    return this.durable;
+    let next = this.nextWrite;
+    if (next === undefined) {
+      const group: QueuedWrite = { ops: [], sync: false, written: Promise.resolve() };
+      group.written = this.persistQueue.run(() => {
+        // From here on, new writes start the next group.
+        if (this.nextWrite === group) this.nextWrite = undefined;
+        return this.storage.write(group.ops, { sync: group.sync });
+      });
+      group.written.catch((error: unknown) => this.fatal(error));
+      this.nextWrite = next = group;
+      this.durable = group.written;
+    }
+    for (const op of ops) next.ops.push(op);
+    next.sync ||= sync;
+    return next.written;
   }
 
   /**
@@ -731,9 +795,11 @@ export class RsmNode {
     this.stopController.abort(new Error('rsm node stopped'));
     this.pendingRetry?.cancel();
     this.dropSnapshot();
-    this.answerWaiting({ status: RsmClientStatus.BUSY, result: EMPTY });
+    this.answerWaiting(BUSY_REPLY);
+    for (const batch of this.pending) this.answerBatch(batch, () => BUSY_REPLY);
     this.viewCommitted.notify();
     this.syncProgress.notify();
+    this.backupMoved.notify();
     this.primaryMaybeChanged();
   }
 
@@ -760,6 +826,7 @@ export class RsmNode {
     log('%s commitChange: view %d [%s], primary %s', this.me, vid, members.join(' '), this.primaryId);
     this.viewCommitted.notify();
     this.syncProgress.notify();
+    this.backupMoved.notify();
     this.primaryMaybeChanged();
     this.viewListeners.emit({ vid, members, primary: this.primaryId, phase: 'committed' }, (e) => this.fatal(e));
     if (members.includes(this.me)) this.breakpoint2();
@@ -773,6 +840,7 @@ export class RsmNode {
     if (this.stopped || this.inViewChange) return;
     this.inViewChange = true;
     this.resyncRequested = true;
+    this.backupMoved.notify();
     this.primaryMaybeChanged();
     this.viewCommitted.notify();
   }
@@ -796,8 +864,8 @@ export class RsmNode {
       this.syncedVid = vid;
       this.persistSynced();
       this.inViewChange = false;
+      this.backupMoved.notify();
       log('%s recovery: view %d ready (primary %s, last %s)', this.me, vid, this.primaryId, describeViewstamp(this.lastMyvs));
-      this.schedulePendingRetry();
       this.primaryMaybeChanged();
       this.viewListeners.emit({ vid, members: this.config.members(vid), primary: this.primaryId, phase: 'ready' }, (e) => this.fatal(e));
       while (this.vidCommitted === vid && !this.stopped && !this.resyncRequested) await this.viewCommitted.wait();
@@ -812,7 +880,7 @@ export class RsmNode {
   protected async syncView(vid: number): Promise<boolean> {
     if (vid === this.resumeVid) {
       this.resumeVid = 0;
-      assert(this.pending === undefined, 'resuming with a pending batch');
+      assert(this.pending.length === 0, 'resuming with a pending batch');
       if (this.primaryId !== this.me) {
         log('%s sync: resuming view %d after a restart (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
         return true;
@@ -836,14 +904,19 @@ export class RsmNode {
     // get BUSY. A request still pending from an earlier view is executed here: it is in our log,
     // so a restart would replay it anyway, and the state must be what the log says. The
     // synchronisation then settles it (the newest state among the members wins).
-    await this.invokeQueue.drain();
+    await this.invokeQueue.run(() => this.quiesce(() => undefined));
     if (this.viewGone(vid)) return false;
-    if (this.pending !== undefined) {
-      log('%s sync: executing the pending batch %s from my log', this.me, describeBatch(this.pending));
+    while (this.pending.length > 0) {
+      const batch = this.pending[0]!;
+      log('%s sync: executing the pending batch %s from my log', this.me, describeBatch(batch));
+      this.answerBatch(batch, () => BUSY_REPLY);
       // Reported as a backup's execution: no client saw it acknowledged, and the view change may
       // still replace it (a checker counts only a primary's executions as committed).
-      this.executePending('backup');
+      this.executeHead('backup');
     }
+    this.stalled = false;
+    this.pendingRetry?.cancel();
+    this.pendingRetry = undefined;
     return this.primaryId === this.me ? this.syncWithBackups(vid) : this.syncWithPrimary(vid);
   }
 
@@ -854,7 +927,7 @@ export class RsmNode {
 
   /**
    * The primary's synchronisation of view `vid` (the lab's sync_with_backups, extended):
-   * 1. (syncView) The invoke queue is drained and the pending batch of the old view executed here.
+   * 1. (syncView) The pipeline is quiesced and the pending batches of the old view executed here.
    * 2. Ask every backup for its last viewstamp (transferreq to the backup), and adopt the state of
    *    the newest one if it is newer than ours. A restarted primary has lost its state, and a
    *    backup may have executed a request the old primary never executed; every request a client
@@ -1193,42 +1266,55 @@ export class RsmNode {
 
   /**
    * Client invoke on the primary: BUSY in a view change, NOTPRIMARY unless primary, BUSY when the
-   * waiting queue is full; otherwise the request waits for the next replication round (serveRound),
-   * which answers it.
+   * waiting queue is full; otherwise the request waits for a batch (pump stamps it when the
+   * pipeline has room), whose execution or stall answers it.
    */
   private clientInvoke(proc: number, request: Uint8Array): HandlerReply<Uint8Array> | Promise<HandlerReply<Uint8Array>> {
-    const busy = { status: RsmClientStatus.BUSY, result: EMPTY };
-    if (this.stopped || this.inViewChange) return busy;
+    if (this.stopped || this.inViewChange) return BUSY_REPLY;
     if (this.primaryId !== this.me) return { status: RsmClientStatus.NOTPRIMARY, result: EMPTY };
     if (this.waiting.length >= this.waitingRequestsMax || this.waitingBytes + request.length > INVOKE_QUEUE_BYTES_MAX) {
       log('%s invoke: BUSY (%d requests, %d bytes waiting)', this.me, this.waiting.length, this.waitingBytes);
-      return busy;
+      return BUSY_REPLY;
     }
     return new Promise((answer) => {
       this.waiting.push({ proc, request: request.slice(), answer });
       this.waitingBytes += request.length;
-      this.queueRound();
+      this.pump();
     });
   }
 
-  /** Queues a replication round unless one is queued and not started yet (it will see the new arrivals). */
-  private queueRound(): void {
-    if (this.roundQueued || this.stopped) return;
-    this.roundQueued = true;
-    this.invokeQueue
-      .run(async () => {
-        this.roundQueued = false;
-        try {
-          await this.serveRound();
-        } finally {
-          // Requests beyond the batch bounds, or that arrived while this round ran, get the next one.
-          if (this.waiting.length > 0) this.queueRound();
-        }
-      })
-      .catch((error: unknown) => this.fatal(error));
+  /**
+   * Starts replication rounds for the waiting requests while the pipeline has room
+   * (PIPELINE_DEPTH batches stamped and not executed, as many rounds running). Synchronous: it
+   * stamps and launches; each round runs on its own (firstRound). In a view change every waiting
+   * request gets BUSY, off the primary NOTPRIMARY; while stalled BUSY too, and a recovery round is
+   * queued. While a task quiesces the pipeline, requests wait: it pumps when it is done.
+   */
+  private pump(): void {
+    if (this.waiting.length === 0 || this.stopped) return;
+    if (this.inViewChange) return this.answerWaiting(BUSY_REPLY);
+    if (this.primaryId !== this.me) return this.answerWaiting({ status: RsmClientStatus.NOTPRIMARY, result: EMPTY });
+    if (this.stalled) {
+      this.answerWaiting(BUSY_REPLY);
+      return this.queueRecovery();
+    }
+    if (this.quiescing > 0) return;
+    assert(this.myvs.vid === this.vidCommitted, `primary of view ${this.vidCommitted} stamping in view ${this.myvs.vid}`);
+    while (this.waiting.length > 0 && this.pending.length < PIPELINE_DEPTH && this.rounds.size < PIPELINE_DEPTH) {
+      const batch = this.stampBatch();
+      this.pending.push(batch);
+      const round: Promise<void> = this.firstRound(batch)
+        .catch((error: unknown) => this.fatal(error))
+        .finally(() => {
+          this.rounds.delete(round);
+          batch.settle();
+          this.pump();
+        });
+      this.rounds.add(round);
+    }
   }
 
-  /** Answers every waiting client invoke with `reply` (a view change, a failed round, a stop). */
+  /** Answers every waiting client invoke with `reply` (a view change, a stall, a stop). */
   private answerWaiting(reply: HandlerReply<Uint8Array>): void {
     const waiting = this.waiting;
     this.waiting = [];
@@ -1237,64 +1323,132 @@ export class RsmNode {
   }
 
   /**
-   * One replication round on the primary (inside the invoke queue, one at a time):
-   * 1. BUSY to every waiting request in a view change; NOTPRIMARY unless primary.
-   * 2. If a batch stamped earlier in this view is still pending (some backup did not acknowledge
-   *    it), resend it to the backups that did not and execute it here once all have; if that
-   *    fails again, BUSY to every waiting request. The primary never stamps a batch before the
-   *    previous one was executed everywhere, so replicas never diverge inside a view.
-   * 3. Form a batch of the waiting requests, in arrival order (at most BATCH_REQUESTS_MAX, and
-   *    BATCH_BYTES_MAX of requests unless it is one request), stamp them with consecutive
-   *    viewstamps from myvs and our clock, advance myvs.
-   * 4. Group commit: start appending the batch to our log (one write, sync) and sending it to
-   *    every backup of the view (one invokebatch each) at once; right after the first backup's
-   *    answer, pass partition1() and breakpoint1() (LAB.md §4.6). Wait for both.
-   * 5. If any backup failed: BUSY to the batch's clients, without executing here (the batch stays
-   *    pending, step 2).
-   * 6. Every member holds the batch durably (our log and each backup's): execute it here in
-   *    viewstamp order and answer each of its clients OK with the service's status and reply.
+   * The first round of a batch the primary just stamped (pump), one of up to PIPELINE_DEPTH
+   * running at once:
+   * 1. Group commit: append the batch to our log (one write, sync) and send it to every backup of
+   *    the view (one invokebatch each) at once; right after the first backup's answer, pass
+   *    partition1() and breakpoint1() (LAB.md §4.6).
+   * 2. Each acknowledgement, and the end of our write, lets `advance` execute every batch at the
+   *    head of the pipeline that every member now holds durably, in viewstamp order, and answer
+   *    its clients OK with the service's status and reply.
+   * 3. If, once every send has ended, some backup still lacks the batch: the pipeline stalls
+   *    (BUSY to the clients of every pending batch; a recovery round resends them in order).
    */
-  private async serveRound(): Promise<void> {
-    const busy = { status: RsmClientStatus.BUSY, result: EMPTY };
-    if (this.stopped || this.inViewChange) return this.answerWaiting(busy);
-    if (this.primaryId !== this.me) return this.answerWaiting({ status: RsmClientStatus.NOTPRIMARY, result: EMPTY });
-    const vid = this.vidCommitted;
-    assert(this.myvs.vid === vid, `primary of view ${vid} stamping in view ${this.myvs.vid}`);
-    if (this.pending !== undefined) {
-      assert(firstOf(this.pending).vid === vid, 'a pending batch of an older view survived its view change');
-      if (!(await this.replicate(this.pending, false))) {
-        this.schedulePendingRetry();
-        return this.answerWaiting(busy);
-      }
-      // Its clients were answered BUSY and will retry; the service recognises the retries.
-      this.executePending();
-      if (this.stopped || this.inViewChange || this.vidCommitted !== vid) return this.answerWaiting(busy);
-    }
-    if (this.waiting.length === 0) return;
-
-    const batch = this.stampBatch();
-    this.pending = batch;
+  private async firstRound(batch: PendingBatch): Promise<void> {
     // Group commit: our fsync runs while the backups do theirs. Nothing is answered before both
     // are done, so no client sees OK for a request some member could lose in a crash. A backup
     // may hold the batch before our log does; a primary restarted inside its view therefore
     // synchronises it again rather than stamping on from its own log (syncView).
     const written = this.appendLog(batch.entries).then(
-      () => true,
-      () => false, // fatal already (enqueueWrite)
+      () => {
+        batch.durableHere = true;
+        this.advance();
+      },
+      () => undefined, // fatal already (enqueueWrite)
     );
-    const [durableHere, replicated] = await Promise.all([written, this.replicate(batch, true)]);
-    if (this.stopped || this.pending !== batch || !durableHere) return this.answerBatch(batch, () => busy);
-    if (!replicated) {
-      this.schedulePendingRetry();
-      return this.answerBatch(batch, () => busy);
-    }
-    // Every backup executed it. Even if a view change began meanwhile (its synchronisation waits
-    // for this queue), executing here keeps us equal to them, and it is committed: the replies go.
-    const results = this.executePending();
-    this.answerBatch(batch, (i) => ({ status: RsmClientStatus.OK, result: encodeInvokeReply(results[i]!) }));
+    await Promise.all([written, this.replicate(batch, true)]);
+    if (this.stopped) return this.answerBatch(batch, () => BUSY_REPLY);
+    if (this.pending.includes(batch) && !this.isComplete(batch)) this.stall(`${describeBatch(batch)} lacks an acknowledgement`);
   }
 
-  /** Takes the next batch off the waiting queue and stamps it (serveRound step 3). */
+  /** Every member of its view holds the batch durably: our log and every backup's acknowledgement. */
+  private isComplete(batch: PendingBatch): boolean {
+    return batch.durableHere && this.backupsOf(batch).every((backup) => batch.acked.has(backup));
+  }
+
+  private backupsOf(batch: PendingBatch): string[] {
+    return this.config.members(firstOf(batch).vid).filter((member) => member !== this.me);
+  }
+
+  /**
+   * Executes, in viewstamp order, every batch at the head of the pipeline that every member holds
+   * durably (the commit rule), and answers its clients. Even in a view change that began
+   * meanwhile (its synchronisation first quiesces the pipeline), executing keeps us equal to the
+   * backups, and the batch is committed: the replies go.
+   */
+  private advance(): void {
+    let executed = false;
+    while (!this.stopped && this.pending.length > 0 && this.isComplete(this.pending[0]!)) {
+      const batch = this.pending[0]!;
+      const results = this.executeHead();
+      this.answerBatch(batch, (i) => ({ status: RsmClientStatus.OK, result: encodeInvokeReply(results[i]!) }));
+      executed = true;
+    }
+    if (executed) this.pump();
+  }
+
+  /**
+   * Some pending batch lacks an acknowledgement once its sends ended: stop stamping, BUSY to the
+   * clients of every pending batch (they retry; the service recognises the retries), and queue a
+   * recovery round. The pipeline never runs past a gap, so replicas never diverge inside a view.
+   */
+  private stall(why: string): void {
+    if (!this.stalled) log('%s pipeline stalled: %s', this.me, why);
+    this.stalled = true;
+    for (const batch of this.pending) this.answerBatch(batch, () => BUSY_REPLY);
+    this.answerWaiting(BUSY_REPLY);
+    this.queueRecovery();
+  }
+
+  /** Queues a recovery round (recover) unless one is queued or running. */
+  private queueRecovery(): void {
+    if (this.recoveryQueued || this.stopped) return;
+    this.recoveryQueued = true;
+    this.invokeQueue
+      .run(() =>
+        this.quiesce(async () => {
+          try {
+            await this.recover();
+          } finally {
+            this.recoveryQueued = false;
+          }
+        }),
+      )
+      .catch((error: unknown) => this.fatal(error));
+  }
+
+  /**
+   * A recovery round (inside the invoke queue, with the pipeline quiesced): resend every pending
+   * batch, in viewstamp order, to the backups that have not acknowledged it (a backup that did not
+   * answer at all is skipped for the rest of the round), then execute what every member now holds.
+   * When all of it is executed the pipeline runs again; otherwise the round is retried after
+   * syncRetryMs, or when a client request comes. In a view change it does nothing: syncView
+   * settles the pending batches.
+   */
+  private async recover(): Promise<void> {
+    if (this.stopped || !this.stalled || this.inViewChange) return;
+    const unreachable = new Set<string>();
+    for (const batch of [...this.pending]) {
+      await this.replicate(batch, false, unreachable);
+      if (this.stopped || this.inViewChange) return;
+    }
+    this.advance();
+    if (this.pending.length === 0) {
+      this.stalled = false;
+      log('%s pipeline: every pending batch executed, running again', this.me);
+      return;
+    }
+    this.answerWaiting(BUSY_REPLY);
+    this.schedulePendingRetry();
+  }
+
+  /**
+   * Runs `task` with the pipeline quiesced: no new round starts (pump waits), and the task starts
+   * once every running round has ended, so no batch is half-way (its write and sends done). Called
+   * inside the invoke queue, so quiescing tasks run one at a time. Pumps afterwards.
+   */
+  private async quiesce<T>(task: () => T | Promise<T>): Promise<T> {
+    this.quiescing++;
+    try {
+      while (this.rounds.size > 0) await Promise.all([...this.rounds]);
+      return await task();
+    } finally {
+      this.quiescing--;
+      this.pump();
+    }
+  }
+
+  /** Takes the next batch off the waiting queue and stamps it (pump). */
   private stampBatch(): PendingBatch {
     const waiters: WaitingRequest[] = [];
     let bytes = 0;
@@ -1312,8 +1466,10 @@ export class RsmNode {
       entries.push({ vs: this.myvs, timeMs, proc: request.proc, request: request.request });
       this.myvs = successor(this.myvs);
     }
-    const batch: PendingBatch = { entries, acked: new Set(), waiters };
-    this.batchListeners.emit({ first: firstOf(batch), size: entries.length, bytes }, (e) => this.fatal(e));
+    let settle = (): void => undefined;
+    const settled = new Promise<void>((resolve) => (settle = resolve));
+    const batch: PendingBatch = { entries, acked: new Set(), waiters, durableHere: false, settled, settle };
+    this.batchListeners.emit({ first: firstOf(batch), size: entries.length, bytes, behind: this.pending.length }, (e) => this.fatal(e));
     return batch;
   }
 
@@ -1325,24 +1481,27 @@ export class RsmNode {
   }
 
   /**
-   * A pending batch is completed by the next round; if no client request comes to start one, this
-   * timer does, so every stamped batch ends up executed everywhere (or settled by a view change)
-   * and replicas do not stay one batch apart.
+   * While the pipeline is stalled, a recovery round is retried after syncRetryMs even if no client
+   * request comes, so every stamped batch ends up executed everywhere (or settled by a view
+   * change) and replicas do not stay batches apart.
    */
   private schedulePendingRetry(): void {
-    if (this.pendingRetry !== undefined || this.stopped || this.pending === undefined) return;
+    if (this.pendingRetry !== undefined || this.stopped || !this.stalled) return;
     this.pendingRetry = this.env.clock.setTimer(this.timing.syncRetryMs, () => {
       this.pendingRetry = undefined;
-      if (this.pending !== undefined) this.queueRound();
+      if (this.stalled) this.queueRecovery();
     });
   }
 
   /**
-   * Sends the pending batch to every backup of its view that has not acknowledged it, in parallel,
-   * one invokebatch each. Resolves whether all of them have now (and this node is still running).
+   * Sends `batch` to every backup of its view that has not acknowledged it (and is not in
+   * `unreachable`), in parallel, one invokebatch each. An acknowledgement counts for the batches
+   * before it too (acknowledge). In a first round, a backup's ERR may mean the batch overtook the
+   * one before it (a retransmission reordered them): once that one is acknowledged by the backup,
+   * the batch is sent once more. A backup that did not answer is added to `unreachable`.
    */
-  private async replicate(pending: PendingBatch, firstTime: boolean): Promise<boolean> {
-    const backups = this.config.members(firstOf(pending).vid).filter((member) => member !== this.me && !pending.acked.has(member));
+  private async replicate(batch: PendingBatch, firstTime: boolean, unreachable?: Set<string>): Promise<void> {
+    const backups = this.backupsOf(batch).filter((member) => !batch.acked.has(member) && !(unreachable?.has(member) ?? false));
     let hooksPassed = !firstTime;
     const passHooks = (): void => {
       if (hooksPassed) return;
@@ -1350,43 +1509,57 @@ export class RsmNode {
       this.partition1();
       this.breakpoint1();
     };
-    if (backups.length === 0) {
-      passHooks();
-      return !this.stopped;
-    }
-    const args = { entries: pending.entries.map(({ vs, timeMs, proc, request }) => ({ vs, timeMs, proc, req: request })) };
-    const acks = await Promise.all(
+    if (backups.length === 0) return passHooks();
+    const args = { entries: batch.entries.map(({ vs, timeMs, proc, request }) => ({ vs, timeMs, proc, req: request })) };
+    // Every client of the batch waits on this call, so a lost or delayed message is retried soon
+    // (a backup answers in a few ms: one synced write), not after the endpoint's 50 ms.
+    const send = (backup: string) =>
+      this.rpc.call(this.addressOf(backup), rsmProtocol.invokebatch, args, {
+        timeoutMs: this.timing.invokeTimeoutMs,
+        retransmitMs: INVOKE_RETRANSMIT_MS,
+        retransmitMsMax: INVOKE_RETRANSMIT_MS_MAX,
+      });
+    await Promise.all(
       backups.map(async (backup) => {
-        // Every client of the round waits on this call, so a lost or delayed message is retried
-        // soon (a backup answers in a few ms: one synced write), not after the endpoint's 50 ms.
-        const reply = await this.rpc.call(this.addressOf(backup), rsmProtocol.invokebatch, args, {
-          timeoutMs: this.timing.invokeTimeoutMs,
-          retransmitMs: INVOKE_RETRANSMIT_MS,
-          retransmitMsMax: INVOKE_RETRANSMIT_MS_MAX,
-        });
+        let reply = await send(backup);
         passHooks();
-        const ok = reply.ok && reply.status === RsmStatus.OK;
-        if (ok) pending.acked.add(backup);
-        else log('%s invokebatch %s to %s failed: %s', this.me, describeBatch(pending), backup, reply.ok ? `status ${reply.status}` : reply.error.code);
-        return ok;
+        if (firstTime && reply.ok && reply.status !== RsmStatus.OK && this.pending.includes(batch) && !batch.acked.has(backup)) {
+          const previous = this.pending[this.pending.indexOf(batch) - 1];
+          if (previous !== undefined && !previous.acked.has(backup)) await previous.settled;
+          const caughtUp = previous === undefined || !this.pending.includes(previous) || previous.acked.has(backup);
+          if (caughtUp && !this.stopped && this.pending.includes(batch) && !batch.acked.has(backup)) reply = await send(backup);
+        }
+        if (reply.ok && reply.status === RsmStatus.OK) return this.acknowledge(batch, backup);
+        if (batch.acked.has(backup)) return; // a later batch's acknowledgement covered it
+        if (!reply.ok) unreachable?.add(backup);
+        log('%s invokebatch %s to %s failed: %s', this.me, describeBatch(batch), backup, reply.ok ? `status ${reply.status}` : reply.error.code);
       }),
     );
-    return !this.stopped && this.pending === pending && acks.every(Boolean);
   }
 
   /**
-   * Executes the pending batch here, in viewstamp order (every backup has it, or a view change
-   * settles it); its last request becomes the last executed. Resolves the results in batch order.
+   * `backup` acknowledged `batch`: it holds the batch durably, and with it every batch before it
+   * (a backup executes only the batch that follows its last, and acknowledges it once its log
+   * write, queued after the earlier ones, is durable). Then execute what is now committed.
    */
-  private executePending(role: 'primary' | 'backup' = 'primary'): ExecuteResult[] {
-    const pending = this.pending;
-    assert(pending !== undefined, 'executePending without a pending batch');
-    this.pending = undefined;
-    const first = firstOf(pending);
-    assert(compareViewstamp(first, nextExpected(first.vid, this.lastMyvs)) === 0, `primary executing ${describeBatch(pending)} after ${describeViewstamp(this.lastMyvs)}`);
-    return pending.entries.map((entry) => this.execute(entry, role));
+  private acknowledge(batch: PendingBatch, backup: string): void {
+    const index = this.pending.indexOf(batch);
+    for (let i = 0; i <= index; i++) this.pending[i]!.acked.add(backup);
+    this.advance();
   }
 
+  /**
+   * Executes the batch at the head of the pipeline here, in viewstamp order (every member holds
+   * it, or a view change settles it); its last request becomes the last executed. Resolves the
+   * results in batch order.
+   */
+  private executeHead(role: 'primary' | 'backup' = 'primary'): ExecuteResult[] {
+    const batch = this.pending.shift();
+    assert(batch !== undefined, 'executeHead without a pending batch');
+    const first = firstOf(batch);
+    assert(compareViewstamp(first, nextExpected(first.vid, this.lastMyvs)) === 0, `primary executing ${describeBatch(batch)} after ${describeViewstamp(this.lastMyvs)}`);
+    return batch.entries.map((entry) => this.execute(entry, role));
+  }
   /** The primary's time for the batch it stamps now: whole ms, never running backwards. */
   private stampTime(): number {
     const now = Math.max(0, Math.floor(this.env.clock.now()));
@@ -1426,11 +1599,13 @@ export class RsmNode {
     const first = entries[0]!;
     const last = entries[entries.length - 1]!;
     const span = entries.length === 1 ? describeViewstamp(first.vs) : `${describeViewstamp(first.vs)}..${last.vs.seqno}`;
-    const decision = classifyBatch(
-      { inViewChange: this.inViewChange, isPrimary: this.primaryId === this.me, expected: this.myvs, last: this.lastMyvs },
-      first.vs,
-      last.vs,
-    );
+    const classify = (): InvokeDecision =>
+      classifyBatch({ inViewChange: this.inViewChange, isPrimary: this.primaryId === this.me, expected: this.myvs, last: this.lastMyvs }, first.vs, last.vs);
+    let decision = classify();
+    // A batch that overtook the ones before it (the primary keeps several in flight, and a lost
+    // message is retransmitted later) waits briefly for them instead of failing the whole pipeline.
+    if (decision.action === 'reject' && this.gapMayFill(first.vs, false)) decision = await this.waitForGap(first.vs, classify);
+    // From here on, every decision and state change comes before the first await.
     switch (decision.action) {
       case 'reject':
         log('%s invokebatch %s: ignoring (%s)', this.me, span, decision.reason);
@@ -1452,12 +1627,54 @@ export class RsmNode {
         this.myvs = successor(last.vs);
         const logged: LogEntry[] = entries.map(({ vs, timeMs, proc, req }) => ({ vs, timeMs, proc, request: req.slice() }));
         for (const entry of logged) this.execute(entry, 'backup');
+        this.backupMoved.notify();
         // Acknowledge only once it is durable here: the primary counts on every backup keeping it.
         await this.appendLog(logged);
         if (this.stopped) return err;
         this.breakpoint1();
         return { status: RsmStatus.OK, result: 0 };
       }
+    }
+  }
+
+  /**
+   * Whether a batch starting at `first`, beyond the viewstamp this backup expects, may be held
+   * until the batches before it arrive: a backup serving the batch's view, a gap of at most the
+   * pipeline's reach (PIPELINE_DEPTH full batches), and, for a new one, fewer than
+   * GAP_WAITERS_MAX already held.
+   */
+  private gapMayFill(first: Viewstamp, held: boolean): boolean {
+    if (this.stopped || this.inViewChange || this.primaryId === this.me) return false;
+    const expected = this.myvs;
+    if (first.vid !== expected.vid || first.seqno <= expected.seqno) return false;
+    if (first.seqno - expected.seqno > PIPELINE_DEPTH * BATCH_REQUESTS_MAX) return false;
+    return held || this.gapWaiters < GAP_WAITERS_MAX;
+  }
+
+  /**
+   * Holds a batch that arrived before the batches ahead of it for at most GAP_WAIT_MS, re-applying
+   * the accept rule each time this backup moves (it executes a batch, a view commits, it stops).
+   * Resolves the decision to act on at once: execute once the gap has filled, otherwise the
+   * rule's own answer (a gap still is ERR, as without the wait).
+   */
+  private async waitForGap(first: Viewstamp, classify: () => InvokeDecision): Promise<InvokeDecision> {
+    this.gapWaiters++;
+    const deadline = this.env.clock.now() + GAP_WAIT_MS;
+    try {
+      for (;;) {
+        const remaining = deadline - this.env.clock.now();
+        if (remaining <= 0) return classify();
+        let timer: Timer | undefined;
+        await new Promise<void>((resolve) => {
+          timer = this.env.clock.setTimer(remaining, resolve);
+          void this.backupMoved.wait().then(resolve);
+        });
+        timer?.cancel();
+        const decision = classify();
+        if (decision.action !== 'reject' || !this.gapMayFill(first, true)) return decision;
+      }
+    } finally {
+      this.gapWaiters--;
     }
   }
 
@@ -1487,7 +1704,7 @@ export class RsmNode {
       // Inside the invoke queue, so no batch is half-way: the state shipped and the batches the
       // backup executes afterwards line up (a batch the backup executed but we have not is resent
       // to it as pending; one we executed is in the state).
-      return this.invokeQueue.run(async () => {
+      return this.invokeQueue.run(() => this.quiesce(async () => {
         for (let durable = this.durable; ; durable = this.durable) {
           await durable;
           if (durable === this.durable) break;
@@ -1497,11 +1714,13 @@ export class RsmNode {
         if (!synchronising && this.inViewChange) return busy;
         const differs = compareViewstamp(last, this.lastMyvs) !== 0;
         if (synchronising) this.pulledBy.set(src, this.lastMyvs);
-        // Installing our state drops whatever the backup holds beyond it, our pending batch
-        // included: it must get that batch again before we may execute it.
-        if (differs) this.pending?.acked.delete(src);
-        return { status: RsmStatus.OK, result: this.transferFor(last, false) };
-      });
+        // Installing our state drops whatever the backup holds beyond it, our pending batches
+        // included: it must get them again before we may execute them.
+        if (differs) for (const batch of this.pending) batch.acked.delete(src);
+        const result = this.transferFor(last, false);
+        if (differs && this.pending.length > 0) this.stall(`${src} installs our state`);
+        return { status: RsmStatus.OK, result };
+      }));
     }
     if (src === this.primaryId) {
       if (!this.inViewChange) {
@@ -1662,33 +1881,40 @@ export class RsmNode {
    * (commitChange and resync() re-enter it), so this replica is a member of vidCommitted,
    * vidInsync = syncedVid = vidCommitted, myvs is in vidCommitted, and myvs is exactly what the
    * code computes: nextExpected(vidCommitted, lastMyvs) at the end of the view change and after
-   * each batch a backup executes; on the primary with a pending batch the successor of its last
-   * entry. Hence lastMyvs < myvs. Only the primary has a pending batch while serving (an old
-   * view's pending batch is executed by syncView before the view change can end).
+   * each batch a backup executes; on the primary with pending batches the successor of the last
+   * one's last entry. Hence lastMyvs < myvs. Only the primary has pending batches while serving
+   * (an old view's are executed by syncView before the view change can end).
    *
-   * The pending batch (at most one; it may outlive its view until syncView executes it)
-   * - well formed as a backup would check it (batchProblem: 1..BATCH_REQUESTS_MAX consecutive
+   * The pending batches (at most PIPELINE_DEPTH, as many first rounds running: pump stops at
+   * either; they may outlive their view until syncView executes them)
+   * - each well formed as a backup would check it (batchProblem: 1..BATCH_REQUESTS_MAX consecutive
    *   viewstamps of one view, the byte bound), one stamped time ≤ lastStampMs;
-   * - its first entry follows lastMyvs without a gap and myvs is the successor of its last: it was
-   *   stamped from myvs = nextExpected(…, lastMyvs), and until it is executed nothing else moves
-   *   lastMyvs (installs happen only after syncView executed it) or myvs (a backup's execution is
-   *   refused to a primary and in a view change; the end of a view change comes after syncView);
-   * - of a view ≤ vidCommitted, and of vidCommitted while serving as primary;
-   * - acked holds backups of its view only (replicate adds only those); its waiters are all its
-   *   clients or none (answerBatch answers them all at once).
+   * - the first follows lastMyvs without a gap, each the one before it, and myvs is the successor
+   *   of the last: they were stamped from myvs in turn, and only executeHead (the head, in order)
+   *   moves lastMyvs meanwhile (installs happen only after syncView executed them; a backup's
+   *   execution is refused to a primary and in a view change);
+   * - all of one view ≤ vidCommitted, of vidCommitted while serving as primary;
+   * - acked holds backups of their view only (replicate adds only those), and a backup in one
+   *   batch's acked is in every earlier one's (acknowledge adds it to the prefix; a transfer
+   *   strikes it from all); waiters are all its clients or none (answerBatch answers them all);
+   * - the head is not complete while running: advance runs after every acknowledgement and at
+   *   the end of every own write, and executes complete heads at once;
+   * - stalled (not in a view change): a recovery round is queued or running, or its timer is set.
+   * A backup holds at most GAP_WAITERS_MAX batches for a gap (waitForGap counts them).
    *
    * The waiting queue: waitingBytes is the sum of the waiting requests' sizes (every push, take and
    * clear updates both); its length is within waitingRequestsMax and its bytes within
-   * INVOKE_QUEUE_BYTES_MAX (clientInvoke answers BUSY before crossing either); a non-empty queue
-   * has a round queued or running (clientInvoke queues one, a round requeues in its finally when
-   * requests remain), so no request is stranded; a stopped node has none (stop() answers them,
+   * INVOKE_QUEUE_BYTES_MAX (clientInvoke answers BUSY before crossing either); on a serving
+   * primary it is non-empty only while the pipeline is full or quiesced (pump runs at every
+   * arrival, the end of every round and quiesce, and every execution, and answers BUSY at once
+   * while stalled), so no request is stranded; a stopped node has none (stop() answers them,
    * clientInvoke refuses).
    *
    * The log held since the checkpoint (logHeld): strictly ascending and without a gap (each entry
    * the next seqno of its view or seqno 1 of a later view: restore checks it, a batch is appended
    * right after the one before it, a checkpoint drops a prefix, an installed state drops all);
    * logHeldBytes is the sum of its sizes; its entries after lastMyvs are exactly the pending
-   * batch's (logged when stamped, before execution) and there are none without one; entries up to
+   * batches' (logged when stamped, before execution) and there are none without them; entries up to
    * lastMyvs end at lastMyvs (an execution logs its entry in the same step; the periodic checkpoint
    * keeps the entry at last). lastRequest, when known, is the entry at lastMyvs, and it is known
    * exactly when that entry is held (both are set together by executing and restoring, and
@@ -1734,7 +1960,7 @@ export class RsmNode {
     check(this.vidInsync <= this.vidCommitted, () => `${me}: vidInsync ${this.vidInsync} > vidCommitted ${this.vidCommitted}`);
     check(this.vidCommitted <= this.config.vid, () => `${me}: vidCommitted ${this.vidCommitted} > config's view ${this.config.vid}`);
     if (!this.started) {
-      check(this.vidCommitted === 0 && this.inViewChange && pending === undefined && this.waiting.length === 0 && !this.insync, () => `${me}: not started, yet view ${this.vidCommitted}, inViewChange ${this.inViewChange}, pending ${pending !== undefined}, ${this.waiting.length} waiting, insync ${this.insync}`);
+      check(this.vidCommitted === 0 && this.inViewChange && pending.length === 0 && this.waiting.length === 0 && !this.insync, () => `${me}: not started, yet view ${this.vidCommitted}, inViewChange ${this.inViewChange}, ${pending.length} pending, ${this.waiting.length} waiting, insync ${this.insync}`);
     } else {
       check(last.vid <= this.vidCommitted, () => `${me}: lastMyvs ${vs(last)} beyond the committed view ${this.vidCommitted}`);
       check(myvs.vid <= this.vidCommitted, () => `${me}: myvs ${vs(myvs)} beyond the committed view ${this.vidCommitted}`);
@@ -1752,8 +1978,8 @@ export class RsmNode {
       check(members.includes(this.me), () => `${me}: serving view ${this.vidCommitted} [${members.join(' ')}] without being a member`);
       check(this.vidInsync === this.vidCommitted && this.syncedVid === this.vidCommitted, () => `${me}: serving view ${this.vidCommitted} but vidInsync ${this.vidInsync}, syncedVid ${this.syncedVid}`);
       check(myvs.vid === this.vidCommitted, () => `${me}: serving view ${this.vidCommitted} with myvs ${vs(myvs)}`);
-      if (pending !== undefined) {
-        check(this.primaryId === this.me, () => `${me}: a backup (primary ${this.primaryId}) serving view ${this.vidCommitted} with a pending batch at ${vs(pending.entries[0]!.vs)}`);
+      if (pending.length > 0) {
+        check(this.primaryId === this.me, () => `${me}: a backup (primary ${this.primaryId}) serving view ${this.vidCommitted} with a pending batch at ${vs(pending[0]!.entries[0]!.vs)}`);
       } else {
         const expected = last.vid === this.vidCommitted ? { vid: last.vid, seqno: last.seqno + 1 } : { vid: this.vidCommitted, seqno: 1 };
         check(cmp(myvs, expected) === 0, () => `${me}: serving view ${this.vidCommitted} with myvs ${vs(myvs)}, but after lastMyvs ${vs(last)} the next is ${vs(expected)}`);
@@ -1761,9 +1987,11 @@ export class RsmNode {
       check(cmp(last, myvs) < 0, () => `${me}: lastMyvs ${vs(last)} not before myvs ${vs(myvs)}`);
     }
 
-    // The pending batch.
-    if (pending !== undefined) {
-      const entries = pending.entries;
+    // The pending batches: consecutive from lastMyvs, myvs right after the last one.
+    check(pending.length <= PIPELINE_DEPTH && this.rounds.size <= PIPELINE_DEPTH, () => `${me}: ${pending.length} pending batches and ${this.rounds.size} rounds (at most ${PIPELINE_DEPTH} each)`);
+    let previousEnd = last;
+    for (const batch of pending) {
+      const entries = batch.entries;
       const problem = batchProblem(entries.map((entry) => ({ vs: entry.vs, req: entry.request })));
       check(problem === undefined, () => `${me}: pending batch malformed: ${problem}`);
       const first = entries[0]!.vs;
@@ -1771,14 +1999,32 @@ export class RsmNode {
       const span = `${vs(first)}..${end.seqno}`;
       const timeMs = entries[0]!.timeMs;
       check(entries.every((entry) => entry.timeMs === timeMs) && timeMs <= this.lastStampMs, () => `${me}: pending batch ${span} stamped at several times or after lastStampMs ${this.lastStampMs}`);
-      check(follows(first, last), () => `${me}: pending batch ${span} does not follow lastMyvs ${vs(last)}`);
-      check(myvs.vid === end.vid && myvs.seqno === end.seqno + 1, () => `${me}: myvs ${vs(myvs)} is not right after the pending batch ${span}`);
+      const after = previousEnd;
+      check(follows(first, after), () => `${me}: pending batch ${span} does not follow ${vs(after)} (lastMyvs or the batch before it)`);
+      check(first.vid === firstOf(pending[0]!).vid, () => `${me}: pending batches of several views (${vs(firstOf(pending[0]!))}, ${span})`);
       check(first.vid <= this.vidCommitted, () => `${me}: pending batch ${span} beyond the committed view ${this.vidCommitted}`);
       if (!this.inViewChange) check(first.vid === this.vidCommitted, () => `${me}: serving view ${this.vidCommitted} with a pending batch ${span} of another view`);
       const backups = membersOf(first.vid).filter((member) => member !== this.me);
-      for (const backup of pending.acked) check(backups.includes(backup), () => `${me}: pending batch ${span} acknowledged by ${backup}, not a backup of view ${first.vid} [${backups.join(' ')}]`);
-      check(pending.waiters.length === 0 || pending.waiters.length === entries.length, () => `${me}: pending batch ${span} of ${entries.length} entries has ${pending.waiters.length} waiting clients`);
+      for (const backup of batch.acked) check(backups.includes(backup), () => `${me}: pending batch ${span} acknowledged by ${backup}, not a backup of view ${first.vid} [${backups.join(' ')}]`);
+      check(batch.waiters.length === 0 || batch.waiters.length === entries.length, () => `${me}: pending batch ${span} of ${entries.length} entries has ${batch.waiters.length} waiting clients`);
+      previousEnd = end;
     }
+    if (pending.length > 0) {
+      check(myvs.vid === previousEnd.vid && myvs.seqno === previousEnd.seqno + 1, () => `${me}: myvs ${vs(myvs)} is not right after the last pending batch (ending at ${vs(previousEnd)})`);
+      // The head is executed as soon as every member holds it (advance runs on every change).
+      const head = pending[0]!;
+      if (!this.stopped) check(!this.isComplete(head), () => `${me}: pending batch ${describeBatch(head)} is held by every member but not executed`);
+      // A later batch's acknowledgement counts for the ones before it (acknowledge).
+      for (let i = 1; i < pending.length; i++) {
+        for (const backup of pending[i]!.acked) check(pending[i - 1]!.acked.has(backup), () => `${me}: ${backup} acknowledged ${describeBatch(pending[i]!)} but not the batch before it`);
+      }
+    }
+    // A stall ends by a recovery round: one is queued or running, or its timer is set (in a view
+    // change, syncView settles the batches instead). While stalled, arrivals get BUSY at once.
+    if (this.stalled && !this.stopped && !this.inViewChange) check(this.recoveryQueued || this.pendingRetry !== undefined, () => `${me}: stalled with no recovery round queued or timed`);
+    if (!this.started) check(!this.stalled && this.rounds.size === 0, () => `${me}: stalled or rounds running before start()`);
+
+    check(this.gapWaiters >= 0 && this.gapWaiters <= GAP_WAITERS_MAX, () => `${me}: ${this.gapWaiters} batches held for a gap (at most ${GAP_WAITERS_MAX})`);
 
     // The waiting queue.
     let waitingBytes = 0;
@@ -1787,9 +2033,12 @@ export class RsmNode {
     check(this.waiting.length <= this.waitingRequestsMax && this.waitingBytes <= INVOKE_QUEUE_BYTES_MAX, () => `${me}: ${this.waiting.length} requests (bound ${this.waitingRequestsMax}) and ${this.waitingBytes} bytes waiting`);
     if (this.waiting.length > 0) {
       check(!this.stopped, () => `${me}: stopped with ${this.waiting.length} requests waiting`);
-      check(this.invokeQueue.length > 0, () => `${me}: ${this.waiting.length} requests waiting and no round queued or running`);
+      // Someone takes them: pump runs at every arrival, at the end of every round and quiesce, and
+      // after every execution; it waits only while the pipeline is full or quiesced.
+      if (!this.inViewChange && this.primaryId === this.me) {
+        check(!this.stalled && (this.quiescing > 0 || pending.length >= PIPELINE_DEPTH || this.rounds.size >= PIPELINE_DEPTH), () => `${me}: ${this.waiting.length} requests waiting with ${pending.length} pending, ${this.rounds.size} rounds, quiescing ${this.quiescing}, stalled ${this.stalled}`);
+      }
     }
-    if (this.roundQueued) check(this.invokeQueue.length > 0, () => `${me}: roundQueued but the invoke queue is empty`);
 
     // The log held since the checkpoint.
     let heldBytes = 0;
@@ -1813,10 +2062,10 @@ export class RsmNode {
     if (snapshot !== undefined) {
       check(!this.stopped && snapshot.bytes.length > this.chunkBytes() && this.snapshotTimer !== undefined, () => `${me}: a snapshot at ${vs(snapshot.last)} of ${snapshot.bytes.length} bytes (chunks of ${this.chunkBytes()}), stopped ${this.stopped}, timer ${this.snapshotTimer !== undefined}`);
     }
-    const pendingVs = pending?.entries.map((entry) => entry.vs) ?? [];
+    const pendingVs = pending.flatMap((batch) => batch.entries.map((entry) => entry.vs));
     check(
       after.length === pendingVs.length && after.every((held, i) => cmp(held, pendingVs[i]!) === 0),
-      () => `${me}: log entries held after lastMyvs ${vs(last)} are [${after.map(vs).join(' ')}], the pending batch's [${pendingVs.map(vs).join(' ')}]`,
+      () => `${me}: log entries held after lastMyvs ${vs(last)} are [${after.map(vs).join(' ')}], the pending batches' [${pendingVs.map(vs).join(' ')}]`,
     );
     if (this.logHeld.length > after.length) check(heldAtLast, () => `${me}: log entries held up to lastMyvs ${vs(last)} end before it (first held ${vs(this.logHeld[0]!.vs)})`);
     check((this.lastRequest !== undefined) === heldAtLast, () => `${me}: the request at lastMyvs ${vs(last)} is ${this.lastRequest === undefined ? 'unknown' : 'known'} but its log entry is ${heldAtLast ? '' : 'not '}held`);

@@ -43,7 +43,7 @@ t.test('rsm_sim --seed 7 prints the same bytes twice; --seeds prints one line pe
   t.equal(lines.length, 5);
   t.match(lines[0], /^seed 10: OK .* batches=\d+\/\d+\/\d+ /);
   t.match(lines[3], /^rsm_sim: 3 seeds from 10: 3 ok, 0 violations, 0 liveness failures, 0 crashes$/);
-  t.match(lines[4], /^rsm_sim: \d+ batches stamped, \d+ with more than one request, the largest \d+$/);
+  t.match(lines[4], /^rsm_sim: \d+ batches stamped, \d+ with more than one request, the largest \d+; \d+ stamped while others were in flight, at most \d+ in flight$/);
   t.equal(rsmSim('--seeds', '3', '--first-seed', '10').stdout, many.stdout, 'also byte-identical');
 });
 

@@ -119,7 +119,7 @@ t.test('rsm_sim --workload lock: byte-identical output, exit statuses, reproduct
   t.match(first.stdout, /\nresult: OK views=\d+ .*grants=\d+ .* trace=[0-9a-f]{16}\n$/);
   const many = rsmSim(['--workload', 'lock', '--seeds', '3', '--first-seed', '10']);
   t.equal(many.status, 0, many.stderr);
-  t.match(many.stdout, /\nrsm_sim: 3 seeds from 10: 3 ok, 0 violations, 0 liveness failures, 0 crashes\nrsm_sim: \d+ batches stamped, \d+ with more than one request, the largest \d+\n$/);
+  t.match(many.stdout, /\nrsm_sim: 3 seeds from 10: 3 ok, 0 violations, 0 liveness failures, 0 crashes\nrsm_sim: \d+ batches stamped, \d+ with more than one request, the largest \d+; \d+ stamped while others were in flight, at most \d+ in flight\n$/);
   const stuck = rsmSim(['--workload', 'lock', '--seed', '3', '--liveness-ms', '1']);
   t.equal(stuck.status, 2);
   t.match(stuck.stdout, /\nresult: LIVENESS FAILURE /);

@@ -151,7 +151,7 @@ runMain(spec, async () => {
   const first = text('first-seed') === undefined ? 0 : parseCount(text('first-seed')!, '--first-seed', 2 ** 53 - 1);
   const outcomes: Outcome[] = [];
   const failed: number[] = [];
-  const batching = { batches: 0, multi: 0, largest: 0 };
+  const batching = { batches: 0, multi: 0, largest: 0, pipelined: 0, deepest: 0 };
   for (let seed = first; seed < first + count; seed++) {
     const run = await runOne(seed, options);
     outcomes.push(run.outcome);
@@ -159,6 +159,8 @@ runMain(spec, async () => {
       batching.batches += run.result.stats.batches;
       batching.multi += run.result.stats.multiRequestBatches;
       batching.largest = Math.max(batching.largest, run.result.stats.largestBatch);
+      batching.pipelined += run.result.stats.pipelinedBatches;
+      batching.deepest = Math.max(batching.deepest, run.result.stats.deepestPipeline);
     }
     const summary = run.result === undefined ? '' : ` ${run.result.summary} trace=${run.result.traceHash.slice(0, 16)}`;
     write(`seed ${seed}: ${label(run.outcome)}${summary}`);
@@ -174,7 +176,10 @@ runMain(spec, async () => {
     `rsm_sim: ${count} seeds from ${first}: ${tally('ok')} ok, ${tally('violation')} violations, ` +
       `${tally('liveness')} liveness failures, ${tally('crash')} crashes`,
   );
-  write(`rsm_sim: ${batching.batches} batches stamped, ${batching.multi} with more than one request, the largest ${batching.largest}`);
+  write(
+    `rsm_sim: ${batching.batches} batches stamped, ${batching.multi} with more than one request, the largest ${batching.largest}; ` +
+      `${batching.pipelined} stamped while others were in flight, at most ${batching.deepest} in flight`,
+  );
   for (const seed of failed) write(reproduce(seed, options));
   return exitFor(outcomes);
 });

@@ -474,6 +474,8 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     batches: rsm.batches,
     multiRequestBatches: rsm.multiRequestBatches,
     largestBatch: rsm.largestBatch,
+    pipelinedBatches: rsm.pipelinedBatches,
+    deepestPipeline: rsm.deepestPipeline,
     virtualMs: world.now(),
     worldEvents: world.eventsRun,
   };

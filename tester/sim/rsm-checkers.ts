@@ -56,6 +56,9 @@ export class RsmChecker {
   batchedRequests = 0;
   multiRequestBatches = 0;
   largestBatch = 0;
+  /** Batches stamped while others were in flight (pipelined), and the most in flight at once. */
+  pipelinedBatches = 0;
+  deepestPipeline = 0;
   /** The newest viewstamp executed by a primary. */
   committed: Viewstamp = VIEWSTAMP_ZERO;
   private readonly requests = new Map<string, string>();
@@ -101,6 +104,8 @@ export class RsmChecker {
       this.batchedRequests += event.size;
       if (event.size > 1) this.multiRequestBatches++;
       this.largestBatch = Math.max(this.largestBatch, event.size);
+      if (event.behind > 0) this.pipelinedBatches++;
+      this.deepestPipeline = Math.max(this.deepestPipeline, event.behind + 1);
     });
     node.onStateInstalled((event) => {
       this.transfers++;

@@ -116,6 +116,9 @@ export interface RsmSimStats {
   readonly batches: number;
   readonly multiRequestBatches: number;
   readonly largestBatch: number;
+  /** Batches stamped while others were in flight, and the most in flight at once (pipelining). */
+  readonly pipelinedBatches: number;
+  readonly deepestPipeline: number;
   readonly virtualMs: number;
   readonly worldEvents: number;
 }
@@ -357,6 +360,8 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
     batches: rsm.batches,
     multiRequestBatches: rsm.multiRequestBatches,
     largestBatch: rsm.largestBatch,
+    pipelinedBatches: rsm.pipelinedBatches,
+    deepestPipeline: rsm.deepestPipeline,
     virtualMs: world.now(),
     worldEvents: world.eventsRun,
   };
