@@ -3,8 +3,9 @@
  * they were queued, each to completion (including its awaits) before the next starts.
  *
  * It is deliberately not called a lock: this project is a lock service, and "lock" means a lock of
- * that service. The RSM primary serialises client requests with one (the lab's invoke_mutex), and
- * a view change drains it (`drain()`) so no request is mid-flight while state is transferred.
+ * that service. The RSM primary runs the tasks that quiesce its pipeline through one (recovery
+ * rounds, its transferreq answers, a view change's drain: the lab's invoke_mutex, now around the
+ * pipeline), and each replica orders its storage writes with another.
  *
  * A task that throws rejects only its own `run` promise; the queue moves on to the next task.
  */
