@@ -242,8 +242,9 @@ export interface RsmBatchEvent {
 }
 
 /**
- * Client invokes waiting on the primary, at most (beyond either bound: BUSY, and the client backs
- * off). Memory stays bounded while the backups or the disk are slow. Each waiting invoke is a
+ * Client invokes admitted on the primary and not answered yet (waiting, or in a pending batch), at
+ * most; and bytes of the waiting ones, at most (beyond either bound: BUSY, and the client backs
+ * off). Memory stays bounded while the backups or the disk are slow. Each admitted invoke is a
  * running RPC handler, and the endpoint refuses every request (heartbeats, Paxos, replica traffic
  * included) beyond its maxConcurrentHandlers, so the requests bound is also at most half of
  * those (500 by default): the other half stays free for the protocol.
@@ -396,6 +397,8 @@ export class RsmNode {
   private quiescing = 0;
   /** Queues a recovery round while stalled when no client request comes to do it. */
   private pendingRetry: Timer | undefined;
+  /** Runs pump after this turn's input (pumpSoon). */
+  private pumpTimer: Timer | undefined;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
   private lastRequest: LogEntry | undefined;
   /** The log entries held (retained before the last checkpoint, or written since), in viewstamp order. */
@@ -794,6 +797,8 @@ export class RsmNode {
     this.config.stop();
     this.stopController.abort(new Error('rsm node stopped'));
     this.pendingRetry?.cancel();
+    this.pumpTimer?.cancel();
+    this.pumpTimer = undefined;
     this.dropSnapshot();
     this.answerWaiting(BUSY_REPLY);
     for (const batch of this.pending) this.answerBatch(batch, () => BUSY_REPLY);
@@ -1272,14 +1277,18 @@ export class RsmNode {
   private clientInvoke(proc: number, request: Uint8Array): HandlerReply<Uint8Array> | Promise<HandlerReply<Uint8Array>> {
     if (this.stopped || this.inViewChange) return BUSY_REPLY;
     if (this.primaryId !== this.me) return { status: RsmClientStatus.NOTPRIMARY, result: EMPTY };
-    if (this.waiting.length >= this.waitingRequestsMax || this.waitingBytes + request.length > INVOKE_QUEUE_BYTES_MAX) {
-      log('%s invoke: BUSY (%d requests, %d bytes waiting)', this.me, this.waiting.length, this.waitingBytes);
+    if (this.unanswered() >= this.waitingRequestsMax || this.waitingBytes + request.length > INVOKE_QUEUE_BYTES_MAX) {
+      log('%s invoke: BUSY (%d requests unanswered, %d bytes waiting)', this.me, this.unanswered(), this.waitingBytes);
       return BUSY_REPLY;
     }
     return new Promise((answer) => {
       this.waiting.push({ proc, request: request.slice(), answer });
       this.waitingBytes += request.length;
-      this.pump();
+      // An idle pipeline sends at once. A busy one stamps after the rest of this turn's input
+      // (a zero-delay timer runs after the pending I/O): requests that arrived together on many
+      // connections then share one batch instead of one small batch each, which costs CPU.
+      if (this.pending.length === 0) this.pump();
+      else this.pumpSoon();
     });
   }
 
@@ -1312,6 +1321,25 @@ export class RsmNode {
         });
       this.rounds.add(round);
     }
+  }
+
+  /**
+   * Client invokes admitted and not answered yet: waiting, or in a pending batch. Each holds an
+   * RPC handler, so admission bounds them together (waitingRequestsMax), not the queue alone.
+   */
+  private unanswered(): number {
+    let count = this.waiting.length;
+    for (const batch of this.pending) count += batch.waiters.length;
+    return count;
+  }
+
+  /** Runs pump once the I/O of this turn has been read (at most one such timer at a time). */
+  private pumpSoon(): void {
+    if (this.pumpTimer !== undefined || this.stopped) return;
+    this.pumpTimer = this.env.clock.setTimer(0, () => {
+      this.pumpTimer = undefined;
+      this.pump();
+    });
   }
 
   /** Answers every waiting client invoke with `reply` (a view change, a stall, a stop). */
@@ -1903,11 +1931,13 @@ export class RsmNode {
    * A backup holds at most GAP_WAITERS_MAX batches for a gap (waitForGap counts them).
    *
    * The waiting queue: waitingBytes is the sum of the waiting requests' sizes (every push, take and
-   * clear updates both); its length is within waitingRequestsMax and its bytes within
+   * clear updates both); its length plus the clients of the pending batches not answered yet is
+   * within waitingRequestsMax (each holds an RPC handler), and its bytes within
    * INVOKE_QUEUE_BYTES_MAX (clientInvoke answers BUSY before crossing either); on a serving
-   * primary it is non-empty only while the pipeline is full or quiesced (pump runs at every
-   * arrival, the end of every round and quiesce, and every execution, and answers BUSY at once
-   * while stalled), so no request is stranded; a stopped node has none (stop() answers them,
+   * primary it is non-empty only while pump is due (pumpSoon's timer) or the pipeline is full or
+   * quiesced (pump runs at every arrival or right after that turn, at the end of every round and
+   * quiesce, and after every execution, and answers BUSY at once while stalled), so no request
+   * is stranded; a stopped node has none (stop() answers them,
    * clientInvoke refuses).
    *
    * The log held since the checkpoint (logHeld): strictly ascending and without a gap (each entry
@@ -2030,13 +2060,13 @@ export class RsmNode {
     let waitingBytes = 0;
     for (const request of this.waiting) waitingBytes += request.request.length;
     check(waitingBytes === this.waitingBytes, () => `${me}: waitingBytes ${this.waitingBytes}, but the ${this.waiting.length} waiting requests hold ${waitingBytes}`);
-    check(this.waiting.length <= this.waitingRequestsMax && this.waitingBytes <= INVOKE_QUEUE_BYTES_MAX, () => `${me}: ${this.waiting.length} requests (bound ${this.waitingRequestsMax}) and ${this.waitingBytes} bytes waiting`);
+    check(this.unanswered() <= this.waitingRequestsMax && this.waitingBytes <= INVOKE_QUEUE_BYTES_MAX, () => `${me}: ${this.unanswered()} requests unanswered (bound ${this.waitingRequestsMax}) and ${this.waitingBytes} bytes waiting`);
     if (this.waiting.length > 0) {
       check(!this.stopped, () => `${me}: stopped with ${this.waiting.length} requests waiting`);
       // Someone takes them: pump runs at every arrival, at the end of every round and quiesce, and
       // after every execution; it waits only while the pipeline is full or quiesced.
       if (!this.inViewChange && this.primaryId === this.me) {
-        check(!this.stalled && (this.quiescing > 0 || pending.length >= PIPELINE_DEPTH || this.rounds.size >= PIPELINE_DEPTH), () => `${me}: ${this.waiting.length} requests waiting with ${pending.length} pending, ${this.rounds.size} rounds, quiescing ${this.quiescing}, stalled ${this.stalled}`);
+        check(this.pumpTimer !== undefined || (!this.stalled && (this.quiescing > 0 || pending.length >= PIPELINE_DEPTH || this.rounds.size >= PIPELINE_DEPTH)), () => `${me}: ${this.waiting.length} requests waiting with ${pending.length} pending, ${this.rounds.size} rounds, quiescing ${this.quiescing}, stalled ${this.stalled}, pump timer ${this.pumpTimer !== undefined}`);
       }
     }
 

@@ -154,9 +154,11 @@ t.test('malformed, oversized and out-of-place batches are refused with a status;
 });
 
 t.test('the waiting queue is bounded (BUSY beyond it) and batches hold at most BATCH_REQUESTS_MAX requests', async (t) => {
-  // Backups whose fsync takes 200 ms keep the first round in flight while 750 requests arrive.
-  // The queue holds half the endpoint's handlers (500 of 1,000 by default), the rest stays free
-  // for heartbeats, Paxos and replica traffic.
+  // Backups whose fsync takes 200 ms keep the first rounds in flight while 750 requests arrive.
+  // Admitted and unanswered requests (waiting or in a pending batch) are at most half the
+  // endpoint's handlers (500 of 1,000 by default): the rest stays free for heartbeats, Paxos and
+  // replica traffic. Four requests sent first, one at a time, fill the pipeline with batches of
+  // one, so the flood waits and must be cut into batches of at most BATCH_REQUESTS_MAX.
   const slowBackups = (id: string): number => (id === '3772' ? 1 : 200);
   const { cluster, ids, checker } = await kvCluster('rsm-batch-queue-bound', 3, { storageSyncMs: slowBackups });
   const sizes: number[] = [];
@@ -168,9 +170,15 @@ t.test('the waiting queue is bounded (BUSY beyond it) and batches hold at most B
     return new RpcEndpoint(cluster.network.forOwner(owner).connect(), cluster.world.clockFor(owner), cluster.world.random.fork());
   });
   // Requests the kv service refuses (BAD_REQUEST) leave its state small; the RSM replicates them all the same.
-  const calls = senders.flatMap((rpc) =>
-    Array.from({ length: 150 }, () => rpc.call(ids[0]!, rsmClientProtocol.invoke, { procno: 999, req: new Uint8Array(0) }, { timeoutMs: 120_000 })),
-  );
+  const invoke = (rpc: RpcEndpoint) => rpc.call(ids[0]!, rsmClientProtocol.invoke, { procno: 999, req: new Uint8Array(0) }, { timeoutMs: 120_000 });
+  const clock = cluster.world.clockFor('flood1');
+  const calls = [];
+  for (let i = 0; i < PIPELINE_DEPTH; i++) {
+    calls.push(invoke(senders[0]!));
+    await settle(cluster, new Promise<void>((resolve) => clock.setTimer(10, resolve)));
+  }
+  t.same(sizes, Array.from({ length: PIPELINE_DEPTH }, () => 1), `the pipeline holds ${PIPELINE_DEPTH} batches of one`);
+  calls.push(...senders.flatMap((rpc) => Array.from({ length: 150 - (rpc === senders[0] ? PIPELINE_DEPTH : 0) }, () => invoke(rpc))));
   const replies = await settle(cluster, Promise.all(calls), 120_000);
   const statuses = new Map<string, number>();
   for (const reply of replies) {
