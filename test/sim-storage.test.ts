@@ -92,6 +92,20 @@ t.test('world.crash(owner) crashes the storage of that name, and it hangs afterw
   t.ok(world.traceLines!.some((line) => /disk-crash n1 kept 0\/0/.test(line)));
 });
 
+t.test('a synced write whose process dies in the same turn never settles, and nothing throws', async (t) => {
+  const world = new SimWorld(6);
+  const disk = new SimDisk(world);
+  const storage = disk.open('n1');
+  storage.syncDelayMs = 5;
+  let settled = false;
+  // The process writes, then kills itself before its turn ends (a breakpoint): the write was
+  // issued, and its sync must not be scheduled on the dead node's clock.
+  void storage.write([{ type: 'put', key: 'k', value: bytes('v') }], { sync: true }).finally(() => (settled = true));
+  world.crash('n1');
+  await world.runFor(1000);
+  t.equal(settled, false, 'a dead process never sees its fsync return');
+});
+
 t.test('use after close is an error; a clean close keeps unsynced writes', async (t) => {
   const disk = new SimDisk(new SimWorld(5));
   const storage = disk.open('n1');

@@ -109,6 +109,9 @@ export class SimStorage implements Storage {
     return written.then(
       (batch) =>
         new Promise<void>((resolve) => {
+          // The process died in the turn that wrote (it killed itself at a breakpoint): the sync
+          // never returns to it.
+          if (this.state === 'crashed' || this.world.isDown(this.name)) return;
           this.world.clockFor(this.name).setTimer(this.syncDelayMs, () => {
             if (this.state === 'crashed') return;
             // Written back already by a later sync, the unsynced bound or a clean close: durable.
