@@ -70,7 +70,9 @@ export interface NotifierOptions {
  *
  * Driver obligations (what the host must do):
  * 1. Call `poke()` after every `execute` (and after a state transfer or a view change): a pass
- *    then runs promptly, as its own timer event, never inside the caller.
+ *    then runs once the caller's synchronous work is done (a microtask), never inside it. Every
+ *    execute of one batch shares that pass, and the notices go out in the same turn as the
+ *    batch's replies: a grant to the next holder is on the hand-off's critical path.
  * 2. Make `isPrimary()` true only on the node that should talk to clients. While it is false the
  *    notifier sends nothing and forgets what it sent, so a node that becomes primary sends every
  *    pending notice at once on its next pass (poke it on the view change).
@@ -100,6 +102,8 @@ export class Notifier {
   private readonly destinations = new Map<string, RpcClient>();
   private passTimer: Timer | undefined;
   private passDue = Infinity;
+  /** A poke's pass is queued as a microtask. */
+  private pokeQueued = false;
   /** A pass left notices unsent for want of a slot: a finishing call pokes. */
   private starved = false;
   private stopped = false;
@@ -124,9 +128,14 @@ export class Notifier {
     return this.inFlight.size;
   }
 
-  /** Runs a pass soon (as a timer event of its own). */
+  /** Runs a pass once the caller's synchronous work is done (pokes meanwhile share it). */
   poke(): void {
-    this.schedule(0);
+    if (this.pokeQueued || this.stopped) return;
+    this.pokeQueued = true;
+    queueMicrotask(() => {
+      this.pokeQueued = false;
+      this.pass();
+    });
   }
 
   /**

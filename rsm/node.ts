@@ -220,7 +220,9 @@ interface PendingBatch {
 interface QueuedWrite {
   readonly ops: StorageOp[];
   sync: boolean;
-  written: Promise<void>;
+  readonly written: Promise<void>;
+  /** Settles `written` with the outcome of the storage write that carried the group. */
+  readonly settle: (outcome: Promise<void>) => void;
 }
 
 /** A client invoke waiting on the primary for the next batch (or in the batch being replicated). */
@@ -399,6 +401,8 @@ export class RsmNode {
   private pendingRetry: Timer | undefined;
   /** Runs pump after this turn's input (pumpSoon). */
   private pumpTimer: Timer | undefined;
+  /** Runs pump once this read has been delivered (pumpAfterRead). */
+  private pumpQueued = false;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
   private lastRequest: LogEntry | undefined;
   /** The log entries held (retained before the last checkpoint, or written since), in viewstamp order. */
@@ -422,8 +426,8 @@ export class RsmNode {
   private syncedVid = 0;
   /** Whether open() found a durable record (the state was restored from storage). */
   private restored = false;
-  /** Orders the durable writes (log entries, checkpoints, the synchronised view). */
-  private readonly persistQueue = new SerialQueue();
+  /** A storage write is running (enqueueWrite: at most one at a time, in order). */
+  private writing = false;
   /** The write queued behind the running one, which later writes join (enqueueWrite). */
   private nextWrite: QueuedWrite | undefined;
   /** Settles once the latest write queued is durable. */
@@ -558,27 +562,56 @@ export class RsmNode {
 
   /**
    * Runs a storage write after every earlier one; `durable` settles when it has. Failure is fatal.
-   * Writes queued while another runs are merged into one storage write (synced if any of them
-   * asked for it): with batches pipelined, a replica whose disk is busy with one batch's fsync
-   * then makes every batch that arrived meanwhile durable with the next single fsync, instead of
-   * one fsync each in turn. One storage write is atomic, and the ops keep their order.
+   * With no write running, the write goes to storage at once, inside the caller's turn: the fsync
+   * then runs while the caller goes on (the primary answers nothing before it; a backup executes
+   * the batch meanwhile), instead of after the rest of the turn's work. Writes queued while
+   * another runs are merged into one storage write (synced if any of them asked for it): with
+   * batches pipelined, a replica whose disk is busy with one batch's fsync then makes every batch
+   * that arrived meanwhile durable with the next single fsync, instead of one fsync each in turn.
+   * One storage write is atomic, and the ops keep their order.
    */
   private enqueueWrite(ops: readonly StorageOp[], sync: boolean): Promise<void> {
+    if (!this.writing) return (this.durable = this.startWrite(ops, sync));
     let next = this.nextWrite;
     if (next === undefined) {
-      const group: QueuedWrite = { ops: [], sync: false, written: Promise.resolve() };
-      group.written = this.persistQueue.run(() => {
-        // From here on, new writes start the next group.
-        if (this.nextWrite === group) this.nextWrite = undefined;
-        return this.storage.write(group.ops, { sync: group.sync });
+      let settle: (outcome: Promise<void>) => void = () => undefined;
+      const written = new Promise<void>((resolve) => {
+        settle = resolve;
       });
-      group.written.catch((error: unknown) => this.fatal(error));
-      this.nextWrite = next = group;
-      this.durable = group.written;
+      written.catch(() => undefined); // fatal already (startWrite); callers may not wait
+      this.nextWrite = next = { ops: [], sync: false, written, settle };
+      this.durable = written;
     }
     for (const op of ops) next.ops.push(op);
     next.sync ||= sync;
     return next.written;
+  }
+
+  /** Starts one storage write now (none is running); the queued group follows when it ends. Sets nothing in `durable`. */
+  private startWrite(ops: readonly StorageOp[], sync: boolean): Promise<void> {
+    this.writing = true;
+    let written: Promise<void>;
+    try {
+      written = this.storage.write(ops, { sync });
+    } catch (error) {
+      written = Promise.reject(error);
+    }
+    written.then(
+      () => this.writeEnded(),
+      (error: unknown) => {
+        this.fatal(error);
+        this.writeEnded();
+      },
+    );
+    return written;
+  }
+
+  private writeEnded(): void {
+    this.writing = false;
+    const next = this.nextWrite;
+    if (next === undefined) return;
+    this.nextWrite = undefined;
+    next.settle(this.startWrite(next.ops, next.sync));
   }
 
   /**
@@ -1284,10 +1317,13 @@ export class RsmNode {
     return new Promise((answer) => {
       this.waiting.push({ proc, request: request.slice(), answer });
       this.waitingBytes += request.length;
-      // An idle pipeline sends at once. A busy one stamps after the rest of this turn's input
-      // (a zero-delay timer runs after the pending I/O): requests that arrived together on many
-      // connections then share one batch instead of one small batch each, which costs CPU.
-      if (this.pending.length === 0) this.pump();
+      // An idle pipeline stamps once the rest of this read is delivered (a microtask): requests
+      // that came in one segment share a batch (a lock client's release and its next acquire,
+      // written together, then cost one round and one fsync per replica instead of two). A busy
+      // one stamps after the rest of this turn's input (a zero-delay timer runs after the pending
+      // I/O): requests that arrived together on many connections then share one batch instead
+      // of one small batch each, which costs CPU.
+      if (this.pending.length === 0) this.pumpAfterRead();
       else this.pumpSoon();
     });
   }
@@ -1333,6 +1369,16 @@ export class RsmNode {
     return count;
   }
 
+  /** Runs pump once the caller's synchronous work (the delivery of one read) is done. */
+  private pumpAfterRead(): void {
+    if (this.pumpQueued || this.stopped) return;
+    this.pumpQueued = true;
+    queueMicrotask(() => {
+      this.pumpQueued = false;
+      this.pump();
+    });
+  }
+
   /** Runs pump once the I/O of this turn has been read (at most one such timer at a time). */
   private pumpSoon(): void {
     if (this.pumpTimer !== undefined || this.stopped) return;
@@ -1366,7 +1412,9 @@ export class RsmNode {
     // Group commit: our fsync runs while the backups do theirs. Nothing is answered before both
     // are done, so no client sees OK for a request some member could lose in a crash. A backup
     // may hold the batch before our log does; a primary restarted inside its view therefore
-    // synchronises it again rather than stamping on from its own log (syncView).
+    // synchronises it again rather than stamping on from its own log (syncView). The sends go
+    // first: the backups' path (a hop, their write, a hop back) is the longer one.
+    const replicated = this.replicate(batch, true);
     const written = this.appendLog(batch.entries).then(
       () => {
         batch.durableHere = true;
@@ -1374,7 +1422,7 @@ export class RsmNode {
       },
       () => undefined, // fatal already (enqueueWrite)
     );
-    await Promise.all([written, this.replicate(batch, true)]);
+    await Promise.all([written, replicated]);
     if (this.stopped) return this.answerBatch(batch, () => BUSY_REPLY);
     if (this.pending.includes(batch) && !this.isComplete(batch)) this.stall(`${describeBatch(batch)} lacks an acknowledgement`);
   }
@@ -1606,8 +1654,9 @@ export class RsmNode {
    * invokebatch (and the lab's invoke, as a batch of one) on a backup. A malformed batch
    * (batchProblem: empty, oversized, not consecutive viewstamps of one view) is ERR. Otherwise
    * the accept rule (classifyBatch) decides:
-   * - execute: execute every entry in order, append the batch to the log in one write (sync),
-   *   then breakpoint1() (a backup dies right after executing), then acknowledge;
+   * - execute: start appending the batch to the log in one write (sync), execute every entry in
+   *   order while it runs, and once it is durable breakpoint1() (a backup dies right after
+   *   executing), then acknowledge;
    * - duplicate (the batch executed last, again): acknowledge it again without executing, once
    *   it is durable here. The primary resends a batch when an acknowledgement did not reach it
    *   (the RPC call timed out, so the at-most-once table may have forgotten it), and only this
@@ -1654,10 +1703,12 @@ export class RsmNode {
         assert(this.myvs.vid === this.vidCommitted, 'backup expecting a viewstamp outside its committed view');
         this.myvs = successor(last.vs);
         const logged: LogEntry[] = entries.map(({ vs, timeMs, proc, req }) => ({ vs, timeMs, proc, request: req.slice() }));
+        // The write goes to storage first, and its fsync runs while we execute. Acknowledge only
+        // once it is durable here: the primary counts on every backup keeping it.
+        const written = this.appendLog(logged);
         for (const entry of logged) this.execute(entry, 'backup');
         this.backupMoved.notify();
-        // Acknowledge only once it is durable here: the primary counts on every backup keeping it.
-        await this.appendLog(logged);
+        await written;
         if (this.stopped) return err;
         this.breakpoint1();
         return { status: RsmStatus.OK, result: 0 };
@@ -1934,8 +1985,8 @@ export class RsmNode {
    * clear updates both); its length plus the clients of the pending batches not answered yet is
    * within waitingRequestsMax (each holds an RPC handler), and its bytes within
    * INVOKE_QUEUE_BYTES_MAX (clientInvoke answers BUSY before crossing either); on a serving
-   * primary it is non-empty only while pump is due (pumpSoon's timer) or the pipeline is full or
-   * quiesced (pump runs at every arrival or right after that turn, at the end of every round and
+   * primary it is non-empty only while pump is due (pumpAfterRead's microtask, pumpSoon's timer)
+   * or the pipeline is full or quiesced (pump runs right after every arrival's read or turn, at the end of every round and
    * quiesce, and after every execution, and answers BUSY at once while stalled), so no request
    * is stranded; a stopped node has none (stop() answers them,
    * clientInvoke refuses).
@@ -2066,7 +2117,7 @@ export class RsmNode {
       // Someone takes them: pump runs at every arrival, at the end of every round and quiesce, and
       // after every execution; it waits only while the pipeline is full or quiesced.
       if (!this.inViewChange && this.primaryId === this.me) {
-        check(this.pumpTimer !== undefined || (!this.stalled && (this.quiescing > 0 || pending.length >= PIPELINE_DEPTH || this.rounds.size >= PIPELINE_DEPTH)), () => `${me}: ${this.waiting.length} requests waiting with ${pending.length} pending, ${this.rounds.size} rounds, quiescing ${this.quiescing}, stalled ${this.stalled}, pump timer ${this.pumpTimer !== undefined}`);
+        check(this.pumpTimer !== undefined || this.pumpQueued || (!this.stalled && (this.quiescing > 0 || pending.length >= PIPELINE_DEPTH || this.rounds.size >= PIPELINE_DEPTH)), () => `${me}: ${this.waiting.length} requests waiting with ${pending.length} pending, ${this.rounds.size} rounds, quiescing ${this.quiescing}, stalled ${this.stalled}, pump timer ${this.pumpTimer !== undefined}, pump queued ${this.pumpQueued}`);
       }
     }
 
