@@ -5,7 +5,8 @@
  * It is deliberately not called a lock: this project is a lock service, and "lock" means a lock of
  * that service. The RSM primary runs the tasks that quiesce its pipeline through one (recovery
  * rounds, its transferreq answers, a view change's drain: the lab's invoke_mutex, now around the
- * pipeline), and each replica orders its storage writes with another.
+ * pipeline). Storage writes are ordered by the replica itself (rsm/node.ts enqueueWrite), which
+ * starts a write in the caller's turn when none runs; a queue task would start a microtask later.
  *
  * A task that throws rejects only its own `run` promise; the queue moves on to the next task.
  */
