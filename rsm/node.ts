@@ -403,6 +403,8 @@ export class RsmNode {
   private pumpTimer: Timer | undefined;
   /** Runs pump once this read has been delivered (pumpAfterRead). */
   private pumpQueued = false;
+  /** Batches executed by this process (status; wraps at 2^32 as its wire field). */
+  private batchesExecuted = 0;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
   private lastRequest: LogEntry | undefined;
   /** The log entries held (retained before the last checkpoint, or written since), in viewstamp order. */
@@ -1369,6 +1371,10 @@ export class RsmNode {
     return count;
   }
 
+  private countBatch(): void {
+    this.batchesExecuted = (this.batchesExecuted + 1) >>> 0;
+  }
+
   /** Runs pump once the caller's synchronous work (the delivery of one read) is done. */
   private pumpAfterRead(): void {
     if (this.pumpQueued || this.stopped) return;
@@ -1634,6 +1640,7 @@ export class RsmNode {
     assert(batch !== undefined, 'executeHead without a pending batch');
     const first = firstOf(batch);
     assert(compareViewstamp(first, nextExpected(first.vid, this.lastMyvs)) === 0, `primary executing ${describeBatch(batch)} after ${describeViewstamp(this.lastMyvs)}`);
+    this.countBatch();
     return batch.entries.map((entry) => this.execute(entry, role));
   }
   /** The primary's time for the batch it stamps now: whole ms, never running backwards. */
@@ -1706,6 +1713,7 @@ export class RsmNode {
         // The write goes to storage first, and its fsync runs while we execute. Acknowledge only
         // once it is durable here: the primary counts on every backup keeping it.
         const written = this.appendLog(logged);
+        this.countBatch();
         for (const entry of logged) this.execute(entry, 'backup');
         this.backupMoved.notify();
         await written;
@@ -2186,6 +2194,7 @@ export class RsmNode {
       primary: this.vidCommitted === 0 ? '' : this.primaryId,
       inViewChange: this.inViewChange,
       last: this.lastMyvs,
+      batches: this.batchesExecuted,
     };
   }
 

@@ -13,7 +13,7 @@
  * | internal | invokebatch     | 0x10005 | entries: list<{vs, timeMs: u64, proc: i32, req: bytes}> | i32 (dummy)           |
  * | test     | net_repair      | 0x12001 | heal: i32                                 | i32                                     |
  * | test     | breakpoint      | 0x12002 | b: i32                                    | i32                                     |
- * | test     | status          | 0x12003 | dummy: i32                                | {vid, members, primary, inViewChange, last} |
+ * | test     | status          | 0x12003 | dummy: i32                                | {vid, members, primary, inViewChange, last, batches} |
  *
  * The status travels in the RPC reply header. NOTE: BUSY is 3 in the client protocol but 2 in the
  * internal one, as in the lab. The lab's std::string request/state blobs are `bytes` here (same
@@ -184,6 +184,11 @@ export interface StatusRes {
   readonly inViewChange: boolean;
   /** The viewstamp of the last request executed here (0.0: none). */
   readonly last: Viewstamp;
+  /**
+   * Batches this process executed since it started (as primary or backup; not durable). The
+   * benchmarks divide its growth on the primary by their operations: replication rounds per one.
+   */
+  readonly batches: number;
 }
 
 const batchEntry: Codec<BatchEntry> = codecs.struct<BatchEntry>({ vs: viewstampCodec, timeMs: codecs.u64, proc: codecs.i32, req: blob });
@@ -272,7 +277,7 @@ export const rsmTestProtocol = {
     0x12003,
     'rsm_test.status',
     codecs.struct<StatusArgs>({ dummy: codecs.i32 }),
-    codecs.struct<StatusRes>({ vid: codecs.u32, members: codecs.list(id, 10_000), primary: id, inViewChange: codecs.bool, last: viewstampCodec }),
+    codecs.struct<StatusRes>({ vid: codecs.u32, members: codecs.list(id, 10_000), primary: id, inViewChange: codecs.bool, last: viewstampCodec, batches: codecs.u32 }),
   ),
 } as const;
 

@@ -183,6 +183,8 @@ export interface ReplicaStatus {
   readonly primary: string | undefined;
   /** The last executed viewstamp ("4.12"; "0.0" before any request), undefined if unknown. */
   readonly lastViewstamp: string | undefined;
+  /** Batches the replica process executed since it started, undefined if unknown. */
+  readonly batches?: number | undefined;
   /** The pid serving the port (ours or adopted), undefined if none answers. */
   readonly pid?: number | undefined;
   readonly inViewChange?: boolean;
@@ -367,6 +369,7 @@ export class LocalCluster {
         const lastViewstamp = status === undefined ? undefined : describeViewstamp(status.last);
         const extra = {
           pid,
+          batches: status?.batches,
           inViewChange: status?.inViewChange === true,
           noQuorum: verdict === undefined || verdict.quorum ? undefined : describeNoQuorum(verdict, (id) => this.nameOf(id)),
         };

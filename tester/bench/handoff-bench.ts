@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { connect, type LockClient } from '../../lockserver/locks.js';
 import type { LocalCluster } from '../cluster.js';
 import type { Benchmark, BenchReport } from './framework.js';
-import { executedOf, replicasCpuMs } from './replica-stats.js';
+import { executedOf, primaryBatchesOf, replicasCpuMs } from './replica-stats.js';
 import { withCluster } from './rsm-bench.js';
 
 export interface HandoffBenchOptions {
@@ -30,6 +30,8 @@ interface HandoffResult {
   readonly handoffs: number;
   readonly grants: number;
   readonly requests: number | undefined;
+  /** Batches the primary executed (replication rounds), undefined if unknown. */
+  readonly rounds: number | undefined;
   readonly cpuMs: number | undefined;
   readonly elapsedMs: number;
   readonly errors: number;
@@ -48,6 +50,7 @@ async function runLevel(cluster: LocalCluster, clients: number, durationMs: numb
   // Warm-up: every client once, so sessions of the RSM client and callback endpoints exist.
   for (const client of locks) await client.withLock(name, () => undefined, { timeoutMs: ACQUIRE_TIMEOUT_MS });
   const before = await executedOf(cluster);
+  const batchesBefore = await primaryBatchesOf(cluster);
   const cpuBefore = await replicasCpuMs(cluster);
   const started = performance.now();
   // With several callers per client, a client's callers share its cache: a grant from one to the
@@ -75,11 +78,14 @@ async function runLevel(cluster: LocalCluster, clients: number, durationMs: numb
   await Promise.all(workers);
   const elapsedMs = performance.now() - started;
   const after = await executedOf(cluster);
+  const batchesAfter = await primaryBatchesOf(cluster);
   const cpuAfter = await replicasCpuMs(cluster);
   await Promise.all(locks.map((client) => client.close()));
   const requests = before !== undefined && after !== undefined && before.vid === after.vid ? after.seqno - before.seqno : undefined;
   const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
-  return { clients, callersPerClient, handoffs, grants, requests, cpuMs, elapsedMs, errors };
+  const sameView = before !== undefined && after !== undefined && before.vid === after.vid;
+  const rounds = sameView && batchesBefore !== undefined && batchesAfter !== undefined ? (batchesAfter - batchesBefore) >>> 0 : undefined;
+  return { clients, callersPerClient, handoffs, grants, requests, rounds, cpuMs, elapsedMs, errors };
 }
 
 export const DEFAULT_HANDOFF_BENCH: HandoffBenchOptions = { handoffClients: [2, 8], durationMs: 4_000 };
@@ -92,7 +98,7 @@ export const handoffBenchmark: Benchmark<HandoffBenchOptions> = {
     report.note('Each client loops acquire → release; a hand-off is a grant to another client than the last one.');
     report.note('Last, the most clients with two callers each (a grant between the callers of one client is a cached re-grant).');
     report.note(`${options.durationMs} ms measured per level, after one unmeasured level that warms the fresh replicas up;`);
-    report.note("replicated requests = growth of the primary's seqno.");
+    report.note("replicated requests = growth of the primary's seqno; replication rounds = batches the primary executed.");
     const results = await withCluster(async (cluster) => {
       // Unmeasured first, so the first level is not billed for the fresh replicas' JIT warm-up.
       await runLevel(cluster, Math.max(...options.handoffClients), options.durationMs, options.handoffClients.length);
@@ -126,6 +132,18 @@ export const handoffBenchmark: Benchmark<HandoffBenchOptions> = {
         value: r.requests === undefined || r.handoffs === 0 ? undefined : r.requests / r.handoffs,
         baseline: i === 0,
         note: r.requests === undefined ? 'unknown (a view change during the level)' : `${r.requests} requests`,
+      })),
+    });
+    report.compare({
+      what: 'replication rounds (batches) per hand-off',
+      unit: 'rounds',
+      decimals: 2,
+      words: ['fewer', 'more'],
+      rows: results.map((r, i) => ({
+        label: label(r),
+        value: r.rounds === undefined || r.handoffs === 0 ? undefined : r.rounds / r.handoffs,
+        baseline: i === 0,
+        note: r.rounds === undefined ? 'unknown (a view change during the level)' : `${r.rounds} batches`,
       })),
     });
     report.compare({

@@ -40,6 +40,17 @@ export async function replicasCpuMs(cluster: LocalCluster): Promise<number | und
   return us === undefined ? undefined : us / 1000;
 }
 
+/**
+ * Batches (replication rounds) the primary has executed since it started, or undefined. The
+ * primary is the replica that every answering replica names; its own status carries the count.
+ */
+export async function primaryBatchesOf(cluster: LocalCluster): Promise<number | undefined> {
+  const statuses = (await cluster.status()).filter((s) => s.state === 'up');
+  const primary = statuses.find((s) => s.primary !== undefined && s.primary !== '')?.primary;
+  if (primary === undefined) return undefined;
+  return statuses.find((s) => s.replica.id === primary)?.batches;
+}
+
 /** The primary's last executed viewstamp (vid and seqno), from the first replica that answers, or undefined. */
 export async function executedOf(cluster: LocalCluster): Promise<{ vid: string; seqno: number } | undefined> {
   const vs = (await cluster.status()).find((s) => s.state === 'up' && s.lastViewstamp !== undefined)?.lastViewstamp;
