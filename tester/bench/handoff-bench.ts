@@ -122,40 +122,25 @@ export const handoffBenchmark: Benchmark<HandoffBenchOptions> = {
         note: `${r.handoffs} hand-offs, ${r.grants - r.handoffs} cached re-grants${r.errors > 0 ? `, ${r.errors} failed acquires` : ''}`,
       })),
     });
-    report.compare({
-      what: 'replicated requests per hand-off',
-      unit: 'requests',
-      decimals: 2,
-      words: ['fewer', 'more'],
-      rows: results.map((r, i) => ({
-        label: label(r),
-        value: r.requests === undefined || r.handoffs === 0 ? undefined : r.requests / r.handoffs,
-        baseline: i === 0,
-        note: r.requests === undefined ? 'unknown (a view change during the level)' : `${r.requests} requests`,
-      })),
-    });
-    report.compare({
-      what: 'replication rounds (batches) per hand-off',
-      unit: 'rounds',
-      decimals: 2,
-      words: ['fewer', 'more'],
-      rows: results.map((r, i) => ({
-        label: label(r),
-        value: r.rounds === undefined || r.handoffs === 0 ? undefined : r.rounds / r.handoffs,
-        baseline: i === 0,
-        note: r.rounds === undefined ? 'unknown (a view change during the level)' : `${r.rounds} batches`,
-      })),
-    });
-    report.compare({
-      what: 'replica CPU time per hand-off (3 replicas together)',
-      unit: 'ms',
-      decimals: 2,
-      words: ['less', 'more'],
-      rows: results.map((r, i) => ({
-        label: label(r),
-        value: r.cpuMs === undefined || r.handoffs === 0 ? undefined : r.cpuMs / r.handoffs,
-        baseline: i === 0,
-      })),
-    });
+    // A total of the level divided by its hand-offs; unknown when the total is.
+    const perHandoff = (what: string, unit: string, words: readonly [string, string], total: (r: HandoffResult) => number | undefined, note?: (total: number) => string): void =>
+      report.compare({
+        what,
+        unit,
+        decimals: 2,
+        words,
+        rows: results.map((r, i) => {
+          const sum = total(r);
+          return {
+            label: label(r),
+            value: sum === undefined || r.handoffs === 0 ? undefined : sum / r.handoffs,
+            baseline: i === 0,
+            ...(note === undefined ? {} : { note: sum === undefined ? 'unknown (a view change during the level)' : note(sum) }),
+          };
+        }),
+      });
+    perHandoff('replicated requests per hand-off', 'requests', ['fewer', 'more'], (r) => r.requests, (n) => `${n} requests`);
+    perHandoff('replication rounds (batches) per hand-off', 'rounds', ['fewer', 'more'], (r) => r.rounds, (n) => `${n} batches`);
+    perHandoff('replica CPU time per hand-off (3 replicas together)', 'ms', ['less', 'more'], (r) => r.cpuMs);
   },
 };
