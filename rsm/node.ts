@@ -1426,7 +1426,7 @@ export class RsmNode {
         batch.durableHere = true;
         this.advance();
       },
-      () => undefined, // fatal already (enqueueWrite)
+      () => undefined, // fatal already (startWrite)
     );
     await Promise.all([written, replicated]);
     if (this.stopped) return this.answerBatch(batch, () => BUSY_REPLY);
@@ -1994,10 +1994,10 @@ export class RsmNode {
    * within waitingRequestsMax (each holds an RPC handler), and its bytes within
    * INVOKE_QUEUE_BYTES_MAX (clientInvoke answers BUSY before crossing either); on a serving
    * primary it is non-empty only while pump is due (pumpAfterRead's microtask, pumpSoon's timer)
-   * or the pipeline is full or quiesced (pump runs right after every arrival's read or turn, at the end of every round and
-   * quiesce, and after every execution, and answers BUSY at once while stalled), so no request
-   * is stranded; a stopped node has none (stop() answers them,
-   * clientInvoke refuses).
+   * or the pipeline is full or quiesced (pump runs right after the read or the turn that brought
+   * a request, at the end of every round and quiesce, and after every execution, and answers
+   * BUSY at once while stalled), so no request is stranded; a stopped node has none (stop()
+   * answers them, clientInvoke refuses).
    *
    * The log held since the checkpoint (logHeld): strictly ascending and without a gap (each entry
    * the next seqno of its view or seqno 1 of a later view: restore checks it, a batch is appended

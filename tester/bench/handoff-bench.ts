@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { connect, type LockClient } from '../../lockserver/locks.js';
 import type { LocalCluster } from '../cluster.js';
 import type { Benchmark, BenchReport } from './framework.js';
-import { executedOf, primaryBatchesOf, replicasCpuMs } from './replica-stats.js';
+import { executedOf, replicasCpuMs } from './replica-stats.js';
 import { withCluster } from './rsm-bench.js';
 
 export interface HandoffBenchOptions {
@@ -50,7 +50,6 @@ async function runLevel(cluster: LocalCluster, clients: number, durationMs: numb
   // Warm-up: every client once, so sessions of the RSM client and callback endpoints exist.
   for (const client of locks) await client.withLock(name, () => undefined, { timeoutMs: ACQUIRE_TIMEOUT_MS });
   const before = await executedOf(cluster);
-  const batchesBefore = await primaryBatchesOf(cluster);
   const cpuBefore = await replicasCpuMs(cluster);
   const started = performance.now();
   // With several callers per client, a client's callers share its cache: a grant from one to the
@@ -78,13 +77,12 @@ async function runLevel(cluster: LocalCluster, clients: number, durationMs: numb
   await Promise.all(workers);
   const elapsedMs = performance.now() - started;
   const after = await executedOf(cluster);
-  const batchesAfter = await primaryBatchesOf(cluster);
   const cpuAfter = await replicasCpuMs(cluster);
   await Promise.all(locks.map((client) => client.close()));
-  const requests = before !== undefined && after !== undefined && before.vid === after.vid ? after.seqno - before.seqno : undefined;
   const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
   const sameView = before !== undefined && after !== undefined && before.vid === after.vid;
-  const rounds = sameView && batchesBefore !== undefined && batchesAfter !== undefined ? (batchesAfter - batchesBefore) >>> 0 : undefined;
+  const requests = sameView ? after.seqno - before.seqno : undefined;
+  const rounds = sameView && before.batches !== undefined && after.batches !== undefined ? (after.batches - before.batches) >>> 0 : undefined;
   return { clients, callersPerClient, handoffs, grants, requests, rounds, cpuMs, elapsedMs, errors };
 }
 

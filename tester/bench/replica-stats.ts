@@ -1,6 +1,6 @@
 /**
  * What the benchmarks read of the replica processes they started: CPU time from /proc, and the
- * primary's last executed viewstamp from the replicas' status. Shared by (b), (d), (f) and (g).
+ * last executed viewstamp and the primary's batch count from the replicas' status. Shared by (b), (d), (f) and (g).
  */
 import fsp from 'node:fs/promises';
 import type { LocalCluster } from '../cluster.js';
@@ -41,20 +41,15 @@ export async function replicasCpuMs(cluster: LocalCluster): Promise<number | und
 }
 
 /**
- * Batches (replication rounds) the primary has executed since it started, or undefined. The
- * primary is the replica that every answering replica names; its own status carries the count.
+ * The last executed viewstamp (vid and seqno) of the first replica that answers, and the batches
+ * (replication rounds) executed since it started by the primary it names (undefined if unknown),
+ * from one status query; undefined if no replica answers.
  */
-export async function primaryBatchesOf(cluster: LocalCluster): Promise<number | undefined> {
+export async function executedOf(cluster: LocalCluster): Promise<{ vid: string; seqno: number; batches: number | undefined } | undefined> {
   const statuses = (await cluster.status()).filter((s) => s.state === 'up');
-  const primary = statuses.find((s) => s.primary !== undefined && s.primary !== '')?.primary;
-  if (primary === undefined) return undefined;
-  return statuses.find((s) => s.replica.id === primary)?.batches;
-}
-
-/** The primary's last executed viewstamp (vid and seqno), from the first replica that answers, or undefined. */
-export async function executedOf(cluster: LocalCluster): Promise<{ vid: string; seqno: number } | undefined> {
-  const vs = (await cluster.status()).find((s) => s.state === 'up' && s.lastViewstamp !== undefined)?.lastViewstamp;
-  if (vs === undefined) return undefined;
-  const [vid, seqno] = vs.split('.');
-  return { vid: vid!, seqno: Number(seqno) };
+  const first = statuses.find((s) => s.lastViewstamp !== undefined);
+  if (first?.lastViewstamp === undefined) return undefined;
+  const [vid, seqno] = first.lastViewstamp.split('.');
+  const batches = statuses.find((s) => s.replica.id === first.primary)?.batches;
+  return { vid: vid!, seqno: Number(seqno), batches };
 }
