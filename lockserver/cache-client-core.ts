@@ -26,7 +26,9 @@
  *    that arrive meanwhile wait and acquire it again afterwards. When some do, the release (an
  *    untracked orphan) and the new attempt are sent together, release first, rather than the
  *    attempt after the release's reply: the remote waiters still go first, and the hand-off to
- *    the next holder costs one replication round instead of two. One exception: when an acquire
+ *    the next holder costs one replication round instead of two. A caller that arrives after the
+ *    release went out is treated alike: the release in flight becomes the orphan and the attempt
+ *    follows it at once. One exception: when an acquire
  *    is answered IOERR (the server is out of room, and the locks we cache count against its
  *    bounds), every cached lock no local caller uses goes back too, and if any did, the attempt
  *    is renewed at once, behind those releases.
@@ -504,9 +506,13 @@ export class CachingLockClientCore<Token> {
           this.grantNext(lid, lock, actions);
         }
         break;
+      case 'releasing':
+        // A caller came while the hold is on its way back: ask again now, right behind the
+        // release, instead of after its reply (rule 3's hand-back, one replication round).
+        if (lock.waiters.length > 0 && !this.closed) this.giveBackAndAskAgain(lid, lock, actions);
+        break;
       case 'acquiring':
       case 'locked':
-      case 'releasing':
         break; // waits for a reply, a callback, a timer or the local holder
       default:
         assertNever(lock.state);
@@ -518,14 +524,18 @@ export class CachingLockClientCore<Token> {
    * Rule 3's hand-back when local callers still want the lock: the release and a new attempt go
    * out together, so the primary can order both in one replication round, and the next holder's
    * own release need not wait behind a round of ours. The release is an orphan (its outcome is
-   * not needed): the hold is gone either way. If it is lost, the acquire finds us still holding
-   * under the old xid and moves the hold to the new one (OK), and the next revoke brings it back:
-   * no lock is held twice and none is left held.
+   * not needed): the hold is gone either way. From `releasing` (a caller came once the release
+   * was out) the release in flight becomes that orphan: its reply or failure no longer matches
+   * the state and is ignored. If the release is lost, the acquire finds us still holding under
+   * the old xid and moves the hold to the new one (OK), a late copy of the release then frees
+   * nothing, and the next revoke brings the hold back: no lock is held twice and none is left held.
    */
   private giveBackAndAskAgain(lid: string, lock: CachedLock<Token>, actions: Array<ClientAction<Token>>): void {
-    actions.push({ type: 'sendRelease', lid, xid: lock.xid, orphan: true });
+    if (!(lock.state === 'releasing' && lock.outstanding)) actions.push({ type: 'sendRelease', lid, xid: lock.xid, orphan: true });
     lock.state = 'none';
     lock.xid = 0;
+    lock.outstanding = false;
+    lock.resend = false;
     lock.fencingToken = 0;
     lock.revoked = false;
     this.startAttempt(lid, lock, actions);

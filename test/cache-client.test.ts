@@ -60,6 +60,36 @@ t.test('the release of a lock given back to ask again is lost: the new attempt f
   core.invariants();
 });
 
+t.test('a caller that comes once the release is out asks again at once, right behind it', async (t) => {
+  const core = new CachingLockClientCore<string>();
+  core.localAcquire('1', 'w1');
+  core.acquireReplied('1', 1, OK, 5);
+  core.revoke('1', 1);
+  t.same(core.localRelease('1'), [{ type: 'sendRelease', lid: '1', xid: 1 }], 'nobody local waits: an ordinary release');
+  t.same(core.localAcquire('1', 'w2'), [{ type: 'sendAcquire', lid: '1', xid: 2 }], 'the attempt follows the release in flight, without a second release');
+  t.equal(core.stateOf('1'), 'acquiring');
+  core.invariants();
+  t.same(core.releaseReplied('1', 1, OK), [], 'the release became an orphan: its reply is ignored');
+  t.same(core.releaseFailed('1', 1), [], '...and so is a failure of it');
+  t.same(core.acquireReplied('1', 2, RETRY), [{ type: 'startRetryTimer', lid: '1' }], 'queued behind the remote waiter');
+  t.same(core.granted('1', 2, 9), [{ type: 'grantLocal', lid: '1', token: 'w2', fencingToken: 9 }]);
+  t.same(core.retryTimerFired('1'), [], 'the RETRY timer finds the lock held');
+  core.invariants();
+
+  // The release failed and waits for its resend: it goes out again now, as an orphan, ahead of the attempt.
+  core.revoke('1', 2);
+  t.same(core.localRelease('1'), [{ type: 'sendRelease', lid: '1', xid: 2 }]);
+  t.same(core.releaseFailed('1', 2), [{ type: 'startRetryTimer', lid: '1' }]);
+  t.same(core.localAcquire('1', 'w3'), [
+    { type: 'sendRelease', lid: '1', xid: 2, orphan: true },
+    { type: 'sendAcquire', lid: '1', xid: 3 },
+  ]);
+  core.invariants();
+  t.same(core.retryTimerFired('1'), [], 'the release timer finds the attempt in flight: nothing to resend');
+  t.same(core.acquireReplied('1', 3, OK, 11), [{ type: 'grantLocal', lid: '1', token: 'w3', fencingToken: 11 }]);
+  core.invariants();
+});
+
 t.test('a grant notice is the lock: no second acquire; late replies, repeats and stale grants change nothing', async (t) => {
   const core = new CachingLockClientCore<string>();
   core.localAcquire('1', 'w1');
@@ -203,6 +233,8 @@ class CoreChecker {
   readonly holders = new Map<string, string>();
   readonly waiting = new Map<string, string>(); // token → lid
   readonly outstanding: Outstanding[] = [];
+  /** Releases still in flight that a new attempt turned into orphans: their outcome must change nothing. */
+  readonly orphaned: Outstanding[] = [];
   readonly timers: string[] = [];
   readonly revoked = new Set<string>(); // `${lid}/${xid}` revoked by the server
   readonly serverGranted = new Map<string, number>(); // lid → xid of the last OK for it
@@ -211,12 +243,19 @@ class CoreChecker {
   closed = false;
   grants = 0;
   releases = 0;
+  releasesOrphaned = 0;
 
   /** `shedding`: the actions answer an IOERR, after which unused cached locks may go back. */
   apply(actions: readonly Action[], shedding = false): void {
     for (const a of actions) {
       switch (a.type) {
         case 'sendAcquire': {
+          // A tracked release in flight becomes an orphan when the attempt goes right behind it.
+          const behind = this.outstanding.findIndex((o) => o.lid === a.lid && o.kind === 'release');
+          if (behind >= 0) {
+            this.orphaned.push(...this.outstanding.splice(behind, 1));
+            this.releasesOrphaned++;
+          }
           if (this.outstanding.some((o) => o.lid === a.lid)) throw new Error(`second outstanding RPC for ${a.lid}`);
           const resend = this.failedAcquires.delete(`${a.lid}/${a.xid}`);
           if (!resend && a.xid <= this.maxXid) throw new Error(`acquire ${a.lid} reuses xid ${a.xid}`);
@@ -266,6 +305,7 @@ t.test('the client core keeps its rules against arbitrary server behaviour (fast
   const statuses = [OK, OK, OK, RETRY, IOERR, RPCERR, NOENT];
   let totalGrants = 0;
   let totalReleases = 0;
+  let totalOrphaned = 0;
   fc.assert(
     fc.property(
       fc.array(fc.record({ pick: fc.nat(99), arg: fc.nat(1000), arg2: fc.nat(1000) }), { minLength: 50, maxLength: 300 }),
@@ -292,6 +332,11 @@ t.test('the client core keeps its rules against arbitrary server behaviour (fast
             const token = tokens[arg % tokens.length]!;
             if (!core.localAbandon(c.waiting.get(token)!, token)) throw new Error('a waiting token was not queued');
             c.waiting.delete(token);
+          } else if (pick < 40 && c.orphaned.length > 0) {
+            // The outcome of a release that became an orphan: ignored.
+            const o = c.orphaned.splice(arg % c.orphaned.length, 1)[0]!;
+            const outcome = arg2 % 5 === 0 ? core.releaseFailed(o.lid, o.xid) : core.releaseReplied(o.lid, o.xid, statuses[arg2 % statuses.length]!);
+            if (outcome.length > 0) throw new Error(`the outcome of orphaned release ${o.lid}/${o.xid} acted: ${JSON.stringify(outcome)}`);
           } else if (pick < 60) {
             if (c.outstanding.length === 0) continue;
             const o = c.outstanding.splice(arg % c.outstanding.length, 1)[0]!;
@@ -336,11 +381,13 @@ t.test('the client core keeps its rules against arbitrary server behaviour (fast
         }
         totalGrants += c.grants;
         totalReleases += c.releases;
+        totalOrphaned += c.releasesOrphaned;
       },
     ),
     { numRuns: 1000 },
   );
   t.ok(totalGrants > 2000 && totalReleases > 1000, `grants ${totalGrants}, releases sent (orphans included) ${totalReleases}`);
+  t.ok(totalOrphaned > 20, `releases in flight turned orphan by the next attempt: ${totalOrphaned}`);
 });
 
 // ---------------------------------------------------------------------------------------------
