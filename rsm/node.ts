@@ -923,6 +923,9 @@ export class RsmNode {
       assert(this.pending.length === 0, 'resuming with a pending batch');
       if (this.primaryId !== this.me) {
         log('%s sync: resuming view %d after a restart (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
+        // The cluster has usually moved on while we were down (a view without us): ask the
+        // members now rather than at the next heartbeat round, so the rejoin starts at once.
+        void this.config.learnNewerView(this.timing.transferTimeoutMs).catch((error) => this.fatal(error));
         return true;
       }
       // A primary back from a restart first asks its view's members whether the cluster moved on
@@ -1039,7 +1042,7 @@ export class RsmNode {
     const mine = this.lastMyvs;
     const answers = await Promise.all(
       backups.map(async (backup) => {
-        for (;;) {
+        for (let attempt = 0; ; attempt++) {
           if (this.viewGone(vid)) return undefined;
           // resendOnOldServer: a backup that restarted since we last called it answers its first
           // call RPC_OLDSRV; asking its new instance at once saves a transferRetryMs pause on
@@ -1070,7 +1073,7 @@ export class RsmNode {
             return { from: backup, answer };
           }
           log('%s sync: collecting from %s: %s', this.me, backup, reply.ok ? `status ${reply.status}` : reply.error.code);
-          if (!(await this.pause(this.timing.transferRetryMs))) return undefined;
+          if (!(await this.transferPause(attempt))) return undefined;
         }
       }),
     );
@@ -1091,7 +1094,7 @@ export class RsmNode {
     const primary = this.primaryId;
     for (;;) {
       if (!(await this.pullFromPrimary(primary, vid))) return false;
-      for (;;) {
+      for (let attempt = 0; ; attempt++) {
         if (this.viewGone(vid)) return false;
         const reply = await this.rpc.call(
           this.addressOf(primary),
@@ -1105,7 +1108,7 @@ export class RsmNode {
           return true;
         }
         log('%s sync: transferdonereq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
-        if (!(await this.pause(this.timing.transferRetryMs))) return false;
+        if (!(await this.transferPause(attempt))) return false;
         if (reply.ok) break; // BUSY: pull again
       }
     }
@@ -1113,7 +1116,7 @@ export class RsmNode {
 
   /** transferreq to the primary until it answers OK and its state is ours (durably); false if the view is gone. */
   private async pullFromPrimary(primary: string, vid: number): Promise<boolean> {
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       if (this.viewGone(vid)) return false;
       const last = this.lastMyvs;
       const reply = await this.rpc.call(
@@ -1130,7 +1133,7 @@ export class RsmNode {
       if (!reply.ok || reply.status !== RsmStatus.OK) {
         log('%s sync: transferreq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
       }
-      if (!(await this.pause(this.timing.transferRetryMs))) return false;
+      if (!(await this.transferPause(attempt))) return false;
     }
   }
 
@@ -1280,6 +1283,16 @@ export class RsmNode {
   }
 
   /** Sleeps on the node's clock; resolves false if the node stopped meanwhile. */
+  /**
+   * The wait before transfer step `attempt` + 1 (0 after the first try): an eighth of
+   * transferRetryMs, doubling up to all of it. A BUSY usually means the other side is one message
+   * behind (it has not committed the view yet, or is still collecting), so the first retries come
+   * soon; a long synchronisation is still asked only every transferRetryMs.
+   */
+  private transferPause(attempt: number): Promise<boolean> {
+    return this.pause(Math.ceil(this.timing.transferRetryMs / 2 ** Math.max(0, 3 - attempt)));
+  }
+
   private async pause(ms: number): Promise<boolean> {
     try {
       await sleep(this.env.clock, ms, this.stopController.signal);

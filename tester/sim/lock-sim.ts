@@ -234,7 +234,8 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
     mkdirSync(historyDir, { recursive: true });
     sink = fileHistorySink(lockHistoryPath(historyDir, seed));
   }
-  const recorder = new HistoryRecorder(sink, () => BigInt(world.now()) * 1_000_000n);
+  // Virtual time is in (possibly fractional) milliseconds; the history records nanoseconds.
+  const recorder = new HistoryRecorder(sink, () => BigInt(Math.round(world.now() * 1_000_000)));
   recorder.comment(`rsm_sim --workload lock --seed ${seed}: ${describeLockParameters(seed, params)}`);
 
   problems.push(...(await bootstrap(cluster, ids)));
