@@ -1282,7 +1282,6 @@ export class RsmNode {
     return views;
   }
 
-  /** Sleeps on the node's clock; resolves false if the node stopped meanwhile. */
   /**
    * The wait before transfer step `attempt` + 1 (0 after the first try): an eighth of
    * transferRetryMs, doubling up to all of it. A BUSY usually means the other side is one message
@@ -1293,6 +1292,7 @@ export class RsmNode {
     return this.pause(Math.ceil(this.timing.transferRetryMs / 2 ** Math.max(0, 3 - attempt)));
   }
 
+  /** Sleeps on the node's clock; resolves false if the node stopped meanwhile. */
   private async pause(ms: number): Promise<boolean> {
     try {
       await sleep(this.env.clock, ms, this.stopController.signal);
