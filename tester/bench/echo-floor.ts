@@ -50,11 +50,7 @@ export async function measureFloor(clientCounts: readonly number[], durationMs: 
     ChildHandle.spawn(script, [String(primary), String(backupA), String(backupB)], path.join(dir, 'primary.log'), process.env),
   ];
   try {
-    const deadline = Date.now() + READY_LIMIT_MS;
-    while ((await Promise.all([primary, backupA, backupB].map(isPortFree))).some(Boolean)) {
-      if (Date.now() > deadline) throw new Error('the echo nodes did not start');
-      await sleep(realClock, 20);
-    }
+    await waitUntilListening(nodes, [backupA, backupB, primary]);
     // Unmeasured first, as (b) does, so both sides are measured on warmed-up processes (JIT).
     await runLevel(`127.0.0.1:${primary}`, Math.max(...clientCounts), durationMs);
     const levels: FloorLevel[] = [];
@@ -64,6 +60,27 @@ export async function measureFloor(clientCounts: readonly number[], durationMs: 
     for (const node of nodes) node.signal('SIGKILL');
     await Promise.all(nodes.map((node) => node.exited));
     await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Waits until each node listens on its port. A node that exits first, or a port still free after
+ * READY_LIMIT_MS, fails the floor with what the node wrote, so the cause is in the report.
+ */
+async function waitUntilListening(nodes: readonly ChildHandle[], ports: readonly number[]): Promise<void> {
+  const deadline = Date.now() + READY_LIMIT_MS;
+  for (;;) {
+    const free = await Promise.all(ports.map(isPortFree));
+    if (!free.some(Boolean)) return;
+    const exited = nodes.findIndex((node) => node.exitInfo !== undefined);
+    const late = Date.now() > deadline;
+    if (exited >= 0 || late) {
+      const node = nodes[exited >= 0 ? exited : free.indexOf(true)]!;
+      const output = await fsp.readFile(node.logFile, 'utf8').catch(() => '');
+      const what = exited >= 0 ? `exited (${JSON.stringify(node.exitInfo)})` : `is not listening after ${READY_LIMIT_MS} ms`;
+      throw new Error(`echo node ${node.command} ${what}; its output: ${output.trim().split('\n').slice(-5).join(' | ')}`);
+    }
+    await sleep(realClock, 20);
   }
 }
 
