@@ -41,8 +41,12 @@ import { RsmClientStatus, decodeInvokeReply, rsmClientProtocol, type InvokeReply
 
 const log = logger('rsm:client');
 
-/** First and longest retransmission interval of an invoke to the primary. */
-const INVOKE_RETRANSMIT_MS = 20;
+/**
+ * First and longest retransmission interval of an invoke to the primary: soon after the round
+ * trip of one batch (a lost request or reply costs its client the interval), doubling so a busy
+ * primary is not flooded. A duplicate of a request in progress is dropped there.
+ */
+const INVOKE_RETRANSMIT_MS = 8;
 const INVOKE_RETRANSMIT_MS_MAX = 160;
 
 export interface RsmClientOptions {
