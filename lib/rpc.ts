@@ -320,6 +320,8 @@ export class RpcEndpoint {
   private readonly clientsByDestination = new Map<string, RpcClient>();
   private runningHandlers = 0;
   private newRequests = 0;
+  /** Copies of requests already running or answered (retransmissions, network duplicates). */
+  private duplicateRequests = 0;
   private readonly newRequestsByProc = new Map<number, number>();
   private reachable = true;
   private closed = false;
@@ -396,12 +398,13 @@ export class RpcEndpoint {
   }
 
   /** Statistics for logs and tests. */
-  stats(): { clients: number; savedReplies: number; runningHandlers: number; newRequests: number } {
+  stats(): { clients: number; savedReplies: number; runningHandlers: number; newRequests: number; duplicateRequests: number } {
     return {
       clients: this.replies.clientCount,
       savedReplies: this.replies.entryCount,
       runningHandlers: this.runningHandlers,
       newRequests: this.newRequests,
+      duplicateRequests: this.duplicateRequests,
     };
   }
 
@@ -490,8 +493,10 @@ export class RpcEndpoint {
     const decision = this.replies.check(header.clientNonce, header.xid, header.xidRep);
     switch (decision) {
       case 'inprogress':
+        this.duplicateRequests++;
         return; // the original execution's reply will answer it
       case 'done':
+        this.duplicateRequests++;
         return this.endpoint.send(from, this.replies.savedReply(header.clientNonce, header.xid)!);
       case 'forgotten':
         return this.endpoint.send(from, encodeReply(header.xid, RpcStatus.FORGOTTEN, header.clientNonce));
