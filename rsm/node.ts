@@ -80,14 +80,19 @@ import { EmptyStateMachine, type ExecuteResult, type StateMachine } from './stat
 const log = logger('rsm');
 
 /**
- * First and longest retransmission interval of an invokebatch (see replicateBatch). A backup
- * acknowledges after one synced write (under a millisecond on loopback, a few under load), and an
- * in-order pipeline stalls behind any lost batch, so the first resend comes after 5 ms: under
- * RPC_LOSSY=5 that doubled the 32-client throughput of bench (b) against 15 ms, and a duplicate of
- * a batch the backup is still writing is dropped there (at-most-once), so lossless runs did not move.
+ * Retransmission of an invokebatch (see replicate). A backup acknowledges after one synced write
+ * (under a millisecond on loopback, more on a slow disk), and the in-order pipeline stalls behind
+ * any lost batch, so the first resend comes soon: RESEND_ACK_FACTOR times the backup's fastest
+ * recent acknowledgement (noteAck), at least INVOKE_RETRANSMIT_MS. On a fast disk that is 5 ms (under
+ * RPC_LOSSY=5 it doubled bench (b)'s 32-client throughput against a fixed 15 ms; lossless runs did
+ * not move), and a slow disk is not flooded with copies of batches it is still writing.
  */
 const INVOKE_RETRANSMIT_MS = 5;
 const INVOKE_RETRANSMIT_MS_MAX = 120;
+const RESEND_ACK_FACTOR = 3;
+/** Backups whose acknowledgement times are kept (more than any view has members), and how many of each. */
+const ACK_TIMES_MAX = 64;
+const ACK_SAMPLES = 16;
 /**
  * Batches the primary keeps stamped and not yet executed (and first rounds running) at once. Two
  * keep every replica's disk busy (one batch's fsync while the next is sent and queued behind it);
@@ -397,6 +402,8 @@ export class RsmNode {
   private pending: PendingBatch[] = [];
   /** First rounds running (firstRound), at most PIPELINE_DEPTH. */
   private readonly rounds = new Set<Promise<void>>();
+  /** The last ACK_SAMPLES times (ms) from sending an invokebatch to a backup to its OK, per backup (firstResendMs). */
+  private readonly ackMsOf = new Map<string, number[]>();
   /** Some pending batch lacked an acknowledgement after its first round: no stamping until a recovery round completes them all. */
   private stalled = false;
   /** A recovery round is queued in invokeQueue or running. */
@@ -1613,13 +1620,17 @@ export class RsmNode {
     if (backups.length === 0) return passHooks();
     const args = { entries: batch.entries.map(({ vs, timeMs, proc, request }) => ({ vs, timeMs, proc, req: request })) };
     // Every client of the batch waits on this call, so a lost or delayed message is retried soon
-    // (a backup answers in a few ms: one synced write), not after the endpoint's 50 ms.
-    const send = (backup: string) =>
-      this.rpc.call(this.addressOf(backup), rsmProtocol.invokebatch, args, {
+    // (a backup answers after one synced write), not after the endpoint's 50 ms.
+    const send = async (backup: string) => {
+      const sentAt = this.env.clock.now();
+      const reply = await this.rpc.call(this.addressOf(backup), rsmProtocol.invokebatch, args, {
         timeoutMs: this.timing.invokeTimeoutMs,
-        retransmitMs: INVOKE_RETRANSMIT_MS,
+        retransmitMs: this.firstResendMs(backup),
         retransmitMsMax: INVOKE_RETRANSMIT_MS_MAX,
       });
+      if (reply.ok && reply.status === RsmStatus.OK) this.noteAck(backup, this.env.clock.now() - sentAt);
+      return reply;
+    };
     await Promise.all(
       backups.map(async (backup) => {
         let reply = await send(backup);
@@ -1636,6 +1647,31 @@ export class RsmNode {
         log('%s invokebatch %s to %s failed: %s', this.me, describeBatch(batch), backup, reply.ok ? `status ${reply.status}` : reply.error.code);
       }),
     );
+  }
+
+  /** When to resend an invokebatch to `backup` first: a few of its recent fastest acknowledgements, bounded. */
+  private firstResendMs(backup: string): number {
+    const recent = this.ackMsOf.get(backup);
+    const fastest = recent === undefined || recent.length === 0 ? 0 : Math.min(...recent);
+    return Math.min(INVOKE_RETRANSMIT_MS_MAX, Math.max(INVOKE_RETRANSMIT_MS, Math.ceil(RESEND_ACK_FACTOR * fastest)));
+  }
+
+  /**
+   * Records one acknowledgement time of `backup`. The resend time follows the fastest of the last
+   * ACK_SAMPLES, not an average: under loss a sample also holds the resends it took, and an average
+   * would lengthen the interval, then the samples, then the interval again; a slow disk makes every
+   * sample slow, and the minimum with them.
+   */
+  private noteAck(backup: string, elapsedMs: number): void {
+    let recent = this.ackMsOf.get(backup);
+    if (recent === undefined) {
+      // Bounded: a node meets few members; should many come and go, the figures start over.
+      if (this.ackMsOf.size >= ACK_TIMES_MAX) this.ackMsOf.clear();
+      recent = [];
+      this.ackMsOf.set(backup, recent);
+    }
+    recent.push(Math.max(0, elapsedMs));
+    if (recent.length > ACK_SAMPLES) recent.shift();
   }
 
   /**
