@@ -5,6 +5,7 @@
  */
 import { doneEntries, parseLogLine } from '../../paxos/log-sink.js';
 import type { HistoryEntry } from '../../paxos/view.js';
+import type { SimCluster } from './cluster.js';
 
 /**
  * PaxosChecker: at most one value is ever decided per instance, and every node's decided
@@ -83,4 +84,25 @@ export class PaxosChecker {
   private violation(message: string): void {
     this.violations.push(`t=${this.now()}ms ${message}`);
   }
+}
+
+/**
+ * Whether node `id`'s text log holds exactly its durable history as `done` lines (undefined when
+ * the node is down). A commit takes the value into the history at once and writes its `done` line
+ * when the commit is durable, so the two are compared only once every Paxos write made so far is
+ * durable; should a new commit start before that (a view change still running), the comparison is
+ * made again, a few times. A line missing or extra for good still differs after every flush.
+ */
+export async function logMatchesHistory(cluster: SimCluster, id: string): Promise<boolean | undefined> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const node = cluster.node(id);
+    if (node === undefined) return undefined;
+    let matches: boolean | undefined;
+    void node.config.flushed().then(() => {
+      matches = JSON.stringify(doneEntries(cluster.slot(id).log.lines)) === JSON.stringify(node.config.history());
+    });
+    await cluster.runUntil(() => matches !== undefined || cluster.node(id) !== node, 5_000);
+    if (matches === true) return true;
+  }
+  return cluster.node(id) === undefined ? undefined : false;
 }

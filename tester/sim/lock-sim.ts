@@ -42,7 +42,6 @@ import { mkdirSync } from 'node:fs';
 import { RpcEndpoint } from '../../lib/rpc.js';
 import { SeededRandom } from '../../lib/random.js';
 import type { LinkFaults } from '../../lib/sim/network.js';
-import { doneEntries } from '../../paxos/log-sink.js';
 import { CachingLockClient } from '../../lockserver/cache-client.js';
 import { CachingLockServer } from '../../lockserver/cache-server.js';
 import { FileProc, FileStatus, FILE_STATUS_CODES, encodeAppendRequest } from '../../lockserver/file/file-protocol.js';
@@ -59,6 +58,7 @@ import { HISTORY_DIR_ENV, HistoryRecorder, fileHistorySink, type HistoryActor, t
 import { SimCluster, portIds } from './cluster.js';
 import { LockChecker, noticesOwed, type CheckedLockClient, type PrimaryView } from './lock-checkers.js';
 import { SessionClients, describeSessionClients, drawSessionClients } from './lock-sim-sessions.js';
+import { logMatchesHistory } from './checkers.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
 import type { RsmSimOptions, RsmSimOutcome, RsmSimResult, RsmSimStats } from './rsm-sim.js';
 import { RSM_SIM_TIMING, bootstrap, crashAllMoment, drawLinkFaults, drawStorageSyncMs, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
@@ -416,10 +416,7 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   // Final checks.
   cluster.checkHistories();
   for (const id of ids) {
-    const node = cluster.node(id);
-    if (node === undefined) continue;
-    const logged = doneEntries(cluster.slot(id).log.lines);
-    if (JSON.stringify(logged) !== JSON.stringify(node.config.history())) problems.push(`${id}: log done lines differ from the durable history`);
+    if ((await logMatchesHistory(cluster, id)) === false) problems.push(`${id}: log done lines differ from the durable history`);
   }
   problems.unshift(...cluster.invariantViolations, ...cluster.checker.violations, ...rsm.violations, ...lockChecker.violations);
   for (const { node, error } of cluster.fatalErrors) problems.push(`${node}: fatal ${String((error as Error)?.stack ?? error)}`);

@@ -31,7 +31,6 @@
 import { RpcEndpoint } from '../../lib/rpc.js';
 import { SeededRandom } from '../../lib/random.js';
 import type { LinkFaults } from '../../lib/sim/network.js';
-import { doneEntries } from '../../paxos/log-sink.js';
 import { RsmError } from '../../rsm/errors.js';
 import { RsmClient } from '../../rsm/client.js';
 import { KvClient, type KvResult } from '../../rsm/kv/kv-client.js';
@@ -40,6 +39,7 @@ import type { RsmNode } from '../../rsm/node.js';
 import { compareViewstamp, describeViewstamp } from '../../rsm/protocol.js';
 import { SimCluster, portIds } from './cluster.js';
 import { checkKvHistory, type KvOpKind, type KvOpRecord } from './kv-model.js';
+import { logMatchesHistory } from './checkers.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
 import { runLockSim } from './lock-sim.js';
 import type { CachingLockServer } from '../../lockserver/cache-server.js';
@@ -327,10 +327,7 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
   // Final checks.
   cluster.checkHistories();
   for (const id of ids) {
-    const node = cluster.node(id);
-    if (node === undefined) continue;
-    const logged = doneEntries(cluster.slot(id).log.lines);
-    if (JSON.stringify(logged) !== JSON.stringify(node.config.history())) problems.push(`${id}: log done lines differ from the durable history`);
+    if ((await logMatchesHistory(cluster, id)) === false) problems.push(`${id}: log done lines differ from the durable history`);
   }
   problems.unshift(...cluster.invariantViolations, ...cluster.checker.violations, ...rsm.violations);
   for (const { node, error } of cluster.fatalErrors) problems.push(`${node}: fatal ${String((error as Error)?.stack ?? error)}`);
