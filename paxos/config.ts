@@ -143,6 +143,8 @@ export class Config {
   private readonly store: PaxosStore;
   private readonly addressOf: (id: string) => string;
   private readonly onFatal: (error: unknown) => void;
+  /** The view value decoded last by members(), with its members (see there). */
+  private lastDecoded: { readonly value: string; readonly members: readonly string[] } | undefined;
   /** Heartbeat clients by member id; replaced after OLDSRV/FORGOTTEN, dropped for ex-members. */
   private readonly heartbeatClients = new Map<string, RpcClient>();
   /** Where the cluster id comes from (shared with the acceptor and the proposer). */
@@ -251,9 +253,14 @@ export class Config {
   members(vid: number = this.vid): string[] {
     const value = this.acceptor.value(vid);
     if (value === undefined) return [];
-    const members = decodeView(value);
-    assert(members !== undefined, `decided value of view ${vid} is not a view`);
-    return members;
+    // The RSM asks for the members of its view several times per replicated batch; a decided
+    // value never changes, so the last one decoded is kept (decoding showed in its profile).
+    if (this.lastDecoded?.value !== value) {
+      const members = decodeView(value);
+      assert(members !== undefined, `decided value of view ${vid} is not a view`);
+      this.lastDecoded = { value, members };
+    }
+    return [...this.lastDecoded.members];
   }
 
   isMember(node: string, vid: number = this.vid): boolean {
