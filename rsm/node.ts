@@ -642,9 +642,12 @@ export class RsmNode {
     return written;
   }
 
-  /** Writes the last synchronised view (sync; nothing waits for it). */
-  private persistSynced(): void {
-    void this.enqueueWrite([{ type: 'put', key: KEY_SYNCED, value: encodeSynced(this.syncedVid) }], true);
+  /**
+   * Writes the last synchronised view (sync). Resolves once it is durable, never rejects (a failed
+   * write is fatal already, in startWrite); only a primary waits for it (recoveryLoop).
+   */
+  private persistSynced(): Promise<void> {
+    return this.enqueueWrite([{ type: 'put', key: KEY_SYNCED, value: encodeSynced(this.syncedVid) }], true).catch(() => undefined);
   }
 
   /**
@@ -915,7 +918,17 @@ export class RsmNode {
       }
       this.myvs = nextExpected(vid, this.lastMyvs);
       this.syncedVid = vid;
-      this.persistSynced();
+      const recorded = this.persistSynced();
+      if (this.primaryId === this.me) {
+        // A primary stamps in the view only once its record of having synchronised it is durable.
+        // Its log write of a batch runs in parallel with the sends (group commit), so a crash can
+        // take both its unsynced writes while a backup holds the view's first batch; restarted
+        // without the record, it would take the backup's viewstamps in this view for forged
+        // (collectFromBackups) and give them to other requests.
+        await recorded;
+        if (this.stopped) return;
+        if (this.vidCommitted !== vid) continue;
+      }
       this.inViewChange = false;
       this.backupMoved.notify();
       log('%s recovery: view %d ready (primary %s, last %s)', this.me, vid, this.primaryId, describeViewstamp(this.lastMyvs));
