@@ -38,9 +38,19 @@ import { clusterCheck } from '../paxos/store.js';
 import { historyProblem, isValidNodeId, type HistoryEntry } from '../paxos/view.js';
 import { batchProblem, classifyBatch, isWellFormed, nextExpected, successor, type InvokeDecision } from './invoke-rule.js';
 import { PrimaryTracker, joinCandidates } from './membership.js';
+import {
+  PIPELINE_DEPTH,
+  Pipeline,
+  describeBatch,
+  firstOf,
+  invokeQueueRequestsMax,
+  isComplete,
+  lastOf,
+  type PendingBatch,
+  type WaitingRequest,
+} from './pipeline.js';
 import { chooseTransfer, fetchTransfer, transferProblem, type Transfer } from './state-transfer.js';
 import {
-  BATCH_BYTES_MAX,
   BATCH_REQUESTS_MAX,
   RsmClientStatus,
   RsmStatus,
@@ -93,13 +103,6 @@ const RESEND_ACK_FACTOR = 3;
 /** Backups whose acknowledgement times are kept (more than any view has members), and how many of each. */
 const ACK_TIMES_MAX = 64;
 const ACK_SAMPLES = 16;
-/**
- * Batches the primary keeps stamped and not yet executed (and first rounds running) at once. Two
- * keep every replica's disk busy (one batch's fsync while the next is sent and queued behind it);
- * more mostly split the same requests into smaller batches.
- */
-export const PIPELINE_DEPTH = 4;
-
 export interface RsmTiming extends ConfigTiming {
   /** Wait between join attempts (the lab: 5 s). */
   joinRetryMs: number;
@@ -208,25 +211,6 @@ class Wakeup {
   }
 }
 
-/**
- * A batch the primary stamped and has not executed yet, because some member does not hold it
- * durably yet (a backup has not acknowledged it, or our own log write is still running):
- * consecutive viewstamps of one view. It is the unit of replication: logged in one write, sent in
- * one invokebatch, executed whole.
- */
-interface PendingBatch {
-  readonly entries: readonly LogEntry[];
-  /** Backups that acknowledged it (or a batch after it: see acknowledge). */
-  readonly acked: Set<string>;
-  /** The clients waiting for its replies; empty once they were answered BUSY (a stall). */
-  waiters: WaitingRequest[];
-  /** Our own log write of it is durable. */
-  durableHere: boolean;
-  /** Settles when its first round has ended (every first send answered or given up). */
-  readonly settled: Promise<void>;
-  readonly settle: () => void;
-}
-
 /** Storage writes queued behind the running one, merged into one write (enqueueWrite). */
 interface QueuedWrite {
   readonly ops: StorageOp[];
@@ -234,13 +218,6 @@ interface QueuedWrite {
   readonly written: Promise<void>;
   /** Settles `written` with the outcome of the storage write that carried the group. */
   readonly settle: (outcome: Promise<void>) => void;
-}
-
-/** A client invoke waiting on the primary for the next batch (or in the batch being replicated). */
-interface WaitingRequest {
-  readonly proc: number;
-  readonly request: Uint8Array;
-  readonly answer: (reply: HandlerReply<Uint8Array>) => void;
 }
 
 /** A batch the primary stamped (for statistics: the simulator counts batch sizes). */
@@ -252,35 +229,6 @@ export interface RsmBatchEvent {
   readonly bytes: number;
   /** Batches this primary had stamped and not executed yet when it stamped this one (pipelining). */
   readonly behind: number;
-}
-
-/**
- * Client invokes admitted on the primary and not answered yet (waiting, or in a pending batch), at
- * most; and bytes of the waiting ones, at most (beyond either bound: BUSY, and the client backs
- * off). Memory stays bounded while the backups or the disk are slow. Each admitted invoke is a
- * running RPC handler, and the endpoint refuses every request (heartbeats, Paxos, replica traffic
- * included) beyond its maxConcurrentHandlers, so the requests bound is also at most half of
- * those (500 by default): the other half stays free for the protocol.
- */
-export const INVOKE_QUEUE_REQUESTS_MAX = 4096;
-export const INVOKE_QUEUE_BYTES_MAX = 32 * 1024 * 1024;
-
-/** The waiting queue's request bound for an endpoint (see INVOKE_QUEUE_REQUESTS_MAX). */
-export function invokeQueueRequestsMax(maxConcurrentHandlers: number): number {
-  return Math.max(1, Math.min(INVOKE_QUEUE_REQUESTS_MAX, Math.floor(maxConcurrentHandlers / 2)));
-}
-
-function firstOf(batch: PendingBatch): Viewstamp {
-  return batch.entries[0]!.vs;
-}
-
-function lastOf(batch: PendingBatch): Viewstamp {
-  return batch.entries[batch.entries.length - 1]!.vs;
-}
-
-function describeBatch(batch: PendingBatch): string {
-  const first = firstOf(batch);
-  return batch.entries.length === 1 ? describeViewstamp(first) : `${describeViewstamp(first)}..${lastOf(batch).seqno}`;
 }
 
 /**
@@ -326,6 +274,11 @@ class Listeners<E> {
 
 const EMPTY = new Uint8Array(0);
 const BUSY_REPLY: HandlerReply<Uint8Array> = { status: RsmClientStatus.BUSY, result: EMPTY };
+const NOTPRIMARY_REPLY: HandlerReply<Uint8Array> = { status: RsmClientStatus.NOTPRIMARY, result: EMPTY };
+
+function answerAll(requests: readonly WaitingRequest[], reply: HandlerReply<Uint8Array>): void {
+  for (const request of requests) request.answer(reply);
+}
 /**
  * How long a backup holds a batch that overtook the ones before it, and how many it holds at once
  * (beyond either: ERR, and the primary resends). The primary retransmits a lost batch within
@@ -389,23 +342,12 @@ export class RsmNode {
    * and a view change's drain.
    */
   private readonly invokeQueue = new SerialQueue();
-  /** Client invokes waiting for the next round, in arrival order (bounded: INVOKE_QUEUE_*_MAX). */
-  private waiting: WaitingRequest[] = [];
-  /** Request bytes in `waiting`. */
-  private waitingBytes = 0;
-  /** The bound on `waiting.length` (invokeQueueRequestsMax of our endpoint). */
-  private readonly waitingRequestsMax: number;
-  /**
-   * The primary's stamped but not yet executed batches, in viewstamp order, consecutive, at most
-   * PIPELINE_DEPTH (see pump).
-   */
-  private pending: PendingBatch[] = [];
-  /** First rounds running (firstRound), at most PIPELINE_DEPTH. */
-  private readonly rounds = new Set<Promise<void>>();
+  /** The primary's waiting requests and pending batches (rsm/pipeline.ts). */
+  private readonly pipeline: Pipeline;
+  /** First rounds running (firstRound), at most PIPELINE_DEPTH, by batch. */
+  private readonly rounds = new Map<PendingBatch, Promise<void>>();
   /** The last ACK_SAMPLES times (ms) from sending an invokebatch to a backup to its OK, per backup (firstResendMs). */
   private readonly ackMsOf = new Map<string, number[]>();
-  /** Some pending batch lacked an acknowledgement after its first round: no stamping until a recovery round completes them all. */
-  private stalled = false;
   /** A recovery round is queued in invokeQueue or running. */
   private recoveryQueued = false;
   /** Tasks that hold the pipeline quiesced (quiesce): no round starts meanwhile. */
@@ -489,7 +431,7 @@ export class RsmNode {
     this.onFatal = options.onFatal ?? ((error) => queueMicrotask(() => { throw error; }));
     this.timing = { ...defaultRsmTiming, ...options.timing };
     this.primaryId = options.master;
-    this.waitingRequestsMax = invokeQueueRequestsMax(this.rpc.options.maxConcurrentHandlers);
+    this.pipeline = new Pipeline(invokeQueueRequestsMax(this.rpc.options.maxConcurrentHandlers));
   }
 
   /** Restores the node (Paxos state from storage) and registers its handlers; `start()` runs it. */
@@ -851,8 +793,7 @@ export class RsmNode {
     this.pumpTimer?.cancel();
     this.pumpTimer = undefined;
     this.dropSnapshot();
-    this.answerWaiting(BUSY_REPLY);
-    for (const batch of this.pending) this.answerBatch(batch, () => BUSY_REPLY);
+    answerAll(this.pipeline.takeClients(), BUSY_REPLY);
     this.viewCommitted.notify();
     this.syncProgress.notify();
     this.backupMoved.notify();
@@ -946,7 +887,7 @@ export class RsmNode {
   protected async syncView(vid: number): Promise<boolean> {
     if (vid === this.resumeVid) {
       this.resumeVid = 0;
-      assert(this.pending.length === 0, 'resuming with a pending batch');
+      assert(this.pipeline.batches.length === 0, 'resuming with a pending batch');
       if (this.primaryId !== this.me) {
         log('%s sync: resuming view %d after a restart (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
         // The cluster has usually moved on while we were down (a view without us): ask the
@@ -975,15 +916,14 @@ export class RsmNode {
     // synchronisation then settles it (the newest state among the members wins).
     await this.invokeQueue.run(() => this.quiesce(() => undefined));
     if (this.viewGone(vid)) return false;
-    while (this.pending.length > 0) {
-      const batch = this.pending[0]!;
+    for (let batch = this.pipeline.takeHead(); batch !== undefined; batch = this.pipeline.takeHead()) {
       log('%s sync: executing the pending batch %s from my log', this.me, describeBatch(batch));
       this.answerBatch(batch, () => BUSY_REPLY);
       // Reported as a backup's execution: no client saw it acknowledged, and the view change may
       // still replace it (a checker counts only a primary's executions as committed).
-      this.executeHead('backup');
+      this.executeBatch(batch, 'backup');
     }
-    this.stalled = false;
+    this.pipeline.resume();
     this.pendingRetry?.cancel();
     this.pendingRetry = undefined;
     return this.primaryId === this.me ? this.syncWithBackups(vid) : this.syncWithPrimary(vid);
@@ -1345,28 +1285,27 @@ export class RsmNode {
 
   /**
    * Client invoke on the primary: BUSY in a view change, NOTPRIMARY unless primary, BUSY when the
-   * waiting queue is full; otherwise the request waits for a batch (pump stamps it when the
-   * pipeline has room), whose execution or stall answers it.
+   * pipeline does not admit it (its bounds); otherwise the request waits for a batch (pump stamps
+   * it when the pipeline has room), whose execution or stall answers it.
    */
   private clientInvoke(proc: number, request: Uint8Array): HandlerReply<Uint8Array> | Promise<HandlerReply<Uint8Array>> {
     if (this.stopped || this.inViewChange) return BUSY_REPLY;
-    if (this.primaryId !== this.me) return { status: RsmClientStatus.NOTPRIMARY, result: EMPTY };
-    if (this.unanswered() >= this.waitingRequestsMax || this.waitingBytes + request.length > INVOKE_QUEUE_BYTES_MAX) {
-      log('%s invoke: BUSY (%d requests unanswered, %d bytes waiting)', this.me, this.unanswered(), this.waitingBytes);
+    if (this.primaryId !== this.me) return NOTPRIMARY_REPLY;
+    let answer: (reply: HandlerReply<Uint8Array>) => void = () => undefined;
+    const replied = new Promise<HandlerReply<Uint8Array>>((resolve) => (answer = resolve));
+    if (!this.pipeline.admit({ proc, request: request.slice(), answer })) {
+      log('%s invoke: BUSY (%d requests unanswered, %d bytes waiting)', this.me, this.pipeline.unanswered(), this.pipeline.waitingBytes);
       return BUSY_REPLY;
     }
-    return new Promise((answer) => {
-      this.waiting.push({ proc, request: request.slice(), answer });
-      this.waitingBytes += request.length;
-      // An idle pipeline stamps once the rest of this read is delivered (a microtask): requests
-      // that came in one segment share a batch (a lock client's release and its next acquire,
-      // written together, then cost one round and one fsync per replica instead of two). A busy
-      // one stamps after the rest of this turn's input (a zero-delay timer runs after the pending
-      // I/O): requests that arrived together on many connections then share one batch instead
-      // of one small batch each, which costs CPU.
-      if (this.pending.length === 0) this.pumpAfterRead();
-      else this.pumpSoon();
-    });
+    // An idle pipeline stamps once the rest of this read is delivered (a microtask): requests
+    // that came in one segment share a batch (a lock client's release and its next acquire,
+    // written together, then cost one round and one fsync per replica instead of two). A busy
+    // one stamps after the rest of this turn's input (a zero-delay timer runs after the pending
+    // I/O): requests that arrived together on many connections then share one batch instead
+    // of one small batch each, which costs CPU.
+    if (this.pipeline.batches.length === 0) this.pumpAfterRead();
+    else this.pumpSoon();
+    return replied;
   }
 
   /**
@@ -1377,37 +1316,25 @@ export class RsmNode {
    * queued. While a task quiesces the pipeline, requests wait: it pumps when it is done.
    */
   private pump(): void {
-    if (this.waiting.length === 0 || this.stopped) return;
+    if (this.pipeline.waitingCount === 0 || this.stopped) return;
     if (this.inViewChange) return this.answerWaiting(BUSY_REPLY);
-    if (this.primaryId !== this.me) return this.answerWaiting({ status: RsmClientStatus.NOTPRIMARY, result: EMPTY });
-    if (this.stalled) {
+    if (this.primaryId !== this.me) return this.answerWaiting(NOTPRIMARY_REPLY);
+    if (this.pipeline.stalled) {
       this.answerWaiting(BUSY_REPLY);
       return this.queueRecovery();
     }
     if (this.quiescing > 0) return;
     assert(this.myvs.vid === this.vidCommitted, `primary of view ${this.vidCommitted} stamping in view ${this.myvs.vid}`);
-    while (this.waiting.length > 0 && this.pending.length < PIPELINE_DEPTH && this.rounds.size < PIPELINE_DEPTH) {
+    while (this.pipeline.canStamp && this.rounds.size < PIPELINE_DEPTH) {
       const batch = this.stampBatch();
-      this.pending.push(batch);
       const round: Promise<void> = this.firstRound(batch)
         .catch((error: unknown) => this.fatal(error))
         .finally(() => {
-          this.rounds.delete(round);
-          batch.settle();
+          this.rounds.delete(batch);
           this.pump();
         });
-      this.rounds.add(round);
+      this.rounds.set(batch, round);
     }
-  }
-
-  /**
-   * Client invokes admitted and not answered yet: waiting, or in a pending batch. Each holds an
-   * RPC handler, so admission bounds them together (waitingRequestsMax), not the queue alone.
-   */
-  private unanswered(): number {
-    let count = this.waiting.length;
-    for (const batch of this.pending) count += batch.waiters.length;
-    return count;
   }
 
   private countBatch(): void {
@@ -1435,10 +1362,7 @@ export class RsmNode {
 
   /** Answers every waiting client invoke with `reply` (a view change, a stall, a stop). */
   private answerWaiting(reply: HandlerReply<Uint8Array>): void {
-    const waiting = this.waiting;
-    this.waiting = [];
-    this.waitingBytes = 0;
-    for (const request of waiting) request.answer(reply);
+    answerAll(this.pipeline.takeWaiting(), reply);
   }
 
   /**
@@ -1462,23 +1386,14 @@ export class RsmNode {
     const replicated = this.replicate(batch, true);
     const written = this.appendLog(batch.entries).then(
       () => {
-        batch.durableHere = true;
+        this.pipeline.markDurable(batch);
         this.advance();
       },
       () => undefined, // fatal already (startWrite)
     );
     await Promise.all([written, replicated]);
     if (this.stopped) return this.answerBatch(batch, () => BUSY_REPLY);
-    if (this.pending.includes(batch) && !this.isComplete(batch)) this.stall(`${describeBatch(batch)} lacks an acknowledgement`);
-  }
-
-  /** Every member of its view holds the batch durably: our log and every backup's acknowledgement. */
-  private isComplete(batch: PendingBatch): boolean {
-    return batch.durableHere && this.backupsOf(batch).every((backup) => batch.acked.has(backup));
-  }
-
-  private backupsOf(batch: PendingBatch): string[] {
-    return this.config.members(firstOf(batch).vid).filter((member) => member !== this.me);
+    if (this.pipeline.includes(batch) && !isComplete(batch)) this.stall(`${describeBatch(batch)} lacks an acknowledgement`);
   }
 
   /**
@@ -1489,13 +1404,17 @@ export class RsmNode {
    */
   private advance(): void {
     let executed = false;
-    while (!this.stopped && this.pending.length > 0 && this.isComplete(this.pending[0]!)) {
-      const batch = this.pending[0]!;
-      const results = this.executeHead();
+    for (let batch = this.nextCommitted(); batch !== undefined; batch = this.nextCommitted()) {
+      const results = this.executeBatch(batch, 'primary');
       this.answerBatch(batch, (i) => ({ status: RsmClientStatus.OK, result: encodeInvokeReply(results[i]!) }));
       executed = true;
     }
     if (executed) this.pump();
+  }
+
+  /** The committed head batch, taken off the pipeline to execute (none once stopped). */
+  private nextCommitted(): PendingBatch | undefined {
+    return this.stopped ? undefined : this.pipeline.takeCommitted();
   }
 
   /**
@@ -1504,10 +1423,8 @@ export class RsmNode {
    * recovery round. The pipeline never runs past a gap, so replicas never diverge inside a view.
    */
   private stall(why: string): void {
-    if (!this.stalled) log('%s pipeline stalled: %s', this.me, why);
-    this.stalled = true;
-    for (const batch of this.pending) this.answerBatch(batch, () => BUSY_REPLY);
-    this.answerWaiting(BUSY_REPLY);
+    if (!this.pipeline.stalled) log('%s pipeline stalled: %s', this.me, why);
+    answerAll(this.pipeline.stall(), BUSY_REPLY);
     this.queueRecovery();
   }
 
@@ -1537,15 +1454,15 @@ export class RsmNode {
    * settles the pending batches.
    */
   private async recover(): Promise<void> {
-    if (this.stopped || !this.stalled || this.inViewChange) return;
+    if (this.stopped || !this.pipeline.stalled || this.inViewChange) return;
     const unreachable = new Set<string>();
-    for (const batch of [...this.pending]) {
+    for (const batch of [...this.pipeline.batches]) {
       await this.replicate(batch, false, unreachable);
       if (this.stopped || this.inViewChange) return;
     }
     this.advance();
-    if (this.pending.length === 0) {
-      this.stalled = false;
+    if (this.pipeline.batches.length === 0) {
+      this.pipeline.resume();
       log('%s pipeline: every pending batch executed, running again', this.me);
       return;
     }
@@ -1561,7 +1478,7 @@ export class RsmNode {
   private async quiesce<T>(task: () => T | Promise<T>): Promise<T> {
     this.quiescing++;
     try {
-      while (this.rounds.size > 0) await Promise.all([...this.rounds]);
+      while (this.rounds.size > 0) await Promise.all([...this.rounds.values()]);
       return await task();
     } finally {
       this.quiescing--;
@@ -1569,36 +1486,22 @@ export class RsmNode {
     }
   }
 
-  /** Takes the next batch off the waiting queue and stamps it (pump). */
+  /** Stamps the next batch of waiting requests at myvs and moves myvs past it (pump). */
   private stampBatch(): PendingBatch {
-    const waiters: WaitingRequest[] = [];
+    const first = this.myvs;
+    const backups = this.config.members(first.vid).filter((member) => member !== this.me);
+    const batch = this.pipeline.stamp(first, this.stampTime(), backups);
+    this.myvs = successor(lastOf(batch));
     let bytes = 0;
-    for (const request of this.waiting) {
-      if (waiters.length >= BATCH_REQUESTS_MAX) break;
-      if (waiters.length > 0 && bytes + request.request.length > BATCH_BYTES_MAX) break;
-      waiters.push(request);
-      bytes += request.request.length;
-    }
-    this.waiting = this.waiting.slice(waiters.length);
-    this.waitingBytes -= bytes;
-    const timeMs = this.stampTime();
-    const entries: LogEntry[] = [];
-    for (const request of waiters) {
-      entries.push({ vs: this.myvs, timeMs, proc: request.proc, request: request.request });
-      this.myvs = successor(this.myvs);
-    }
-    let settle = (): void => undefined;
-    const settled = new Promise<void>((resolve) => (settle = resolve));
-    const batch: PendingBatch = { entries, acked: new Set(), waiters, durableHere: false, settled, settle };
-    this.batchListeners.emit({ first: firstOf(batch), size: entries.length, bytes, behind: this.pending.length }, (e) => this.fatal(e));
+    for (const entry of batch.entries) bytes += entry.request.length;
+    const behind = this.pipeline.batches.length - 1;
+    this.batchListeners.emit({ first, size: batch.entries.length, bytes, behind }, (e) => this.fatal(e));
     return batch;
   }
 
   /** Answers the clients of `batch` (once: a later round that completes it answers nobody). */
   private answerBatch(batch: PendingBatch, replyOf: (index: number) => HandlerReply<Uint8Array>): void {
-    const waiters = batch.waiters;
-    batch.waiters = [];
-    waiters.forEach((request, i) => request.answer(replyOf(i)));
+    this.pipeline.takeWaiters(batch).forEach((request, i) => request.answer(replyOf(i)));
   }
 
   /**
@@ -1607,22 +1510,23 @@ export class RsmNode {
    * change) and replicas do not stay batches apart.
    */
   private schedulePendingRetry(): void {
-    if (this.pendingRetry !== undefined || this.stopped || !this.stalled) return;
+    if (this.pendingRetry !== undefined || this.stopped || !this.pipeline.stalled) return;
     this.pendingRetry = this.env.clock.setTimer(this.timing.syncRetryMs, () => {
       this.pendingRetry = undefined;
-      if (this.stalled) this.queueRecovery();
+      if (this.pipeline.stalled) this.queueRecovery();
     });
   }
 
   /**
    * Sends `batch` to every backup of its view that has not acknowledged it (and is not in
    * `unreachable`), in parallel, one invokebatch each. An acknowledgement counts for the batches
-   * before it too (acknowledge). In a first round, a backup's ERR may mean the batch overtook the
-   * one before it (a retransmission reordered them): once that one is acknowledged by the backup,
-   * the batch is sent once more. A backup that did not answer is added to `unreachable`.
+   * before it too (Pipeline.acknowledge). In a first round, a backup's ERR may mean the batch
+   * overtook the one before it (a retransmission reordered them): once that one's first round has
+   * ended with the backup's acknowledgement, the batch is sent once more. A backup that did not
+   * answer is added to `unreachable`.
    */
   private async replicate(batch: PendingBatch, firstTime: boolean, unreachable?: Set<string>): Promise<void> {
-    const backups = this.backupsOf(batch).filter((member) => !batch.acked.has(member) && !(unreachable?.has(member) ?? false));
+    const backups = batch.backups.filter((member) => !batch.acked.has(member) && !(unreachable?.has(member) ?? false));
     let hooksPassed = !firstTime;
     const passHooks = (): void => {
       if (hooksPassed) return;
@@ -1644,15 +1548,16 @@ export class RsmNode {
       if (reply.ok && reply.status === RsmStatus.OK) this.noteAck(backup, this.env.clock.now() - sentAt);
       return reply;
     };
+    const stillLacks = (backup: string): boolean => !this.stopped && this.pipeline.includes(batch) && !batch.acked.has(backup);
     await Promise.all(
       backups.map(async (backup) => {
         let reply = await send(backup);
         passHooks();
-        if (firstTime && reply.ok && reply.status !== RsmStatus.OK && this.pending.includes(batch) && !batch.acked.has(backup)) {
-          const previous = this.pending[this.pending.indexOf(batch) - 1];
-          if (previous !== undefined && !previous.acked.has(backup)) await previous.settled;
-          const caughtUp = previous === undefined || !this.pending.includes(previous) || previous.acked.has(backup);
-          if (caughtUp && !this.stopped && this.pending.includes(batch) && !batch.acked.has(backup)) reply = await send(backup);
+        if (firstTime && reply.ok && reply.status !== RsmStatus.OK && stillLacks(backup)) {
+          const previous = this.pipeline.before(batch);
+          if (previous !== undefined && !previous.acked.has(backup)) await this.rounds.get(previous);
+          const caughtUp = previous === undefined || !this.pipeline.includes(previous) || previous.acked.has(backup);
+          if (caughtUp && stillLacks(backup)) reply = await send(backup);
         }
         if (reply.ok && reply.status === RsmStatus.OK) return this.acknowledge(batch, backup);
         if (batch.acked.has(backup)) return; // a later batch's acknowledgement covered it
@@ -1687,30 +1592,24 @@ export class RsmNode {
     if (recent.length > ACK_SAMPLES) recent.shift();
   }
 
-  /**
-   * `backup` acknowledged `batch`: it holds the batch durably, and with it every batch before it
-   * (a backup executes only the batch that follows its last, and acknowledges it once its log
-   * write, queued after the earlier ones, is durable). Then execute what is now committed.
-   */
+  /** `backup` acknowledged `batch` (and with it every batch before it): execute what is now committed. */
   private acknowledge(batch: PendingBatch, backup: string): void {
-    const index = this.pending.indexOf(batch);
-    for (let i = 0; i <= index; i++) this.pending[i]!.acked.add(backup);
+    this.pipeline.acknowledge(batch, backup);
     this.advance();
   }
 
   /**
-   * Executes the batch at the head of the pipeline here, in viewstamp order (every member holds
-   * it, or a view change settles it); its last request becomes the last executed. Resolves the
-   * results in batch order.
+   * Executes `batch`, taken off the head of the pipeline, here in viewstamp order (every member
+   * holds it, or a view change settles it); its last request becomes the last executed. Returns
+   * the results in batch order.
    */
-  private executeHead(role: 'primary' | 'backup' = 'primary'): ExecuteResult[] {
-    const batch = this.pending.shift();
-    assert(batch !== undefined, 'executeHead without a pending batch');
+  private executeBatch(batch: PendingBatch, role: 'primary' | 'backup'): ExecuteResult[] {
     const first = firstOf(batch);
-    assert(compareViewstamp(first, nextExpected(first.vid, this.lastMyvs)) === 0, `primary executing ${describeBatch(batch)} after ${describeViewstamp(this.lastMyvs)}`);
+    assert(compareViewstamp(first, nextExpected(first.vid, this.lastMyvs)) === 0, `${role} executing ${describeBatch(batch)} after ${describeViewstamp(this.lastMyvs)}`);
     this.countBatch();
     return batch.entries.map((entry) => this.execute(entry, role));
   }
+
   /** The primary's time for the batch it stamps now: whole ms, never running backwards. */
   private stampTime(): number {
     const now = Math.max(0, Math.floor(this.env.clock.now()));
@@ -1871,9 +1770,9 @@ export class RsmNode {
         if (synchronising) this.pulledBy.set(src, this.lastMyvs);
         // Installing our state drops whatever the backup holds beyond it, our pending batches
         // included: it must get them again before we may execute them.
-        if (differs) for (const batch of this.pending) batch.acked.delete(src);
+        if (differs) this.pipeline.forget(src);
         const result = this.transferFor(last, false);
-        if (differs && this.pending.length > 0) this.stall(`${src} installs our state`);
+        if (differs && this.pipeline.batches.length > 0) this.stall(`${src} installs our state`);
         return { status: RsmStatus.OK, result };
       }));
     }
@@ -2040,32 +1939,24 @@ export class RsmNode {
    * one's last entry. Hence lastMyvs < myvs. Only the primary has pending batches while serving
    * (an old view's are executed by syncView before the view change can end).
    *
-   * The pending batches (at most PIPELINE_DEPTH, as many first rounds running: pump stops at
-   * either; they may outlive their view until syncView executes them)
-   * - each well formed as a backup would check it (batchProblem: 1..BATCH_REQUESTS_MAX consecutive
-   *   viewstamps of one view, the byte bound), one stamped time ≤ lastStampMs;
-   * - the first follows lastMyvs without a gap, each the one before it, and myvs is the successor
-   *   of the last: they were stamped from myvs in turn, and only executeHead (the head, in order)
-   *   moves lastMyvs meanwhile (installs happen only after syncView executed them; a backup's
-   *   execution is refused to a primary and in a view change);
-   * - all of one view ≤ vidCommitted, of vidCommitted while serving as primary;
-   * - acked holds backups of their view only (replicate adds only those), and a backup in one
-   *   batch's acked is in every earlier one's (acknowledge adds it to the prefix; a transfer
-   *   strikes it from all); waiters are all its clients or none (answerBatch answers them all);
+   * The pipeline (Pipeline.invariants, given lastMyvs and myvs: its batches follow lastMyvs without
+   * a gap and myvs follows them, since they were stamped from myvs in turn and only their
+   * execution, head first, moves lastMyvs meanwhile; installs happen only after syncView executed
+   * them, and a backup's execution is refused to a primary and in a view change). Beyond its own
+   * rules, seen from the node:
+   * - first rounds running at most PIPELINE_DEPTH (pump stops there);
+   * - every pending batch stamped at a time ≤ lastStampMs, of a view ≤ vidCommitted (of
+   *   vidCommitted while serving), its backups the other members of that view;
    * - the head is not complete while running: advance runs after every acknowledgement and at
    *   the end of every own write, and executes complete heads at once;
    * - stalled (not in a view change): a recovery round is queued or running, or its timer is set.
    * A backup holds at most GAP_WAITERS_MAX batches for a gap (waitForGap counts them).
    *
-   * The waiting queue: waitingBytes is the sum of the waiting requests' sizes (every push, take and
-   * clear updates both); its length plus the clients of the pending batches not answered yet is
-   * within waitingRequestsMax (each holds an RPC handler), and its bytes within
-   * INVOKE_QUEUE_BYTES_MAX (clientInvoke answers BUSY before crossing either); on a serving
-   * primary it is non-empty only while pump is due (pumpAfterRead's microtask, pumpSoon's timer)
-   * or the pipeline is full or quiesced (pump runs right after the read or the turn that brought
-   * a request, at the end of every round and quiesce, and after every execution, and answers
-   * BUSY at once while stalled), so no request is stranded; a stopped node has none (stop()
-   * answers them, clientInvoke refuses).
+   * The waiting requests: on a serving primary there are some only while pump is due
+   * (pumpAfterRead's microtask, pumpSoon's timer) or the pipeline is full or quiesced (pump runs
+   * right after the read or the turn that brought a request, at the end of every round and
+   * quiesce, and after every execution, and answers BUSY at once while stalled), so no request is
+   * stranded; a stopped node has none (stop() answers them, clientInvoke refuses).
    *
    * The log held since the checkpoint (logHeld): strictly ascending and without a gap (each entry
    * the next seqno of its view or seqno 1 of a later view: restore checks it, a batch is appended
@@ -2109,7 +2000,7 @@ export class RsmNode {
       next.vid === prev.vid ? next.seqno === prev.seqno + 1 : next.vid > prev.vid && next.seqno === 1;
     const last = this.lastMyvs;
     const myvs = this.myvs;
-    const pending = this.pending;
+    const pending = this.pipeline.batches;
 
     // Viewstamps and views.
     check(isWellFormed(last) && (cmp(last, VIEWSTAMP_ZERO) === 0 || (last.vid >= 1 && last.seqno >= 1)), () => `${me}: lastMyvs ${vs(last)} is neither 0.0 nor a stamped viewstamp`);
@@ -2117,7 +2008,7 @@ export class RsmNode {
     check(this.vidInsync <= this.vidCommitted, () => `${me}: vidInsync ${this.vidInsync} > vidCommitted ${this.vidCommitted}`);
     check(this.vidCommitted <= this.config.vid, () => `${me}: vidCommitted ${this.vidCommitted} > config's view ${this.config.vid}`);
     if (!this.started) {
-      check(this.vidCommitted === 0 && this.inViewChange && pending.length === 0 && this.waiting.length === 0 && !this.insync, () => `${me}: not started, yet view ${this.vidCommitted}, inViewChange ${this.inViewChange}, ${pending.length} pending, ${this.waiting.length} waiting, insync ${this.insync}`);
+      check(this.vidCommitted === 0 && this.inViewChange && pending.length === 0 && this.pipeline.waitingCount === 0 && !this.insync, () => `${me}: not started, yet view ${this.vidCommitted}, inViewChange ${this.inViewChange}, ${pending.length} pending, ${this.pipeline.waitingCount} waiting, insync ${this.insync}`);
     } else {
       check(last.vid <= this.vidCommitted, () => `${me}: lastMyvs ${vs(last)} beyond the committed view ${this.vidCommitted}`);
       check(myvs.vid <= this.vidCommitted, () => `${me}: myvs ${vs(myvs)} beyond the committed view ${this.vidCommitted}`);
@@ -2144,56 +2035,37 @@ export class RsmNode {
       check(cmp(last, myvs) < 0, () => `${me}: lastMyvs ${vs(last)} not before myvs ${vs(myvs)}`);
     }
 
-    // The pending batches: consecutive from lastMyvs, myvs right after the last one.
-    check(pending.length <= PIPELINE_DEPTH && this.rounds.size <= PIPELINE_DEPTH, () => `${me}: ${pending.length} pending batches and ${this.rounds.size} rounds (at most ${PIPELINE_DEPTH} each)`);
-    let previousEnd = last;
+    // The pipeline: its own rules, then what ties it to the node.
+    this.pipeline.invariants(last, myvs, me);
+    check(this.rounds.size <= PIPELINE_DEPTH, () => `${me}: ${this.rounds.size} rounds running (at most ${PIPELINE_DEPTH})`);
     for (const batch of pending) {
-      const entries = batch.entries;
-      const problem = batchProblem(entries.map((entry) => ({ vs: entry.vs, req: entry.request })));
-      check(problem === undefined, () => `${me}: pending batch malformed: ${problem}`);
-      const first = entries[0]!.vs;
-      const end = entries[entries.length - 1]!.vs;
-      const span = `${vs(first)}..${end.seqno}`;
-      const timeMs = entries[0]!.timeMs;
-      check(entries.every((entry) => entry.timeMs === timeMs) && timeMs <= this.lastStampMs, () => `${me}: pending batch ${span} stamped at several times or after lastStampMs ${this.lastStampMs}`);
-      const after = previousEnd;
-      check(follows(first, after), () => `${me}: pending batch ${span} does not follow ${vs(after)} (lastMyvs or the batch before it)`);
-      check(first.vid === firstOf(pending[0]!).vid, () => `${me}: pending batches of several views (${vs(firstOf(pending[0]!))}, ${span})`);
+      const first = firstOf(batch);
+      const span = describeBatch(batch);
+      check(batch.entries[0]!.timeMs <= this.lastStampMs, () => `${me}: pending batch ${span} stamped after lastStampMs ${this.lastStampMs}`);
       check(first.vid <= this.vidCommitted, () => `${me}: pending batch ${span} beyond the committed view ${this.vidCommitted}`);
       if (!this.inViewChange) check(first.vid === this.vidCommitted, () => `${me}: serving view ${this.vidCommitted} with a pending batch ${span} of another view`);
       const backups = membersOf(first.vid).filter((member) => member !== this.me);
-      for (const backup of batch.acked) check(backups.includes(backup), () => `${me}: pending batch ${span} acknowledged by ${backup}, not a backup of view ${first.vid} [${backups.join(' ')}]`);
-      check(batch.waiters.length === 0 || batch.waiters.length === entries.length, () => `${me}: pending batch ${span} of ${entries.length} entries has ${batch.waiters.length} waiting clients`);
-      previousEnd = end;
+      check(sameMembers(batch.backups, backups), () => `${me}: pending batch ${span} sent to [${batch.backups.join(' ')}], but the backups of view ${first.vid} are [${backups.join(' ')}]`);
     }
-    if (pending.length > 0) {
-      check(myvs.vid === previousEnd.vid && myvs.seqno === previousEnd.seqno + 1, () => `${me}: myvs ${vs(myvs)} is not right after the last pending batch (ending at ${vs(previousEnd)})`);
-      // The head is executed as soon as every member holds it (advance runs on every change).
-      const head = pending[0]!;
-      if (!this.stopped) check(!this.isComplete(head), () => `${me}: pending batch ${describeBatch(head)} is held by every member but not executed`);
-      // A later batch's acknowledgement counts for the ones before it (acknowledge).
-      for (let i = 1; i < pending.length; i++) {
-        for (const backup of pending[i]!.acked) check(pending[i - 1]!.acked.has(backup), () => `${me}: ${backup} acknowledged ${describeBatch(pending[i]!)} but not the batch before it`);
-      }
-    }
+    // The head is executed as soon as every member holds it (advance runs on every change).
+    const head = pending[0];
+    if (head !== undefined && !this.stopped) check(!isComplete(head), () => `${me}: pending batch ${describeBatch(head)} is held by every member but not executed`);
     // A stall ends by a recovery round: one is queued or running, or its timer is set (in a view
     // change, syncView settles the batches instead). While stalled, arrivals get BUSY at once.
-    if (this.stalled && !this.stopped && !this.inViewChange) check(this.recoveryQueued || this.pendingRetry !== undefined, () => `${me}: stalled with no recovery round queued or timed`);
-    if (!this.started) check(!this.stalled && this.rounds.size === 0, () => `${me}: stalled or rounds running before start()`);
+    const stalled = this.pipeline.stalled;
+    if (stalled && !this.stopped && !this.inViewChange) check(this.recoveryQueued || this.pendingRetry !== undefined, () => `${me}: stalled with no recovery round queued or timed`);
+    if (!this.started) check(!stalled && this.rounds.size === 0, () => `${me}: stalled or rounds running before start()`);
 
     check(this.gapWaiters >= 0 && this.gapWaiters <= GAP_WAITERS_MAX, () => `${me}: ${this.gapWaiters} batches held for a gap (at most ${GAP_WAITERS_MAX})`);
 
-    // The waiting queue.
-    let waitingBytes = 0;
-    for (const request of this.waiting) waitingBytes += request.request.length;
-    check(waitingBytes === this.waitingBytes, () => `${me}: waitingBytes ${this.waitingBytes}, but the ${this.waiting.length} waiting requests hold ${waitingBytes}`);
-    check(this.unanswered() <= this.waitingRequestsMax && this.waitingBytes <= INVOKE_QUEUE_BYTES_MAX, () => `${me}: ${this.unanswered()} requests unanswered (bound ${this.waitingRequestsMax}) and ${this.waitingBytes} bytes waiting`);
-    if (this.waiting.length > 0) {
-      check(!this.stopped, () => `${me}: stopped with ${this.waiting.length} requests waiting`);
-      // Someone takes them: pump runs at every arrival, at the end of every round and quiesce, and
-      // after every execution; it waits only while the pipeline is full or quiesced.
+    // The waiting requests: someone takes them. pump runs at every arrival, at the end of every
+    // round and quiesce, and after every execution; it waits only while the pipeline is full or
+    // quiesced.
+    const waiting = this.pipeline.waitingCount;
+    if (waiting > 0) {
+      check(!this.stopped, () => `${me}: stopped with ${waiting} requests waiting`);
       if (!this.inViewChange && this.primaryId === this.me) {
-        check(this.pumpTimer !== undefined || this.pumpQueued || (!this.stalled && (this.quiescing > 0 || pending.length >= PIPELINE_DEPTH || this.rounds.size >= PIPELINE_DEPTH)), () => `${me}: ${this.waiting.length} requests waiting with ${pending.length} pending, ${this.rounds.size} rounds, quiescing ${this.quiescing}, stalled ${this.stalled}, pump timer ${this.pumpTimer !== undefined}, pump queued ${this.pumpQueued}`);
+        check(this.pumpTimer !== undefined || this.pumpQueued || (!stalled && (this.quiescing > 0 || pending.length >= PIPELINE_DEPTH || this.rounds.size >= PIPELINE_DEPTH)), () => `${me}: ${waiting} requests waiting with ${pending.length} pending, ${this.rounds.size} rounds, quiescing ${this.quiescing}, stalled ${stalled}, pump timer ${this.pumpTimer !== undefined}, pump queued ${this.pumpQueued}`);
       }
     }
 
@@ -2341,6 +2213,10 @@ export class RsmNode {
     if (this.stopped) return;
     this.onFatal(error);
   }
+}
+
+function sameMembers(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((member, i) => member === b[i]);
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

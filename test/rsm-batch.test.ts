@@ -8,7 +8,7 @@
  */
 import t from 'tap';
 import { codecs, procedure, RpcEndpoint } from '../lib/rpc.js';
-import { invokeQueueRequestsMax, PIPELINE_DEPTH } from '../rsm/node.js';
+import { invokeQueueRequestsMax, PIPELINE_DEPTH } from '../rsm/pipeline.js';
 import {
   BATCH_BYTES_MAX,
   BATCH_REQUESTS_MAX,

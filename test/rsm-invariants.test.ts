@@ -14,10 +14,8 @@ import { kvClient, kvCluster, settle, settledOn } from './helpers/rsm.js';
 
 /** The private fields the tests read or corrupt (a cast: they are not part of the API). */
 interface Internals {
-  pending: { entries: Array<{ vs: Viewstamp }> } | undefined;
+  pipeline: { batches: readonly unknown[]; waitingCount: number; bytesWaiting: number };
   insync: boolean;
-  waiting: unknown[];
-  waitingBytes: number;
   myvs: Viewstamp;
   logHeldBytes: number;
   lastRequest: unknown;
@@ -42,8 +40,8 @@ t.test('invariants() hold on healthy replicas: batches in flight, a view change,
     checkAll();
     for (const id of cluster.upIds()) {
       const node = internals(cluster.node(id)!);
-      if (node.pending !== undefined) seen.pending++;
-      if (node.waiting.length > 0) seen.waiting++;
+      if (node.pipeline.batches.length > 0) seen.pending++;
+      if (node.pipeline.waitingCount > 0) seen.waiting++;
       if (node.insync) seen.insync++;
     }
   };
@@ -96,8 +94,8 @@ t.test('invariants() fail on a corrupted field, and pass again once it is restor
       what: 'waitingBytes off by one',
       node: primary,
       corrupt: (n) => {
-        n.waitingBytes += 1;
-        return () => (n.waitingBytes -= 1);
+        n.pipeline.bytesWaiting += 1;
+        return () => (n.pipeline.bytesWaiting -= 1);
       },
       message: /rsm invariants of 3772: waitingBytes 1, but the 0 waiting requests hold 0/,
     },
