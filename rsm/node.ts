@@ -3,7 +3,8 @@
  *
  * - membership: view commits from config and the primary of each view, `members` for clients,
  *   joins of nodes outside the view (`joinreq`);
- * - the request path: on the primary, a pipeline of up to PIPELINE_DEPTH batches: client
+ * - the request path: on the primary, a pipeline of up to PIPELINE_DEPTH batches (whose state and
+ *   rules are the synchronous core in rsm/pipeline.ts; this class runs its rounds): client
  *   invokes wait in a bounded queue only while it is full; each batch stamps the waiting requests
  *   (up to the batch bounds) with consecutive viewstamps, is logged in one synced write while it
  *   is sent to every backup in one `invokebatch` each (group commit), and is executed and
@@ -17,7 +18,7 @@
  *   backup acknowledges it or the primary answers its clients) and a checkpoint of the state written now and
  *   then off the request path; a restarted replica replays checkpoint + log and resumes where it
  *   was;
- * - the test-control hooks (breakpoints 1 and 2, `partition1()`).
+ * - the test-control hooks (breakpoints 1 and 2, `partition1()`), kept in rsm/test-control.ts.
  *
  * The protocol, and where it differs from the lab, is described step by step in rsm/README.md.
  *
@@ -38,6 +39,10 @@ import { clusterCheck } from '../paxos/store.js';
 import { historyProblem, isValidNodeId, type HistoryEntry } from '../paxos/view.js';
 import { batchProblem, classifyBatch, isWellFormed, nextExpected, successor, type InvokeDecision } from './invoke-rule.js';
 import { PrimaryTracker, joinCandidates } from './membership.js';
+import { HeldLog } from './held-log.js';
+import { SnapshotCache } from './snapshot-cache.js';
+import { TestControl } from './test-control.js';
+import { WriteQueue } from './write-queue.js';
 import {
   PIPELINE_DEPTH,
   Pipeline,
@@ -54,7 +59,6 @@ import {
   BATCH_REQUESTS_MAX,
   RsmClientStatus,
   RsmStatus,
-  RsmTestStatus,
   TRANSFER_CHUNK_BYTES,
   TransferKind,
   VIEWSTAMP_ZERO,
@@ -63,7 +67,6 @@ import {
   encodeInvokeReply,
   rsmClientProtocol,
   rsmProtocol,
-  rsmTestProtocol,
   type BatchEntry,
   type JoinRes,
   type StatusRes,
@@ -211,15 +214,6 @@ class Wakeup {
   }
 }
 
-/** Storage writes queued behind the running one, merged into one write (enqueueWrite). */
-interface QueuedWrite {
-  readonly ops: StorageOp[];
-  sync: boolean;
-  readonly written: Promise<void>;
-  /** Settles `written` with the outcome of the storage write that carried the group. */
-  readonly settle: (outcome: Promise<void>) => void;
-}
-
 /** A batch the primary stamped (for statistics: the simulator counts batch sizes). */
 export interface RsmBatchEvent {
   readonly first: Viewstamp;
@@ -230,27 +224,6 @@ export interface RsmBatchEvent {
   /** Batches this primary had stamped and not executed yet when it stamped this one (pipelining). */
   readonly behind: number;
 }
-
-/**
- * A log entry this replica holds durably (or is writing): one after its last checkpoint, or one
- * of those a checkpoint retains before itself for state transfer (logRetainRequests).
- */
-interface HeldEntry {
-  readonly vs: Viewstamp;
-  readonly bytes: number;
-  readonly entry: LogEntry;
-}
-
-/** A marshalled state kept while other replicas fetch it in chunks (transferchunk). */
-interface Snapshot {
-  readonly last: Viewstamp;
-  readonly bytes: Uint8Array;
-  /** Our clock when a replica last asked for it; it is dropped SNAPSHOT_IDLE_MS after. */
-  usedAt: number;
-}
-
-/** A snapshot nobody fetched from for this long is dropped (its memory is the whole state). */
-const SNAPSHOT_IDLE_MS = 30_000;
 
 /** A registry of listeners; a throwing listener is a fatal error of the node, not of the caller. */
 class Listeners<E> {
@@ -315,11 +288,8 @@ export class RsmNode {
    */
   protected lastMyvs: Viewstamp = VIEWSTAMP_ZERO;
 
-  // Test flags (rsm_tester): breakpoints 1 and 2, and the partition hook.
-  protected break1 = false;
-  protected break2 = false;
-  protected dopartition = false;
-  protected partitioned = false;
+  /** The test-control hooks: breakpoints 1 and 2, the partition hook (rsm/test-control.ts). */
+  private readonly testControl: TestControl;
 
   protected readonly env: Env;
   protected readonly rpc: RpcEndpoint;
@@ -362,16 +332,10 @@ export class RsmNode {
   private batchesExecuted = 0;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
   private lastRequest: LogEntry | undefined;
-  /** The log entries held (retained before the last checkpoint, or written since), in viewstamp order. */
-  private logHeld: HeldEntry[] = [];
-  /** Bytes of the requests in logHeld. */
-  private logHeldBytes = 0;
-  /** Entries in logHeld after the last checkpoint, and bytes of their requests. */
-  private sinceCheckpointRequests = 0;
-  private sinceCheckpointBytes = 0;
-  /** The state being fetched in chunks from this replica, if any. */
-  private snapshot: Snapshot | undefined;
-  private snapshotTimer: Timer | undefined;
+  /** The log entries held (retained before the last checkpoint, or written since): rsm/held-log.ts. */
+  private readonly heldLog = new HeldLog();
+  /** The state being fetched in chunks from this replica, if any (rsm/snapshot-cache.ts). */
+  private readonly snapshots: SnapshotCache;
   /** A checkpoint is due (its timer is set) or being written. */
   private checkpointDue = false;
   /** When the last periodic checkpoint's marshalling ended, and how long it took (our clock, ms). */
@@ -383,12 +347,8 @@ export class RsmNode {
   private syncedVid = 0;
   /** Whether open() found a durable record (the state was restored from storage). */
   private restored = false;
-  /** A storage write is running (enqueueWrite: at most one at a time, in order). */
-  private writing = false;
-  /** The write queued behind the running one, which later writes join (enqueueWrite). */
-  private nextWrite: QueuedWrite | undefined;
-  /** Settles once the latest write queued is durable. */
-  private durable: Promise<void> = Promise.resolve();
+  /** Our storage writes, in order, queued ones merged (rsm/write-queue.ts). */
+  private readonly writes: WriteQueue;
   /** The primary accepts transferreq and transferdonereq for vidInsync. */
   private insync = false;
   /** Backups of vidInsync that sent transferdonereq. */
@@ -425,13 +385,23 @@ export class RsmNode {
     this.env = options.env;
     this.rpc = options.rpc;
     this.storage = options.storage;
+    this.writes = new WriteQueue(this.storage, (error) => this.fatal(error));
     this.die = options.die;
     this.stateMachine = options.stateMachine ?? new EmptyStateMachine();
     this.addressOf = options.addressOf ?? ((id) => id);
     this.onFatal = options.onFatal ?? ((error) => queueMicrotask(() => { throw error; }));
     this.timing = { ...defaultRsmTiming, ...options.timing };
+    this.snapshots = new SnapshotCache(this.env.clock, Math.max(1, Math.min(TRANSFER_CHUNK_BYTES, Math.floor(this.timing.transferChunkBytes))));
     this.primaryId = options.master;
     this.pipeline = new Pipeline(invokeQueueRequestsMax(this.rpc.options.maxConcurrentHandlers));
+    this.testControl = new TestControl({
+      me: this.me,
+      setReachable: (reachable) => this.rpc.setReachable(reachable),
+      armPaxosBreakpoint: (b) => config.breakpoint(b),
+      disarmPaxosBreakpoints: () => config.disarmBreakpoints(),
+      die: (message) => this.die(message),
+      status: () => this.status(),
+    });
   }
 
   /** Restores the node (Paxos state from storage) and registers its handlers; `start()` runs it. */
@@ -485,7 +455,7 @@ export class RsmNode {
       if (key !== logKey(entry.vs)) corrupt(`log key ${key} holds entry ${describeViewstamp(entry.vs)}`);
       if (retained > 0 && compareViewstamp(entries[retained - 1]![1].vs, entry.vs) >= 0) corrupt(`log entry ${describeViewstamp(entry.vs)} out of order`);
       if (compareViewstamp(entry.vs, this.lastMyvs) === 0) this.lastRequest = entry;
-      this.noteLogged(entry, false);
+      this.heldLog.add(entry, false);
       retained++;
     }
     entries.splice(0, retained);
@@ -493,7 +463,7 @@ export class RsmNode {
     if (problem !== undefined) corrupt(problem);
     for (const [, entry] of entries) {
       this.applyEntry(entry);
-      this.noteLogged(entry);
+      this.heldLog.add(entry);
     }
     this.restored = true;
     log('%s restored: last %s (%d log entries after the checkpoint), synchronised view %d', this.me, describeViewstamp(this.lastMyvs), entries.length, this.syncedVid);
@@ -508,88 +478,25 @@ export class RsmNode {
     return result;
   }
 
-  /** Notes a log entry held since the last checkpoint. */
-  private noteLogged(entry: LogEntry, sinceCheckpoint = true): void {
-    this.logHeld.push({ vs: entry.vs, bytes: entry.request.length, entry });
-    this.logHeldBytes += entry.request.length;
-    if (!sinceCheckpoint) return;
-    this.sinceCheckpointRequests++;
-    this.sinceCheckpointBytes += entry.request.length;
-  }
-
-  /**
-   * Runs a storage write after every earlier one; `durable` settles when it has. Failure is fatal.
-   * With no write running, the write goes to storage at once, inside the caller's turn: the fsync
-   * then runs while the caller goes on (the primary answers nothing before it; a backup executes
-   * the batch meanwhile), instead of after the rest of the turn's work. Writes queued while
-   * another runs are merged into one storage write (synced if any of them asked for it): with
-   * batches pipelined, a replica whose disk is busy with one batch's fsync then makes every batch
-   * that arrived meanwhile durable with the next single fsync, instead of one fsync each in turn.
-   * One storage write is atomic, and the ops keep their order.
-   */
-  private enqueueWrite(ops: readonly StorageOp[], sync: boolean): Promise<void> {
-    if (!this.writing) return (this.durable = this.startWrite(ops, sync));
-    let next = this.nextWrite;
-    if (next === undefined) {
-      let settle: (outcome: Promise<void>) => void = () => undefined;
-      const written = new Promise<void>((resolve) => {
-        settle = resolve;
-      });
-      written.catch(() => undefined); // fatal already (startWrite); callers may not wait
-      this.nextWrite = next = { ops: [], sync: false, written, settle };
-      this.durable = written;
-    }
-    for (const op of ops) next.ops.push(op);
-    next.sync ||= sync;
-    return next.written;
-  }
-
-  /** Starts one storage write now (none is running); the queued group follows when it ends. Sets nothing in `durable`. */
-  private startWrite(ops: readonly StorageOp[], sync: boolean): Promise<void> {
-    this.writing = true;
-    let written: Promise<void>;
-    try {
-      written = this.storage.write(ops, { sync });
-    } catch (error) {
-      written = Promise.reject(error);
-    }
-    written.then(
-      () => this.writeEnded(),
-      (error: unknown) => {
-        this.fatal(error);
-        this.writeEnded();
-      },
-    );
-    return written;
-  }
-
-  private writeEnded(): void {
-    this.writing = false;
-    const next = this.nextWrite;
-    if (next === undefined) return;
-    this.nextWrite = undefined;
-    next.settle(this.startWrite(next.ops, next.sync));
-  }
-
   /**
    * Appends a batch of stamped requests to the log: one storage write, with sync, so one fsync per
    * batch. The primary starts it together with the sends to its backups; a backup writes before it
    * acknowledges. The promise settles when it is durable.
    */
   private appendLog(entries: readonly LogEntry[]): Promise<void> {
-    for (const entry of entries) this.noteLogged(entry);
+    for (const entry of entries) this.heldLog.add(entry);
     const ops: StorageOp[] = entries.map((entry) => ({ type: 'put', key: logKey(entry.vs), value: encodeLogEntry(entry) }));
-    const written = this.enqueueWrite(ops, true);
+    const written = this.writes.write(ops, true);
     this.maybeScheduleCheckpoint();
     return written;
   }
 
   /**
    * Writes the last synchronised view (sync). Resolves once it is durable, never rejects (a failed
-   * write is fatal already, in startWrite); only a primary waits for it (recoveryLoop).
+   * write is fatal already, in the write queue); only a primary waits for it (recoveryLoop).
    */
   private persistSynced(): Promise<void> {
-    return this.enqueueWrite([{ type: 'put', key: KEY_SYNCED, value: encodeSynced(this.syncedVid) }], true).catch(() => undefined);
+    return this.writes.write([{ type: 'put', key: KEY_SYNCED, value: encodeSynced(this.syncedVid) }], true).catch(() => undefined);
   }
 
   /**
@@ -604,41 +511,9 @@ export class RsmNode {
   private writeCheckpoint(sync: boolean, state = this.stateMachine.marshalState(), installed = false): Promise<void> {
     const last = this.lastMyvs;
     const ops: StorageOp[] = [{ type: 'put', key: KEY_CHECKPOINT, value: encodeCheckpoint({ last, state }) }];
-    const kept: HeldEntry[] = [];
-    let keptBytes = 0;
-    let retained = 0;
-    let retainedBytes = 0;
-    let since = 0;
-    let sinceBytes = 0;
-    // Newest first, so the retained entries are the ones just before the checkpoint.
-    for (let i = this.logHeld.length - 1; i >= 0; i--) {
-      const held = this.logHeld[i]!;
-      const order = compareViewstamp(held.vs, last);
-      // An installed state replaces this replica's whole history, entries after it included
-      // (a request it logged that the group's newest state does not hold).
-      let keep = !installed && order >= 0;
-      if (!installed && order < 0 && retained < this.timing.logRetainRequests && retainedBytes + held.bytes <= this.timing.logRetainBytes) {
-        keep = true;
-        retained++;
-        retainedBytes += held.bytes;
-      }
-      if (!keep) {
-        ops.push({ type: 'del', key: logKey(held.vs) });
-        continue;
-      }
-      kept.push(held);
-      keptBytes += held.bytes;
-      if (order > 0) {
-        since++;
-        sinceBytes += held.bytes;
-      }
-    }
-    kept.reverse();
-    this.logHeld = kept;
-    this.logHeldBytes = keptBytes;
-    this.sinceCheckpointRequests = since;
-    this.sinceCheckpointBytes = sinceBytes;
-    return this.enqueueWrite(ops, sync);
+    const rule = { installed, retainRequests: this.timing.logRetainRequests, retainBytes: this.timing.logRetainBytes };
+    for (const vs of this.heldLog.checkpoint(last, rule)) ops.push({ type: 'del', key: logKey(vs) });
+    return this.writes.write(ops, sync);
   }
 
   /**
@@ -649,7 +524,7 @@ export class RsmNode {
    */
   private maybeScheduleCheckpoint(): void {
     if (this.checkpointDue || this.stopped) return;
-    if (this.sinceCheckpointRequests < this.timing.checkpointEveryRequests && this.sinceCheckpointBytes < this.timing.checkpointEveryBytes) return;
+    if (this.heldLog.sinceRequests < this.timing.checkpointEveryRequests && this.heldLog.sinceBytes < this.timing.checkpointEveryBytes) return;
     this.checkpointDue = true;
     const delayMs = checkpointDelayMs(this.env.clock.now(), this.checkpointEndedAt, this.checkpointCostMs);
     if (delayMs > 0) log('%s checkpoint: due, paced by %d ms (the last took %d ms)', this.me, delayMs, this.checkpointCostMs);
@@ -718,7 +593,7 @@ export class RsmNode {
   }
 
   get isPartitioned(): boolean {
-    return this.partitioned;
+    return this.testControl.isPartitioned;
   }
 
   get isStopped(): boolean {
@@ -792,7 +667,7 @@ export class RsmNode {
     this.pendingRetry?.cancel();
     this.pumpTimer?.cancel();
     this.pumpTimer = undefined;
-    this.dropSnapshot();
+    this.snapshots.drop();
     answerAll(this.pipeline.takeClients(), BUSY_REPLY);
     this.viewCommitted.notify();
     this.syncProgress.notify();
@@ -826,7 +701,7 @@ export class RsmNode {
     this.backupMoved.notify();
     this.primaryMaybeChanged();
     this.viewListeners.emit({ vid, members, primary: this.primaryId, phase: 'committed' }, (e) => this.fatal(e));
-    if (members.includes(this.me)) this.breakpoint2();
+    if (members.includes(this.me)) this.testControl.breakpoint2();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -957,7 +832,7 @@ export class RsmNode {
       const transfer = await this.receiveTransfer(newest.from, vid, mine, newest.answer);
       if (transfer === undefined || this.viewGone(vid) || compareViewstamp(this.lastMyvs, mine) !== 0) return false;
       if (!this.adoptTransfer(transfer, newest.answer.last, newest.from, vid)) return false;
-      await this.durable;
+      await this.writes.durable;
       if (this.viewGone(vid)) return false;
     }
 
@@ -1093,7 +968,7 @@ export class RsmNode {
       );
       if (this.viewGone(vid)) return false;
       if (reply.ok && reply.status === RsmStatus.OK && (await this.acceptTransfer(primary, vid, last, reply.result))) {
-        await this.durable; // the primary learns we have its state only once it is durable here
+        await this.writes.durable; // the primary learns we have its state only once it is durable here
         return !this.viewGone(vid);
       }
       if (!reply.ok || reply.status !== RsmStatus.OK) {
@@ -1167,7 +1042,7 @@ export class RsmNode {
     }
     this.lastMyvs = last;
     this.lastRequest = undefined;
-    // The installed state replaces the log: a checkpoint of it, with sync; `durable` says when.
+    // The installed state replaces the log: a checkpoint of it, with sync; `writes.durable` says when.
     void this.writeCheckpoint(true, state, true);
     log('%s sync: installed the state of %s (last %s)', this.me, from, describeViewstamp(last));
     this.installedListeners.emit({ last, from, vid }, (e) => this.fatal(e));
@@ -1389,7 +1264,7 @@ export class RsmNode {
         this.pipeline.markDurable(batch);
         this.advance();
       },
-      () => undefined, // fatal already (startWrite)
+      () => undefined, // fatal already (the write queue)
     );
     await Promise.all([written, replicated]);
     if (this.stopped) return this.answerBatch(batch, () => BUSY_REPLY);
@@ -1670,7 +1545,7 @@ export class RsmNode {
           return err;
         }
         log('%s invokebatch %s: the batch executed last, again; acknowledging it again', this.me, span);
-        await this.durable;
+        await this.writes.durable;
         return { status: this.stopped ? RsmStatus.ERR : RsmStatus.OK, result: 0 };
       }
       case 'execute': {
@@ -1743,10 +1618,7 @@ export class RsmNode {
    */
   private async onTransferReq(src: string, last: Viewstamp, vid: number): Promise<HandlerReply<TransferRes>> {
     // Ship only durable state: a replica that installs it may be the one that keeps it.
-    for (let durable = this.durable; ; durable = this.durable) {
-      await durable;
-      if (durable === this.durable) break;
-    }
+    await this.writes.drained();
     const busy = { status: RsmStatus.BUSY, result: { kind: TransferKind.NONE, last: this.lastMyvs, stateBytes: 0, state: EMPTY, entries: [] } };
     if (this.stopped || vid !== this.vidCommitted) return busy;
     const members = this.config.members(vid);
@@ -1759,10 +1631,7 @@ export class RsmNode {
       // backup executes afterwards line up (a batch the backup executed but we have not is resent
       // to it as pending; one we executed is in the state).
       return this.invokeQueue.run(() => this.quiesce(async () => {
-        for (let durable = this.durable; ; durable = this.durable) {
-          await durable;
-          if (durable === this.durable) break;
-        }
+        await this.writes.drained();
         if (this.stopped || vid !== this.vidCommitted || this.primaryId !== this.me) return busy;
         const synchronising = this.insync && this.vidInsync === vid;
         if (!synchronising && this.inViewChange) return busy;
@@ -1790,43 +1659,7 @@ export class RsmNode {
 
   /** What to send a replica whose last is `theirs` (chooseTransfer), from our durable state. */
   private transferFor(theirs: Viewstamp, onlyIfNewer: boolean): TransferRes {
-    return chooseTransfer(theirs, this.lastMyvs, onlyIfNewer, this.logHeld, () => this.snapshotBytes(), this.chunkBytes());
-  }
-
-  /**
-   * Our marshalled state at lastMyvs. A state too large for one answer is kept as the snapshot
-   * that transferchunk serves, until another replaces it, the view changes, or nobody asked for
-   * SNAPSHOT_IDLE_MS.
-   */
-  private snapshotBytes(): Uint8Array {
-    const kept = this.snapshot;
-    if (kept !== undefined && compareViewstamp(kept.last, this.lastMyvs) === 0) {
-      kept.usedAt = this.env.clock.now();
-      return kept.bytes;
-    }
-    const bytes = this.stateMachine.marshalState();
-    this.dropSnapshot();
-    if (bytes.length > this.chunkBytes()) {
-      this.snapshot = { last: this.lastMyvs, bytes, usedAt: this.env.clock.now() };
-      this.armSnapshotTimer();
-    }
-    return bytes;
-  }
-
-  private armSnapshotTimer(): void {
-    this.snapshotTimer = this.env.clock.setTimer(SNAPSHOT_IDLE_MS, () => {
-      this.snapshotTimer = undefined;
-      const kept = this.snapshot;
-      if (kept === undefined) return;
-      if (this.env.clock.now() - kept.usedAt >= SNAPSHOT_IDLE_MS) this.snapshot = undefined;
-      else this.armSnapshotTimer();
-    });
-  }
-
-  private dropSnapshot(): void {
-    this.snapshot = undefined;
-    this.snapshotTimer?.cancel();
-    this.snapshotTimer = undefined;
+    return chooseTransfer(theirs, this.lastMyvs, onlyIfNewer, this.heldLog.entries, () => this.snapshots.bytesAt(this.lastMyvs, () => this.stateMachine.marshalState()), this.snapshots.chunkBytes);
   }
 
   /**
@@ -1835,20 +1668,12 @@ export class RsmNode {
    * keep that snapshot (the asker starts over with transferreq); ERR for an offset outside it.
    */
   private onTransferChunk(src: string, vid: number, last: Viewstamp, offset: number): HandlerReply<Uint8Array> {
-    const kept = this.snapshot;
-    if (this.stopped || kept === undefined || compareViewstamp(kept.last, last) !== 0 || vid !== this.vidCommitted || !this.config.isMember(src, vid)) {
-      return { status: RsmStatus.BUSY, result: EMPTY };
-    }
-    if (!Number.isSafeInteger(offset) || offset <= 0 || offset >= kept.bytes.length) {
-      log('%s transferchunk from %s: ignoring (offset %d of a %d-byte state)', this.me, src, offset, kept.bytes.length);
-      return { status: RsmStatus.ERR, result: EMPTY };
-    }
-    kept.usedAt = this.env.clock.now();
-    return { status: RsmStatus.OK, result: kept.bytes.subarray(offset, offset + this.chunkBytes()) };
-  }
-
-  private chunkBytes(): number {
-    return Math.max(1, Math.min(TRANSFER_CHUNK_BYTES, Math.floor(this.timing.transferChunkBytes)));
+    if (this.stopped || vid !== this.vidCommitted || !this.config.isMember(src, vid)) return { status: RsmStatus.BUSY, result: EMPTY };
+    const answer = this.snapshots.chunk(last, offset);
+    if (answer.ok) return { status: RsmStatus.OK, result: answer.bytes };
+    if (answer.why === 'gone') return { status: RsmStatus.BUSY, result: EMPTY };
+    log('%s transferchunk from %s: ignoring (offset %d of a %d-byte state)', this.me, src, offset, answer.size);
+    return { status: RsmStatus.ERR, result: EMPTY };
   }
 
   /**
@@ -1958,20 +1783,13 @@ export class RsmNode {
    * quiesce, and after every execution, and answers BUSY at once while stalled), so no request is
    * stranded; a stopped node has none (stop() answers them, clientInvoke refuses).
    *
-   * The log held since the checkpoint (logHeld): strictly ascending and without a gap (each entry
-   * the next seqno of its view or seqno 1 of a later view: restore checks it, a batch is appended
-   * right after the one before it, a checkpoint drops a prefix, an installed state drops all);
-   * logHeldBytes is the sum of its sizes; its entries after lastMyvs are exactly the pending
-   * batches' (logged when stamped, before execution) and there are none without them; entries up to
-   * lastMyvs end at lastMyvs (an execution logs its entry in the same step; the periodic checkpoint
-   * keeps the entry at last). lastRequest, when known, is the entry at lastMyvs, and it is known
-   * exactly when that entry is held (both are set together by executing and restoring, and
-   * dropped together by installing a state).
-   *
-   * sinceCheckpointRequests/Bytes count the held entries after the checkpoint, so never more
-   * than are held (a checkpoint also retains entries before itself, for state transfer). A kept
-   * snapshot (transferchunk) is larger than one chunk (smaller ones are never kept) and has its
-   * idle timer running; stop() drops it.
+   * The log held since the checkpoint (HeldLog.invariants: ascending without a gap, its bytes
+   * adding up, entries up to lastMyvs ending at lastMyvs). Its entries after lastMyvs are exactly
+   * the pending batches' (logged when stamped, before execution) and there are none without
+   * them. lastRequest, when known, is the entry at lastMyvs, and it is known exactly when that
+   * entry is held (both are set together by executing and restoring, and dropped together by
+   * installing a state). A kept snapshot (transferchunk) is larger than one chunk (smaller ones
+   * are never kept) and has its idle timer running; stop() drops it.
    *
    * Synchronisation
    * - insync only on the running primary of vidInsync = vidCommitted in its view change: set inside
@@ -1995,9 +1813,6 @@ export class RsmNode {
     const me = `rsm invariants of ${this.me}`;
     const vs = describeViewstamp;
     const cmp = compareViewstamp;
-    // Without a gap: the next seqno of the same view, or seqno 1 of a later view (logProblem's rule).
-    const follows = (next: Viewstamp, prev: Viewstamp): boolean =>
-      next.vid === prev.vid ? next.seqno === prev.seqno + 1 : next.vid > prev.vid && next.seqno === 1;
     const last = this.lastMyvs;
     const myvs = this.myvs;
     const pending = this.pipeline.batches;
@@ -2069,34 +1884,16 @@ export class RsmNode {
       }
     }
 
-    // The log held since the checkpoint.
-    let heldBytes = 0;
-    let heldAtLast = false;
-    const after: Viewstamp[] = [];
-    this.logHeld.forEach((held, i) => {
-      heldBytes += held.bytes;
-      if (i > 0) {
-        const previous = this.logHeld[i - 1]!.vs;
-        check(follows(held.vs, previous), () => `${me}: log held ${vs(held.vs)} right after ${vs(previous)} (out of order or a gap)`);
-      }
-      const order = cmp(held.vs, last);
-      if (order === 0) heldAtLast = true;
-      if (order > 0) after.push(held.vs);
-    });
-    check(heldBytes === this.logHeldBytes, () => `${me}: logHeldBytes ${this.logHeldBytes}, but the ${this.logHeld.length} held entries hold ${heldBytes}`);
-    // The entries since the checkpoint are the held ones minus those it retains before itself.
-    check(this.sinceCheckpointRequests <= this.logHeld.length && this.sinceCheckpointBytes <= this.logHeldBytes, () => `${me}: ${this.sinceCheckpointRequests} requests (${this.sinceCheckpointBytes} bytes) since the checkpoint, but ${this.logHeld.length} (${this.logHeldBytes} bytes) held`);
+    // The log held since the checkpoint: its own rules, then what ties it to the pipeline.
+    const { after, heldAtLast } = this.heldLog.invariants(last, me);
     // A snapshot is kept only for a state too large for one answer, and its idle timer runs.
-    const snapshot = this.snapshot;
-    if (snapshot !== undefined) {
-      check(!this.stopped && snapshot.bytes.length > this.chunkBytes() && this.snapshotTimer !== undefined, () => `${me}: a snapshot at ${vs(snapshot.last)} of ${snapshot.bytes.length} bytes (chunks of ${this.chunkBytes()}), stopped ${this.stopped}, timer ${this.snapshotTimer !== undefined}`);
-    }
+    this.snapshots.invariants(me);
+    if (this.stopped) check(this.snapshots.keptAt === undefined, () => `${me}: stopped with a snapshot kept`);
     const pendingVs = pending.flatMap((batch) => batch.entries.map((entry) => entry.vs));
     check(
       after.length === pendingVs.length && after.every((held, i) => cmp(held, pendingVs[i]!) === 0),
       () => `${me}: log entries held after lastMyvs ${vs(last)} are [${after.map(vs).join(' ')}], the pending batches' [${pendingVs.map(vs).join(' ')}]`,
     );
-    if (this.logHeld.length > after.length) check(heldAtLast, () => `${me}: log entries held up to lastMyvs ${vs(last)} end before it (first held ${vs(this.logHeld[0]!.vs)})`);
     check((this.lastRequest !== undefined) === heldAtLast, () => `${me}: the request at lastMyvs ${vs(last)} is ${this.lastRequest === undefined ? 'unknown' : 'known'} but its log entry is ${heldAtLast ? '' : 'not '}held`);
     const lastRequest = this.lastRequest;
     if (lastRequest !== undefined) check(cmp(lastRequest.vs, last) === 0, () => `${me}: lastRequest at ${vs(lastRequest.vs)}, lastMyvs ${vs(last)}`);
@@ -2118,12 +1915,10 @@ export class RsmNode {
     check(Number.isSafeInteger(this.lastStampMs) && this.lastStampMs >= 0 && this.lastStampMs <= this.env.clock.now(), () => `${me}: lastStampMs ${this.lastStampMs} (now ${this.env.clock.now()})`);
   }
 
-  /** Registers net_repair, breakpoint and status on the control endpoint (a separate RpcEndpoint). */
+  /** Serves net_repair, breakpoint and status on the control endpoint (a separate RpcEndpoint: rsm/test-control.ts). */
   registerControl(control: RpcEndpoint): void {
     assert(control !== this.rpc, 'the control protocol needs its own endpoint');
-    control.handle(rsmTestProtocol.breakpoint, (args) => ({ status: this.breakpoint(args.b), result: 0 }));
-    control.handle(rsmTestProtocol.net_repair, (args) => ({ status: this.netRepair(args.heal), result: 0 }));
-    control.handle(rsmTestProtocol.status, () => ({ status: RsmTestStatus.OK, result: this.status() }));
+    this.testControl.register(control);
   }
 
   /** This replica's committed view, primary and last executed viewstamp (the status RPC). */
@@ -2140,66 +1935,27 @@ export class RsmNode {
 
   /** breakpoint b: 1 and 2 arm the rsm breakpoints, 3 and 4 the Paxos ones; others are ERR. */
   breakpoint(b: number): number {
-    log('%s breakpoint %d', this.me, b);
-    switch (b) {
-      case 1:
-        this.break1 = true;
-        return RsmTestStatus.OK;
-      case 2:
-        this.break2 = true;
-        return RsmTestStatus.OK;
-      case 3:
-      case 4:
-        this.config.breakpoint(b);
-        return RsmTestStatus.OK;
-      default:
-        return RsmTestStatus.ERR;
-    }
+    return this.testControl.breakpoint(b);
   }
 
   /** Disarms every breakpoint, RSM and Paxos (the simulator's liveness phase; no RPC for it). */
   disarmBreakpoints(): void {
-    this.break1 = false;
-    this.break2 = false;
-    this.config.disarmBreakpoints();
+    this.testControl.disarm();
   }
 
-  /**
-   * net_repair: heal = 1 reconnects at once; heal = 0 only arms a partition, which takes effect at
-   * the next `partition1()` (on the primary's request path). Anything else is ERR.
-   */
+  /** net_repair: heal = 1 reconnects at once; heal = 0 arms a partition for the next partition1(). Others are ERR. */
   netRepair(heal: number): number {
-    log('%s net_repair %d', this.me, heal);
-    if (heal === 1) {
-      this.rpc.setReachable(true);
-      this.partitioned = false;
-      this.dopartition = false;
-      return RsmTestStatus.OK;
-    }
-    if (heal === 0) {
-      this.dopartition = true;
-      return RsmTestStatus.OK;
-    }
-    return RsmTestStatus.ERR;
+    return this.testControl.netRepair(heal);
   }
 
   /** Cuts this node off if a partition is armed (called from the primary's request path). */
   partition1(): void {
-    if (!this.dopartition) return;
-    log('%s partition1: cutting the network', this.me);
-    this.rpc.setReachable(false);
-    this.dopartition = false;
-    this.partitioned = true;
+    this.testControl.partition1();
   }
 
   /** rsm breakpoint 1 (called mid-request by the invoke paths). */
   breakpoint1(): void {
-    if (this.break1) this.die('Dying at breakpoint 1 in rsm!');
-  }
-
-  /** rsm breakpoint 2: fires when this node commits a view it is a member of. */
-  protected breakpoint2(): void {
-    if (this.break2) this.die('Dying at breakpoint 2 in rsm!');
+    this.testControl.breakpoint1();
   }
 
   private primaryMaybeChanged(): void {

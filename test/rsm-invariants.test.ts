@@ -17,7 +17,7 @@ interface Internals {
   pipeline: { batches: readonly unknown[]; waitingCount: number; bytesWaiting: number };
   insync: boolean;
   myvs: Viewstamp;
-  logHeldBytes: number;
+  heldLog: { heldBytes: number };
   lastRequest: unknown;
   wasPrimary: boolean;
   pulledBy: Map<string, Viewstamp>;
@@ -113,8 +113,8 @@ t.test('invariants() fail on a corrupted field, and pass again once it is restor
       what: 'logHeldBytes off',
       node: backup,
       corrupt: (n) => {
-        n.logHeldBytes += 5;
-        return () => (n.logHeldBytes -= 5);
+        n.heldLog.heldBytes += 5;
+        return () => (n.heldLog.heldBytes -= 5);
       },
       message: /logHeldBytes \d+, but the \d+ held entries hold \d+/,
     },
@@ -159,7 +159,7 @@ t.test('a SimCluster rejects runUntil with the AssertionError after the event th
   const { cluster, ids } = await kvCluster('rsm-invariants-throw', 3);
   const backup = cluster.node(ids[2]!)!;
   // Corrupt from inside an event, as a bug in a handler would.
-  cluster.world.schedule(50, () => (internals(backup).logHeldBytes += 1));
+  cluster.world.schedule(50, () => (internals(backup).heldLog.heldBytes += 1));
   const before = cluster.world.now();
   await t.rejects(cluster.runFor(1000), { name: 'AssertionError', message: /^t=\d+ms after event \d+: 3776#1 rsm invariants of 3776: logHeldBytes/ });
   t.equal(cluster.world.now(), before + 50, 'the world stopped at the event that broke it');
@@ -177,7 +177,7 @@ function corruptAtThirdRequest(): { hook: (id: string, node: RsmNode) => void; a
       node.onExecuted((event) => {
         if (at !== undefined || event.role !== 'primary' || event.vs.seqno !== 3) return;
         at = event.vs.vid;
-        internals(node).logHeldBytes += 1;
+        internals(node).heldLog.heldBytes += 1;
       });
     },
   };
