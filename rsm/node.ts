@@ -89,6 +89,7 @@ import {
   type LogEntry,
 } from './replica-store.js';
 import { EmptyStateMachine, type ExecuteResult, type StateMachine } from './state-machine.js';
+import { advance, CREATED, describeStatus, isNormal, statusVid, type ReplicaStatus, type StatusEvent } from './replica-status.js';
 
 const log = logger('rsm');
 
@@ -272,10 +273,11 @@ export class RsmNode {
   protected primaryId: string;
   /** The newest view committed to the RSM. */
   protected vidCommitted = 0;
-  /** The view whose synchronisation is running (or last ran). */
-  protected vidInsync = 0;
-  /** True from a view commit until the view is synchronised; the RSM then answers BUSY. */
-  protected inViewChange = true;
+  /**
+   * Where this replica is in its life (rsm/replica-status.ts): created, joining, syncing a view as
+   * its primary or a backup (with the phase), normal, stopped. Changed only through setStatus.
+   */
+  private replicaStatus: ReplicaStatus = CREATED;
   /**
    * Next viewstamp to assign (primary) or expected (backup). Meaningful only outside a view change,
    * and then always in the committed view.
@@ -349,12 +351,10 @@ export class RsmNode {
   private restored = false;
   /** Our storage writes, in order, queued ones merged (rsm/write-queue.ts). */
   private readonly writes: WriteQueue;
-  /** The primary accepts transferreq and transferdonereq for vidInsync. */
-  private insync = false;
-  /** Backups of vidInsync that sent transferdonereq. */
+  /** Backups of the view being synchronised that sent transferdonereq (status serving). */
   private syncedBackups = new Set<string>();
   /**
-   * Backups that pulled from this incarnation during the current synchronisation (insync), with
+   * Backups that pulled from this incarnation during the current synchronisation (phase serving), with
    * our last when we answered them. A transferdonereq counts only from one of them at our last: a
    * backup may report a transfer it got from our previous incarnation in the same view (we
    * crashed and re-synchronise the view), whose state can be older than ours now.
@@ -366,10 +366,6 @@ export class RsmNode {
    */
   private resumeVid = 0;
   private joinAttempts = 0;
-  /** Set by resync(): the recovery loop synchronises the committed view again. */
-  private resyncRequested = false;
-  private started = false;
-  private stopped = false;
   private wasPrimary = false;
   private readonly viewListeners = new Listeners<RsmViewEvent>();
   private readonly primaryListeners = new Listeners<boolean>();
@@ -583,6 +579,27 @@ export class RsmNode {
     return this.inViewChange;
   }
 
+  /** Not serving: from a view commit until the view is synchronised, before start and after stop. */
+  protected get inViewChange(): boolean {
+    return !isNormal(this.replicaStatus);
+  }
+
+  private get stopped(): boolean {
+    return this.replicaStatus.kind === 'stopped';
+  }
+
+  /** The primary's synchronisation of view `vid` is answering its backups (transferreq, transferdonereq). */
+  private servingBackups(vid: number): boolean {
+    const status = this.replicaStatus;
+    return status.kind === 'syncing' && status.vid === vid && status.role === 'primary' && status.phase === 'serving';
+  }
+
+  private setStatus(event: StatusEvent): void {
+    const before = this.replicaStatus;
+    this.replicaStatus = advance(before, event);
+    if (this.replicaStatus !== before) log('%s status: %s', this.me, describeStatus(this.replicaStatus));
+  }
+
   /**
    * The lab's amiprimary(): primary of the committed view and not in a view change, i.e. this
    * node serves client requests now. A service host runs primary-only work (sending revoke and
@@ -644,8 +661,8 @@ export class RsmNode {
   // Lifecycle.
 
   start(): void {
-    assert(!this.started, 'rsm node started twice');
-    this.started = true;
+    assert(this.replicaStatus.kind === 'created', 'rsm node started twice');
+    this.setStatus({ kind: 'start' });
     // Restarting inside the view it had synchronised, with its durable record, a replica simply
     // carries on: it holds everything it acknowledged, and a primary also the last request it
     // stamped, so it neither loses requests nor stamps a viewstamp twice.
@@ -661,7 +678,7 @@ export class RsmNode {
   /** Stops at once, as a crash: no goodbye messages, no view change of our own making. */
   stop(): void {
     if (this.stopped) return;
-    this.stopped = true;
+    this.setStatus({ kind: 'stop' });
     this.config.stop();
     this.stopController.abort(new Error('rsm node stopped'));
     this.pendingRetry?.cancel();
@@ -693,8 +710,8 @@ export class RsmNode {
     const members = this.config.members(vid);
     assert(members.length > 0, `commitChange: view ${vid} has no members`);
     this.vidCommitted = vid;
-    this.inViewChange = true;
     this.primaryId = this.primaries.primaryOf(vid, (v) => this.config.members(v));
+    this.setStatus({ kind: 'commit', vid, role: members.includes(this.me) ? (this.primaryId === this.me ? 'primary' : 'backup') : undefined });
     log('%s commitChange: view %d [%s], primary %s', this.me, vid, members.join(' '), this.primaryId);
     this.viewCommitted.notify();
     this.syncProgress.notify();
@@ -709,9 +726,8 @@ export class RsmNode {
 
   /** Re-enters the view change of the committed view; the recovery loop synchronises it again. */
   private resync(): void {
-    if (this.stopped || this.inViewChange) return;
-    this.inViewChange = true;
-    this.resyncRequested = true;
+    if (!isNormal(this.replicaStatus)) return;
+    this.setStatus({ kind: 'resync' });
     this.backupMoved.notify();
     this.primaryMaybeChanged();
     this.viewCommitted.notify();
@@ -724,7 +740,6 @@ export class RsmNode {
         continue;
       }
       const vid = this.vidCommitted;
-      this.vidInsync = vid;
       const synced = await this.syncView(vid);
       if (this.stopped) return;
       if (this.vidCommitted !== vid) continue; // a newer view arrived meanwhile: start over
@@ -745,13 +760,13 @@ export class RsmNode {
         if (this.stopped) return;
         if (this.vidCommitted !== vid) continue;
       }
-      this.inViewChange = false;
+      this.setStatus({ kind: 'ready', vid });
       this.backupMoved.notify();
       log('%s recovery: view %d ready (primary %s, last %s)', this.me, vid, this.primaryId, describeViewstamp(this.lastMyvs));
       this.primaryMaybeChanged();
       this.viewListeners.emit({ vid, members: this.config.members(vid), primary: this.primaryId, phase: 'ready' }, (e) => this.fatal(e));
-      while (this.vidCommitted === vid && !this.stopped && !this.resyncRequested) await this.viewCommitted.wait();
-      this.resyncRequested = false;
+      // Serving until a newer view is committed, resync() asks for the view again, or a stop.
+      while (isNormal(this.replicaStatus) && this.replicaStatus.vid === vid) await this.viewCommitted.wait();
     }
   }
 
@@ -762,6 +777,7 @@ export class RsmNode {
   protected async syncView(vid: number): Promise<boolean> {
     if (vid === this.resumeVid) {
       this.resumeVid = 0;
+      this.setStatus({ kind: 'enter', vid, phase: 'resuming' });
       assert(this.pipeline.batches.length === 0, 'resuming with a pending batch');
       if (this.primaryId !== this.me) {
         log('%s sync: resuming view %d after a restart (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
@@ -785,6 +801,7 @@ export class RsmNode {
       log('%s sync: primary of view %d after a restart (last %s): synchronising it again', this.me, vid, describeViewstamp(this.lastMyvs));
     }
     this.resumeVid = 0;
+    this.setStatus({ kind: 'enter', vid, phase: 'quiescing' });
     // No client request may be mid-flight while state moves; later ones see the view change and
     // get BUSY. A request still pending from an earlier view is executed here: it is in our log,
     // so a restart would replay it anyway, and the state must be what the log says. The
@@ -811,23 +828,27 @@ export class RsmNode {
 
   /**
    * The primary's synchronisation of view `vid` (the lab's sync_with_backups, extended):
-   * 1. (syncView) The pipeline is quiesced and the pending batches of the old view executed here.
-   * 2. Ask every backup for its last viewstamp (transferreq to the backup), and adopt the state of
+   * 1. (syncView) The pipeline is quiesced and the pending batches of the old view executed here
+   *    (phase quiescing).
+   * 2. (collecting, adopting) Ask every backup for its last viewstamp (transferreq to the backup), and adopt the state of
    *    the newest one if it is newer than ours. A restarted primary has lost its state, and a
    *    backup may have executed a request the old primary never executed; every request a client
    *    saw acknowledged was executed by every member of its view, so the newest state of the view's
    *    members holds all of them.
-   * 3. insync: answer the backups' transferreq, and wait until every backup of the view sent
+   * 3. (serving) Answer the backups' transferreq, and wait until every backup of the view sent
    *    transferdonereq, or a newer view is committed. Now and then nudge the backups that have
    *    not reported (nudgeBackups).
+   * 4. (recording) The recovery loop waits for the durable record of the synchronisation.
    */
   private async syncWithBackups(vid: number): Promise<boolean> {
     const backups = this.config.members(vid).filter((member) => member !== this.me);
 
     const mine = this.lastMyvs;
+    this.setStatus({ kind: 'enter', vid, phase: 'collecting' });
     const newest = await this.collectFromBackups(vid, backups);
     if (newest === undefined) return false;
     if (compareViewstamp(newest.answer.last, mine) > 0) {
+      this.setStatus({ kind: 'enter', vid, phase: 'adopting' });
       log('%s sync: adopting the state of %s (last %s, mine %s)', this.me, newest.from, describeViewstamp(newest.answer.last), describeViewstamp(mine));
       const transfer = await this.receiveTransfer(newest.from, vid, mine, newest.answer);
       if (transfer === undefined || this.viewGone(vid) || compareViewstamp(this.lastMyvs, mine) !== 0) return false;
@@ -838,21 +859,20 @@ export class RsmNode {
 
     this.syncedBackups = new Set();
     this.pulledBy = new Map();
-    this.insync = true;
-    try {
-      while (!backups.every((backup) => this.syncedBackups.has(backup))) {
-        if (this.viewGone(vid)) return false;
-        const timer = this.env.clock.setTimer(this.timing.syncRetryMs, () => this.syncProgress.notify());
-        const started = this.env.clock.now();
-        await this.syncProgress.wait();
-        timer.cancel();
-        if (this.env.clock.now() - started >= this.timing.syncRetryMs) this.nudgeBackups(vid, backups);
-      }
-      log('%s sync: view %d, every backup has my state (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
-      return !this.viewGone(vid);
-    } finally {
-      this.insync = false;
+    this.setStatus({ kind: 'enter', vid, phase: 'serving' });
+    while (!backups.every((backup) => this.syncedBackups.has(backup))) {
+      if (this.viewGone(vid)) return false; // the status is another view's, or stopped: no longer serving
+      const timer = this.env.clock.setTimer(this.timing.syncRetryMs, () => this.syncProgress.notify());
+      const started = this.env.clock.now();
+      await this.syncProgress.wait();
+      timer.cancel();
+      if (this.env.clock.now() - started >= this.timing.syncRetryMs) this.nudgeBackups(vid, backups);
     }
+    log('%s sync: view %d, every backup has my state (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
+    if (this.viewGone(vid)) return false;
+    // Recording: the backups stop counting here; the recovery loop waits for the durable record.
+    this.setStatus({ kind: 'enter', vid, phase: 'recording' });
+    return true;
   }
 
   /**
@@ -934,7 +954,9 @@ export class RsmNode {
   private async syncWithPrimary(vid: number): Promise<boolean> {
     const primary = this.primaryId;
     for (;;) {
+      this.setStatus({ kind: 'enter', vid, phase: 'pulling' });
       if (!(await this.pullFromPrimary(primary, vid))) return false;
+      this.setStatus({ kind: 'enter', vid, phase: 'reporting' });
       for (let attempt = 0; ; attempt++) {
         if (this.viewGone(vid)) return false;
         const reply = await this.rpc.call(
@@ -1609,7 +1631,7 @@ export class RsmNode {
 
   /**
    * transferreq(src, last, vid). Read-only; the state is included only when it is of use:
-   * - on the primary of `vid`, from a backup of it: while synchronising `vid` (insync), or while
+   * - on the primary of `vid`, from a backup of it: while synchronising `vid` (phase serving), or while
    *   serving it (a backup that restarted inside the view re-synchronises without a view change),
    *   with the state when `last` differs from ours (the lab's rule);
    * - on a backup of `vid`, from its primary collecting (syncWithBackups step 2), with the state
@@ -1633,7 +1655,7 @@ export class RsmNode {
       return this.invokeQueue.run(() => this.quiesce(async () => {
         await this.writes.drained();
         if (this.stopped || vid !== this.vidCommitted || this.primaryId !== this.me) return busy;
-        const synchronising = this.insync && this.vidInsync === vid;
+        const synchronising = this.servingBackups(vid);
         if (!synchronising && this.inViewChange) return busy;
         const differs = compareViewstamp(last, this.lastMyvs) !== 0;
         if (synchronising) this.pulledBy.set(src, this.lastMyvs);
@@ -1685,7 +1707,7 @@ export class RsmNode {
     const busy = { status: RsmStatus.BUSY, result: 0 };
     if (this.stopped || this.primaryId !== this.me || vid !== this.vidCommitted || m === this.me) return busy;
     if (!this.config.isMember(m, vid)) return busy;
-    if (this.insync && this.vidInsync === vid) {
+    if (this.servingBackups(vid)) {
       const pulled = this.pulledBy.get(m);
       if (pulled === undefined || compareViewstamp(pulled, this.lastMyvs) !== 0) {
         log('%s transferdonereq from %s: not from a pull of my state (last %s) in this synchronisation; it must pull again', this.me, m, describeViewstamp(this.lastMyvs));
@@ -1748,17 +1770,21 @@ export class RsmNode {
    * - lastMyvs is VIEWSTAMP_ZERO or (vid ≥ 1, seqno ≥ 1), myvs has seqno ≥ 1: every viewstamp is
    *   stamped from (v, 1) in a view v ≥ 1, and lastMyvs is always one that was stamped (executed,
    *   installed, restored) or nothing.
-   * - vidInsync ≤ vidCommitted ≤ config.vid: vidInsync is copied from vidCommitted, which is set
-   *   only by commitChange, which asserts the bound; config's view only grows.
+   * - vidCommitted ≤ config.vid: set only by commitChange, which asserts the bound; config's view
+   *   only grows.
    * - Once started: lastMyvs, myvs and syncedVid are at most vidCommitted. A replica executes or
    *   installs in view v only after committing v (durably, in the same storage as its own
    *   records), and start() commits config's newest view; before start() the restored record can
    *   be ahead of vidCommitted (still 0). The primary is a member of the committed view.
    * - Before start(): nothing has happened yet (view 0, in a view change, no batch, no queue).
    *
+   * The status (rsm/replica-status.ts): once started and until stopped it is in the committed view
+   * (commitChange moves both together), `joining` exactly when this replica is not a member of it,
+   * and otherwise its role is what primaryId says (the primary of a view is fixed at its commit).
+   *
    * Serving (not in a view change): the recovery loop ended the view change for the committed view
    * (commitChange and resync() re-enter it), so this replica is a member of vidCommitted,
-   * vidInsync = syncedVid = vidCommitted, myvs is in vidCommitted, and myvs is exactly what the
+   * syncedVid = vidCommitted, myvs is in vidCommitted, and myvs is exactly what the
    * code computes: nextExpected(vidCommitted, lastMyvs) at the end of the view change and after
    * each batch a backup executes; on the primary with pending batches the successor of the last
    * one's last entry. Hence lastMyvs < myvs. Only the primary has pending batches while serving
@@ -1792,15 +1818,13 @@ export class RsmNode {
    * are never kept) and has its idle timer running; stop() drops it.
    *
    * Synchronisation
-   * - insync only on the running primary of vidInsync = vidCommitted in its view change: set inside
-   *   syncWithBackups, cleared in its finally, and a newer view or a stop wakes it (syncProgress)
-   *   so it leaves at once;
-   * - while insync: syncedBackups ⊆ keys of pulledBy ⊆ backups of vidInsync (transferdonereq
-   *   counts only a backup that pulled; transferreq records only members other than us), and
-   *   every recorded pull is at our current lastMyvs (our state does not move while insync: no
-   *   round executes in a view change and the adoption came before);
-   * - resyncRequested only in a view change (resync() sets both); resumeVid is consumed by the
-   *   first syncView, which start() reaches synchronously, unless a breakpoint stopped the node.
+   * - while the primary's synchronisation is serving: syncedBackups ⊆ keys of pulledBy ⊆ backups
+   *   of the view (transferdonereq counts only a backup that pulled; transferreq records only
+   *   members other than us), and every recorded pull is at our current lastMyvs (our state does
+   *   not move while serving: no round executes in a view change and the adoption came before);
+   *   a newer view or a stop wakes it (syncProgress) so it leaves at once;
+   * - resumeVid is consumed by the first syncView, which start() reaches synchronously, unless a
+   *   breakpoint stopped the node.
    *
    * Listeners: wasPrimary equals isPrimary (every change of primaryId, inViewChange and stopped is
    * followed by primaryMaybeChanged, so onPrimaryChange heard every flip; a stopped node is not
@@ -1820,10 +1844,11 @@ export class RsmNode {
     // Viewstamps and views.
     check(isWellFormed(last) && (cmp(last, VIEWSTAMP_ZERO) === 0 || (last.vid >= 1 && last.seqno >= 1)), () => `${me}: lastMyvs ${vs(last)} is neither 0.0 nor a stamped viewstamp`);
     check(isWellFormed(myvs) && myvs.seqno >= 1, () => `${me}: myvs ${vs(myvs)} malformed`);
-    check(this.vidInsync <= this.vidCommitted, () => `${me}: vidInsync ${this.vidInsync} > vidCommitted ${this.vidCommitted}`);
     check(this.vidCommitted <= this.config.vid, () => `${me}: vidCommitted ${this.vidCommitted} > config's view ${this.config.vid}`);
-    if (!this.started) {
-      check(this.vidCommitted === 0 && this.inViewChange && pending.length === 0 && this.pipeline.waitingCount === 0 && !this.insync, () => `${me}: not started, yet view ${this.vidCommitted}, inViewChange ${this.inViewChange}, ${pending.length} pending, ${this.pipeline.waitingCount} waiting, insync ${this.insync}`);
+    const status = this.replicaStatus;
+    const started = status.kind !== 'created';
+    if (!started) {
+      check(this.vidCommitted === 0 && pending.length === 0 && this.pipeline.waitingCount === 0, () => `${me}: not started, yet view ${this.vidCommitted}, ${pending.length} pending, ${this.pipeline.waitingCount} waiting`);
     } else {
       check(last.vid <= this.vidCommitted, () => `${me}: lastMyvs ${vs(last)} beyond the committed view ${this.vidCommitted}`);
       check(myvs.vid <= this.vidCommitted, () => `${me}: myvs ${vs(myvs)} beyond the committed view ${this.vidCommitted}`);
@@ -1835,11 +1860,20 @@ export class RsmNode {
     const membersOf = (vid: number): string[] => (vid === this.vidCommitted ? members : this.config.members(vid));
     if (this.vidCommitted > 0) check(members.includes(this.primaryId), () => `${me}: primary ${this.primaryId} not a member of view ${this.vidCommitted} [${members.join(' ')}]`);
 
+    // The status: in the committed view, joining exactly when not a member, the role primaryId's.
+    const statusView = statusVid(status);
+    if (statusView !== undefined) {
+      check(statusView === this.vidCommitted, () => `${me}: ${describeStatus(status)} but the committed view is ${this.vidCommitted}`);
+      check((status.kind === 'joining') === !members.includes(this.me), () => `${me}: ${describeStatus(status)} in view ${this.vidCommitted} [${members.join(' ')}]`);
+      if (status.kind === 'syncing' || status.kind === 'normal') {
+        check(status.role === (this.primaryId === this.me ? 'primary' : 'backup'), () => `${me}: ${describeStatus(status)} but the primary is ${this.primaryId}`);
+      }
+    }
+
     // Serving: myvs is exactly what the view change and each batch left it at.
     if (!this.inViewChange) {
-      check(this.started, () => `${me}: out of a view change before start()`);
       check(members.includes(this.me), () => `${me}: serving view ${this.vidCommitted} [${members.join(' ')}] without being a member`);
-      check(this.vidInsync === this.vidCommitted && this.syncedVid === this.vidCommitted, () => `${me}: serving view ${this.vidCommitted} but vidInsync ${this.vidInsync}, syncedVid ${this.syncedVid}`);
+      check(this.syncedVid === this.vidCommitted, () => `${me}: serving view ${this.vidCommitted} but synchronised view ${this.syncedVid}`);
       check(myvs.vid === this.vidCommitted, () => `${me}: serving view ${this.vidCommitted} with myvs ${vs(myvs)}`);
       if (pending.length > 0) {
         check(this.primaryId === this.me, () => `${me}: a backup (primary ${this.primaryId}) serving view ${this.vidCommitted} with a pending batch at ${vs(pending[0]!.entries[0]!.vs)}`);
@@ -1869,7 +1903,7 @@ export class RsmNode {
     // change, syncView settles the batches instead). While stalled, arrivals get BUSY at once.
     const stalled = this.pipeline.stalled;
     if (stalled && !this.stopped && !this.inViewChange) check(this.recoveryQueued || this.pendingRetry !== undefined, () => `${me}: stalled with no recovery round queued or timed`);
-    if (!this.started) check(!stalled && this.rounds.size === 0, () => `${me}: stalled or rounds running before start()`);
+    if (!started) check(!stalled && this.rounds.size === 0, () => `${me}: stalled or rounds running before start()`);
 
     check(this.gapWaiters >= 0 && this.gapWaiters <= GAP_WAITERS_MAX, () => `${me}: ${this.gapWaiters} batches held for a gap (at most ${GAP_WAITERS_MAX})`);
 
@@ -1899,16 +1933,14 @@ export class RsmNode {
     if (lastRequest !== undefined) check(cmp(lastRequest.vs, last) === 0, () => `${me}: lastRequest at ${vs(lastRequest.vs)}, lastMyvs ${vs(last)}`);
 
     // Synchronisation.
-    if (this.insync) {
-      check(this.started && !this.stopped && this.inViewChange && this.primaryId === this.me && this.vidInsync === this.vidCommitted, () => `${me}: insync for view ${this.vidInsync} but stopped ${this.stopped}, inViewChange ${this.inViewChange}, primary ${this.primaryId}, committed ${this.vidCommitted}`);
-      const backups = membersOf(this.vidInsync).filter((member) => member !== this.me);
+    if (this.servingBackups(this.vidCommitted)) {
+      const backups = members.filter((member) => member !== this.me);
       for (const [backup, at] of this.pulledBy) {
-        check(backups.includes(backup), () => `${me}: ${backup} pulled in view ${this.vidInsync} but is not one of its backups [${backups.join(' ')}]`);
-        check(cmp(at, last) === 0, () => `${me}: ${backup} pulled at ${vs(at)} but our state is at ${vs(last)} (it moved while insync)`);
+        check(backups.includes(backup), () => `${me}: ${backup} pulled in view ${this.vidCommitted} but is not one of its backups [${backups.join(' ')}]`);
+        check(cmp(at, last) === 0, () => `${me}: ${backup} pulled at ${vs(at)} but our state is at ${vs(last)} (it moved while serving the synchronisation)`);
       }
-      for (const backup of this.syncedBackups) check(this.pulledBy.has(backup), () => `${me}: ${backup} counted as synchronised in view ${this.vidInsync} without a pull`);
+      for (const backup of this.syncedBackups) check(this.pulledBy.has(backup), () => `${me}: ${backup} counted as synchronised in view ${this.vidCommitted} without a pull`);
     }
-    if (this.resyncRequested) check(this.inViewChange, () => `${me}: resync requested outside a view change`);
 
     // Listeners and stamps.
     check(this.wasPrimary === this.isPrimary, () => `${me}: isPrimary ${this.isPrimary} but the listeners last heard ${this.wasPrimary}`);

@@ -9,13 +9,14 @@
 import t from 'tap';
 import type { RsmNode } from '../rsm/node.js';
 import type { Viewstamp } from '../rsm/protocol.js';
+import type { ReplicaStatus } from '../rsm/replica-status.js';
 import { runRsmSim } from '../tester/sim/rsm-sim.js';
 import { kvClient, kvCluster, settle, settledOn } from './helpers/rsm.js';
 
 /** The private fields the tests read or corrupt (a cast: they are not part of the API). */
 interface Internals {
   pipeline: { batches: readonly unknown[]; waitingCount: number; bytesWaiting: number };
-  insync: boolean;
+  replicaStatus: ReplicaStatus;
   myvs: Viewstamp;
   heldLog: { heldBytes: number };
   lastRequest: unknown;
@@ -35,14 +36,15 @@ t.test('invariants() hold on healthy replicas: batches in flight, a view change,
   t.doesNotThrow(checkAll, 'after bootstrap');
 
   // Many clients at once, so the primary has pending batches and waiting requests between events.
-  const seen = { pending: 0, waiting: 0, insync: 0 };
+  const seen = { pending: 0, waiting: 0, serving: 0 };
   const sample = (): void => {
     checkAll();
     for (const id of cluster.upIds()) {
       const node = internals(cluster.node(id)!);
       if (node.pipeline.batches.length > 0) seen.pending++;
       if (node.pipeline.waitingCount > 0) seen.waiting++;
-      if (node.insync) seen.insync++;
+      const status = node.replicaStatus;
+      if (status.kind === 'syncing' && status.role === 'primary' && status.phase === 'serving') seen.serving++;
     }
   };
   const clients = Array.from({ length: 8 }, (_, i) => kvClient(cluster, `c${i + 1}`));
@@ -55,13 +57,13 @@ t.test('invariants() hold on healthy replicas: batches in flight, a view change,
   t.ok(await cluster.runUntil(() => (sample(), done), 60_000), 'the first appends finish');
   t.ok(seen.pending > 0 && seen.waiting > 0, `checked with batches pending (${seen.pending} steps) and requests waiting (${seen.waiting})`);
 
-  // A view change: the primary crashes; the others synchronise a view of two (insync on the new primary).
+  // A view change: the primary crashes; the others synchronise a view of two (the new primary serving its backups).
   const oldPrimary = cluster.node(ids[0]!)!;
   cluster.crash(ids[0]!);
   done = false;
   void appends(5).then(() => (done = true));
   t.ok(await cluster.runUntil(() => (sample(), done), 60_000), 'appends finish after the view change');
-  t.ok(seen.insync > 0, `checked while a primary was synchronising (${seen.insync} steps)`);
+  t.ok(seen.serving > 0, `checked while a primary was synchronising (${seen.serving} steps serving its backups)`);
   t.doesNotThrow(() => oldPrimary.invariants(), 'the crashed (stopped) incarnation');
   t.notOk(oldPrimary.isPrimary);
 
@@ -138,13 +140,40 @@ t.test('invariants() fail on a corrupted field, and pass again once it is restor
       message: /isPrimary true but the listeners last heard false/,
     },
     {
-      what: 'insync while serving',
+      what: 'a status in another view than the committed one',
       node: primary,
       corrupt: (n) => {
-        n.insync = true;
-        return () => (n.insync = false);
+        const status = n.replicaStatus;
+        n.replicaStatus = { kind: 'normal', vid: (status.kind === 'normal' ? status.vid : 0) + 1, role: 'primary' };
+        return () => (n.replicaStatus = status);
       },
-      message: /insync for view \d+ but stopped false, inViewChange false/,
+      message: /rsm invariants of 3772: normal in view \d+ as primary but the committed view is \d+/,
+    },
+    {
+      what: 'a backup whose status says primary',
+      node: backup,
+      corrupt: (n) => {
+        const status = n.replicaStatus;
+        if (status.kind !== 'normal') throw new Error(`backup not normal: ${status.kind}`);
+        n.replicaStatus = { ...status, role: 'primary' };
+        return () => (n.replicaStatus = status);
+      },
+      message: /rsm invariants of 3774: normal in view \d+ as primary but the primary is 3772/,
+    },
+    {
+      what: 'a pull of an older state counted while serving the synchronisation',
+      node: primary,
+      corrupt: (n) => {
+        const status = n.replicaStatus;
+        if (status.kind !== 'normal') throw new Error(`primary not normal: ${status.kind}`);
+        n.replicaStatus = { kind: 'syncing', vid: status.vid, role: 'primary', phase: 'serving' };
+        n.pulledBy.set('3774', { vid: 0, seqno: 0 });
+        return () => {
+          n.replicaStatus = status;
+          n.pulledBy.clear();
+        };
+      },
+      message: /3774 pulled at 0\.0 but our state is at \d+\.\d+ \(it moved while serving the synchronisation\)/,
     },
   ];
   for (const { what, node, corrupt, message } of corruptions) {
