@@ -2,7 +2,8 @@
  * The RSM node (the lab's rsm class): one replica of a replicated state machine. It runs
  *
  * - membership: view commits from config and the primary of each view, `members` for clients,
- *   joins of nodes outside the view (`joinreq`);
+ *   joins of nodes outside the view (`joinreq`, both sides in rsm/join.ts); its status, one value
+ *   (rsm/replica-status.ts);
  * - the request path: on the primary, a pipeline of up to PIPELINE_DEPTH batches (whose state and
  *   rules are the synchronous core in rsm/pipeline.ts; this class runs its rounds): client
  *   invokes wait in a bounded queue only while it is full; each batch stamps the waiting requests
@@ -35,10 +36,10 @@ import type { HandlerReply, RpcEndpoint } from '../lib/rpc.js';
 import { SerialQueue } from '../lib/serial-queue.js';
 import { Config, defaultConfigTiming, type ConfigTiming } from '../paxos/config.js';
 import type { PaxosLogSink } from '../paxos/log-sink.js';
-import { clusterCheck } from '../paxos/store.js';
-import { historyProblem, isValidNodeId, type HistoryEntry } from '../paxos/view.js';
+import { isValidNodeId, type HistoryEntry } from '../paxos/view.js';
 import { batchProblem, classifyBatch, isWellFormed, nextExpected, successor, type InvokeDecision } from './invoke-rule.js';
-import { PrimaryTracker, joinCandidates } from './membership.js';
+import { PrimaryTracker } from './membership.js';
+import { answerJoin, Joiner, type JoinHost } from './join.js';
 import { HeldLog } from './held-log.js';
 import { SnapshotCache } from './snapshot-cache.js';
 import { TestControl } from './test-control.js';
@@ -68,7 +69,6 @@ import {
   rsmClientProtocol,
   rsmProtocol,
   type BatchEntry,
-  type JoinRes,
   type StatusRes,
   type TransferRes,
   type Viewstamp,
@@ -292,6 +292,9 @@ export class RsmNode {
 
   /** The test-control hooks: breakpoints 1 and 2, the partition hook (rsm/test-control.ts). */
   private readonly testControl: TestControl;
+  /** Both sides of a join (rsm/join.ts), and what they see of this replica. */
+  private readonly joinHost: JoinHost;
+  private readonly joiner: Joiner;
 
   protected readonly env: Env;
   protected readonly rpc: RpcEndpoint;
@@ -365,7 +368,6 @@ export class RsmNode {
    * resumes that view from its durable record, without synchronising again (see syncView).
    */
   private resumeVid = 0;
-  private joinAttempts = 0;
   private wasPrimary = false;
   private readonly viewListeners = new Listeners<RsmViewEvent>();
   private readonly primaryListeners = new Listeners<boolean>();
@@ -398,6 +400,36 @@ export class RsmNode {
       die: (message) => this.die(message),
       status: () => this.status(),
     });
+    const node = this;
+    this.joinHost = {
+      me: this.me,
+      master: this.master,
+      config,
+      rpc: this.rpc,
+      joinTimeoutMs: this.timing.joinTimeoutMs,
+      joinRetryMs: this.timing.joinRetryMs,
+      addressOf: (id) => this.addressOf(id),
+      get isStopped() {
+        return node.stopped;
+      },
+      get primary() {
+        return node.primaryId;
+      },
+      get vidCommit() {
+        return node.vidCommitted;
+      },
+      get lastExecuted() {
+        return node.lastMyvs;
+      },
+      get serving() {
+        return !node.inViewChange;
+      },
+      commitNewest: () => {
+        if (this.config.vid > this.vidCommitted) this.commitChange(this.config.vid);
+      },
+      pause: (ms) => this.pause(ms),
+    };
+    this.joiner = new Joiner(this.joinHost);
   }
 
   /** Restores the node (Paxos state from storage) and registers its handlers; `start()` runs it. */
@@ -736,7 +768,7 @@ export class RsmNode {
   private async recoveryLoop(): Promise<void> {
     while (!this.stopped) {
       if (!this.config.isMember(this.me, this.vidCommitted)) {
-        await this.joinOnce();
+        await this.joiner.attempt();
         continue;
       }
       const vid = this.vidCommitted;
@@ -1072,80 +1104,6 @@ export class RsmNode {
   }
 
   /**
-   * One attempt to be admitted: joinreq to the next candidate. On OK adopt the returned history
-   * (which replaces our log) and commit its newest view. On failure wait `joinRetryMs`; if the
-   * candidate answered (BUSY), first learn from it any views we missed, so the next attempt goes
-   * to the right primary.
-   */
-  private async joinOnce(): Promise<void> {
-    const candidates = joinCandidates(this.me, this.primaryId, this.master, this.knownViews());
-    if (candidates.length === 0) {
-      log('%s join: nobody to ask', this.me);
-      await this.pause(this.timing.joinRetryMs);
-      return;
-    }
-    // The believed primary first; rotate through the others while asking fails.
-    const target = candidates[this.joinAttempts % candidates.length]!;
-    this.joinAttempts++;
-    log('%s join: asking %s (view %d)', this.me, target, this.vidCommitted);
-    const reply = await this.rpc.call(
-      this.addressOf(target),
-      rsmProtocol.joinreq,
-      { src: this.me, last: this.lastMyvs, cluster: this.config.cluster },
-      { timeoutMs: this.timing.joinTimeoutMs },
-    );
-    if (this.stopped) return;
-    const theirs = reply.ok ? reply.result.cluster : '';
-    if (reply.ok && (reply.status === RsmStatus.CLUSTER_MISMATCH || clusterCheck(this.config.cluster, theirs) === 'mismatch')) {
-      // One of us is in the wrong cluster: adopt nothing; the host decides which (it stops this
-      // node if no peer of its own cluster ever confirmed it).
-      log('%s join: %s is in another cluster (%s); not joining through it', this.me, target, theirs || 'refused');
-      this.config.reportClusterMismatch(target);
-    } else if (reply.ok && reply.status === RsmStatus.OK) {
-      if (await this.adoptJoinReply(target, reply.result)) {
-        this.joinAttempts = 0;
-        return;
-      }
-    } else if (reply.ok) {
-      log('%s join: %s answered status %d', this.me, target, reply.status);
-      const primaryBefore = this.primaryId;
-      await this.config.catchUp(target);
-      if (this.stopped) return;
-      if (this.config.vid > this.vidCommitted) this.commitChange(this.config.vid);
-      // A busy primary (mid view change) is still the one to ask; after learning of another
-      // primary, ask that one first.
-      if (target === this.primaryId || this.primaryId !== primaryBefore) this.joinAttempts = 0;
-    } else {
-      log('%s join: %s failed: %s', this.me, target, reply.error.code);
-    }
-    await this.pause(this.timing.joinRetryMs);
-  }
-
-  /** Adopts the history of a joinreq OK; resolves whether we are now a member. */
-  private async adoptJoinReply(from: string, result: JoinRes): Promise<boolean> {
-    const problem = historyProblem(result.history);
-    if (problem !== undefined) {
-      log('%s join: ignoring (bad history from %s: %s)', this.me, from, problem);
-      return false;
-    }
-    if (result.history.length > this.config.vid) {
-      await this.config.adoptHistory(result.history);
-      if (this.stopped) return false;
-    } else {
-      // Our own history is at least as new: nothing to adopt (the admitting node lags behind us).
-      log('%s join: not adopting (history of %d views, ours %d)', this.me, result.history.length, this.config.vid);
-    }
-    if (this.config.vid > this.vidCommitted) this.commitChange(this.config.vid);
-    return this.config.isMember(this.me, this.vidCommitted);
-  }
-
-  private knownViews(): string[][] {
-    const views: string[][] = [];
-    for (let vid = 1; vid <= this.config.vid; vid++) views.push(this.config.members(vid));
-    return views;
-  }
-
-  /**
    * The wait before transfer step `attempt` + 1 (0 after the first try): an eighth of
    * transferRetryMs, doubling up to all of it. A BUSY usually means the other side is one message
    * behind (it has not committed the view yet, or is still collecting), so the first retries come
@@ -1177,7 +1135,7 @@ export class RsmNode {
     this.rpc.handle(rsmProtocol.transferreq, (args) => this.onTransferReq(args.src, args.last, args.vid));
     this.rpc.handle(rsmProtocol.transferchunk, (args) => this.onTransferChunk(args.src, args.vid, args.last, args.offset));
     this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.onTransferDoneReq(args.m, args.vid));
-    this.rpc.handle(rsmProtocol.joinreq, (args) => this.onJoinReq(args.src, args.cluster));
+    this.rpc.handle(rsmProtocol.joinreq, (args) => answerJoin(this.joinHost, args.src, args.cluster));
   }
 
   /**
@@ -1718,42 +1676,6 @@ export class RsmNode {
       return { status: RsmStatus.OK, result: 0 };
     }
     return this.inViewChange ? busy : { status: RsmStatus.OK, result: 0 };
-  }
-
-  /**
-   * joinreq(src) on the node asked to admit `src`: a member already gets OK with the history;
-   * a non-primary, or the primary during a view change, answers BUSY; the primary runs config.add and answers OK with the history if
-   * `src` is a member afterwards, else BUSY. The history is sent only once durable here.
-   */
-  private async onJoinReq(src: string, cluster: string): Promise<{ status: number; result: JoinRes }> {
-    const mine = this.config.cluster;
-    const busy = { status: RsmStatus.BUSY, result: { history: [], cluster: mine } };
-    if (!isValidNodeId(src) || src === this.me) {
-      log('%s joinreq: ignoring (bad joiner id %j)', this.me, src);
-      return { status: RsmStatus.ERR, result: { history: [], cluster: mine } };
-    }
-    // The cluster gate, as in front of the Paxos messages: never admit another cluster's node.
-    const verdict = clusterCheck(mine, cluster);
-    if (verdict !== 'ok') {
-      log('%s joinreq from %s: refusing (%s)', this.me, src, verdict === 'mismatch' ? `it is in cluster ${cluster}, this node is in cluster ${mine}` : 'malformed cluster id');
-      return { status: verdict === 'mismatch' ? RsmStatus.CLUSTER_MISMATCH : RsmStatus.ERR, result: { history: [], cluster: mine } };
-    }
-    if (!this.config.isMember(src, this.vidCommitted)) {
-      if (this.primaryId !== this.me || !this.config.isMember(this.me, this.vidCommitted)) {
-        log('%s joinreq from %s: ignoring (not primary; primary is %s)', this.me, src, this.primaryId);
-        return busy;
-      }
-      if (this.inViewChange) {
-        // Admit only from a synchronised view: then every member but the joiner holds the state,
-        // and a later view that drops members still contains one that does.
-        log('%s joinreq from %s: ignoring (view %d is not synchronised yet)', this.me, src, this.vidCommitted);
-        return busy;
-      }
-      await this.config.add(src, this.vidCommitted);
-      if (this.stopped || !this.config.isMember(src, this.config.vid)) return busy;
-    }
-    await this.config.flushed();
-    return { status: RsmStatus.OK, result: { history: this.config.history(), cluster: mine } };
   }
 
   // ---------------------------------------------------------------------------------------------
