@@ -37,9 +37,11 @@ import { SerialQueue } from '../lib/serial-queue.js';
 import { Config, defaultConfigTiming, type ConfigTiming } from '../paxos/config.js';
 import type { PaxosLogSink } from '../paxos/log-sink.js';
 import { isValidNodeId, type HistoryEntry } from '../paxos/view.js';
-import { batchProblem, classifyBatch, isWellFormed, nextExpected, successor, type InvokeDecision } from './invoke-rule.js';
+import { isWellFormed, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker } from './membership.js';
 import { answerJoin, Joiner, type JoinHost } from './join.js';
+import { Backup, GAP_WAITERS_MAX } from './backup.js';
+import { Wakeup } from './wakeup.js';
 import { HeldLog } from './held-log.js';
 import { SnapshotCache } from './snapshot-cache.js';
 import { TestControl } from './test-control.js';
@@ -57,7 +59,6 @@ import {
 } from './pipeline.js';
 import { chooseTransfer, fetchTransfer, transferProblem, type Transfer } from './state-transfer.js';
 import {
-  BATCH_REQUESTS_MAX,
   RsmClientStatus,
   RsmStatus,
   TRANSFER_CHUNK_BYTES,
@@ -68,7 +69,6 @@ import {
   encodeInvokeReply,
   rsmClientProtocol,
   rsmProtocol,
-  type BatchEntry,
   type StatusRes,
   type TransferRes,
   type Viewstamp,
@@ -200,21 +200,6 @@ export interface RsmStateInstalledEvent {
   readonly vid: number;
 }
 
-/** A one-shot wake-up for a loop waiting on "something changed". */
-class Wakeup {
-  private waiters: Array<() => void> = [];
-
-  wait(): Promise<void> {
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  notify(): void {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const resolve of waiters) resolve();
-  }
-}
-
 /** A batch the primary stamped (for statistics: the simulator counts batch sizes). */
 export interface RsmBatchEvent {
   readonly first: Viewstamp;
@@ -253,14 +238,6 @@ const NOTPRIMARY_REPLY: HandlerReply<Uint8Array> = { status: RsmClientStatus.NOT
 function answerAll(requests: readonly WaitingRequest[], reply: HandlerReply<Uint8Array>): void {
   for (const request of requests) request.answer(reply);
 }
-/**
- * How long a backup holds a batch that overtook the ones before it, and how many it holds at once
- * (beyond either: ERR, and the primary resends). The primary retransmits a lost batch within
- * INVOKE_RETRANSMIT_MS_MAX, so the gap usually fills long before.
- */
-const GAP_WAIT_MS = 250;
-const GAP_WAITERS_MAX = 2 * PIPELINE_DEPTH;
-
 export class RsmNode {
   readonly me: string;
   readonly master: string;
@@ -306,10 +283,8 @@ export class RsmNode {
   private readonly viewCommitted = new Wakeup();
   /** Wakes the primary's synchronisation when a backup reports transferdonereq. */
   private readonly syncProgress = new Wakeup();
-  /** Wakes the batches a backup holds for a gap (waitForGap) when its position may have moved. */
-  private readonly backupMoved = new Wakeup();
-  /** Batches this backup holds for a gap before them (at most GAP_WAITERS_MAX). */
-  private gapWaiters = 0;
+  /** The backup's side of the request path (rsm/backup.ts); told when this replica moves. */
+  private readonly backup: Backup;
   private readonly stopController = new AbortController();
   /**
    * Serialises the tasks that quiesce the primary's pipeline (the lab's invoke_mutex, now around
@@ -430,6 +405,33 @@ export class RsmNode {
       pause: (ms) => this.pause(ms),
     };
     this.joiner = new Joiner(this.joinHost);
+    this.backup = new Backup({
+      me: this.me,
+      clock: this.env.clock,
+      get isStopped() {
+        return node.stopped;
+      },
+      get inViewChange() {
+        return node.inViewChange;
+      },
+      get isViewPrimary() {
+        return node.primaryId === node.me;
+      },
+      get expected() {
+        return node.myvs;
+      },
+      get last() {
+        return node.lastMyvs;
+      },
+      get lastRequest() {
+        return node.lastRequest;
+      },
+      get durable() {
+        return node.writes.durable;
+      },
+      executeBatch: (entries) => this.executeAsBackup(entries),
+      breakpoint1: () => this.breakpoint1(),
+    });
   }
 
   /** Restores the node (Paxos state from storage) and registers its handlers; `start()` runs it. */
@@ -720,7 +722,7 @@ export class RsmNode {
     answerAll(this.pipeline.takeClients(), BUSY_REPLY);
     this.viewCommitted.notify();
     this.syncProgress.notify();
-    this.backupMoved.notify();
+    this.backup.moved();
     this.primaryMaybeChanged();
   }
 
@@ -747,7 +749,7 @@ export class RsmNode {
     log('%s commitChange: view %d [%s], primary %s', this.me, vid, members.join(' '), this.primaryId);
     this.viewCommitted.notify();
     this.syncProgress.notify();
-    this.backupMoved.notify();
+    this.backup.moved();
     this.primaryMaybeChanged();
     this.viewListeners.emit({ vid, members, primary: this.primaryId, phase: 'committed' }, (e) => this.fatal(e));
     if (members.includes(this.me)) this.testControl.breakpoint2();
@@ -760,7 +762,7 @@ export class RsmNode {
   private resync(): void {
     if (!isNormal(this.replicaStatus)) return;
     this.setStatus({ kind: 'resync' });
-    this.backupMoved.notify();
+    this.backup.moved();
     this.primaryMaybeChanged();
     this.viewCommitted.notify();
   }
@@ -793,7 +795,7 @@ export class RsmNode {
         if (this.vidCommitted !== vid) continue;
       }
       this.setStatus({ kind: 'ready', vid });
-      this.backupMoved.notify();
+      this.backup.moved();
       log('%s recovery: view %d ready (primary %s, last %s)', this.me, vid, this.primaryId, describeViewstamp(this.lastMyvs));
       this.primaryMaybeChanged();
       this.viewListeners.emit({ vid, members: this.config.members(vid), primary: this.primaryId, phase: 'ready' }, (e) => this.fatal(e));
@@ -1130,8 +1132,8 @@ export class RsmNode {
     this.rpc.handle(rsmClientProtocol.members, () => ({ status: RsmClientStatus.OK, result: this.membersWithPrimary() }));
     this.rpc.handle(rsmClientProtocol.invoke, (args) => this.clientInvoke(args.procno, args.req));
     // The lab's one-request invoke is a batch of one.
-    this.rpc.handle(rsmProtocol.invoke, (args) => this.onInvokeBatch([{ vs: args.vs, timeMs: args.timeMs, proc: args.proc, req: args.req }]));
-    this.rpc.handle(rsmProtocol.invokebatch, (args) => this.onInvokeBatch(args.entries));
+    this.rpc.handle(rsmProtocol.invoke, (args) => this.backup.receive([{ vs: args.vs, timeMs: args.timeMs, proc: args.proc, req: args.req }]));
+    this.rpc.handle(rsmProtocol.invokebatch, (args) => this.backup.receive(args.entries));
     this.rpc.handle(rsmProtocol.transferreq, (args) => this.onTransferReq(args.src, args.last, args.vid));
     this.rpc.handle(rsmProtocol.transferchunk, (args) => this.onTransferChunk(args.src, args.vid, args.last, args.offset));
     this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.onTransferDoneReq(args.m, args.vid));
@@ -1472,119 +1474,25 @@ export class RsmNode {
     return this.lastStampMs;
   }
 
+  /**
+   * A batch the backup's accept rule took (rsm/backup.ts): myvs moves past it, its log write
+   * (sync) starts, and its entries execute while the fsync runs. Resolves once it is durable.
+   */
+  private executeAsBackup(entries: readonly LogEntry[]): Promise<void> {
+    assert(this.myvs.vid === this.vidCommitted, 'backup expecting a viewstamp outside its committed view');
+    this.myvs = successor(entries[entries.length - 1]!.vs);
+    const written = this.appendLog(entries);
+    this.countBatch();
+    for (const entry of entries) this.execute(entry, 'backup');
+    this.backup.moved();
+    return written;
+  }
+
   /** Executes a logged request with the context stamped on it and tells the listeners. */
   private execute(entry: LogEntry, role: 'primary' | 'backup'): ExecuteResult {
     const result = this.applyEntry(entry);
     this.executedListeners.emit({ vs: entry.vs, proc: entry.proc, request: entry.request, result, role }, (e) => this.fatal(e));
     return result;
-  }
-
-  /**
-   * invokebatch (and the lab's invoke, as a batch of one) on a backup. A malformed batch
-   * (batchProblem: empty, oversized, not consecutive viewstamps of one view) is ERR. Otherwise
-   * the accept rule (classifyBatch) decides:
-   * - execute: start appending the batch to the log in one write (sync), execute every entry in
-   *   order while it runs, and once it is durable breakpoint1() (a backup dies right after
-   *   executing), then acknowledge;
-   * - duplicate (the batch executed last, again): acknowledge it again without executing, once
-   *   it is durable here. The primary resends a batch when an acknowledgement did not reach it
-   *   (the RPC call timed out, so the at-most-once table may have forgotten it), and only this
-   *   replica can tell it already ran. A viewstamp is stamped once, into one batch, so the
-   *   duplicate carries the same requests; its last one is compared anyway, and a mismatch is ERR;
-   * - reject: ERR.
-   * Every decision and state change happens before the first await, so two deliveries of one
-   * batch cannot both execute it.
-   */
-  private async onInvokeBatch(entries: readonly BatchEntry[]): Promise<HandlerReply<number>> {
-    const err = { status: RsmStatus.ERR, result: 0 };
-    const problem = batchProblem(entries);
-    if (problem !== undefined) {
-      log('%s invokebatch: ignoring a malformed batch (%s)', this.me, problem);
-      return err;
-    }
-    const first = entries[0]!;
-    const last = entries[entries.length - 1]!;
-    const span = entries.length === 1 ? describeViewstamp(first.vs) : `${describeViewstamp(first.vs)}..${last.vs.seqno}`;
-    const classify = (): InvokeDecision =>
-      classifyBatch({ inViewChange: this.inViewChange, isPrimary: this.primaryId === this.me, expected: this.myvs, last: this.lastMyvs }, first.vs, last.vs);
-    let decision = classify();
-    // A batch that overtook the ones before it (the primary keeps several in flight, and a lost
-    // message is retransmitted later) waits briefly for them instead of failing the whole pipeline.
-    if (decision.action === 'reject' && this.gapMayFill(first.vs, false)) decision = await this.waitForGap(first.vs, classify);
-    // From here on, every decision and state change comes before the first await.
-    switch (decision.action) {
-      case 'reject':
-        log('%s invokebatch %s: ignoring (%s)', this.me, span, decision.reason);
-        return err;
-      case 'duplicate': {
-        // Unknown after a state transfer: the installed state already reflects the request at
-        // `last`, and a viewstamp is given to one request only, so it is this one.
-        const executed = this.lastRequest;
-        if (executed !== undefined && (executed.proc !== last.proc || !sameBytes(executed.request, last.req))) {
-          log('%s invokebatch %s: ignoring (a different request than the one executed at %s)', this.me, span, describeViewstamp(last.vs));
-          return err;
-        }
-        log('%s invokebatch %s: the batch executed last, again; acknowledging it again', this.me, span);
-        await this.writes.durable;
-        return { status: this.stopped ? RsmStatus.ERR : RsmStatus.OK, result: 0 };
-      }
-      case 'execute': {
-        assert(this.myvs.vid === this.vidCommitted, 'backup expecting a viewstamp outside its committed view');
-        this.myvs = successor(last.vs);
-        const logged: LogEntry[] = entries.map(({ vs, timeMs, proc, req }) => ({ vs, timeMs, proc, request: req.slice() }));
-        // The write goes to storage first, and its fsync runs while we execute. Acknowledge only
-        // once it is durable here: the primary counts on every backup keeping it.
-        const written = this.appendLog(logged);
-        this.countBatch();
-        for (const entry of logged) this.execute(entry, 'backup');
-        this.backupMoved.notify();
-        await written;
-        if (this.stopped) return err;
-        this.breakpoint1();
-        return { status: RsmStatus.OK, result: 0 };
-      }
-    }
-  }
-
-  /**
-   * Whether a batch starting at `first`, beyond the viewstamp this backup expects, may be held
-   * until the batches before it arrive: a backup serving the batch's view, a gap of at most the
-   * pipeline's reach (PIPELINE_DEPTH full batches), and, for a new one, fewer than
-   * GAP_WAITERS_MAX already held.
-   */
-  private gapMayFill(first: Viewstamp, held: boolean): boolean {
-    if (this.stopped || this.inViewChange || this.primaryId === this.me) return false;
-    const expected = this.myvs;
-    if (first.vid !== expected.vid || first.seqno <= expected.seqno) return false;
-    if (first.seqno - expected.seqno > PIPELINE_DEPTH * BATCH_REQUESTS_MAX) return false;
-    return held || this.gapWaiters < GAP_WAITERS_MAX;
-  }
-
-  /**
-   * Holds a batch that arrived before the batches ahead of it for at most GAP_WAIT_MS, re-applying
-   * the accept rule each time this backup moves (it executes a batch, a view commits, it stops).
-   * Resolves the decision to act on at once: execute once the gap has filled, otherwise the
-   * rule's own answer (a gap still is ERR, as without the wait).
-   */
-  private async waitForGap(first: Viewstamp, classify: () => InvokeDecision): Promise<InvokeDecision> {
-    this.gapWaiters++;
-    const deadline = this.env.clock.now() + GAP_WAIT_MS;
-    try {
-      for (;;) {
-        const remaining = deadline - this.env.clock.now();
-        if (remaining <= 0) return classify();
-        let timer: Timer | undefined;
-        await new Promise<void>((resolve) => {
-          timer = this.env.clock.setTimer(remaining, resolve);
-          void this.backupMoved.wait().then(resolve);
-        });
-        timer?.cancel();
-        const decision = classify();
-        if (decision.action !== 'reject' || !this.gapMayFill(first, true)) return decision;
-      }
-    } finally {
-      this.gapWaiters--;
-    }
   }
 
   /**
@@ -1723,7 +1631,7 @@ export class RsmNode {
    * - the head is not complete while running: advance runs after every acknowledgement and at
    *   the end of every own write, and executes complete heads at once;
    * - stalled (not in a view change): a recovery round is queued or running, or its timer is set.
-   * A backup holds at most GAP_WAITERS_MAX batches for a gap (waitForGap counts them).
+   * A backup holds at most GAP_WAITERS_MAX batches for a gap (Backup counts them).
    *
    * The waiting requests: on a serving primary there are some only while pump is due
    * (pumpAfterRead's microtask, pumpSoon's timer) or the pipeline is full or quiesced (pump runs
@@ -1827,7 +1735,8 @@ export class RsmNode {
     if (stalled && !this.stopped && !this.inViewChange) check(this.recoveryQueued || this.pendingRetry !== undefined, () => `${me}: stalled with no recovery round queued or timed`);
     if (!started) check(!stalled && this.rounds.size === 0, () => `${me}: stalled or rounds running before start()`);
 
-    check(this.gapWaiters >= 0 && this.gapWaiters <= GAP_WAITERS_MAX, () => `${me}: ${this.gapWaiters} batches held for a gap (at most ${GAP_WAITERS_MAX})`);
+    const held = this.backup.heldForGap;
+    check(held >= 0 && held <= GAP_WAITERS_MAX, () => `${me}: ${held} batches held for a gap (at most ${GAP_WAITERS_MAX})`);
 
     // The waiting requests: someone takes them. pump runs at every arrival, at the end of every
     // round and quiesce, and after every execution; it waits only while the pipeline is full or
@@ -1927,12 +1836,6 @@ export class RsmNode {
 
 function sameMembers(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((member, i) => member === b[i]);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** Re-exported for hosts that only import the RSM. */

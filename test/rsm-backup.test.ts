@@ -1,0 +1,176 @@
+/**
+ * The backup's side of the request path (rsm/backup.ts) against a fake replica on a virtual
+ * clock: a batch in order executes and is acknowledged once durable; a malformed one, one in a
+ * view change, on the primary, of an older view or with a gap that does not fill is refused; a
+ * batch that overtook the one before it is held and executes once the gap fills; a duplicate of
+ * the last batch is acknowledged again without executing, unless its request differs; the number
+ * held for a gap is bounded.
+ */
+import t from 'tap';
+import { SimWorld } from '../lib/sim/world.js';
+import { Backup, GAP_WAIT_MS, GAP_WAITERS_MAX, type BackupHost } from '../rsm/backup.js';
+import { successor } from '../rsm/invoke-rule.js';
+import { RsmStatus, VIEWSTAMP_ZERO, type BatchEntry, type Viewstamp } from '../rsm/protocol.js';
+import type { LogEntry } from '../rsm/replica-store.js';
+
+const OK = RsmStatus.OK;
+const ERR = RsmStatus.ERR;
+
+/** A replica that serves view `vid` as a backup, at `last`, whose writes are durable at once unless held. */
+function fakeReplica(vid: number, last: Viewstamp = VIEWSTAMP_ZERO) {
+  const world = new SimWorld('rsm-backup');
+  const executed: LogEntry[] = [];
+  let breakpoints = 0;
+  const replica = {
+    world,
+    executed,
+    stopped: false,
+    inViewChange: false,
+    primary: false,
+    expected: last.vid === vid ? successor(last) : { vid, seqno: 1 },
+    last,
+    lastRequest: undefined as LogEntry | undefined,
+    get breakpoints() {
+      return breakpoints;
+    },
+  };
+  const host: BackupHost = {
+    me: 'b1',
+    clock: world.clockFor('b1'),
+    get isStopped() {
+      return replica.stopped;
+    },
+    get inViewChange() {
+      return replica.inViewChange;
+    },
+    get isViewPrimary() {
+      return replica.primary;
+    },
+    get expected() {
+      return replica.expected;
+    },
+    get last() {
+      return replica.last;
+    },
+    get lastRequest() {
+      return replica.lastRequest;
+    },
+    durable: Promise.resolve(),
+    executeBatch: (entries) => {
+      const tail = entries[entries.length - 1]!;
+      replica.expected = successor(tail.vs);
+      for (const entry of entries) executed.push(entry);
+      replica.last = tail.vs;
+      replica.lastRequest = tail;
+      backup.moved();
+      return Promise.resolve();
+    },
+    breakpoint1: () => void breakpoints++,
+  };
+  const backup = new Backup(host);
+  return { replica, backup, world };
+}
+
+const batch = (vid: number, from: number, count: number, fill = 1): BatchEntry[] =>
+  Array.from({ length: count }, (_, i) => ({ vs: { vid, seqno: from + i }, timeMs: 0, proc: 7, req: new Uint8Array([fill, i]) }));
+
+/** Delivers `entries` and runs the virtual clock until it is answered (at most `ms`). */
+async function deliver(world: SimWorld, backup: Backup, entries: BatchEntry[], ms = GAP_WAIT_MS * 2): Promise<number | undefined> {
+  let status: number | undefined;
+  void backup.receive(entries).then((reply) => (status = reply.status));
+  await world.runUntil(() => status !== undefined, ms);
+  return status;
+}
+
+t.test('a batch in order executes and is acknowledged once durable; breakpoint 1 is passed', async (t) => {
+  const { replica, backup, world } = fakeReplica(2);
+  t.equal(await deliver(world, backup, batch(2, 1, 3)), OK);
+  t.same(replica.executed.map((e) => e.vs.seqno), [1, 2, 3]);
+  t.same(replica.expected, { vid: 2, seqno: 4 });
+  t.equal(replica.breakpoints, 1);
+  t.equal(await deliver(world, backup, batch(2, 4, 1)), OK, 'the next one too');
+  t.equal(replica.executed.length, 4);
+});
+
+t.test('refused: malformed, in a view change, on the primary, an older view, a later view, an older batch', async (t) => {
+  const cases: Array<[string, (r: ReturnType<typeof fakeReplica>['replica']) => void, BatchEntry[]]> = [
+    ['empty', () => {}, []],
+    ['not consecutive', () => {}, [...batch(2, 1, 1), ...batch(2, 3, 1)]],
+    ['two views', () => {}, [...batch(2, 1, 1), ...batch(3, 2, 1)]],
+    ['in a view change', (r) => (r.inViewChange = true), batch(2, 1, 1)],
+    ['on the primary', (r) => (r.primary = true), batch(2, 1, 1)],
+    ['an older view', () => {}, batch(1, 1, 1)],
+    ['a later view', () => {}, batch(3, 1, 1)],
+  ];
+  for (const [what, setup, entries] of cases) {
+    const { replica, backup, world } = fakeReplica(2);
+    setup(replica);
+    t.equal(await deliver(world, backup, entries), ERR, what);
+    t.equal(replica.executed.length, 0, `${what}: nothing executed`);
+  }
+  const { replica, backup, world } = fakeReplica(2);
+  t.equal(await deliver(world, backup, batch(2, 1, 4)), OK);
+  t.equal(await deliver(world, backup, batch(2, 2, 2)), ERR, 'an older batch inside the executed ones');
+  t.equal(replica.executed.length, 4);
+});
+
+t.test('a batch that overtook the one before it is held until the gap fills, then executes in order', async (t) => {
+  const { replica, backup, world } = fakeReplica(2);
+  let laterStatus: number | undefined;
+  void backup.receive(batch(2, 3, 2)).then((reply) => (laterStatus = reply.status));
+  await world.runFor(GAP_WAIT_MS / 2);
+  t.equal(laterStatus, undefined, 'held while the gap is open');
+  t.equal(backup.heldForGap, 1);
+  t.equal(await deliver(world, backup, batch(2, 1, 2)), OK, 'the missing batch');
+  await world.runFor(1);
+  t.equal(laterStatus, OK, 'the held batch executed after it');
+  t.same(replica.executed.map((e) => e.vs.seqno), [1, 2, 3, 4]);
+  t.equal(backup.heldForGap, 0);
+});
+
+t.test('a gap that does not fill in time is refused, and nothing executes', async (t) => {
+  const { replica, backup, world } = fakeReplica(2);
+  t.equal(await deliver(world, backup, batch(2, 5, 1), GAP_WAIT_MS * 4), ERR);
+  t.ok(world.now() >= GAP_WAIT_MS, 'after holding it for the gap wait');
+  t.equal(replica.executed.length, 0);
+  t.equal(backup.heldForGap, 0);
+});
+
+t.test('a held batch is refused at once when the replica enters a view change', async (t) => {
+  const { replica, backup, world } = fakeReplica(2);
+  let status: number | undefined;
+  void backup.receive(batch(2, 3, 1)).then((reply) => (status = reply.status));
+  await world.runFor(10);
+  replica.inViewChange = true;
+  backup.moved();
+  await world.runFor(1);
+  t.equal(status, ERR);
+  t.ok(world.now() < GAP_WAIT_MS, 'without waiting out the gap wait');
+});
+
+t.test('at most GAP_WAITERS_MAX batches are held; the next gap is refused at once', async (t) => {
+  const { backup, world } = fakeReplica(2);
+  const statuses: Array<number | undefined> = [];
+  for (let i = 0; i < GAP_WAITERS_MAX + 1; i++) {
+    const index = i;
+    statuses.push(undefined);
+    void backup.receive(batch(2, 10 + i, 1)).then((reply) => (statuses[index] = reply.status));
+  }
+  await world.runFor(1);
+  t.equal(backup.heldForGap, GAP_WAITERS_MAX);
+  t.equal(statuses[GAP_WAITERS_MAX], ERR, 'the one beyond the bound');
+  t.equal(statuses.filter((s) => s === undefined).length, GAP_WAITERS_MAX, 'the others still held');
+  await world.runFor(GAP_WAIT_MS * 2);
+  t.equal(backup.heldForGap, 0);
+});
+
+t.test('a duplicate of the last batch is acknowledged again without executing, unless its request differs', async (t) => {
+  const { replica, backup, world } = fakeReplica(2);
+  const first = batch(2, 1, 2);
+  t.equal(await deliver(world, backup, first), OK);
+  t.equal(await deliver(world, backup, first), OK, 'the same batch again');
+  t.equal(replica.executed.length, 2, 'executed once');
+  t.equal(await deliver(world, backup, batch(2, 1, 2, 9)), ERR, 'other requests at the same viewstamps');
+  replica.stopped = true;
+  t.equal(await deliver(world, backup, first), ERR, 'a stopped replica acknowledges nothing');
+});
