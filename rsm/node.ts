@@ -11,10 +11,12 @@
  *   is sent to every backup in one `invokebatch` each (group commit), and is executed and
  *   answered, in viewstamp order, once its own write and every backup's acknowledgement are in;
  *   a stalled pipeline is resent in order by a recovery round. On a backup, the accept rule
- *   (rsm/invoke-rule.ts), holding a batch that overtook the one before it, and execution;
+ *   (rsm/invoke-rule.ts) and holding a batch that overtook the one before it (rsm/backup.ts),
+ *   and execution here;
  * - recovery after each view change: the primary collects the newest state among the view's
  *   members, then every backup pulls it (`transferreq`) and says so (`transferdonereq`); only then
- *   does the view serve requests;
+ *   does the view serve requests (both sides in rsm/view-sync.ts; this class quiesces the
+ *   pipeline first and installs what a transfer brings);
  * - durability: an operation log of stamped requests (each batch written with sync before a
  *   backup acknowledges it or the primary answers its clients) and a checkpoint of the state written now and
  *   then off the request path; a restarted replica replays checkpoint + log and resumes where it
@@ -41,6 +43,7 @@ import { isWellFormed, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker } from './membership.js';
 import { answerJoin, Joiner, type JoinHost } from './join.js';
 import { Backup, GAP_WAITERS_MAX } from './backup.js';
+import { ViewSync } from './view-sync.js';
 import { Wakeup } from './wakeup.js';
 import { HeldLog } from './held-log.js';
 import { SnapshotCache } from './snapshot-cache.js';
@@ -57,12 +60,11 @@ import {
   type PendingBatch,
   type WaitingRequest,
 } from './pipeline.js';
-import { chooseTransfer, fetchTransfer, transferProblem, type Transfer } from './state-transfer.js';
+import { chooseTransfer } from './state-transfer.js';
 import {
   RsmClientStatus,
   RsmStatus,
   TRANSFER_CHUNK_BYTES,
-  TransferKind,
   VIEWSTAMP_ZERO,
   compareViewstamp,
   describeViewstamp,
@@ -281,8 +283,6 @@ export class RsmNode {
   private readonly onFatal: (error: unknown) => void;
   private readonly primaries = new PrimaryTracker();
   private readonly viewCommitted = new Wakeup();
-  /** Wakes the primary's synchronisation when a backup reports transferdonereq. */
-  private readonly syncProgress = new Wakeup();
   /** The backup's side of the request path (rsm/backup.ts); told when this replica moves. */
   private readonly backup: Backup;
   private readonly stopController = new AbortController();
@@ -329,15 +329,8 @@ export class RsmNode {
   private restored = false;
   /** Our storage writes, in order, queued ones merged (rsm/write-queue.ts). */
   private readonly writes: WriteQueue;
-  /** Backups of the view being synchronised that sent transferdonereq (status serving). */
-  private syncedBackups = new Set<string>();
-  /**
-   * Backups that pulled from this incarnation during the current synchronisation (phase serving), with
-   * our last when we answered them. A transferdonereq counts only from one of them at our last: a
-   * backup may report a transfer it got from our previous incarnation in the same view (we
-   * crashed and re-synchronise the view), whose state can be older than ours now.
-   */
-  private pulledBy = new Map<string, Viewstamp>();
+  /** The synchronisation of a view, both sides of state transfer (rsm/view-sync.ts). */
+  private readonly viewSync: ViewSync;
   /**
    * Set at start when this replica restarts inside the view it had finished synchronising: it
    * resumes that view from its durable record, without synchronising again (see syncView).
@@ -431,6 +424,53 @@ export class RsmNode {
       },
       executeBatch: (entries) => this.executeAsBackup(entries),
       breakpoint1: () => this.breakpoint1(),
+    });
+    this.viewSync = new ViewSync({
+      me: this.me,
+      config,
+      rpc: this.rpc,
+      clock: this.env.clock,
+      timing: this.timing,
+      addressOf: (id) => this.addressOf(id),
+      get isStopped() {
+        return node.stopped;
+      },
+      get inViewChange() {
+        return node.inViewChange;
+      },
+      get primary() {
+        return node.primaryId;
+      },
+      get vidCommit() {
+        return node.vidCommitted;
+      },
+      get last() {
+        return node.lastMyvs;
+      },
+      get syncedVid() {
+        return node.syncedVid;
+      },
+      get pendingBatches() {
+        return node.pipeline.batches.length;
+      },
+      get durable() {
+        return node.writes.durable;
+      },
+      drained: () => this.writes.drained(),
+      viewGone: (vid) => this.viewGone(vid),
+      enter: (vid, phase) => this.setStatus({ kind: 'enter', vid, phase }),
+      servingBackups: (vid) => this.servingBackups(vid),
+      resync: () => this.resync(),
+      quiesced: (task) => this.invokeQueue.run(() => this.quiesce(task)),
+      forgetAcknowledgements: (backup) => this.pipeline.forget(backup),
+      stall: (why) => this.stall(why),
+      transferFor: (theirs, onlyIfNewer) => this.transferFor(theirs, onlyIfNewer),
+      executeEntries: (entries) => {
+        for (const entry of entries) this.execute(entry, 'backup');
+        void this.appendLog(entries);
+      },
+      installState: (state, last, from, vid) => this.installState(state, last, from, vid),
+      transferPause: (attempt) => this.transferPause(attempt),
     });
   }
 
@@ -721,7 +761,7 @@ export class RsmNode {
     this.snapshots.drop();
     answerAll(this.pipeline.takeClients(), BUSY_REPLY);
     this.viewCommitted.notify();
-    this.syncProgress.notify();
+    this.viewSync.wake();
     this.backup.moved();
     this.primaryMaybeChanged();
   }
@@ -748,7 +788,7 @@ export class RsmNode {
     this.setStatus({ kind: 'commit', vid, role: members.includes(this.me) ? (this.primaryId === this.me ? 'primary' : 'backup') : undefined });
     log('%s commitChange: view %d [%s], primary %s', this.me, vid, members.join(' '), this.primaryId);
     this.viewCommitted.notify();
-    this.syncProgress.notify();
+    this.viewSync.wake();
     this.backup.moved();
     this.primaryMaybeChanged();
     this.viewListeners.emit({ vid, members, primary: this.primaryId, phase: 'committed' }, (e) => this.fatal(e));
@@ -789,7 +829,7 @@ export class RsmNode {
         // Its log write of a batch runs in parallel with the sends (group commit), so a crash can
         // take both its unsynced writes while a backup holds the view's first batch; restarted
         // without the record, it would take the backup's viewstamps in this view for forged
-        // (collectFromBackups) and give them to other requests.
+        // (ViewSync.collectFromBackups) and give them to other requests.
         await recorded;
         if (this.stopped) return;
         if (this.vidCommitted !== vid) continue;
@@ -852,241 +892,12 @@ export class RsmNode {
     this.pipeline.resume();
     this.pendingRetry?.cancel();
     this.pendingRetry = undefined;
-    return this.primaryId === this.me ? this.syncWithBackups(vid) : this.syncWithPrimary(vid);
+    return this.primaryId === this.me ? this.viewSync.syncWithBackups(vid) : this.viewSync.syncWithPrimary(vid);
   }
 
   /** True once view `vid` is no longer the committed one (or the node stopped). */
   private viewGone(vid: number): boolean {
     return this.stopped || this.vidCommitted !== vid;
-  }
-
-  /**
-   * The primary's synchronisation of view `vid` (the lab's sync_with_backups, extended):
-   * 1. (syncView) The pipeline is quiesced and the pending batches of the old view executed here
-   *    (phase quiescing).
-   * 2. (collecting, adopting) Ask every backup for its last viewstamp (transferreq to the backup), and adopt the state of
-   *    the newest one if it is newer than ours. A restarted primary has lost its state, and a
-   *    backup may have executed a request the old primary never executed; every request a client
-   *    saw acknowledged was executed by every member of its view, so the newest state of the view's
-   *    members holds all of them.
-   * 3. (serving) Answer the backups' transferreq, and wait until every backup of the view sent
-   *    transferdonereq, or a newer view is committed. Now and then nudge the backups that have
-   *    not reported (nudgeBackups).
-   * 4. (recording) The recovery loop waits for the durable record of the synchronisation.
-   */
-  private async syncWithBackups(vid: number): Promise<boolean> {
-    const backups = this.config.members(vid).filter((member) => member !== this.me);
-
-    const mine = this.lastMyvs;
-    this.setStatus({ kind: 'enter', vid, phase: 'collecting' });
-    const newest = await this.collectFromBackups(vid, backups);
-    if (newest === undefined) return false;
-    if (compareViewstamp(newest.answer.last, mine) > 0) {
-      this.setStatus({ kind: 'enter', vid, phase: 'adopting' });
-      log('%s sync: adopting the state of %s (last %s, mine %s)', this.me, newest.from, describeViewstamp(newest.answer.last), describeViewstamp(mine));
-      const transfer = await this.receiveTransfer(newest.from, vid, mine, newest.answer);
-      if (transfer === undefined || this.viewGone(vid) || compareViewstamp(this.lastMyvs, mine) !== 0) return false;
-      if (!this.adoptTransfer(transfer, newest.answer.last, newest.from, vid)) return false;
-      await this.writes.durable;
-      if (this.viewGone(vid)) return false;
-    }
-
-    this.syncedBackups = new Set();
-    this.pulledBy = new Map();
-    this.setStatus({ kind: 'enter', vid, phase: 'serving' });
-    while (!backups.every((backup) => this.syncedBackups.has(backup))) {
-      if (this.viewGone(vid)) return false; // the status is another view's, or stopped: no longer serving
-      const timer = this.env.clock.setTimer(this.timing.syncRetryMs, () => this.syncProgress.notify());
-      const started = this.env.clock.now();
-      await this.syncProgress.wait();
-      timer.cancel();
-      if (this.env.clock.now() - started >= this.timing.syncRetryMs) this.nudgeBackups(vid, backups);
-    }
-    log('%s sync: view %d, every backup has my state (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
-    if (this.viewGone(vid)) return false;
-    // Recording: the backups stop counting here; the recovery loop waits for the durable record.
-    this.setStatus({ kind: 'enter', vid, phase: 'recording' });
-    return true;
-  }
-
-  /**
-   * A backup that restarted with a durable record of having synchronised this view resumes it
-   * and will not send transferdonereq. A pull from its primary makes it synchronise again (see
-   * onTransferReq); send one to every backup that has not reported, now and then.
-   */
-  private nudgeBackups(vid: number, backups: readonly string[]): void {
-    for (const backup of backups) {
-      if (this.syncedBackups.has(backup)) continue;
-      log('%s sync: nudging %s (no transferdonereq yet for view %d)', this.me, backup, vid);
-      void this.rpc.call(
-        this.addressOf(backup),
-        rsmProtocol.transferreq,
-        { src: this.me, last: this.lastMyvs, vid },
-        { timeoutMs: this.timing.transferTimeoutMs },
-      );
-    }
-  }
-
-  /**
-   * Asks every backup for its last viewstamp and, when newer than ours, what takes us there (the
-   * entries after our last, or the first chunk of its state). Retries each until it answers or the
-   * view is gone (then resolves undefined). Resolves the newest answer.
-   */
-  private async collectFromBackups(vid: number, backups: readonly string[]): Promise<{ from: string; answer: TransferRes } | undefined> {
-    const none = (last: Viewstamp): TransferRes => ({ kind: TransferKind.NONE, last, stateBytes: 0, state: EMPTY, entries: [] });
-    const mine = this.lastMyvs;
-    const answers = await Promise.all(
-      backups.map(async (backup) => {
-        for (let attempt = 0; ; attempt++) {
-          if (this.viewGone(vid)) return undefined;
-          // resendOnOldServer: a backup that restarted since we last called it answers its first
-          // call RPC_OLDSRV; asking its new instance at once saves a transferRetryMs pause on
-          // every rejoin (a transferreq may run on both instances: it only reads, or restarts
-          // the backup's own synchronisation, which the dead instance no longer has).
-          const reply = await this.rpc.call(
-            this.addressOf(backup),
-            rsmProtocol.transferreq,
-            { src: this.me, last: mine, vid },
-            { timeoutMs: this.timing.transferTimeoutMs, resendOnOldServer: true },
-          );
-          if (this.viewGone(vid)) return undefined;
-          if (reply.ok && reply.status === RsmStatus.OK) {
-            const answer = reply.result;
-            const { last } = answer;
-            // Nobody executes in a view before its synchronisation ends, so a last in this view
-            // (or later) is a broken or forged reply; unless this primary synchronises again a
-            // view it had served before a restart (syncView).
-            if (last.vid > vid || (last.vid === vid && this.syncedVid !== vid)) {
-              log('%s sync: ignoring (%s claims last %s in view %d)', this.me, backup, describeViewstamp(last), vid);
-              return { from: backup, answer: none(VIEWSTAMP_ZERO) };
-            }
-            // Newer than ours only with something to take us there.
-            if (answer.kind === TransferKind.NONE && compareViewstamp(last, mine) > 0) {
-              log('%s sync: ignoring (%s claims last %s and sends nothing)', this.me, backup, describeViewstamp(last));
-              return { from: backup, answer: none(VIEWSTAMP_ZERO) };
-            }
-            return { from: backup, answer };
-          }
-          log('%s sync: collecting from %s: %s', this.me, backup, reply.ok ? `status ${reply.status}` : reply.error.code);
-          if (!(await this.transferPause(attempt))) return undefined;
-        }
-      }),
-    );
-    if (answers.some((answer) => answer === undefined)) return undefined;
-    let newest: { from: string; answer: TransferRes } = { from: this.me, answer: none(mine) };
-    for (const answer of answers) if (compareViewstamp(answer!.answer.last, newest.answer.last) > 0) newest = answer!;
-    return newest;
-  }
-
-  /**
-   * A backup's synchronisation of view `vid` (the lab's sync_with_primary): transferreq to the
-   * primary until it answers OK, installing its state when its last viewstamp differs from ours;
-   * then transferdonereq until OK. A BUSY to transferdonereq means the primary does not count our
-   * pull (it came from its previous incarnation, which crashed, or it is collecting again): pull
-   * again. Gives up when a newer view is committed.
-   */
-  private async syncWithPrimary(vid: number): Promise<boolean> {
-    const primary = this.primaryId;
-    for (;;) {
-      this.setStatus({ kind: 'enter', vid, phase: 'pulling' });
-      if (!(await this.pullFromPrimary(primary, vid))) return false;
-      this.setStatus({ kind: 'enter', vid, phase: 'reporting' });
-      for (let attempt = 0; ; attempt++) {
-        if (this.viewGone(vid)) return false;
-        const reply = await this.rpc.call(
-          this.addressOf(primary),
-          rsmProtocol.transferdonereq,
-          { m: this.me, vid },
-          { timeoutMs: this.timing.transferTimeoutMs },
-        );
-        if (this.viewGone(vid)) return false;
-        if (reply.ok && reply.status === RsmStatus.OK) {
-          log('%s sync: view %d, %s has our transfer done', this.me, vid, primary);
-          return true;
-        }
-        log('%s sync: transferdonereq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
-        if (!(await this.transferPause(attempt))) return false;
-        if (reply.ok) break; // BUSY: pull again
-      }
-    }
-  }
-
-  /** transferreq to the primary until it answers OK and its state is ours (durably); false if the view is gone. */
-  private async pullFromPrimary(primary: string, vid: number): Promise<boolean> {
-    for (let attempt = 0; ; attempt++) {
-      if (this.viewGone(vid)) return false;
-      const last = this.lastMyvs;
-      const reply = await this.rpc.call(
-        this.addressOf(primary),
-        rsmProtocol.transferreq,
-        { src: this.me, last, vid },
-        { timeoutMs: this.timing.transferTimeoutMs },
-      );
-      if (this.viewGone(vid)) return false;
-      if (reply.ok && reply.status === RsmStatus.OK && (await this.acceptTransfer(primary, vid, last, reply.result))) {
-        await this.writes.durable; // the primary learns we have its state only once it is durable here
-        return !this.viewGone(vid);
-      }
-      if (!reply.ok || reply.status !== RsmStatus.OK) {
-        log('%s sync: transferreq to %s: %s', this.me, primary, reply.ok ? `status ${reply.status}` : reply.error.code);
-      }
-      if (!(await this.transferPause(attempt))) return false;
-    }
-  }
-
-  /** Takes the primary's state (or the entries we lack) when its last differs from ours; resolves success. */
-  private async acceptTransfer(primary: string, vid: number, asked: Viewstamp, result: TransferRes): Promise<boolean> {
-    if (compareViewstamp(this.lastMyvs, asked) !== 0) return false; // changed meanwhile: ask again
-    if (compareViewstamp(result.last, asked) === 0) return result.kind === TransferKind.NONE; // we have its state already
-    if (result.last.vid > vid || result.kind === TransferKind.NONE) {
-      log('%s sync: ignoring (%s sent last %s for view %d, kind %d)', this.me, primary, describeViewstamp(result.last), vid, result.kind);
-      return false;
-    }
-    const transfer = await this.receiveTransfer(primary, vid, asked, result);
-    if (transfer === undefined || this.viewGone(vid) || compareViewstamp(this.lastMyvs, asked) !== 0) return false;
-    return this.adoptTransfer(transfer, result.last, primary, vid);
-  }
-
-  /**
-   * Checks a transferreq answer (transferProblem) and completes it (fetchTransfer: the rest of a
-   * large state, chunk by chunk). Undefined, logged, when it is malformed or cannot be completed.
-   */
-  private async receiveTransfer(from: string, vid: number, asked: Viewstamp, answer: TransferRes): Promise<Transfer | undefined> {
-    const problem = transferProblem(asked, answer);
-    if (problem !== undefined) {
-      log('%s sync: ignoring the transfer of %s (%s)', this.me, from, problem);
-      return undefined;
-    }
-    if (answer.kind === TransferKind.STATE && answer.stateBytes > answer.state.length) {
-      log('%s sync: fetching a %d-byte state from %s in chunks', this.me, answer.stateBytes, from);
-    }
-    const fetched = await fetchTransfer(
-      { rpc: this.rpc, address: this.addressOf(from), src: this.me, vid, timeoutMs: this.timing.transferTimeoutMs, abandoned: () => this.viewGone(vid) },
-      answer,
-    );
-    if (!fetched.ok) {
-      if (!this.viewGone(vid)) log('%s sync: the transfer from %s failed (%s)', this.me, from, fetched.reason);
-      return undefined;
-    }
-    return fetched.transfer;
-  }
-
-  /** Adopts a completed transfer that takes us to `last`: installs a state, or executes the entries we lacked. */
-  private adoptTransfer(transfer: Transfer, last: Viewstamp, from: string, vid: number): boolean {
-    switch (transfer.kind) {
-      case 'none':
-        return compareViewstamp(last, this.lastMyvs) === 0;
-      case 'state':
-        return this.installState(transfer.state, last, from, vid);
-      case 'entries': {
-        // Checked to follow our last (transferProblem): executing them is exactly what a backup
-        // does with the batches it missed, and they are logged like batches.
-        for (const entry of transfer.entries) this.execute(entry, 'backup');
-        void this.appendLog(transfer.entries);
-        log('%s sync: executed the %d requests %s..%s from %s', this.me, transfer.entries.length, describeViewstamp(transfer.entries[0]!.vs), describeViewstamp(last), from);
-        return true;
-      }
-    }
   }
 
   /** Replaces the state machine's state; false (state unchanged) if the bytes do not decode. */
@@ -1134,9 +945,9 @@ export class RsmNode {
     // The lab's one-request invoke is a batch of one.
     this.rpc.handle(rsmProtocol.invoke, (args) => this.backup.receive([{ vs: args.vs, timeMs: args.timeMs, proc: args.proc, req: args.req }]));
     this.rpc.handle(rsmProtocol.invokebatch, (args) => this.backup.receive(args.entries));
-    this.rpc.handle(rsmProtocol.transferreq, (args) => this.onTransferReq(args.src, args.last, args.vid));
+    this.rpc.handle(rsmProtocol.transferreq, (args) => this.viewSync.answerTransfer(args.src, args.last, args.vid));
     this.rpc.handle(rsmProtocol.transferchunk, (args) => this.onTransferChunk(args.src, args.vid, args.last, args.offset));
-    this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.onTransferDoneReq(args.m, args.vid));
+    this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.viewSync.answerTransferDone(args.m, args.vid));
     this.rpc.handle(rsmProtocol.joinreq, (args) => answerJoin(this.joinHost, args.src, args.cluster));
   }
 
@@ -1495,56 +1306,6 @@ export class RsmNode {
     return result;
   }
 
-  /**
-   * transferreq(src, last, vid). Read-only; the state is included only when it is of use:
-   * - on the primary of `vid`, from a backup of it: while synchronising `vid` (phase serving), or while
-   *   serving it (a backup that restarted inside the view re-synchronises without a view change),
-   *   with the state when `last` differs from ours (the lab's rule);
-   * - on a backup of `vid`, from its primary collecting (syncWithBackups step 2), with the state
-   *   when ours is newer than `last`;
-   * - BUSY otherwise (in particular for a view we have not committed, or no longer hold).
-   */
-  private async onTransferReq(src: string, last: Viewstamp, vid: number): Promise<HandlerReply<TransferRes>> {
-    // Ship only durable state: a replica that installs it may be the one that keeps it.
-    await this.writes.drained();
-    const busy = { status: RsmStatus.BUSY, result: { kind: TransferKind.NONE, last: this.lastMyvs, stateBytes: 0, state: EMPTY, entries: [] } };
-    if (this.stopped || vid !== this.vidCommitted) return busy;
-    const members = this.config.members(vid);
-    if (!members.includes(src) || !members.includes(this.me) || src === this.me) {
-      log('%s transferreq from %s: ignoring (not both members of view %d)', this.me, src, vid);
-      return busy;
-    }
-    if (this.primaryId === this.me) {
-      // Inside the invoke queue, so no batch is half-way: the state shipped and the batches the
-      // backup executes afterwards line up (a batch the backup executed but we have not is resent
-      // to it as pending; one we executed is in the state).
-      return this.invokeQueue.run(() => this.quiesce(async () => {
-        await this.writes.drained();
-        if (this.stopped || vid !== this.vidCommitted || this.primaryId !== this.me) return busy;
-        const synchronising = this.servingBackups(vid);
-        if (!synchronising && this.inViewChange) return busy;
-        const differs = compareViewstamp(last, this.lastMyvs) !== 0;
-        if (synchronising) this.pulledBy.set(src, this.lastMyvs);
-        // Installing our state drops whatever the backup holds beyond it, our pending batches
-        // included: it must get them again before we may execute them.
-        if (differs) this.pipeline.forget(src);
-        const result = this.transferFor(last, false);
-        if (differs && this.pipeline.batches.length > 0) this.stall(`${src} installs our state`);
-        return { status: RsmStatus.OK, result };
-      }));
-    }
-    if (src === this.primaryId) {
-      if (!this.inViewChange) {
-        // The primary is synchronising this view again (it restarted before finishing, so it does
-        // not know we finished): take part once more.
-        log('%s transferreq from primary %s: synchronising view %d again', this.me, src, vid);
-        this.resync();
-      }
-      return { status: RsmStatus.OK, result: this.transferFor(last, true) };
-    }
-    return busy;
-  }
-
   /** What to send a replica whose last is `theirs` (chooseTransfer), from our durable state. */
   private transferFor(theirs: Viewstamp, onlyIfNewer: boolean): TransferRes {
     return chooseTransfer(theirs, this.lastMyvs, onlyIfNewer, this.heldLog.entries, () => this.snapshots.bytesAt(this.lastMyvs, () => this.stateMachine.marshalState()), this.snapshots.chunkBytes);
@@ -1562,28 +1323,6 @@ export class RsmNode {
     if (answer.why === 'gone') return { status: RsmStatus.BUSY, result: EMPTY };
     log('%s transferchunk from %s: ignoring (offset %d of a %d-byte state)', this.me, src, offset, answer.size);
     return { status: RsmStatus.ERR, result: EMPTY };
-  }
-
-  /**
-   * transferdonereq(m, vid) on the primary: while synchronising `vid`, m has our state; once all
-   * backups have, the view serves. While serving `vid`, OK again (a retry whose first reply was
-   * lost, or a backup that re-synchronised inside the view). BUSY otherwise.
-   */
-  private onTransferDoneReq(m: string, vid: number): HandlerReply<number> {
-    const busy = { status: RsmStatus.BUSY, result: 0 };
-    if (this.stopped || this.primaryId !== this.me || vid !== this.vidCommitted || m === this.me) return busy;
-    if (!this.config.isMember(m, vid)) return busy;
-    if (this.servingBackups(vid)) {
-      const pulled = this.pulledBy.get(m);
-      if (pulled === undefined || compareViewstamp(pulled, this.lastMyvs) !== 0) {
-        log('%s transferdonereq from %s: not from a pull of my state (last %s) in this synchronisation; it must pull again', this.me, m, describeViewstamp(this.lastMyvs));
-        return busy;
-      }
-      this.syncedBackups.add(m);
-      this.syncProgress.notify();
-      return { status: RsmStatus.OK, result: 0 };
-    }
-    return this.inViewChange ? busy : { status: RsmStatus.OK, result: 0 };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1652,7 +1391,7 @@ export class RsmNode {
    *   of the view (transferdonereq counts only a backup that pulled; transferreq records only
    *   members other than us), and every recorded pull is at our current lastMyvs (our state does
    *   not move while serving: no round executes in a view change and the adoption came before);
-   *   a newer view or a stop wakes it (syncProgress) so it leaves at once;
+   *   a newer view or a stop wakes it (ViewSync.wake) so it leaves at once;
    * - resumeVid is consumed by the first syncView, which start() reaches synchronously, unless a
    *   breakpoint stopped the node.
    *
@@ -1765,12 +1504,7 @@ export class RsmNode {
 
     // Synchronisation.
     if (this.servingBackups(this.vidCommitted)) {
-      const backups = members.filter((member) => member !== this.me);
-      for (const [backup, at] of this.pulledBy) {
-        check(backups.includes(backup), () => `${me}: ${backup} pulled in view ${this.vidCommitted} but is not one of its backups [${backups.join(' ')}]`);
-        check(cmp(at, last) === 0, () => `${me}: ${backup} pulled at ${vs(at)} but our state is at ${vs(last)} (it moved while serving the synchronisation)`);
-      }
-      for (const backup of this.syncedBackups) check(this.pulledBy.has(backup), () => `${me}: ${backup} counted as synchronised in view ${this.vidCommitted} without a pull`);
+      this.viewSync.invariants(members.filter((member) => member !== this.me), last, me);
     }
 
     // Listeners and stamps.
