@@ -4,8 +4,8 @@
  * - membership: view commits from config and the primary of each view, `members` for clients,
  *   joins of nodes outside the view (`joinreq`, both sides in rsm/join.ts); its status, one value
  *   (rsm/replica-status.ts);
- * - the request path: on the primary, a pipeline of up to PIPELINE_DEPTH batches (whose state and
- *   rules are the synchronous core in rsm/pipeline.ts; this class runs its rounds): client
+ * - the request path: on the primary (rsm/primary.ts), a pipeline of up to PIPELINE_DEPTH batches
+ *   (whose state and rules are the synchronous core in rsm/pipeline.ts): client
  *   invokes wait in a bounded queue only while it is full; each batch stamps the waiting requests
  *   (up to the batch bounds) with consecutive viewstamps, is logged in one synced write while it
  *   is sent to every backup in one `invokebatch` each (group commit), and is executed and
@@ -23,6 +23,22 @@
  *   was;
  * - the test-control hooks (breakpoints 1 and 2, `partition1()`), kept in rsm/test-control.ts.
  *
+ * The roles see the replica only through their host interfaces (PrimaryHost, BackupHost,
+ * SyncHost, JoinHost, TestControlHost), which this class builds in its constructor. As their
+ * host, it keeps these obligations:
+ *
+ * 1. Persist before answering: nothing is acknowledged to a primary or answered to a client
+ *    before the log write it depends on is durable here (appendLog resolves only then; the
+ *    primary's answer waits for its own write and every backup's acknowledgement).
+ * 2. One outcome per call: every RPC a role makes resolves exactly once (a reply, or an error
+ *    after the endpoint's retransmissions), and the role acts on it once.
+ * 3. Timers fire at most once, on the injected clock, and stop() cancels those still set.
+ * 4. The status changes only through setStatus (replica-status.ts's advance), and a step of a
+ *    synchronisation whose view is gone changes nothing.
+ * 5. invariants() holds after every event: rsm_sim and the simulator tests call it on every live
+ *    replica after each one, and it calls the roles' own (Pipeline, Primary, ViewSync, HeldLog,
+ *    SnapshotCache).
+ *
  * The protocol, and where it differs from the lab, is described step by step in rsm/README.md.
  *
  * Everything on the node's main port goes through one RpcEndpoint (paxos, heartbeat, rsm and the
@@ -31,11 +47,10 @@
  */
 import { assert } from '../lib/assert.js';
 import { sleep } from '../lib/clock.js';
-import type { Env, Storage, StorageOp, Timer } from '../lib/env.js';
+import type { Env, Storage, StorageOp } from '../lib/env.js';
 import { ViewstampError } from '../lib/errors.js';
 import { logger } from '../lib/log.js';
 import type { HandlerReply, RpcEndpoint } from '../lib/rpc.js';
-import { SerialQueue } from '../lib/serial-queue.js';
 import { Config, defaultConfigTiming, type ConfigTiming } from '../paxos/config.js';
 import type { PaxosLogSink } from '../paxos/log-sink.js';
 import { isValidNodeId, type HistoryEntry } from '../paxos/view.js';
@@ -43,23 +58,14 @@ import { isWellFormed, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker } from './membership.js';
 import { answerJoin, Joiner, type JoinHost } from './join.js';
 import { Backup, GAP_WAITERS_MAX } from './backup.js';
+import { BUSY_REPLY, Primary } from './primary.js';
 import { ViewSync } from './view-sync.js';
 import { Wakeup } from './wakeup.js';
 import { HeldLog } from './held-log.js';
 import { SnapshotCache } from './snapshot-cache.js';
 import { TestControl } from './test-control.js';
 import { WriteQueue } from './write-queue.js';
-import {
-  PIPELINE_DEPTH,
-  Pipeline,
-  describeBatch,
-  firstOf,
-  invokeQueueRequestsMax,
-  isComplete,
-  lastOf,
-  type PendingBatch,
-  type WaitingRequest,
-} from './pipeline.js';
+import { describeBatch, firstOf, isComplete, type PendingBatch } from './pipeline.js';
 import { chooseTransfer } from './state-transfer.js';
 import {
   RsmClientStatus,
@@ -68,7 +74,6 @@ import {
   VIEWSTAMP_ZERO,
   compareViewstamp,
   describeViewstamp,
-  encodeInvokeReply,
   rsmClientProtocol,
   rsmProtocol,
   type StatusRes,
@@ -95,20 +100,6 @@ import { advance, CREATED, describeStatus, isNormal, statusVid, type ReplicaStat
 
 const log = logger('rsm');
 
-/**
- * Retransmission of an invokebatch (see replicate). A backup acknowledges after one synced write
- * (under a millisecond on loopback, more on a slow disk), and the in-order pipeline stalls behind
- * any lost batch, so the first resend comes soon: RESEND_ACK_FACTOR times the backup's fastest
- * recent acknowledgement (noteAck), at least INVOKE_RETRANSMIT_MS. On a fast disk that is 5 ms (under
- * RPC_LOSSY=5 it doubled bench (b)'s 32-client throughput against a fixed 15 ms; lossless runs did
- * not move), and a slow disk is not flooded with copies of batches it is still writing.
- */
-const INVOKE_RETRANSMIT_MS = 5;
-const INVOKE_RETRANSMIT_MS_MAX = 120;
-const RESEND_ACK_FACTOR = 3;
-/** Backups whose acknowledgement times are kept (more than any view has members), and how many of each. */
-const ACK_TIMES_MAX = 64;
-const ACK_SAMPLES = 16;
 export interface RsmTiming extends ConfigTiming {
   /** Wait between join attempts (the lab: 5 s). */
   joinRetryMs: number;
@@ -234,12 +225,7 @@ class Listeners<E> {
 }
 
 const EMPTY = new Uint8Array(0);
-const BUSY_REPLY: HandlerReply<Uint8Array> = { status: RsmClientStatus.BUSY, result: EMPTY };
-const NOTPRIMARY_REPLY: HandlerReply<Uint8Array> = { status: RsmClientStatus.NOTPRIMARY, result: EMPTY };
 
-function answerAll(requests: readonly WaitingRequest[], reply: HandlerReply<Uint8Array>): void {
-  for (const request of requests) request.answer(reply);
-}
 export class RsmNode {
   readonly me: string;
   readonly master: string;
@@ -284,30 +270,10 @@ export class RsmNode {
   private readonly primaries = new PrimaryTracker();
   private readonly viewCommitted = new Wakeup();
   /** The backup's side of the request path (rsm/backup.ts); told when this replica moves. */
-  private readonly backup: Backup;
+  private readonly asBackup: Backup;
   private readonly stopController = new AbortController();
-  /**
-   * Serialises the tasks that quiesce the primary's pipeline (the lab's invoke_mutex, now around
-   * the pipeline rather than each request): recovery rounds, the primary's transferreq answers
-   * and a view change's drain.
-   */
-  private readonly invokeQueue = new SerialQueue();
-  /** The primary's waiting requests and pending batches (rsm/pipeline.ts). */
-  private readonly pipeline: Pipeline;
-  /** First rounds running (firstRound), at most PIPELINE_DEPTH, by batch. */
-  private readonly rounds = new Map<PendingBatch, Promise<void>>();
-  /** The last ACK_SAMPLES times (ms) from sending an invokebatch to a backup to its OK, per backup (firstResendMs). */
-  private readonly ackMsOf = new Map<string, number[]>();
-  /** A recovery round is queued in invokeQueue or running. */
-  private recoveryQueued = false;
-  /** Tasks that hold the pipeline quiesced (quiesce): no round starts meanwhile. */
-  private quiescing = 0;
-  /** Queues a recovery round while stalled when no client request comes to do it. */
-  private pendingRetry: Timer | undefined;
-  /** Runs pump after this turn's input (pumpSoon). */
-  private pumpTimer: Timer | undefined;
-  /** Runs pump once this read has been delivered (pumpAfterRead). */
-  private pumpQueued = false;
+  /** The primary's side of the request path (rsm/primary.ts): the pipeline and its rounds. */
+  private readonly asPrimary: Primary;
   /** Batches executed by this process (status; wraps at 2^32 as its wire field). */
   private batchesExecuted = 0;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
@@ -359,7 +325,6 @@ export class RsmNode {
     this.timing = { ...defaultRsmTiming, ...options.timing };
     this.snapshots = new SnapshotCache(this.env.clock, Math.max(1, Math.min(TRANSFER_CHUNK_BYTES, Math.floor(this.timing.transferChunkBytes))));
     this.primaryId = options.master;
-    this.pipeline = new Pipeline(invokeQueueRequestsMax(this.rpc.options.maxConcurrentHandlers));
     this.testControl = new TestControl({
       me: this.me,
       setReachable: (reachable) => this.rpc.setReachable(reachable),
@@ -398,7 +363,7 @@ export class RsmNode {
       pause: (ms) => this.pause(ms),
     };
     this.joiner = new Joiner(this.joinHost);
-    this.backup = new Backup({
+    this.asBackup = new Backup({
       me: this.me,
       clock: this.env.clock,
       get isStopped() {
@@ -424,6 +389,39 @@ export class RsmNode {
       },
       executeBatch: (entries) => this.executeAsBackup(entries),
       breakpoint1: () => this.breakpoint1(),
+    });
+    this.asPrimary = new Primary({
+      me: this.me,
+      config,
+      rpc: this.rpc,
+      clock: this.env.clock,
+      timing: this.timing,
+      addressOf: (id) => this.addressOf(id),
+      get isStopped() {
+        return node.stopped;
+      },
+      get inViewChange() {
+        return node.inViewChange;
+      },
+      get primary() {
+        return node.primaryId;
+      },
+      get vidCommit() {
+        return node.vidCommitted;
+      },
+      get next() {
+        return node.myvs;
+      },
+      setNext: (next) => {
+        this.myvs = next;
+      },
+      stampTime: () => this.stampTime(),
+      batchStamped: (event) => this.batchListeners.emit(event, (e) => this.fatal(e)),
+      appendLog: (entries) => this.appendLog(entries),
+      executeBatch: (batch, role) => this.executeBatch(batch, role),
+      partition1: () => this.partition1(),
+      breakpoint1: () => this.breakpoint1(),
+      fatal: (error) => this.fatal(error),
     });
     this.viewSync = new ViewSync({
       me: this.me,
@@ -451,7 +449,7 @@ export class RsmNode {
         return node.syncedVid;
       },
       get pendingBatches() {
-        return node.pipeline.batches.length;
+        return node.asPrimary.pipeline.batches.length;
       },
       get durable() {
         return node.writes.durable;
@@ -461,9 +459,9 @@ export class RsmNode {
       enter: (vid, phase) => this.setStatus({ kind: 'enter', vid, phase }),
       servingBackups: (vid) => this.servingBackups(vid),
       resync: () => this.resync(),
-      quiesced: (task) => this.invokeQueue.run(() => this.quiesce(task)),
-      forgetAcknowledgements: (backup) => this.pipeline.forget(backup),
-      stall: (why) => this.stall(why),
+      quiesced: (task) => this.asPrimary.quiesced(task),
+      forgetAcknowledgements: (backup) => this.asPrimary.pipeline.forget(backup),
+      stall: (why) => this.asPrimary.stall(why),
       transferFor: (theirs, onlyIfNewer) => this.transferFor(theirs, onlyIfNewer),
       executeEntries: (entries) => {
         for (const entry of entries) this.execute(entry, 'backup');
@@ -755,14 +753,11 @@ export class RsmNode {
     this.setStatus({ kind: 'stop' });
     this.config.stop();
     this.stopController.abort(new Error('rsm node stopped'));
-    this.pendingRetry?.cancel();
-    this.pumpTimer?.cancel();
-    this.pumpTimer = undefined;
+    this.asPrimary.stop();
     this.snapshots.drop();
-    answerAll(this.pipeline.takeClients(), BUSY_REPLY);
     this.viewCommitted.notify();
     this.viewSync.wake();
-    this.backup.moved();
+    this.asBackup.moved();
     this.primaryMaybeChanged();
   }
 
@@ -789,7 +784,7 @@ export class RsmNode {
     log('%s commitChange: view %d [%s], primary %s', this.me, vid, members.join(' '), this.primaryId);
     this.viewCommitted.notify();
     this.viewSync.wake();
-    this.backup.moved();
+    this.asBackup.moved();
     this.primaryMaybeChanged();
     this.viewListeners.emit({ vid, members, primary: this.primaryId, phase: 'committed' }, (e) => this.fatal(e));
     if (members.includes(this.me)) this.testControl.breakpoint2();
@@ -802,7 +797,7 @@ export class RsmNode {
   private resync(): void {
     if (!isNormal(this.replicaStatus)) return;
     this.setStatus({ kind: 'resync' });
-    this.backup.moved();
+    this.asBackup.moved();
     this.primaryMaybeChanged();
     this.viewCommitted.notify();
   }
@@ -835,7 +830,7 @@ export class RsmNode {
         if (this.vidCommitted !== vid) continue;
       }
       this.setStatus({ kind: 'ready', vid });
-      this.backup.moved();
+      this.asBackup.moved();
       log('%s recovery: view %d ready (primary %s, last %s)', this.me, vid, this.primaryId, describeViewstamp(this.lastMyvs));
       this.primaryMaybeChanged();
       this.viewListeners.emit({ vid, members: this.config.members(vid), primary: this.primaryId, phase: 'ready' }, (e) => this.fatal(e));
@@ -852,7 +847,7 @@ export class RsmNode {
     if (vid === this.resumeVid) {
       this.resumeVid = 0;
       this.setStatus({ kind: 'enter', vid, phase: 'resuming' });
-      assert(this.pipeline.batches.length === 0, 'resuming with a pending batch');
+      assert(this.asPrimary.pipeline.batches.length === 0, 'resuming with a pending batch');
       if (this.primaryId !== this.me) {
         log('%s sync: resuming view %d after a restart (last %s)', this.me, vid, describeViewstamp(this.lastMyvs));
         // The cluster has usually moved on while we were down (a view without us): ask the
@@ -880,18 +875,17 @@ export class RsmNode {
     // get BUSY. A request still pending from an earlier view is executed here: it is in our log,
     // so a restart would replay it anyway, and the state must be what the log says. The
     // synchronisation then settles it (the newest state among the members wins).
-    await this.invokeQueue.run(() => this.quiesce(() => undefined));
+    await this.asPrimary.quiesced(() => undefined);
     if (this.viewGone(vid)) return false;
-    for (let batch = this.pipeline.takeHead(); batch !== undefined; batch = this.pipeline.takeHead()) {
+    for (let batch = this.asPrimary.pipeline.takeHead(); batch !== undefined; batch = this.asPrimary.pipeline.takeHead()) {
       log('%s sync: executing the pending batch %s from my log', this.me, describeBatch(batch));
-      this.answerBatch(batch, () => BUSY_REPLY);
+      this.asPrimary.answerBatch(batch, () => BUSY_REPLY);
       // Reported as a backup's execution: no client saw it acknowledged, and the view change may
       // still replace it (a checker counts only a primary's executions as committed).
       this.executeBatch(batch, 'backup');
     }
-    this.pipeline.resume();
-    this.pendingRetry?.cancel();
-    this.pendingRetry = undefined;
+    this.asPrimary.pipeline.resume();
+    this.asPrimary.cancelRetry();
     return this.primaryId === this.me ? this.viewSync.syncWithBackups(vid) : this.viewSync.syncWithPrimary(vid);
   }
 
@@ -941,329 +935,18 @@ export class RsmNode {
 
   protected registerHandlers(): void {
     this.rpc.handle(rsmClientProtocol.members, () => ({ status: RsmClientStatus.OK, result: this.membersWithPrimary() }));
-    this.rpc.handle(rsmClientProtocol.invoke, (args) => this.clientInvoke(args.procno, args.req));
+    this.rpc.handle(rsmClientProtocol.invoke, (args) => this.asPrimary.invoke(args.procno, args.req));
     // The lab's one-request invoke is a batch of one.
-    this.rpc.handle(rsmProtocol.invoke, (args) => this.backup.receive([{ vs: args.vs, timeMs: args.timeMs, proc: args.proc, req: args.req }]));
-    this.rpc.handle(rsmProtocol.invokebatch, (args) => this.backup.receive(args.entries));
+    this.rpc.handle(rsmProtocol.invoke, (args) => this.asBackup.receive([{ vs: args.vs, timeMs: args.timeMs, proc: args.proc, req: args.req }]));
+    this.rpc.handle(rsmProtocol.invokebatch, (args) => this.asBackup.receive(args.entries));
     this.rpc.handle(rsmProtocol.transferreq, (args) => this.viewSync.answerTransfer(args.src, args.last, args.vid));
     this.rpc.handle(rsmProtocol.transferchunk, (args) => this.onTransferChunk(args.src, args.vid, args.last, args.offset));
     this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.viewSync.answerTransferDone(args.m, args.vid));
     this.rpc.handle(rsmProtocol.joinreq, (args) => answerJoin(this.joinHost, args.src, args.cluster));
   }
 
-  /**
-   * Client invoke on the primary: BUSY in a view change, NOTPRIMARY unless primary, BUSY when the
-   * pipeline does not admit it (its bounds); otherwise the request waits for a batch (pump stamps
-   * it when the pipeline has room), whose execution or stall answers it.
-   */
-  private clientInvoke(proc: number, request: Uint8Array): HandlerReply<Uint8Array> | Promise<HandlerReply<Uint8Array>> {
-    if (this.stopped || this.inViewChange) return BUSY_REPLY;
-    if (this.primaryId !== this.me) return NOTPRIMARY_REPLY;
-    let answer: (reply: HandlerReply<Uint8Array>) => void = () => undefined;
-    const replied = new Promise<HandlerReply<Uint8Array>>((resolve) => (answer = resolve));
-    if (!this.pipeline.admit({ proc, request: request.slice(), answer })) {
-      log('%s invoke: BUSY (%d requests unanswered, %d bytes waiting)', this.me, this.pipeline.unanswered(), this.pipeline.waitingBytes);
-      return BUSY_REPLY;
-    }
-    // An idle pipeline stamps once the rest of this read is delivered (a microtask): requests
-    // that came in one segment share a batch (a lock client's release and its next acquire,
-    // written together, then cost one round and one fsync per replica instead of two). A busy
-    // one stamps after the rest of this turn's input (a zero-delay timer runs after the pending
-    // I/O): requests that arrived together on many connections then share one batch instead
-    // of one small batch each, which costs CPU.
-    if (this.pipeline.batches.length === 0) this.pumpAfterRead();
-    else this.pumpSoon();
-    return replied;
-  }
-
-  /**
-   * Starts replication rounds for the waiting requests while the pipeline has room
-   * (PIPELINE_DEPTH batches stamped and not executed, as many rounds running). Synchronous: it
-   * stamps and launches; each round runs on its own (firstRound). In a view change every waiting
-   * request gets BUSY, off the primary NOTPRIMARY; while stalled BUSY too, and a recovery round is
-   * queued. While a task quiesces the pipeline, requests wait: it pumps when it is done.
-   */
-  private pump(): void {
-    if (this.pipeline.waitingCount === 0 || this.stopped) return;
-    if (this.inViewChange) return this.answerWaiting(BUSY_REPLY);
-    if (this.primaryId !== this.me) return this.answerWaiting(NOTPRIMARY_REPLY);
-    if (this.pipeline.stalled) {
-      this.answerWaiting(BUSY_REPLY);
-      return this.queueRecovery();
-    }
-    if (this.quiescing > 0) return;
-    assert(this.myvs.vid === this.vidCommitted, `primary of view ${this.vidCommitted} stamping in view ${this.myvs.vid}`);
-    while (this.pipeline.canStamp && this.rounds.size < PIPELINE_DEPTH) {
-      const batch = this.stampBatch();
-      const round: Promise<void> = this.firstRound(batch)
-        .catch((error: unknown) => this.fatal(error))
-        .finally(() => {
-          this.rounds.delete(batch);
-          this.pump();
-        });
-      this.rounds.set(batch, round);
-    }
-  }
-
   private countBatch(): void {
     this.batchesExecuted = (this.batchesExecuted + 1) >>> 0;
-  }
-
-  /** Runs pump once the caller's synchronous work (the delivery of one read) is done. */
-  private pumpAfterRead(): void {
-    if (this.pumpQueued || this.stopped) return;
-    this.pumpQueued = true;
-    queueMicrotask(() => {
-      this.pumpQueued = false;
-      this.pump();
-    });
-  }
-
-  /** Runs pump once the I/O of this turn has been read (at most one such timer at a time). */
-  private pumpSoon(): void {
-    if (this.pumpTimer !== undefined || this.stopped) return;
-    this.pumpTimer = this.env.clock.setTimer(0, () => {
-      this.pumpTimer = undefined;
-      this.pump();
-    });
-  }
-
-  /** Answers every waiting client invoke with `reply` (a view change, a stall, a stop). */
-  private answerWaiting(reply: HandlerReply<Uint8Array>): void {
-    answerAll(this.pipeline.takeWaiting(), reply);
-  }
-
-  /**
-   * The first round of a batch the primary just stamped (pump), one of up to PIPELINE_DEPTH
-   * running at once:
-   * 1. Group commit: append the batch to our log (one write, sync) and send it to every backup of
-   *    the view (one invokebatch each) at once; right after the first backup's answer, pass
-   *    partition1() and breakpoint1() (LAB.md §4.6).
-   * 2. Each acknowledgement, and the end of our write, lets `advance` execute every batch at the
-   *    head of the pipeline that every member now holds durably, in viewstamp order, and answer
-   *    its clients OK with the service's status and reply.
-   * 3. If, once every send has ended, some backup still lacks the batch: the pipeline stalls
-   *    (BUSY to the clients of every pending batch; a recovery round resends them in order).
-   */
-  private async firstRound(batch: PendingBatch): Promise<void> {
-    // Group commit: our fsync runs while the backups do theirs. Nothing is answered before both
-    // are done, so no client sees OK for a request some member could lose in a crash. A backup
-    // may hold the batch before our log does; a primary restarted inside its view therefore
-    // synchronises it again rather than stamping on from its own log (syncView). The sends go
-    // first: the backups' path (a hop, their write, a hop back) is the longer one.
-    const replicated = this.replicate(batch, true);
-    const written = this.appendLog(batch.entries).then(
-      () => {
-        this.pipeline.markDurable(batch);
-        this.advance();
-      },
-      () => undefined, // fatal already (the write queue)
-    );
-    await Promise.all([written, replicated]);
-    if (this.stopped) return this.answerBatch(batch, () => BUSY_REPLY);
-    if (this.pipeline.includes(batch) && !isComplete(batch)) this.stall(`${describeBatch(batch)} lacks an acknowledgement`);
-  }
-
-  /**
-   * Executes, in viewstamp order, every batch at the head of the pipeline that every member holds
-   * durably (the commit rule), and answers its clients. Even in a view change that began
-   * meanwhile (its synchronisation first quiesces the pipeline), executing keeps us equal to the
-   * backups, and the batch is committed: the replies go.
-   */
-  private advance(): void {
-    let executed = false;
-    for (let batch = this.nextCommitted(); batch !== undefined; batch = this.nextCommitted()) {
-      const results = this.executeBatch(batch, 'primary');
-      this.answerBatch(batch, (i) => ({ status: RsmClientStatus.OK, result: encodeInvokeReply(results[i]!) }));
-      executed = true;
-    }
-    if (executed) this.pump();
-  }
-
-  /** The committed head batch, taken off the pipeline to execute (none once stopped). */
-  private nextCommitted(): PendingBatch | undefined {
-    return this.stopped ? undefined : this.pipeline.takeCommitted();
-  }
-
-  /**
-   * Some pending batch lacks an acknowledgement once its sends ended: stop stamping, BUSY to the
-   * clients of every pending batch (they retry; the service recognises the retries), and queue a
-   * recovery round. The pipeline never runs past a gap, so replicas never diverge inside a view.
-   */
-  private stall(why: string): void {
-    if (!this.pipeline.stalled) log('%s pipeline stalled: %s', this.me, why);
-    answerAll(this.pipeline.stall(), BUSY_REPLY);
-    this.queueRecovery();
-  }
-
-  /** Queues a recovery round (recover) unless one is queued or running. */
-  private queueRecovery(): void {
-    if (this.recoveryQueued || this.stopped) return;
-    this.recoveryQueued = true;
-    this.invokeQueue
-      .run(() =>
-        this.quiesce(async () => {
-          try {
-            await this.recover();
-          } finally {
-            this.recoveryQueued = false;
-          }
-        }),
-      )
-      .catch((error: unknown) => this.fatal(error));
-  }
-
-  /**
-   * A recovery round (inside the invoke queue, with the pipeline quiesced): resend every pending
-   * batch, in viewstamp order, to the backups that have not acknowledged it (a backup that did not
-   * answer at all is skipped for the rest of the round), then execute what every member now holds.
-   * When all of it is executed the pipeline runs again; otherwise the round is retried after
-   * syncRetryMs, or when a client request comes. In a view change it does nothing: syncView
-   * settles the pending batches.
-   */
-  private async recover(): Promise<void> {
-    if (this.stopped || !this.pipeline.stalled || this.inViewChange) return;
-    const unreachable = new Set<string>();
-    for (const batch of [...this.pipeline.batches]) {
-      await this.replicate(batch, false, unreachable);
-      if (this.stopped || this.inViewChange) return;
-    }
-    this.advance();
-    if (this.pipeline.batches.length === 0) {
-      this.pipeline.resume();
-      log('%s pipeline: every pending batch executed, running again', this.me);
-      return;
-    }
-    this.answerWaiting(BUSY_REPLY);
-    this.schedulePendingRetry();
-  }
-
-  /**
-   * Runs `task` with the pipeline quiesced: no new round starts (pump waits), and the task starts
-   * once every running round has ended, so no batch is half-way (its write and sends done). Called
-   * inside the invoke queue, so quiescing tasks run one at a time. Pumps afterwards.
-   */
-  private async quiesce<T>(task: () => T | Promise<T>): Promise<T> {
-    this.quiescing++;
-    try {
-      while (this.rounds.size > 0) await Promise.all([...this.rounds.values()]);
-      return await task();
-    } finally {
-      this.quiescing--;
-      this.pump();
-    }
-  }
-
-  /** Stamps the next batch of waiting requests at myvs and moves myvs past it (pump). */
-  private stampBatch(): PendingBatch {
-    const first = this.myvs;
-    const backups = this.config.members(first.vid).filter((member) => member !== this.me);
-    const batch = this.pipeline.stamp(first, this.stampTime(), backups);
-    this.myvs = successor(lastOf(batch));
-    let bytes = 0;
-    for (const entry of batch.entries) bytes += entry.request.length;
-    const behind = this.pipeline.batches.length - 1;
-    this.batchListeners.emit({ first, size: batch.entries.length, bytes, behind }, (e) => this.fatal(e));
-    return batch;
-  }
-
-  /** Answers the clients of `batch` (once: a later round that completes it answers nobody). */
-  private answerBatch(batch: PendingBatch, replyOf: (index: number) => HandlerReply<Uint8Array>): void {
-    this.pipeline.takeWaiters(batch).forEach((request, i) => request.answer(replyOf(i)));
-  }
-
-  /**
-   * While the pipeline is stalled, a recovery round is retried after syncRetryMs even if no client
-   * request comes, so every stamped batch ends up executed everywhere (or settled by a view
-   * change) and replicas do not stay batches apart.
-   */
-  private schedulePendingRetry(): void {
-    if (this.pendingRetry !== undefined || this.stopped || !this.pipeline.stalled) return;
-    this.pendingRetry = this.env.clock.setTimer(this.timing.syncRetryMs, () => {
-      this.pendingRetry = undefined;
-      if (this.pipeline.stalled) this.queueRecovery();
-    });
-  }
-
-  /**
-   * Sends `batch` to every backup of its view that has not acknowledged it (and is not in
-   * `unreachable`), in parallel, one invokebatch each. An acknowledgement counts for the batches
-   * before it too (Pipeline.acknowledge). In a first round, a backup's ERR may mean the batch
-   * overtook the one before it (a retransmission reordered them): once that one's first round has
-   * ended with the backup's acknowledgement, the batch is sent once more. A backup that did not
-   * answer is added to `unreachable`.
-   */
-  private async replicate(batch: PendingBatch, firstTime: boolean, unreachable?: Set<string>): Promise<void> {
-    const backups = batch.backups.filter((member) => !batch.acked.has(member) && !(unreachable?.has(member) ?? false));
-    let hooksPassed = !firstTime;
-    const passHooks = (): void => {
-      if (hooksPassed) return;
-      hooksPassed = true;
-      this.partition1();
-      this.breakpoint1();
-    };
-    if (backups.length === 0) return passHooks();
-    const args = { entries: batch.entries.map(({ vs, timeMs, proc, request }) => ({ vs, timeMs, proc, req: request })) };
-    // Every client of the batch waits on this call, so a lost or delayed message is retried soon
-    // (a backup answers after one synced write), not after the endpoint's 50 ms.
-    const send = async (backup: string) => {
-      const sentAt = this.env.clock.now();
-      const reply = await this.rpc.call(this.addressOf(backup), rsmProtocol.invokebatch, args, {
-        timeoutMs: this.timing.invokeTimeoutMs,
-        retransmitMs: this.firstResendMs(backup),
-        retransmitMsMax: INVOKE_RETRANSMIT_MS_MAX,
-      });
-      if (reply.ok && reply.status === RsmStatus.OK) this.noteAck(backup, this.env.clock.now() - sentAt);
-      return reply;
-    };
-    const stillLacks = (backup: string): boolean => !this.stopped && this.pipeline.includes(batch) && !batch.acked.has(backup);
-    await Promise.all(
-      backups.map(async (backup) => {
-        let reply = await send(backup);
-        passHooks();
-        if (firstTime && reply.ok && reply.status !== RsmStatus.OK && stillLacks(backup)) {
-          const previous = this.pipeline.before(batch);
-          if (previous !== undefined && !previous.acked.has(backup)) await this.rounds.get(previous);
-          const caughtUp = previous === undefined || !this.pipeline.includes(previous) || previous.acked.has(backup);
-          if (caughtUp && stillLacks(backup)) reply = await send(backup);
-        }
-        if (reply.ok && reply.status === RsmStatus.OK) return this.acknowledge(batch, backup);
-        if (batch.acked.has(backup)) return; // a later batch's acknowledgement covered it
-        if (!reply.ok) unreachable?.add(backup);
-        log('%s invokebatch %s to %s failed: %s', this.me, describeBatch(batch), backup, reply.ok ? `status ${reply.status}` : reply.error.code);
-      }),
-    );
-  }
-
-  /** When to resend an invokebatch to `backup` first: a few of its recent fastest acknowledgements, bounded. */
-  private firstResendMs(backup: string): number {
-    const recent = this.ackMsOf.get(backup);
-    const fastest = recent === undefined || recent.length === 0 ? 0 : Math.min(...recent);
-    return Math.min(INVOKE_RETRANSMIT_MS_MAX, Math.max(INVOKE_RETRANSMIT_MS, Math.ceil(RESEND_ACK_FACTOR * fastest)));
-  }
-
-  /**
-   * Records one acknowledgement time of `backup`. The resend time follows the fastest of the last
-   * ACK_SAMPLES, not an average: under loss a sample also holds the resends it took, and an average
-   * would lengthen the interval, then the samples, then the interval again; a slow disk makes every
-   * sample slow, and the minimum with them.
-   */
-  private noteAck(backup: string, elapsedMs: number): void {
-    let recent = this.ackMsOf.get(backup);
-    if (recent === undefined) {
-      // Bounded: a node meets few members; should many come and go, the figures start over.
-      if (this.ackMsOf.size >= ACK_TIMES_MAX) this.ackMsOf.clear();
-      recent = [];
-      this.ackMsOf.set(backup, recent);
-    }
-    recent.push(Math.max(0, elapsedMs));
-    if (recent.length > ACK_SAMPLES) recent.shift();
-  }
-
-  /** `backup` acknowledged `batch` (and with it every batch before it): execute what is now committed. */
-  private acknowledge(batch: PendingBatch, backup: string): void {
-    this.pipeline.acknowledge(batch, backup);
-    this.advance();
   }
 
   /**
@@ -1295,7 +978,7 @@ export class RsmNode {
     const written = this.appendLog(entries);
     this.countBatch();
     for (const entry of entries) this.execute(entry, 'backup');
-    this.backup.moved();
+    this.asBackup.moved();
     return written;
   }
 
@@ -1408,7 +1091,7 @@ export class RsmNode {
     const cmp = compareViewstamp;
     const last = this.lastMyvs;
     const myvs = this.myvs;
-    const pending = this.pipeline.batches;
+    const pending = this.asPrimary.pipeline.batches;
 
     // Viewstamps and views.
     check(isWellFormed(last) && (cmp(last, VIEWSTAMP_ZERO) === 0 || (last.vid >= 1 && last.seqno >= 1)), () => `${me}: lastMyvs ${vs(last)} is neither 0.0 nor a stamped viewstamp`);
@@ -1417,7 +1100,7 @@ export class RsmNode {
     const status = this.replicaStatus;
     const started = status.kind !== 'created';
     if (!started) {
-      check(this.vidCommitted === 0 && pending.length === 0 && this.pipeline.waitingCount === 0, () => `${me}: not started, yet view ${this.vidCommitted}, ${pending.length} pending, ${this.pipeline.waitingCount} waiting`);
+      check(this.vidCommitted === 0 && pending.length === 0 && this.asPrimary.pipeline.waitingCount === 0, () => `${me}: not started, yet view ${this.vidCommitted}, ${pending.length} pending, ${this.asPrimary.pipeline.waitingCount} waiting`);
     } else {
       check(last.vid <= this.vidCommitted, () => `${me}: lastMyvs ${vs(last)} beyond the committed view ${this.vidCommitted}`);
       check(myvs.vid <= this.vidCommitted, () => `${me}: myvs ${vs(myvs)} beyond the committed view ${this.vidCommitted}`);
@@ -1454,8 +1137,7 @@ export class RsmNode {
     }
 
     // The pipeline: its own rules, then what ties it to the node.
-    this.pipeline.invariants(last, myvs, me);
-    check(this.rounds.size <= PIPELINE_DEPTH, () => `${me}: ${this.rounds.size} rounds running (at most ${PIPELINE_DEPTH})`);
+    this.asPrimary.pipeline.invariants(last, myvs, me);
     for (const batch of pending) {
       const first = firstOf(batch);
       const span = describeBatch(batch);
@@ -1468,25 +1150,17 @@ export class RsmNode {
     // The head is executed as soon as every member holds it (advance runs on every change).
     const head = pending[0];
     if (head !== undefined && !this.stopped) check(!isComplete(head), () => `${me}: pending batch ${describeBatch(head)} is held by every member but not executed`);
-    // A stall ends by a recovery round: one is queued or running, or its timer is set (in a view
-    // change, syncView settles the batches instead). While stalled, arrivals get BUSY at once.
-    const stalled = this.pipeline.stalled;
-    if (stalled && !this.stopped && !this.inViewChange) check(this.recoveryQueued || this.pendingRetry !== undefined, () => `${me}: stalled with no recovery round queued or timed`);
-    if (!started) check(!stalled && this.rounds.size === 0, () => `${me}: stalled or rounds running before start()`);
+    // The rounds, timers and queue of the primary's side (Primary.invariants): a stall ends by a
+    // recovery round (in a view change, syncView settles the batches instead), and no waiting
+    // request is stranded.
+    this.asPrimary.invariants(me, started, !this.inViewChange);
 
-    const held = this.backup.heldForGap;
+    const held = this.asBackup.heldForGap;
     check(held >= 0 && held <= GAP_WAITERS_MAX, () => `${me}: ${held} batches held for a gap (at most ${GAP_WAITERS_MAX})`);
 
-    // The waiting requests: someone takes them. pump runs at every arrival, at the end of every
-    // round and quiesce, and after every execution; it waits only while the pipeline is full or
-    // quiesced.
-    const waiting = this.pipeline.waitingCount;
-    if (waiting > 0) {
-      check(!this.stopped, () => `${me}: stopped with ${waiting} requests waiting`);
-      if (!this.inViewChange && this.primaryId === this.me) {
-        check(this.pumpTimer !== undefined || this.pumpQueued || (!stalled && (this.quiescing > 0 || pending.length >= PIPELINE_DEPTH || this.rounds.size >= PIPELINE_DEPTH)), () => `${me}: ${waiting} requests waiting with ${pending.length} pending, ${this.rounds.size} rounds, quiescing ${this.quiescing}, stalled ${stalled}, pump timer ${this.pumpTimer !== undefined}, pump queued ${this.pumpQueued}`);
-      }
-    }
+    // The waiting requests: a stopped node has none (stop() answers them, invoke refuses).
+    const waiting = this.asPrimary.pipeline.waitingCount;
+    if (waiting > 0) check(!this.stopped, () => `${me}: stopped with ${waiting} requests waiting`);
 
     // The log held since the checkpoint: its own rules, then what ties it to the pipeline.
     const { after, heldAtLast } = this.heldLog.invariants(last, me);

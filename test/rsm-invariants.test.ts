@@ -15,7 +15,7 @@ import { kvClient, kvCluster, settle, settledOn } from './helpers/rsm.js';
 
 /** The private fields the tests read or corrupt (a cast: they are not part of the API). */
 interface Internals {
-  pipeline: { batches: readonly unknown[]; waitingCount: number; bytesWaiting: number };
+  asPrimary: { pipeline: { batches: readonly unknown[]; waitingCount: number; bytesWaiting: number } };
   replicaStatus: ReplicaStatus;
   myvs: Viewstamp;
   heldLog: { heldBytes: number };
@@ -41,8 +41,8 @@ t.test('invariants() hold on healthy replicas: batches in flight, a view change,
     checkAll();
     for (const id of cluster.upIds()) {
       const node = internals(cluster.node(id)!);
-      if (node.pipeline.batches.length > 0) seen.pending++;
-      if (node.pipeline.waitingCount > 0) seen.waiting++;
+      if (node.asPrimary.pipeline.batches.length > 0) seen.pending++;
+      if (node.asPrimary.pipeline.waitingCount > 0) seen.waiting++;
       const status = node.replicaStatus;
       if (status.kind === 'syncing' && status.role === 'primary' && status.phase === 'serving') seen.serving++;
     }
@@ -96,8 +96,8 @@ t.test('invariants() fail on a corrupted field, and pass again once it is restor
       what: 'waitingBytes off by one',
       node: primary,
       corrupt: (n) => {
-        n.pipeline.bytesWaiting += 1;
-        return () => (n.pipeline.bytesWaiting -= 1);
+        n.asPrimary.pipeline.bytesWaiting += 1;
+        return () => (n.asPrimary.pipeline.bytesWaiting -= 1);
       },
       message: /rsm invariants of 3772: waitingBytes 1, but the 0 waiting requests hold 0/,
     },
