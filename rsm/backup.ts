@@ -24,13 +24,14 @@
  * Every decision and state change happens before the first await after the decision, so two
  * deliveries of one batch cannot both execute it.
  */
-import type { Clock, Timer } from '../lib/env.js';
+import type { Timer } from '../lib/env.js';
 import type { HandlerReply } from '../lib/rpc.js';
 import { logger } from '../lib/log.js';
 import { batchProblem, classifyBatch, type InvokeDecision } from './invoke-rule.js';
 import { PIPELINE_DEPTH } from './pipeline.js';
 import { BATCH_REQUESTS_MAX, describeViewstamp, RsmStatus, type BatchEntry, type Viewstamp } from './protocol.js';
 import type { LogEntry } from './replica-store.js';
+import type { ReplicaView } from './replica-view.js';
 import { Wakeup } from './wakeup.js';
 
 const log = logger('rsm');
@@ -44,17 +45,10 @@ export const GAP_WAIT_MS = 250;
 export const GAP_WAITERS_MAX = 2 * PIPELINE_DEPTH;
 
 /** What the backup's path reads and does on the replica. */
-export interface BackupHost {
-  readonly me: string;
-  readonly clock: Clock;
-  readonly isStopped: boolean;
-  readonly inViewChange: boolean;
-  /** This replica is the primary of its committed view. */
-  readonly isViewPrimary: boolean;
+/** The backup's side reads only these of the replica's view (so it can be tested on its own). */
+export interface BackupHost extends Pick<ReplicaView, 'me' | 'clock' | 'isStopped' | 'inViewChange' | 'primary' | 'last'> {
   /** The viewstamp this backup expects next (myvs). */
   readonly expected: Viewstamp;
-  /** The last executed viewstamp. */
-  readonly last: Viewstamp;
   /** The request executed at `last`, when known (unknown after a state transfer). */
   readonly lastRequest: LogEntry | undefined;
   /** Resolves once every write begun so far is durable. */
@@ -93,7 +87,7 @@ export class Backup {
     const last = entries[entries.length - 1]!;
     const span = entries.length === 1 ? describeViewstamp(first.vs) : `${describeViewstamp(first.vs)}..${last.vs.seqno}`;
     const classify = (): InvokeDecision =>
-      classifyBatch({ inViewChange: host.inViewChange, isPrimary: host.isViewPrimary, expected: host.expected, last: host.last }, first.vs, last.vs);
+      classifyBatch({ inViewChange: host.inViewChange, isPrimary: host.primary === host.me, expected: host.expected, last: host.last }, first.vs, last.vs);
     let decision = classify();
     if (decision.action === 'reject' && this.gapMayFill(first.vs, false)) decision = await this.waitForGap(first.vs, classify);
     // From here on, every decision and state change comes before the first await.
@@ -132,7 +126,7 @@ export class Backup {
    */
   private gapMayFill(first: Viewstamp, alreadyHeld: boolean): boolean {
     const host = this.host;
-    if (host.isStopped || host.inViewChange || host.isViewPrimary) return false;
+    if (host.isStopped || host.inViewChange || host.primary === host.me) return false;
     const expected = host.expected;
     if (first.vid !== expected.vid || first.seqno <= expected.seqno) return false;
     if (first.seqno - expected.seqno > PIPELINE_DEPTH * BATCH_REQUESTS_MAX) return false;

@@ -26,33 +26,20 @@
  * 4. config.add runs the Paxos round for the view with `src`; OK with the history once it is a
  *    member and the history is durable here, BUSY otherwise.
  */
-import type { RpcEndpoint } from '../lib/rpc.js';
 import { logger } from '../lib/log.js';
 import type { Config } from '../paxos/config.js';
 import { clusterCheck } from '../paxos/store.js';
 import { historyProblem, isValidNodeId } from '../paxos/view.js';
 import { joinCandidates } from './membership.js';
-import { RsmStatus, rsmProtocol, type JoinRes, type Viewstamp } from './protocol.js';
+import { RsmStatus, rsmProtocol, type JoinRes } from './protocol.js';
+import type { ReplicaView } from './replica-view.js';
 
 const log = logger('rsm');
 
 /** What both sides of a join read and do on the replica. */
-export interface JoinHost {
-  readonly me: string;
+export interface JoinHost extends ReplicaView {
   /** The MASTER argument: whom to ask when nothing better is known. */
   readonly master: string;
-  readonly config: Config;
-  readonly rpc: RpcEndpoint;
-  readonly joinTimeoutMs: number;
-  readonly joinRetryMs: number;
-  addressOf(id: string): string;
-  readonly isStopped: boolean;
-  /** Who this replica believes is primary. */
-  readonly primary: string;
-  readonly vidCommit: number;
-  readonly lastExecuted: Viewstamp;
-  /** Serving the committed view (its synchronisation ended). */
-  readonly serving: boolean;
   /** Commits config's newest view to the replica, if newer than its committed one. */
   commitNewest(): void;
   /** Sleeps on the replica's clock; false if it stopped meanwhile. */
@@ -72,7 +59,7 @@ export class Joiner {
     const candidates = joinCandidates(host.me, host.primary, host.master, knownViews(host.config));
     if (candidates.length === 0) {
       log('%s join: nobody to ask', host.me);
-      await host.pause(host.joinRetryMs);
+      await host.pause(host.timing.joinRetryMs);
       return;
     }
     // The believed primary first; rotate through the others while asking fails.
@@ -82,8 +69,8 @@ export class Joiner {
     const reply = await host.rpc.call(
       host.addressOf(target),
       rsmProtocol.joinreq,
-      { src: host.me, last: host.lastExecuted, cluster: host.config.cluster },
-      { timeoutMs: host.joinTimeoutMs },
+      { src: host.me, last: host.last, cluster: host.config.cluster },
+      { timeoutMs: host.timing.joinTimeoutMs },
     );
     if (host.isStopped) return;
     const theirs = reply.ok ? reply.result.cluster : '';
@@ -109,7 +96,7 @@ export class Joiner {
     } else {
       log('%s join: %s failed: %s', host.me, target, reply.error.code);
     }
-    await host.pause(host.joinRetryMs);
+    await host.pause(host.timing.joinRetryMs);
   }
 
   /** Adopts the history of a joinreq OK; resolves whether we are now a member. */
@@ -152,7 +139,7 @@ export async function answerJoin(host: JoinHost, src: string, cluster: string): 
       log('%s joinreq from %s: ignoring (not primary; primary is %s)', host.me, src, host.primary);
       return busy;
     }
-    if (!host.serving) {
+    if (host.inViewChange) {
       // Admit only from a synchronised view: then every member but the joiner holds the state,
       // and a later view that drops members still contains one that does.
       log('%s joinreq from %s: ignoring (view %d is not synchronised yet)', host.me, src, vid);

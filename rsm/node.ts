@@ -60,6 +60,7 @@ import { answerJoin, Joiner, type JoinHost } from './join.js';
 import { Backup, GAP_WAITERS_MAX } from './backup.js';
 import { BUSY_REPLY, Primary } from './primary.js';
 import { ViewSync } from './view-sync.js';
+import { withView, type ReplicaView } from './replica-view.js';
 import { Wakeup } from './wakeup.js';
 import { HeldLog } from './held-log.js';
 import { SnapshotCache } from './snapshot-cache.js';
@@ -96,7 +97,7 @@ import {
   type LogEntry,
 } from './replica-store.js';
 import { EmptyStateMachine, type ExecuteResult, type StateMachine } from './state-machine.js';
-import { advance, CREATED, describeStatus, isNormal, statusVid, type ReplicaStatus, type StatusEvent } from './replica-status.js';
+import { advance, CREATED, describeStatus, isNormal, statusVid, type BackupSyncPhase, type PrimarySyncPhase, type ReplicaStatus, type StatusEvent } from './replica-status.js';
 
 const log = logger('rsm');
 
@@ -333,17 +334,21 @@ export class RsmNode {
       die: (message) => this.die(message),
       status: () => this.status(),
     });
+    // What every role sees of this replica, read live through getters; each role's host adds
+    // its own members on top (rsm/replica-view.ts).
     const node = this;
-    this.joinHost = {
+    const view: ReplicaView = {
       me: this.me,
-      master: this.master,
       config,
       rpc: this.rpc,
-      joinTimeoutMs: this.timing.joinTimeoutMs,
-      joinRetryMs: this.timing.joinRetryMs,
+      clock: this.env.clock,
+      timing: this.timing,
       addressOf: (id) => this.addressOf(id),
       get isStopped() {
         return node.stopped;
+      },
+      get inViewChange() {
+        return node.inViewChange;
       },
       get primary() {
         return node.primaryId;
@@ -351,125 +356,78 @@ export class RsmNode {
       get vidCommit() {
         return node.vidCommitted;
       },
-      get lastExecuted() {
+      get last() {
         return node.lastMyvs;
       },
-      get serving() {
-        return !node.inViewChange;
-      },
+    };
+    this.joinHost = withView(view, {
+      master: this.master,
       commitNewest: () => {
         if (this.config.vid > this.vidCommitted) this.commitChange(this.config.vid);
       },
-      pause: (ms) => this.pause(ms),
-    };
+      pause: (ms: number) => this.pause(ms),
+    });
     this.joiner = new Joiner(this.joinHost);
-    this.asBackup = new Backup({
-      me: this.me,
-      clock: this.env.clock,
-      get isStopped() {
-        return node.stopped;
-      },
-      get inViewChange() {
-        return node.inViewChange;
-      },
-      get isViewPrimary() {
-        return node.primaryId === node.me;
-      },
-      get expected() {
-        return node.myvs;
-      },
-      get last() {
-        return node.lastMyvs;
-      },
-      get lastRequest() {
-        return node.lastRequest;
-      },
-      get durable() {
-        return node.writes.durable;
-      },
-      executeBatch: (entries) => this.executeAsBackup(entries),
-      breakpoint1: () => this.breakpoint1(),
-    });
-    this.asPrimary = new Primary({
-      me: this.me,
-      config,
-      rpc: this.rpc,
-      clock: this.env.clock,
-      timing: this.timing,
-      addressOf: (id) => this.addressOf(id),
-      get isStopped() {
-        return node.stopped;
-      },
-      get inViewChange() {
-        return node.inViewChange;
-      },
-      get primary() {
-        return node.primaryId;
-      },
-      get vidCommit() {
-        return node.vidCommitted;
-      },
-      get next() {
-        return node.myvs;
-      },
-      setNext: (next) => {
-        this.myvs = next;
-      },
-      stampTime: () => this.stampTime(),
-      batchStamped: (event) => this.batchListeners.emit(event, (e) => this.fatal(e)),
-      appendLog: (entries) => this.appendLog(entries),
-      executeBatch: (batch, role) => this.executeBatch(batch, role),
-      partition1: () => this.partition1(),
-      breakpoint1: () => this.breakpoint1(),
-      fatal: (error) => this.fatal(error),
-    });
-    this.viewSync = new ViewSync({
-      me: this.me,
-      config,
-      rpc: this.rpc,
-      clock: this.env.clock,
-      timing: this.timing,
-      addressOf: (id) => this.addressOf(id),
-      get isStopped() {
-        return node.stopped;
-      },
-      get inViewChange() {
-        return node.inViewChange;
-      },
-      get primary() {
-        return node.primaryId;
-      },
-      get vidCommit() {
-        return node.vidCommitted;
-      },
-      get last() {
-        return node.lastMyvs;
-      },
-      get syncedVid() {
-        return node.syncedVid;
-      },
-      get pendingBatches() {
-        return node.asPrimary.pipeline.batches.length;
-      },
-      get durable() {
-        return node.writes.durable;
-      },
-      drained: () => this.writes.drained(),
-      viewGone: (vid) => this.viewGone(vid),
-      enter: (vid, phase) => this.setStatus({ kind: 'enter', vid, phase }),
-      servingBackups: (vid) => this.servingBackups(vid),
-      resync: () => this.resync(),
-      quiesced: (task) => this.asPrimary.quiesced(task),
-      forgetAcknowledgements: (backup) => this.asPrimary.pipeline.forget(backup),
-      stall: (why) => this.asPrimary.stall(why),
-      transferFor: (theirs, onlyIfNewer) => this.transferFor(theirs, onlyIfNewer),
-      executeEntries: (entries) => {
-        for (const entry of entries) this.execute(entry, 'backup');
-        void this.appendLog(entries);
-      },
-      installState: (state, last, from, vid) => this.installState(state, last, from, vid),
-      transferPause: (attempt) => this.transferPause(attempt),
-    });
+    this.asBackup = new Backup(
+      withView(view, {
+        get expected() {
+          return node.myvs;
+        },
+        get lastRequest() {
+          return node.lastRequest;
+        },
+        get durable() {
+          return node.writes.durable;
+        },
+        executeBatch: (entries: readonly LogEntry[]) => this.executeAsBackup(entries),
+        breakpoint1: () => this.breakpoint1(),
+      }),
+    );
+    this.asPrimary = new Primary(
+      withView(view, {
+        get next() {
+          return node.myvs;
+        },
+        setNext: (next: Viewstamp) => {
+          this.myvs = next;
+        },
+        stampTime: () => this.stampTime(),
+        batchStamped: (event: RsmBatchEvent) => this.batchListeners.emit(event, (e) => this.fatal(e)),
+        appendLog: (entries: readonly LogEntry[]) => this.appendLog(entries),
+        executeBatch: (batch: PendingBatch, role: 'primary') => this.executeBatch(batch, role),
+        partition1: () => this.partition1(),
+        breakpoint1: () => this.breakpoint1(),
+        fatal: (error: unknown) => this.fatal(error),
+      }),
+    );
+    this.viewSync = new ViewSync(
+      withView(view, {
+        get syncedVid() {
+          return node.syncedVid;
+        },
+        get pendingBatches() {
+          return node.asPrimary.pipeline.batches.length;
+        },
+        get durable() {
+          return node.writes.durable;
+        },
+        drained: () => this.writes.drained(),
+        viewGone: (vid: number) => this.viewGone(vid),
+        enter: (vid: number, phase: PrimarySyncPhase | BackupSyncPhase) => this.setStatus({ kind: 'enter', vid, phase }),
+        servingBackups: (vid: number) => this.servingBackups(vid),
+        resync: () => this.resync(),
+        quiesced: <T>(task: () => Promise<T>) => this.asPrimary.quiesced(task),
+        forgetAcknowledgements: (backup: string) => this.asPrimary.pipeline.forget(backup),
+        stall: (why: string) => this.asPrimary.stall(why),
+        transferFor: (theirs: Viewstamp, onlyIfNewer: boolean) => this.transferFor(theirs, onlyIfNewer),
+        executeEntries: (entries: readonly LogEntry[]) => {
+          for (const entry of entries) this.execute(entry, 'backup');
+          void this.appendLog(entries);
+        },
+        installState: (state: Uint8Array, last: Viewstamp, from: string, vid: number) => this.installState(state, last, from, vid),
+        transferPause: (attempt: number) => this.transferPause(attempt),
+      }),
+    );
   }
 
   /** Restores the node (Paxos state from storage) and registers its handlers; `start()` runs it. */

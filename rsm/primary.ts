@@ -20,13 +20,13 @@
  *    every one is executed, or a view change settles them.
  */
 import { assert } from '../lib/assert.js';
-import type { Clock, Timer } from '../lib/env.js';
+import type { Timer } from '../lib/env.js';
 import { logger } from '../lib/log.js';
-import type { HandlerReply, RpcEndpoint } from '../lib/rpc.js';
+import type { HandlerReply } from '../lib/rpc.js';
 import { SerialQueue } from '../lib/serial-queue.js';
-import type { Config } from '../paxos/config.js';
 import { successor } from './invoke-rule.js';
-import type { RsmBatchEvent, RsmTiming } from './node.js';
+import type { RsmBatchEvent } from './node.js';
+import type { ReplicaView } from './replica-view.js';
 import { describeBatch, invokeQueueRequestsMax, isComplete, lastOf, Pipeline, PIPELINE_DEPTH, type PendingBatch, type WaitingRequest } from './pipeline.js';
 import { encodeInvokeReply, RsmClientStatus, RsmStatus, rsmProtocol, type Viewstamp } from './protocol.js';
 import type { LogEntry } from './replica-store.js';
@@ -57,17 +57,7 @@ const RESEND_ACK_FACTOR = 3;
 const ACK_TIMES_MAX = 64;
 const ACK_SAMPLES = 16;
 /** What the primary's side reads and does on the replica. */
-export interface PrimaryHost {
-  readonly me: string;
-  readonly config: Config;
-  readonly rpc: RpcEndpoint;
-  readonly clock: Clock;
-  readonly timing: RsmTiming;
-  addressOf(id: string): string;
-  readonly isStopped: boolean;
-  readonly inViewChange: boolean;
-  readonly primary: string;
-  readonly vidCommit: number;
+export interface PrimaryHost extends ReplicaView {
   /** The viewstamp the next batch is stamped at (myvs), and moving it past a stamped batch. */
   readonly next: Viewstamp;
   setNext(next: Viewstamp): void;

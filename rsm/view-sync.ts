@@ -11,11 +11,9 @@
  * synchronisation and those that reported it done, and the wake-up of the primary's wait.
  */
 import { assert } from '../lib/assert.js';
-import type { Clock } from '../lib/env.js';
 import { logger } from '../lib/log.js';
-import type { HandlerReply, RpcEndpoint } from '../lib/rpc.js';
-import type { Config } from '../paxos/config.js';
-import type { RsmTiming } from './node.js';
+import type { HandlerReply } from '../lib/rpc.js';
+import type { ReplicaView } from './replica-view.js';
 import { compareViewstamp, describeViewstamp, RsmStatus, rsmProtocol, TransferKind, VIEWSTAMP_ZERO, type TransferRes, type Viewstamp } from './protocol.js';
 import type { PrimarySyncPhase, BackupSyncPhase } from './replica-status.js';
 import type { LogEntry } from './replica-store.js';
@@ -26,19 +24,7 @@ const log = logger('rsm');
 const EMPTY = new Uint8Array(0);
 
 /** What the synchronisation reads and does on the replica. */
-export interface SyncHost {
-  readonly me: string;
-  readonly config: Config;
-  readonly rpc: RpcEndpoint;
-  readonly clock: Clock;
-  readonly timing: RsmTiming;
-  addressOf(id: string): string;
-  readonly isStopped: boolean;
-  readonly inViewChange: boolean;
-  readonly primary: string;
-  readonly vidCommit: number;
-  /** The last executed viewstamp. */
-  readonly last: Viewstamp;
+export interface SyncHost extends ReplicaView {
   /** The last view whose synchronisation this replica completed (durably). */
   readonly syncedVid: number;
   /** Pending batches of the primary's pipeline. */

@@ -43,8 +43,8 @@ function fakeReplica(vid: number, last: Viewstamp = VIEWSTAMP_ZERO) {
     get inViewChange() {
       return replica.inViewChange;
     },
-    get isViewPrimary() {
-      return replica.primary;
+    get primary() {
+      return replica.primary ? 'b1' : 'p0';
     },
     get expected() {
       return replica.expected;
