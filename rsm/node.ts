@@ -1157,6 +1157,7 @@ export class RsmNode {
       members: this.vidCommitted === 0 ? [] : [...this.config.members(this.vidCommitted)],
       primary: this.vidCommitted === 0 ? '' : this.primaryId,
       inViewChange: this.inViewChange,
+      phase: describeStatus(this.replicaStatus),
       last: this.lastMyvs,
       batches: this.batchesExecuted,
     };

@@ -13,7 +13,7 @@
  * | internal | invokebatch     | 0x10005 | entries: list<{vs, timeMs: u64, proc: i32, req: bytes}> | i32 (dummy)           |
  * | test     | net_repair      | 0x12001 | heal: i32                                 | i32                                     |
  * | test     | breakpoint      | 0x12002 | b: i32                                    | i32                                     |
- * | test     | status          | 0x12003 | dummy: i32                                | {vid, members, primary, inViewChange, last, batches} |
+ * | test     | status          | 0x12003 | dummy: i32                                | {vid, members, primary, inViewChange, phase, last, batches} |
  *
  * The status travels in the RPC reply header. NOTE: BUSY is 3 in the client protocol but 2 in the
  * internal one, as in the lab. The lab's std::string request/state blobs are `bytes` here (same
@@ -85,6 +85,9 @@ export const TRANSFER_ENTRIES_BYTES_MAX = 4 * 1024 * 1024;
 export const HISTORY_ENTRIES_MAX = 1 << 20;
 
 const id: Codec<string> = { write: (w, v) => w.string(v), read: (r) => r.string(ID_BYTES_MAX) };
+/** The status reply's phase text: a status in words is far shorter. */
+export const STATUS_PHASE_BYTES_MAX = 256;
+const statusPhase: Codec<string> = { write: (w, v) => w.string(v), read: (r) => r.string(STATUS_PHASE_BYTES_MAX) };
 const blob: Codec<Uint8Array> = { write: (w, v) => w.bytes(v), read: (r) => r.bytes(BLOB_BYTES_MAX) };
 export const viewstampCodec: Codec<Viewstamp> = codecs.struct<Viewstamp>({ vid: codecs.u32, seqno: codecs.u32 });
 const historyEntry: Codec<HistoryEntry> = codecs.struct<HistoryEntry>({
@@ -182,6 +185,8 @@ export interface StatusRes {
   readonly primary: string;
   /** True from a view commit until its synchronisation ends (the RSM answers BUSY meanwhile). */
   readonly inViewChange: boolean;
+  /** Its status in words (rsm/replica-status.ts), e.g. "syncing view 4 as backup, pulling"; at most STATUS_PHASE_BYTES_MAX. */
+  readonly phase: string;
   /** The viewstamp of the last request executed here (0.0: none). */
   readonly last: Viewstamp;
   /**
@@ -277,7 +282,7 @@ export const rsmTestProtocol = {
     0x12003,
     'rsm_test.status',
     codecs.struct<StatusArgs>({ dummy: codecs.i32 }),
-    codecs.struct<StatusRes>({ vid: codecs.u32, members: codecs.list(id, 10_000), primary: id, inViewChange: codecs.bool, last: viewstampCodec, batches: codecs.u32 }),
+    codecs.struct<StatusRes>({ vid: codecs.u32, members: codecs.list(id, 10_000), primary: id, inViewChange: codecs.bool, phase: statusPhase, last: viewstampCodec, batches: codecs.u32 }),
   ),
 } as const;
 

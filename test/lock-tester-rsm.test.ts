@@ -57,7 +57,7 @@ t.test('lock_tester passes through the RSM against 3 in-process replicas; detect
   // The status RPC on the control port: view, primary, last viewstamp.
   const status = await probe.newClient(replicas[0]!.replica.controlAddress).call(rsmTestProtocol.status, { dummy: 0 }, { timeoutMs: 5_000 });
   t.ok(status.ok && status.status === RsmTestStatus.OK, 'status answers OK');
-  if (status.ok) t.match(status.result, { vid: 3, members: ports, primary: ports[0], inViewChange: false, last: { vid: 0, seqno: 0 } });
+  if (status.ok) t.match(status.result, { vid: 3, members: ports, primary: ports[0], inViewChange: false, phase: 'normal in view 3 as primary', last: { vid: 0, seqno: 0 } });
 
   // The five tests through a backup's port: the RSM clients find the primary.
   const lines: string[] = [];

@@ -316,7 +316,7 @@ t.test('sendControl: the lab lines, statuses, and a node that does not answer', 
   // status: the status call plus the host's quorum verdict, in one line.
   server.handle(rsmTestProtocol.status, () => ({
     status: 0,
-    result: { vid: 4, members: ['3772', '3776'], primary: '3772', inViewChange: true, last: { vid: 4, seqno: 2 } },
+    result: { vid: 4, members: ['3772', '3776'], primary: '3772', inViewChange: true, phase: 'syncing view 4 as backup, pulling', last: { vid: 4, seqno: 2 }, batches: 0 },
   }));
   server.handle(quorum, () => ({
     status: 0,
@@ -325,7 +325,7 @@ t.test('sendControl: the lab lines, statuses, and a node that does not answer', 
   t.same(await sendControl(rpc, server.address, { kind: 'status' }), {
     answered: true,
     status: 0,
-    line: 'view 4 {3772,3776} primary 3772 last 4.2; in view change; no quorum: view 4 {3772,3776}; 3772 unreachable since 12:01:07',
+    line: 'view 4 {3772,3776} primary 3772 last 4.2; in view change (syncing view 4 as backup, pulling); no quorum: view 4 {3772,3776}; 3772 unreachable since 12:01:07',
   });
 
   // A main port (no control procedures): the hint to use port + 1.

@@ -126,7 +126,8 @@ async function statusOf(client: RpcClient, address: string, timeoutMs: number): 
   const s = reply.result;
   const quorumReply = await client.call(quorum, { dummy: 0 }, { timeoutMs });
   const parts = [`view ${s.vid} {${s.members.join(',')}} primary ${s.primary || '-'} last ${describeViewstamp(s.last)}`];
-  if (s.inViewChange) parts.push('in view change');
+  // Which step of the view change, when the replica says (older replicas send no phase).
+  if (s.inViewChange) parts.push(s.phase ? `in view change (${s.phase})` : 'in view change');
   if (quorumReply.ok) parts.push(quorumReply.result.quorum ? 'quorum' : describeNoQuorum(quorumReply.result));
   return { answered: true, status: reply.status, line: parts.join('; ') };
 }
