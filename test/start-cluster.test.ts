@@ -120,6 +120,7 @@ t.test('the status line says paused, in view change and no quorum', async (t) =>
   const up: ReplicaStatus = { replica: p0!, state: 'up', exit: undefined, view, primary: '5000', lastViewstamp: '4.2', pid: 11 };
   t.match(cluster.formatStatus(up), /^p0 +port 5000 +pid 11 +up +view 4 \{p0,p1\} +primary p0 +last vs 4\.2$/);
   t.match(cluster.formatStatus({ ...up, inViewChange: true }), /^p0 +port 5000 +pid 11 +up, in view change +view 4 /);
+  t.match(cluster.formatStatus({ ...up, inViewChange: true, phase: 'syncing view 4 as primary, serving' }), /^p0 +port 5000 +pid 11 +up, in view change \(syncing view 4 as primary, serving\) +view 4 /);
   t.match(
     cluster.formatStatus({ ...up, replica: p1!, noQuorum: 'no quorum: view 4 {p0,p1}; p0 unreachable since 12:01:07' }),
     /^p1 .* last vs 4\.2 no quorum: view 4 \{p0,p1\}; p0 unreachable since 12:01:07$/,

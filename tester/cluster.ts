@@ -188,6 +188,8 @@ export interface ReplicaStatus {
   /** The pid serving the port (ours or adopted), undefined if none answers. */
   readonly pid?: number | undefined;
   readonly inViewChange?: boolean;
+  /** The replica's status in words while in a view change (its status RPC's phase), undefined if unknown. */
+  readonly phase?: string | undefined;
   /** The host's "no quorum: …" line, undefined with quorum or unknown. */
   readonly noQuorum?: string | undefined;
 }
@@ -371,6 +373,7 @@ export class LocalCluster {
           pid,
           batches: status?.batches,
           inViewChange: status?.inViewChange === true,
+          phase: status?.inViewChange === true && status.phase !== '' ? status.phase : undefined,
           noQuorum: verdict === undefined || verdict.quorum ? undefined : describeNoQuorum(verdict, (id) => this.nameOf(id)),
         };
         if (!answer.answered) return { ...base, ...extra, lastViewstamp, state: 'no answer', exit: undefined, primary: undefined };
@@ -386,7 +389,9 @@ export class LocalCluster {
       status.state === 'exited'
         ? `exited (${describeExit(status.exit!)})`
         : status.state === 'up' && status.inViewChange === true
-          ? 'up, in view change'
+          ? status.phase === undefined
+            ? 'up, in view change'
+            : `up, in view change (${status.phase})`
           : status.state;
     const view = status.view === undefined ? 'view -' : `view ${status.view.vid} ${this.describe(status.view.members)}`;
     // Unknown: '?' while it runs but does not answer, '-' once it exited or before any view.
