@@ -1,6 +1,6 @@
 /**
- * Joins, both sides: a replica outside the committed view asks to be admitted (`Joiner`), and a
- * member answers the request (`answerJoin`).
+ * Joins, both sides (`Join`): a replica outside the committed view asks to be admitted
+ * (`attempt`), and a member answers the request (`answer`).
  *
  * The asking side, one attempt at a time (the recovery loop of rsm/node.ts calls `attempt` while
  * the replica's status is `joining`):
@@ -16,7 +16,7 @@
  *    commit the newest, so the next attempt goes to the right primary.
  * 6. Otherwise (no answer), or when not admitted: wait joinRetryMs.
  *
- * The admitting side, joinreq(src, last, cluster):
+ * The admitting side, `answer` to joinreq(src, last, cluster):
  *
  * 1. A bad joiner id (or our own) gets ERR; another cluster CLUSTER_MISMATCH, a malformed cluster
  *    id ERR: another cluster's node is never admitted.
@@ -46,8 +46,7 @@ export interface JoinHost extends ReplicaView {
   pause(ms: number): Promise<boolean>;
 }
 
-/** The asking side. */
-export class Joiner {
+export class Join {
   /** Attempts since the last success (or since the believed primary changed): picks the candidate. */
   private attempts = 0;
 
@@ -117,39 +116,40 @@ export class Joiner {
     host.commitNewest();
     return host.config.isMember(host.me, host.vidCommit);
   }
-}
 
-/** The admitting side: the answer to joinreq(src, cluster) (steps 1-4 above). */
-export async function answerJoin(host: JoinHost, src: string, cluster: string): Promise<{ status: number; result: JoinRes }> {
-  const mine = host.config.cluster;
-  const busy = { status: RsmStatus.BUSY, result: { history: [], cluster: mine } };
-  if (!isValidNodeId(src) || src === host.me) {
-    log('%s joinreq: ignoring (bad joiner id %j)', host.me, src);
-    return { status: RsmStatus.ERR, result: { history: [], cluster: mine } };
-  }
-  // The cluster gate, as in front of the Paxos messages: never admit another cluster's node.
-  const verdict = clusterCheck(mine, cluster);
-  if (verdict !== 'ok') {
-    log('%s joinreq from %s: refusing (%s)', host.me, src, verdict === 'mismatch' ? `it is in cluster ${cluster}, this node is in cluster ${mine}` : 'malformed cluster id');
-    return { status: verdict === 'mismatch' ? RsmStatus.CLUSTER_MISMATCH : RsmStatus.ERR, result: { history: [], cluster: mine } };
-  }
-  const vid = host.vidCommit;
-  if (!host.config.isMember(src, vid)) {
-    if (host.primary !== host.me || !host.config.isMember(host.me, vid)) {
-      log('%s joinreq from %s: ignoring (not primary; primary is %s)', host.me, src, host.primary);
-      return busy;
+  /** The admitting side: the answer to joinreq(src, cluster) (steps 1-4 above). */
+  async answer(src: string, cluster: string): Promise<{ status: number; result: JoinRes }> {
+    const host = this.host;
+    const mine = host.config.cluster;
+    const busy = { status: RsmStatus.BUSY, result: { history: [], cluster: mine } };
+    if (!isValidNodeId(src) || src === host.me) {
+      log('%s joinreq: ignoring (bad joiner id %j)', host.me, src);
+      return { status: RsmStatus.ERR, result: { history: [], cluster: mine } };
     }
-    if (host.inViewChange) {
-      // Admit only from a synchronised view: then every member but the joiner holds the state,
-      // and a later view that drops members still contains one that does.
-      log('%s joinreq from %s: ignoring (view %d is not synchronised yet)', host.me, src, vid);
-      return busy;
+    // The cluster gate, as in front of the Paxos messages: never admit another cluster's node.
+    const verdict = clusterCheck(mine, cluster);
+    if (verdict !== 'ok') {
+      log('%s joinreq from %s: refusing (%s)', host.me, src, verdict === 'mismatch' ? `it is in cluster ${cluster}, this node is in cluster ${mine}` : 'malformed cluster id');
+      return { status: verdict === 'mismatch' ? RsmStatus.CLUSTER_MISMATCH : RsmStatus.ERR, result: { history: [], cluster: mine } };
     }
-    await host.config.add(src, vid);
-    if (host.isStopped || !host.config.isMember(src, host.config.vid)) return busy;
+    const vid = host.vidCommit;
+    if (!host.config.isMember(src, vid)) {
+      if (host.primary !== host.me || !host.config.isMember(host.me, vid)) {
+        log('%s joinreq from %s: ignoring (not primary; primary is %s)', host.me, src, host.primary);
+        return busy;
+      }
+      if (host.inViewChange) {
+        // Admit only from a synchronised view: then every member but the joiner holds the state,
+        // and a later view that drops members still contains one that does.
+        log('%s joinreq from %s: ignoring (view %d is not synchronised yet)', host.me, src, vid);
+        return busy;
+      }
+      await host.config.add(src, vid);
+      if (host.isStopped || !host.config.isMember(src, host.config.vid)) return busy;
+    }
+    await host.config.flushed();
+    return { status: RsmStatus.OK, result: { history: host.config.history(), cluster: mine } };
   }
-  await host.config.flushed();
-  return { status: RsmStatus.OK, result: { history: host.config.history(), cluster: mine } };
 }
 
 /** Every view config knows, oldest first (the candidates' source). */

@@ -56,7 +56,7 @@ import type { PaxosLogSink } from '../paxos/log-sink.js';
 import { isValidNodeId, type HistoryEntry } from '../paxos/view.js';
 import { isWellFormed, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker } from './membership.js';
-import { answerJoin, Joiner, type JoinHost } from './join.js';
+import { Join } from './join.js';
 import { Backup, GAP_WAITERS_MAX } from './backup.js';
 import { BUSY_REPLY, Primary } from './primary.js';
 import { ViewSync } from './view-sync.js';
@@ -258,9 +258,8 @@ export class RsmNode {
 
   /** The test-control hooks: breakpoints 1 and 2, the partition hook (rsm/test-control.ts). */
   private readonly testControl: TestControl;
-  /** Both sides of a join (rsm/join.ts), and what they see of this replica. */
-  private readonly joinHost: JoinHost;
-  private readonly joiner: Joiner;
+  /** Both sides of a join (rsm/join.ts). */
+  private readonly join: Join;
 
   protected readonly env: Env;
   protected readonly rpc: RpcEndpoint;
@@ -360,14 +359,15 @@ export class RsmNode {
         return node.lastMyvs;
       },
     };
-    this.joinHost = withView(view, {
-      master: this.master,
-      commitNewest: () => {
-        if (this.config.vid > this.vidCommitted) this.commitChange(this.config.vid);
-      },
-      pause: (ms: number) => this.pause(ms),
-    });
-    this.joiner = new Joiner(this.joinHost);
+    this.join = new Join(
+      withView(view, {
+        master: this.master,
+        commitNewest: () => {
+          if (this.config.vid > this.vidCommitted) this.commitChange(this.config.vid);
+        },
+        pause: (ms: number) => this.pause(ms),
+      }),
+    );
     this.asBackup = new Backup(
       withView(view, {
         get expected() {
@@ -763,7 +763,7 @@ export class RsmNode {
   private async recoveryLoop(): Promise<void> {
     while (!this.stopped) {
       if (!this.config.isMember(this.me, this.vidCommitted)) {
-        await this.joiner.attempt();
+        await this.join.attempt();
         continue;
       }
       const vid = this.vidCommitted;
@@ -900,7 +900,7 @@ export class RsmNode {
     this.rpc.handle(rsmProtocol.transferreq, (args) => this.viewSync.answerTransfer(args.src, args.last, args.vid));
     this.rpc.handle(rsmProtocol.transferchunk, (args) => this.onTransferChunk(args.src, args.vid, args.last, args.offset));
     this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.viewSync.answerTransferDone(args.m, args.vid));
-    this.rpc.handle(rsmProtocol.joinreq, (args) => answerJoin(this.joinHost, args.src, args.cluster));
+    this.rpc.handle(rsmProtocol.joinreq, (args) => this.join.answer(args.src, args.cluster));
   }
 
   private countBatch(): void {
