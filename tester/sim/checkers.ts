@@ -106,3 +106,16 @@ export async function logMatchesHistory(cluster: SimCluster, id: string): Promis
   }
   return cluster.node(id) === undefined ? undefined : false;
 }
+
+/**
+ * Settled again after the final log checks, which run the world (logMatchesHistory): a Paxos
+ * round begun during the faults may still end meanwhile and move the cluster on (lock seed 16480:
+ * a view that drops the primary, chosen before the heal, is adopted then), and the end checks
+ * read a settled cluster. Runs until `settled` holds again, within `limitMs`, calling `check`
+ * after every event (true: a checker failed, stop). Resolves false on the time limit; the caller
+ * asks its checkers whether one failed.
+ */
+export async function settleAgain(cluster: SimCluster, settled: () => boolean, check: () => boolean, limitMs: number): Promise<boolean> {
+  if (settled()) return true;
+  return cluster.runUntil(() => check() || settled(), limitMs);
+}

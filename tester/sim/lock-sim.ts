@@ -58,7 +58,7 @@ import { HISTORY_DIR_ENV, HistoryRecorder, fileHistorySink, type HistoryActor, t
 import { SimCluster, portIds } from './cluster.js';
 import { LockChecker, noticesOwed, type CheckedLockClient, type PrimaryView } from './lock-checkers.js';
 import { SessionClients, describeSessionClients, drawSessionClients } from './lock-sim-sessions.js';
-import { logMatchesHistory } from './checkers.js';
+import { logMatchesHistory, settleAgain } from './checkers.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
 import type { RsmSimOptions, RsmSimOutcome, RsmSimResult, RsmSimStats } from './rsm-sim.js';
 import { RSM_SIM_TIMING, bootstrap, crashAllMoment, drawLinkFaults, drawStorageSyncMs, faultStep, healForLiveness, pick, type FaultDriver } from './sim-common.js';
@@ -418,10 +418,13 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   for (const id of ids) {
     if ((await logMatchesHistory(cluster, id)) === false) problems.push(`${id}: log done lines differ from the durable history`);
   }
+  // The end checks read the serving primary: quiet again after the log checks (settleAgain).
+  const settled = finished && (await settleAgain(cluster, quiet, step, params.livenessLimitMs)) && !stop();
+  if (finished && !settled && !stop()) livenessProblems.push(`no quiet end within ${params.livenessLimitMs} ms after the final log checks moved the cluster on: ${cluster.describe()}`);
   problems.unshift(...cluster.invariantViolations, ...cluster.checker.violations, ...rsm.violations, ...lockChecker.violations);
   for (const { node, error } of cluster.fatalErrors) problems.push(`${node}: fatal ${String((error as Error)?.stack ?? error)}`);
   problems.push(...clientErrors);
-  if (finished && problems.length === 0) {
+  if (settled && problems.length === 0) {
     const states = new Set(ids.map((id) => digest(cluster.slot(id).stateMachine!.marshalState())));
     if (states.size !== 1) problems.push(`the converged replicas disagree on their state (${states.size} different states)`);
     if (withFiles) {

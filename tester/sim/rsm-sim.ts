@@ -39,7 +39,7 @@ import type { RsmNode } from '../../rsm/node.js';
 import { compareViewstamp, describeViewstamp } from '../../rsm/protocol.js';
 import { SimCluster, portIds } from './cluster.js';
 import { checkKvHistory, type KvOpKind, type KvOpRecord } from './kv-model.js';
-import { logMatchesHistory } from './checkers.js';
+import { logMatchesHistory, settleAgain } from './checkers.js';
 import { RsmChecker, digest } from './rsm-checkers.js';
 import { runLockSim } from './lock-sim.js';
 import type { CachingLockServer } from '../../lockserver/cache-server.js';
@@ -329,10 +329,13 @@ export async function runRsmSim(seed: number, options: RsmSimOptions = {}): Prom
   for (const id of ids) {
     if ((await logMatchesHistory(cluster, id)) === false) problems.push(`${id}: log done lines differ from the durable history`);
   }
+  // The end checks read the primary's state: settled again after the log checks (settleAgain).
+  const settledAtEnd = finished && (await settleAgain(cluster, settled, stop, params.livenessLimitMs)) && !stop();
+  if (finished && !settledAtEnd && !stop()) livenessProblems.push(`no settled end within ${params.livenessLimitMs} ms after the final log checks moved the cluster on: ${cluster.describe()}`);
   problems.unshift(...cluster.invariantViolations, ...cluster.checker.violations, ...rsm.violations);
   for (const { node, error } of cluster.fatalErrors) problems.push(`${node}: fatal ${String((error as Error)?.stack ?? error)}`);
   problems.push(...clientErrors);
-  if (finished && problems.length === 0) {
+  if (settledAtEnd && problems.length === 0) {
     const primary = cluster.node(ids[0]!)!.primary;
     const states = new Set(ids.map((id) => digest(cluster.slot(id).stateMachine!.marshalState())));
     if (states.size !== 1) problems.push(`the converged replicas disagree on their state (${states.size} different states)`);
