@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { connect, type LockClient } from '../../lockserver/locks.js';
 import type { LocalCluster } from '../cluster.js';
 import type { Benchmark, BenchReport } from './framework.js';
+import { describeFloor, measureSyncedWrites } from './disk-floor.js';
 import { executedOf, replicasCpuMs } from './replica-stats.js';
 import { withCluster } from './rsm-bench.js';
 
@@ -97,6 +98,9 @@ export const handoffBenchmark: Benchmark<HandoffBenchOptions> = {
     report.note('Last, the most clients with two callers each (a grant between the callers of one client is a cached re-grant).');
     report.note(`${options.durationMs} ms measured per level, after one unmeasured level that warms the fresh replicas up;`);
     report.note("replicated requests = growth of the primary's seqno; replication rounds = batches the primary executed.");
+    // Before the cluster starts, so nothing else writes: the disk's share of a hand-off's time.
+    const floor = await measureSyncedWrites();
+    report.note(`${describeFloor(floor)}.`);
     const results = await withCluster(async (cluster) => {
       // Unmeasured first, so the first level is not billed for the fresh replicas' JIT warm-up.
       await runLevel(cluster, Math.max(...options.handoffClients), options.durationMs, options.handoffClients.length);
@@ -140,5 +144,9 @@ export const handoffBenchmark: Benchmark<HandoffBenchOptions> = {
     perHandoff('replicated requests per hand-off', 'requests', ['fewer', 'more'], (r) => r.requests, (n) => `${n} requests`);
     perHandoff('replication rounds (batches) per hand-off', 'rounds', ['fewer', 'more'], (r) => r.rounds, (n) => `${n} batches`);
     perHandoff('replica CPU time per hand-off (3 replicas together)', 'ms', ['less', 'more'], (r) => r.cpuMs);
+    // The time between two hand-offs in units of the disk's synced write (three writers at once,
+    // as in a round): a slow disk raises the hand-off time but not this figure; a slow change
+    // raises both.
+    perHandoff('time between hand-offs, in synced writes of this disk (three writers at once)', 'writes', ['fewer', 'more'], (r) => r.elapsedMs / floor.threeAtOnceMs);
   },
 };
