@@ -377,15 +377,24 @@ function act(cluster: LocalCluster, key: KeyAction, replica: Replica): void {
   say(`${signal} to ${replica.name} (pid ${pid})`);
 }
 
+/**
+ * How to run our program `name` from the current directory: `node` and the path of its script
+ * from here (dist/tester/bin/… in the repository, node_modules/viewstamp/dist/… where the package
+ * is installed), so the printed line works as it is, as the restart command does.
+ */
+function programCommand(name: string): string {
+  return `node ${path.relative(process.cwd(), fileURLToPath(new URL(`./${name}.js`, import.meta.url)))}`;
+}
+
 function printTryThis(cluster: LocalCluster, singleKeys: boolean): void {
   const [p0, p1] = cluster.replicas;
   const lines: Array<[string, string]> = [];
   lines.push([
-    `node dist/tester/bin/lock_tester.js ${p0!.port}`,
+    `${programCommand('lock_tester')} ${p0!.port}`,
     `the classic lock tests through ${p0!.name} (any replica's port works; the last vs column moves)`,
   ]);
-  lines.push([`node dist/tester/bin/rsm_ctl.js ${p0!.controlPort} status`, `${p0!.name}'s view, primary, last viewstamp, and whether it has a quorum`]);
-  lines.push([`node dist/tester/bin/rsm_ctl.js ${p0!.controlPort} partition 0`, `arm a partition of ${p0!.name}: it cuts itself off at its next client request as primary ("partition 1" heals it)`]);
+  lines.push([`${programCommand('rsm_ctl')} ${p0!.controlPort} status`, `${p0!.name}'s view, primary, last viewstamp, and whether it has a quorum`]);
+  lines.push([`${programCommand('rsm_ctl')} ${p0!.controlPort} partition 0`, `arm a partition of ${p0!.name}: it cuts itself off at its next client request as primary ("partition 1" heals it)`]);
   if (p1 !== undefined) lines.push([`kill ${p1.process!.pid}`, `stop backup ${p1.name} (SIGTERM) and watch the view change below`]);
   lines.push([`kill ${p0!.process!.pid}`, `stop the first primary ${p0!.name}; the survivors form a view without it`]);
   lines.push([`tail -f ${p0!.paxosLog}`, `the views ${p0!.name} has seen decided`]);
@@ -394,7 +403,7 @@ function printTryThis(cluster: LocalCluster, singleKeys: boolean): void {
   // On a terminal too narrow for command and comment side by side, the comment goes under it.
   const columns = process.stdout.isTTY === true ? process.stdout.columns || 120 : Infinity;
   const sideBySide = lines.every(([, what]) => 2 + width + 3 + what.length < columns);
-  process.stdout.write('\nTry, in another terminal (from the repository directory):\n');
+  process.stdout.write('\nTry, in another terminal (from this directory):\n');
   for (const [command, what] of lines) {
     if (sideBySide) process.stdout.write(`  ${command.padEnd(width)}   ${what}\n`);
     else process.stdout.write(`  ${command}\n${wrapLine(`      ${what}`, columns - 1, 6).join('\n')}\n`);
