@@ -14,18 +14,13 @@ import t from 'tap';
 import { SeededRandom } from '../lib/random.js';
 import { chooseBasePort } from '../tester/cluster.js';
 import { isPidAlive, isPortFree } from '../tester/processes.js';
+import { readmeBlock } from './helpers/readme.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const START_CLUSTER = fileURLToPath(new URL('../tester/bin/start_cluster.js', import.meta.url));
-const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
-
 /** The fenced block after `<!-- try-it:NAME -->`, as lines without their `#` comments. */
 function block(name: string): string[] {
-  const start = README.indexOf(`<!-- try-it:${name} -->`);
-  if (start < 0) throw new Error(`README has no try-it:${name} block`);
-  const fence = README.indexOf('```', start);
-  const body = README.slice(README.indexOf('\n', fence) + 1, README.indexOf('```', fence + 3));
-  return body
+  return readmeBlock(name)
     .split('\n')
     .map((line) => line.replace(/\s+#.*$/, '').trim())
     .filter((line) => line !== '');
