@@ -64,6 +64,19 @@ export function fnv1a32(bytes: Uint8Array, from = 0, to = bytes.length): number 
   return hash >>> 0;
 }
 
+/**
+ * `length` uninitialised bytes as a plain Uint8Array. Below 4 KiB they are carved from Node's
+ * shared 8 KiB Buffer pool instead of a backing store of their own: every message is a Writer
+ * (and a frame), and a malloc plus a free per small array was about a sixth of a replica's CPU
+ * (perf: _int_malloc, malloc_consolidate, the ArrayBuffer sweeper). A small array kept for long
+ * keeps its 8 KiB slab alive, so code that stores bytes for long copies them (as the primary
+ * does with each request). Callers must write every byte they expose.
+ */
+export function pooledBytes(length: number): Uint8Array {
+  const pooled = Buffer.allocUnsafe(length);
+  return new Uint8Array(pooled.buffer, pooled.byteOffset, length);
+}
+
 export class Writer {
   private buffer: Uint8Array;
   private length = 0;
@@ -71,14 +84,14 @@ export class Writer {
   // Bytes are written by hand rather than through a DataView: one Writer is made per message,
   // and a DataView per Writer (and per growth) costs more than the shifts.
   constructor(initialCapacity = 64) {
-    this.buffer = new Uint8Array(initialCapacity);
+    this.buffer = pooledBytes(initialCapacity);
   }
 
   private reserve(n: number): void {
     if (this.length + n <= this.buffer.length) return;
     let capacity = Math.max(1, this.buffer.length * 2);
     while (capacity < this.length + n) capacity *= 2;
-    const next = new Uint8Array(capacity);
+    const next = pooledBytes(capacity);
     next.set(this.buffer.subarray(0, this.length));
     this.buffer = next;
   }

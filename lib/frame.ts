@@ -9,6 +9,8 @@
  * connection: a stream with a bad length prefix has lost frame alignment and cannot be resynced.
  */
 
+import { pooledBytes } from './codec.js';
+
 /** Bytes of the length prefix. */
 export const FRAME_HEADER_BYTES = 4;
 
@@ -28,8 +30,12 @@ const IDLE_BUFFER_BYTES = 64 * 1024;
 export function encodeFrame(payload: Uint8Array): Uint8Array {
   const total = FRAME_HEADER_BYTES + payload.length;
   if (total > MAX_U32) throw new RangeError(`frame of ${total} bytes exceeds the u32 length field`);
-  const frame = new Uint8Array(total);
-  new DataView(frame.buffer).setUint32(0, total);
+  // From the shared pool (pooledBytes): a frame lives only until the socket has written it.
+  const frame = pooledBytes(total);
+  frame[0] = total >>> 24;
+  frame[1] = total >>> 16;
+  frame[2] = total >>> 8;
+  frame[3] = total;
   frame.set(payload, FRAME_HEADER_BYTES);
   return frame;
 }
