@@ -69,8 +69,8 @@ export function fnv1a32(bytes: Uint8Array, from = 0, to = bytes.length): number 
  * shared 8 KiB Buffer pool instead of a backing store of their own: every message is a Writer
  * (and a frame), and a malloc plus a free per small array was about a sixth of a replica's CPU
  * (perf: _int_malloc, malloc_consolidate, the ArrayBuffer sweeper). A small array kept for long
- * keeps its 8 KiB slab alive, so code that stores bytes for long copies them (as the primary
- * does with each request). Callers must write every byte they expose.
+ * keeps its 8 KiB slab alive, so code that stores bytes for long copies them (the primary
+ * each request, the at-most-once table each saved reply). Callers write every byte they expose.
  */
 export function pooledBytes(length: number): Uint8Array {
   const pooled = Buffer.allocUnsafe(length);

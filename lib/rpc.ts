@@ -246,7 +246,9 @@ export class ReplyTable {
   /** Saves a finished request's reply, unless the client already acknowledged it meanwhile. */
   saveReply(clientNonce: number, xid: number, reply: Uint8Array): void {
     const window = this.windows.get(clientNonce);
-    if (window?.entries.has(xid)) window.entries.set(xid, reply);
+    // A copy of its own: the reply may be a view of a shared pool slab (pooledBytes), and a
+    // client that never calls again keeps its last reply here until its window is evicted.
+    if (window?.entries.has(xid)) window.entries.set(xid, reply.slice());
   }
 
   savedReply(clientNonce: number, xid: number): Uint8Array | undefined {

@@ -18,6 +18,7 @@ import { readmeBlock } from './helpers/readme.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const START_CLUSTER = fileURLToPath(new URL('../tester/bin/start_cluster.js', import.meta.url));
+
 /** The fenced block after `<!-- try-it:NAME -->`, as lines without their `#` comments. */
 function block(name: string): string[] {
   return readmeBlock(name)

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const README_PATH = path.join(fileURLToPath(new URL('../../../', import.meta.url)), 'README.md');
+const README_PATH = path.join(fileURLToPath(new URL('../../../', import.meta.url)), 'README.md');
 
 /** The body of the fenced block after `<!-- try-it:NAME -->` in the README, as it is written. */
 export function readmeBlock(name: string): string {
