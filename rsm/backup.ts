@@ -1,33 +1,40 @@
 /**
- * The backup's side of the request path: invokebatch (and the lab's invoke, as a batch of one)
- * on a replica that is not the primary.
+ * The backup's side of the request path: invokebatch (and the lab's invoke, as a batch of one) and
+ * commit on a replica that is not the primary.
  *
  * 1. A malformed batch (batchProblem: empty, oversized, not consecutive viewstamps of one view)
  *    is ERR.
- * 2. Otherwise the accept rule (invoke-rule.ts, classifyBatch) decides, from the replica's
- *    position (in a view change, primary, the viewstamp it expects, its last executed):
- *    - execute: the host logs the batch in one write (sync), executes every entry in order
- *      while the fsync runs, and once it is durable passes breakpoint 1 (a backup dies right
- *      after executing); then OK;
- *    - duplicate (the batch executed last, again): OK again without executing, once it is
+ * 2. The commit point it carries (the primary's last executed viewstamp: every member holds every
+ *    request up to it) is applied: the host executes, in order, the requests it holds up to there
+ *    (executeCommitted; nothing while in a view change or as the primary). For a batch it
+ *    accepts, right after its log write started (step 3), so the fsync overlaps the execution.
+ * 3. The accept rule (invoke-rule.ts, classifyBatch) decides, from the replica's position (in a
+ *    view change, primary, the viewstamp it expects, the last one it holds):
+ *    - accept: the host holds the batch: logs it in one write (sync) and keeps its requests
+ *      until a commit point reaches them. Once the write is durable, if this delivery executed
+ *      anything, breakpoint 1 is passed (a backup dies right after executing); then OK;
+ *    - duplicate (the batch held last, again): OK again without holding it twice, once it is
  *      durable here. The primary resends a batch when an acknowledgement did not reach it (the
  *      RPC call timed out, so the at-most-once table may have forgotten it), and only this
- *      replica can tell it already ran. A viewstamp is stamped once, into one batch, so the
+ *      replica can tell it already holds it. A viewstamp is stamped once, into one batch, so the
  *      duplicate carries the same requests; its last one is compared anyway, a mismatch is ERR;
  *    - reject: ERR.
- * 3. A batch that overtook the ones before it (the primary keeps several in flight, and a lost
+ * 4. A batch that overtook the ones before it (the primary keeps several in flight, and a lost
  *    message is retransmitted later) is held for at most GAP_WAIT_MS instead of failing the whole
  *    pipeline: while this replica serves the batch's view as a backup, the gap is within the
  *    pipeline's reach, and fewer than GAP_WAITERS_MAX are held. The rule is applied again each
- *    time the replica moves (`moved`: it executed a batch, a view committed, it stopped).
+ *    time the replica moves (`moved`: it held a batch, a view committed, it stopped).
+ * 5. commit (the commit point alone, sent by an idle primary): from the primary of our committed
+ *    view while we serve it as a backup, step 2, then breakpoint 1 if anything executed; OK.
+ *    Otherwise ERR.
  *
  * Every decision and state change happens before the first await after the decision, so two
- * deliveries of one batch cannot both execute it.
+ * deliveries of one batch cannot both hold it.
  */
 import type { Timer } from '../lib/env.js';
 import type { HandlerReply } from '../lib/rpc.js';
 import { logger } from '../lib/log.js';
-import { batchProblem, classifyBatch, type InvokeDecision } from './invoke-rule.js';
+import { batchProblem, classifyBatch, isWellFormed, type InvokeDecision } from './invoke-rule.js';
 import { PIPELINE_DEPTH } from './pipeline.js';
 import { BATCH_REQUESTS_MAX, describeViewstamp, RsmStatus, type BatchEntry, type Viewstamp } from './protocol.js';
 import type { LogEntry } from './replica-store.js';
@@ -44,17 +51,20 @@ const log = logger('rsm');
 export const GAP_WAIT_MS = 250;
 export const GAP_WAITERS_MAX = 2 * PIPELINE_DEPTH;
 
-/** What the backup's path reads and does on the replica. */
 /** The backup's side reads only these of the replica's view (so it can be tested on its own). */
-export interface BackupHost extends Pick<ReplicaView, 'me' | 'clock' | 'isStopped' | 'inViewChange' | 'primary' | 'last'> {
+export interface BackupHost extends Pick<ReplicaView, 'me' | 'clock' | 'isStopped' | 'inViewChange' | 'primary' | 'vidCommit'> {
   /** The viewstamp this backup expects next (myvs). */
   readonly expected: Viewstamp;
-  /** The request executed at `last`, when known (unknown after a state transfer). */
-  readonly lastRequest: LogEntry | undefined;
+  /** The viewstamp of the last request it holds: logged, executed or waiting for the commit point. */
+  readonly lastHeld: Viewstamp;
+  /** The request held at `lastHeld`, when known (unknown after a state transfer). */
+  readonly lastHeldRequest: LogEntry | undefined;
   /** Resolves once every write begun so far is durable. */
   readonly durable: Promise<void>;
-  /** Takes an accepted batch: moves the expected viewstamp past it, logs and executes it; resolves once the log write is durable. */
-  executeBatch(entries: readonly LogEntry[]): Promise<void>;
+  /** Takes an accepted batch: moves the expected viewstamp past it and logs it; resolves once the log write is durable. */
+  holdBatch(entries: readonly LogEntry[]): Promise<void>;
+  /** Executes, in order, the held requests up to `committed`; how many. Nothing in a view change or on the primary. */
+  executeCommitted(committed: Viewstamp): number;
   breakpoint1(): void;
 }
 
@@ -69,53 +79,77 @@ export class Backup {
     return this.held;
   }
 
-  /** The replica moved (executed a batch, committed a view, resynchronises, stopped): held batches look again. */
+  /** The replica moved (held a batch, committed a view, resynchronises, stopped): batches waiting for a gap look again. */
   moved(): void {
     this.movement.notify();
   }
 
-  /** invokebatch: the status to answer (steps 1-3 above). */
-  async receive(entries: readonly BatchEntry[]): Promise<HandlerReply<number>> {
+  /**
+   * invokebatch: the status to answer (steps 1-4 above). `committed` is the commit point the
+   * batch carries (for the lab's invoke, its own viewstamp: executed on receipt).
+   */
+  async receive(entries: readonly BatchEntry[], committed: Viewstamp): Promise<HandlerReply<number>> {
     const host = this.host;
     const err = { status: RsmStatus.ERR, result: 0 };
-    const problem = batchProblem(entries);
+    const problem = batchProblem(entries) ?? (isWellFormed(committed) ? undefined : `malformed commit point ${describeViewstamp(committed)}`);
     if (problem !== undefined) {
       log('%s invokebatch: ignoring a malformed batch (%s)', host.me, problem);
       return err;
     }
+    // The commit point is applied whatever the batch turns out to be; for an accepted batch only
+    // once its log write has started, so the fsync overlaps the execution. Executing changes
+    // neither the viewstamp expected nor the last one held, so the order does not change the rule.
+    let executed = 0;
     const first = entries[0]!;
     const last = entries[entries.length - 1]!;
     const span = entries.length === 1 ? describeViewstamp(first.vs) : `${describeViewstamp(first.vs)}..${last.vs.seqno}`;
     const classify = (): InvokeDecision =>
-      classifyBatch({ inViewChange: host.inViewChange, isPrimary: host.primary === host.me, expected: host.expected, last: host.last }, first.vs, last.vs);
+      classifyBatch({ inViewChange: host.inViewChange, isPrimary: host.primary === host.me, expected: host.expected, last: host.lastHeld }, first.vs, last.vs);
     let decision = classify();
-    if (decision.action === 'reject' && this.gapMayFill(first.vs, false)) decision = await this.waitForGap(first.vs, classify);
+    if (decision.action === 'reject' && this.gapMayFill(first.vs, false)) {
+      executed += host.executeCommitted(committed);
+      decision = await this.waitForGap(first.vs, classify);
+    }
     // From here on, every decision and state change comes before the first await.
+    if (decision.action !== 'accept') executed += host.executeCommitted(committed);
     switch (decision.action) {
       case 'reject':
         log('%s invokebatch %s: ignoring (%s)', host.me, span, decision.reason);
         return err;
       case 'duplicate': {
         // Unknown after a state transfer: the installed state already reflects the request at
-        // `last`, and a viewstamp is given to one request only, so it is this one.
-        const executed = host.lastRequest;
-        if (executed !== undefined && (executed.proc !== last.proc || !sameBytes(executed.request, last.req))) {
-          log('%s invokebatch %s: ignoring (a different request than the one executed at %s)', host.me, span, describeViewstamp(last.vs));
+        // `lastHeld`, and a viewstamp is given to one request only, so it is this one.
+        const held = host.lastHeldRequest;
+        if (held !== undefined && (held.proc !== last.proc || !sameBytes(held.request, last.req))) {
+          log('%s invokebatch %s: ignoring (a different request than the one held at %s)', host.me, span, describeViewstamp(last.vs));
           return err;
         }
-        log('%s invokebatch %s: the batch executed last, again; acknowledging it again', host.me, span);
+        log('%s invokebatch %s: the batch held last, again; acknowledging it again', host.me, span);
         await host.durable;
         return { status: host.isStopped ? RsmStatus.ERR : RsmStatus.OK, result: 0 };
       }
-      case 'execute': {
+      case 'accept': {
         const logged: LogEntry[] = entries.map(({ vs, timeMs, proc, req }) => ({ vs, timeMs, proc, request: req.slice() }));
+        const written = host.holdBatch(logged);
+        executed += host.executeCommitted(committed); // for the lab's invoke, this very batch
         // Acknowledge only once it is durable here: the primary counts on every backup keeping it.
-        await host.executeBatch(logged);
+        await written;
         if (host.isStopped) return err;
-        host.breakpoint1();
+        if (executed > 0) host.breakpoint1();
         return { status: RsmStatus.OK, result: 0 };
       }
     }
+  }
+
+  /** commit: the primary's commit point alone (step 5 above). */
+  commit(vid: number, committed: Viewstamp): HandlerReply<number> {
+    const host = this.host;
+    if (host.isStopped || host.inViewChange || host.primary === host.me || vid !== host.vidCommit || !isWellFormed(committed)) {
+      log('%s commit %s in view %d: ignoring (%s)', host.me, describeViewstamp(committed), vid, host.primary === host.me ? 'I am the primary' : 'not serving that view as a backup');
+      return { status: RsmStatus.ERR, result: 0 };
+    }
+    if (host.executeCommitted(committed) > 0) host.breakpoint1();
+    return { status: RsmStatus.OK, result: 0 };
   }
 
   /**

@@ -12,25 +12,28 @@ export interface InvokePosition {
   readonly inViewChange: boolean;
   /** This replica is the primary of its committed view (primaries never accept invokes). */
   readonly isPrimary: boolean;
-  /** The next viewstamp this backup may execute (the lab's myvs). */
+  /** The next viewstamp this backup may accept (the lab's myvs). */
   readonly expected: Viewstamp;
-  /** The viewstamp of the last request it executed (the lab's last_myvs). */
+  /**
+   * The viewstamp of the last request it holds (logged; executed, or waiting for the primary's
+   * commit point). The lab's last_myvs, since the lab's backup executes on receipt.
+   */
   readonly last: Viewstamp;
 }
 
 export type InvokeDecision =
-  /** Execute the request, then last = vs and expected = vs + 1. */
-  | { readonly action: 'execute' }
+  /** Hold (log) the request, then last = vs and expected = vs + 1. */
+  | { readonly action: 'accept' }
   /**
-   * The request executed last, again: acknowledge it without executing it a second time. The
+   * The request held last, again: acknowledge it without holding it a second time. The
    * primary resends a request whose acknowledgement it did not get (see rsm/README.md, "Invoke").
    */
   | { readonly action: 'duplicate' }
   | { readonly action: 'reject'; readonly reason: string };
 
 /**
- * The backup's accept rule. Exactly one viewstamp is executed: the expected one. The one executed
- * last is acknowledged without execution when it was stamped in the current view. Everything else
+ * The backup's accept rule. Exactly one viewstamp is accepted (held): the expected one. The one
+ * held last is acknowledged again without holding it twice when it was stamped in the current view. Everything else
  * is rejected: any viewstamp while in a view change or on the primary, a gap (beyond the expected
  * one, including any later view), an older duplicate, an earlier view, and malformed viewstamps.
  */
@@ -40,7 +43,7 @@ export function classifyInvoke(position: InvokePosition, vs: Viewstamp): InvokeD
   if (position.isPrimary) return reject('I am the primary');
   const { expected, last } = position;
   const order = compareViewstamp(vs, expected);
-  if (order === 0) return { action: 'execute' };
+  if (order === 0) return { action: 'accept' };
   if (order > 0) return reject(`gap: expected ${describeViewstamp(expected)}, got ${describeViewstamp(vs)}`);
   if (compareViewstamp(vs, last) === 0 && last.vid === expected.vid) return { action: 'duplicate' };
   return reject(`old: expected ${describeViewstamp(expected)}, last ${describeViewstamp(last)}, got ${describeViewstamp(vs)}`);
@@ -49,9 +52,9 @@ export function classifyInvoke(position: InvokePosition, vs: Viewstamp): InvokeD
 /**
  * The backup's accept rule for a batch of consecutive viewstamps first..last (batchProblem has
  * checked its shape). The rule of one request, applied to the batch as a unit, since a replica
- * logs and executes a batch whole:
- * - first is the expected viewstamp: execute the batch;
- * - last is the viewstamp executed last, in this view: the batch was executed here already (the
+ * logs a batch whole:
+ * - first is the expected viewstamp: accept the batch;
+ * - last is the viewstamp held last, in this view: the batch is held here already (the
  *   primary resends a batch whose acknowledgement it did not get); acknowledge it again. A
  *   viewstamp is stamped once, into one batch, so a batch ending at our last is that batch;
  * - anything else (a gap before first, a batch older than our last, a batch that overlaps our last
@@ -59,7 +62,7 @@ export function classifyInvoke(position: InvokePosition, vs: Viewstamp): InvokeD
  */
 export function classifyBatch(position: InvokePosition, first: Viewstamp, last: Viewstamp): InvokeDecision {
   const head = classifyInvoke(position, first);
-  if (head.action === 'execute') return head;
+  if (head.action === 'accept') return head;
   if (compareViewstamp(first, last) === 0 || !isWellFormed(first) || first.seqno === 0) return head;
   const tail = classifyInvoke(position, last);
   if (tail.action === 'duplicate') return tail;

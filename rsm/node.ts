@@ -10,9 +10,11 @@
  *   (up to the batch bounds) with consecutive viewstamps, is logged in one synced write while it
  *   is sent to every backup in one `invokebatch` each (group commit), and is executed and
  *   answered, in viewstamp order, once its own write and every backup's acknowledgement are in;
- *   a stalled pipeline is resent in order by a recovery round. On a backup, the accept rule
- *   (rsm/invoke-rule.ts) and holding a batch that overtook the one before it (rsm/backup.ts),
- *   and execution here;
+ *   a stalled pipeline is resent in order by a recovery round; the commit point (its last
+ *   executed) travels on the next batch, or alone in `commit` once idle. On a backup, the accept
+ *   rule (rsm/invoke-rule.ts) and a batch that overtook the one before it kept waiting
+ *   (rsm/backup.ts); here, holding accepted batches and executing them as the commit point
+ *   reaches them, or all at once when a view change begins;
  * - recovery after each view change: the primary collects the newest state among the view's
  *   members, then every backup pulls it (`transferreq`) and says so (`transferdonereq`); only then
  *   does the view serve requests (both sides in rsm/view-sync.ts; this class quiesces the
@@ -278,6 +280,12 @@ export class RsmNode {
   private batchesExecuted = 0;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
   private lastRequest: LogEntry | undefined;
+  /**
+   * A backup's accepted requests beyond the primary's commit point it has heard: logged (the
+   * write may still run), in viewstamp order right after lastMyvs, executed as the commit point
+   * reaches them (rsm/backup.ts) or all at once when a view change begins. Empty on a primary.
+   */
+  private awaitingCommit: LogEntry[] = [];
   /** The log entries held (retained before the last checkpoint, or written since): rsm/held-log.ts. */
   private readonly heldLog = new HeldLog();
   /** The state being fetched in chunks from this replica, if any (rsm/snapshot-cache.ts). */
@@ -293,6 +301,8 @@ export class RsmNode {
   private syncedVid = 0;
   /** Whether open() found a durable record (the state was restored from storage). */
   private restored = false;
+  /** The last viewstamp that restore replayed (VIEWSTAMP_ZERO: nothing restored). */
+  private restoredLast: Viewstamp = VIEWSTAMP_ZERO;
   /** Our storage writes, in order, queued ones merged (rsm/write-queue.ts). */
   private readonly writes: WriteQueue;
   /** The synchronisation of a view, both sides of state transfer (rsm/view-sync.ts). */
@@ -373,13 +383,17 @@ export class RsmNode {
         get expected() {
           return node.myvs;
         },
-        get lastRequest() {
-          return node.lastRequest;
+        get lastHeld() {
+          return node.awaitingCommit.at(-1)?.vs ?? node.lastMyvs;
+        },
+        get lastHeldRequest() {
+          return node.awaitingCommit.at(-1) ?? node.lastRequest;
         },
         get durable() {
           return node.writes.durable;
         },
-        executeBatch: (entries: readonly LogEntry[]) => this.executeAsBackup(entries),
+        holdBatch: (entries: readonly LogEntry[]) => this.holdAsBackup(entries),
+        executeCommitted: (committed: Viewstamp) => (this.inViewChange || this.stopped || this.primaryId === this.me ? 0 : this.executeHeld(committed)),
         breakpoint1: () => this.breakpoint1(),
       }),
     );
@@ -492,6 +506,7 @@ export class RsmNode {
       this.heldLog.add(entry);
     }
     this.restored = true;
+    this.restoredLast = this.lastMyvs;
     log('%s restored: last %s (%d log entries after the checkpoint), synchronised view %d', this.me, describeViewstamp(this.lastMyvs), entries.length, this.syncedVid);
   }
 
@@ -652,6 +667,24 @@ export class RsmNode {
     return this.lastMyvs;
   }
 
+  /**
+   * The last viewstamp replayed from storage when this process opened the replica (VIEWSTAMP_ZERO:
+   * none). A restart replays the whole log, requests not committed yet included: the state must
+   * be what the log says, and the commit point is not durable.
+   */
+  get lastRestored(): Viewstamp {
+    return this.restoredLast;
+  }
+
+  /**
+   * The viewstamp of the last request in this replica's log (its write may still run): beyond
+   * lastExecuted by a primary's pending batches or a backup's requests awaiting the commit point.
+   */
+  get lastHeld(): Viewstamp {
+    const logged = this.heldLog.entries.at(-1)?.vs;
+    return logged !== undefined && compareViewstamp(logged, this.lastMyvs) > 0 ? logged : this.lastMyvs;
+  }
+
   /** Members of the committed view with the primary appended last (the client `members` reply). */
   membersWithPrimary(): string[] {
     return [...this.config.members(this.vidCommitted), this.primaryId];
@@ -736,6 +769,10 @@ export class RsmNode {
     assert(vid <= this.config.vid, `commitChange(${vid}) beyond config's view ${this.config.vid}`);
     const members = this.config.members(vid);
     assert(members.length > 0, `commitChange: view ${vid} has no members`);
+    // What we hold is in our log, so a restart would replay it anyway: the state must be what the
+    // log says before the synchronisation compares it (the newest state among the members wins,
+    // as when a backup executed on receipt). Nothing held reached a client unless it committed.
+    this.executeAllHeld(`view ${vid} committed`);
     this.vidCommitted = vid;
     this.primaryId = this.primaries.primaryOf(vid, (v) => this.config.members(v));
     this.setStatus({ kind: 'commit', vid, role: members.includes(this.me) ? (this.primaryId === this.me ? 'primary' : 'backup') : undefined });
@@ -754,6 +791,7 @@ export class RsmNode {
   /** Re-enters the view change of the committed view; the recovery loop synchronises it again. */
   private resync(): void {
     if (!isNormal(this.replicaStatus)) return;
+    this.executeAllHeld(`view ${this.vidCommitted} synchronised again`);
     this.setStatus({ kind: 'resync' });
     this.asBackup.moved();
     this.primaryMaybeChanged();
@@ -895,8 +933,10 @@ export class RsmNode {
     this.rpc.handle(rsmClientProtocol.members, () => ({ status: RsmClientStatus.OK, result: this.membersWithPrimary() }));
     this.rpc.handle(rsmClientProtocol.invoke, (args) => this.asPrimary.invoke(args.procno, args.req));
     // The lab's one-request invoke is a batch of one.
-    this.rpc.handle(rsmProtocol.invoke, (args) => this.asBackup.receive([{ vs: args.vs, timeMs: args.timeMs, proc: args.proc, req: args.req }]));
-    this.rpc.handle(rsmProtocol.invokebatch, (args) => this.asBackup.receive(args.entries));
+    // The lab's invoke carries no commit point: its backup executes on receipt.
+    this.rpc.handle(rsmProtocol.invoke, (args) => this.asBackup.receive([{ vs: args.vs, timeMs: args.timeMs, proc: args.proc, req: args.req }], args.vs));
+    this.rpc.handle(rsmProtocol.invokebatch, (args) => this.asBackup.receive(args.entries, args.committed));
+    this.rpc.handle(rsmProtocol.commit, (args) => this.asBackup.commit(args.vid, args.committed));
     this.rpc.handle(rsmProtocol.transferreq, (args) => this.viewSync.answerTransfer(args.src, args.last, args.vid));
     this.rpc.handle(rsmProtocol.transferchunk, (args) => this.onTransferChunk(args.src, args.vid, args.last, args.offset));
     this.rpc.handle(rsmProtocol.transferdonereq, (args) => this.viewSync.answerTransferDone(args.m, args.vid));
@@ -928,16 +968,36 @@ export class RsmNode {
 
   /**
    * A batch the backup's accept rule took (rsm/backup.ts): myvs moves past it, its log write
-   * (sync) starts, and its entries execute while the fsync runs. Resolves once it is durable.
+   * (sync) starts, and its entries wait for the primary's commit point (executeHeld). Resolves
+   * once it is durable.
    */
-  private executeAsBackup(entries: readonly LogEntry[]): Promise<void> {
+  private holdAsBackup(entries: readonly LogEntry[]): Promise<void> {
     assert(this.myvs.vid === this.vidCommitted, 'backup expecting a viewstamp outside its committed view');
     this.myvs = successor(entries[entries.length - 1]!.vs);
     const written = this.appendLog(entries);
-    this.countBatch();
-    for (const entry of entries) this.execute(entry, 'backup');
+    for (const entry of entries) this.awaitingCommit.push(entry);
     this.asBackup.moved();
     return written;
+  }
+
+  /** Executes, in order, the held requests up to `committed` (a backup's commit point); how many. */
+  private executeHeld(committed: Viewstamp): number {
+    const held = this.awaitingCommit;
+    let count = 0;
+    while (count < held.length && compareViewstamp(held[count]!.vs, committed) <= 0) count++;
+    if (count === 0) return 0;
+    const executing = held.splice(0, count);
+    this.countBatch();
+    for (const entry of executing) this.execute(entry, 'backup');
+    return count;
+  }
+
+  /** A view change begins: every held request executes (see commitChange). */
+  private executeAllHeld(why: string): void {
+    const held = this.awaitingCommit.at(-1);
+    if (held === undefined) return;
+    log('%s %s: executing what I hold up to %s', this.me, why, describeViewstamp(held.vs));
+    this.executeHeld(held.vs);
   }
 
   /** Executes a logged request with the context stamped on it and tells the listeners. */
@@ -1088,8 +1148,9 @@ export class RsmNode {
       if (pending.length > 0) {
         check(this.primaryId === this.me, () => `${me}: a backup (primary ${this.primaryId}) serving view ${this.vidCommitted} with a pending batch at ${vs(pending[0]!.entries[0]!.vs)}`);
       } else {
-        const expected = last.vid === this.vidCommitted ? { vid: last.vid, seqno: last.seqno + 1 } : { vid: this.vidCommitted, seqno: 1 };
-        check(cmp(myvs, expected) === 0, () => `${me}: serving view ${this.vidCommitted} with myvs ${vs(myvs)}, but after lastMyvs ${vs(last)} the next is ${vs(expected)}`);
+        const lastHeld = this.awaitingCommit.at(-1)?.vs ?? last;
+        const expected = lastHeld.vid === this.vidCommitted ? { vid: lastHeld.vid, seqno: lastHeld.seqno + 1 } : { vid: this.vidCommitted, seqno: 1 };
+        check(cmp(myvs, expected) === 0, () => `${me}: serving view ${this.vidCommitted} with myvs ${vs(myvs)}, but after the last held ${vs(lastHeld)} the next is ${vs(expected)}`);
       }
       check(cmp(last, myvs) < 0, () => `${me}: lastMyvs ${vs(last)} not before myvs ${vs(myvs)}`);
     }
@@ -1115,6 +1176,18 @@ export class RsmNode {
 
     const held = this.asBackup.heldForGap;
     check(held >= 0 && held <= GAP_WAITERS_MAX, () => `${me}: ${held} batches held for a gap (at most ${GAP_WAITERS_MAX})`);
+    // A backup's requests beyond its commit point: consecutive after lastMyvs, only while it
+    // serves as a backup (a view change executes them first) or once stopped (a crash keeps them
+    // in the log only).
+    const awaiting = this.awaitingCommit;
+    if (awaiting.length > 0) {
+      check(this.stopped || (isNormal(status) && status.role === 'backup'), () => `${me}: ${awaiting.length} requests awaiting the commit point while ${describeStatus(status)}`);
+      awaiting.forEach((entry, i) => {
+        const want = i === 0 ? nextExpected(entry.vs.vid, last) : successor(awaiting[i - 1]!.vs);
+        check(cmp(entry.vs, want) === 0, () => `${me}: request ${i} awaiting the commit point is at ${vs(entry.vs)}, not ${vs(want)} (lastMyvs ${vs(last)})`);
+      });
+      check(awaiting.length === 0 || pending.length === 0, () => `${me}: requests awaiting the commit point and pending batches at once`);
+    }
 
     // The waiting requests: a stopped node has none (stop() answers them, invoke refuses).
     const waiting = this.asPrimary.pipeline.waitingCount;
@@ -1125,10 +1198,12 @@ export class RsmNode {
     // A snapshot is kept only for a state too large for one answer, and its idle timer runs.
     this.snapshots.invariants(me);
     if (this.stopped) check(this.snapshots.keptAt === undefined, () => `${me}: stopped with a snapshot kept`);
-    const pendingVs = pending.flatMap((batch) => batch.entries.map((entry) => entry.vs));
+    // The log after lastMyvs is exactly what is not executed yet: the primary's pending batches
+    // or the backup's requests awaiting the commit point.
+    const pendingVs = pending.length > 0 ? pending.flatMap((batch) => batch.entries.map((entry) => entry.vs)) : awaiting.map((entry) => entry.vs);
     check(
       after.length === pendingVs.length && after.every((held, i) => cmp(held, pendingVs[i]!) === 0),
-      () => `${me}: log entries held after lastMyvs ${vs(last)} are [${after.map(vs).join(' ')}], the pending batches' [${pendingVs.map(vs).join(' ')}]`,
+      () => `${me}: log entries held after lastMyvs ${vs(last)} are [${after.map(vs).join(' ')}], the unexecuted [${pendingVs.map(vs).join(' ')}]`,
     );
     check((this.lastRequest !== undefined) === heldAtLast, () => `${me}: the request at lastMyvs ${vs(last)} is ${this.lastRequest === undefined ? 'unknown' : 'known'} but its log entry is ${heldAtLast ? '' : 'not '}held`);
     const lastRequest = this.lastRequest;

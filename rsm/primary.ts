@@ -13,7 +13,9 @@
  *    (group commit); right after the first backup's answer, the test hooks (partition 1,
  *    breakpoint 1).
  * 4. advance, after every acknowledgement and at the end of our write: execute every batch at the
- *    head that every member holds durably, in order, and answer its clients.
+ *    head that every member holds durably, in order, and answer its clients. The backups learn
+ *    the new commit point (our last executed) from the next batch; if none is pending once
+ *    COMMIT_IDLE_MS have passed, from a `commit` message.
  * 5. A batch that still lacks an acknowledgement once its sends ended stalls the pipeline: BUSY
  *    to the clients of every pending batch, and a recovery round (inside the invoke queue, the
  *    pipeline quiesced) resends the pending batches in order; retried after syncRetryMs until
@@ -53,6 +55,13 @@ function answerAll(requests: readonly WaitingRequest[], reply: HandlerReply<Uint
 const INVOKE_RETRANSMIT_MS = 5;
 const INVOKE_RETRANSMIT_MS_MAX = 120;
 const RESEND_ACK_FACTOR = 3;
+/**
+ * How long an idle primary waits before it sends its commit point on its own (`commit`). Any
+ * batch sent meanwhile carries it. Short enough that an idle group's backups soon hold the state
+ * the clients saw acknowledged, long enough that a client issuing requests back to back never
+ * pays an extra message per request.
+ */
+export const COMMIT_IDLE_MS = 10;
 /** Backups whose acknowledgement times are kept (more than any view has members), and how many of each. */
 const ACK_TIMES_MAX = 64;
 const ACK_SAMPLES = 16;
@@ -97,6 +106,8 @@ export class Primary {
   private pumpTimer: Timer | undefined;
   /** Runs pump once this read has been delivered (pumpAfterRead). */
   private pumpQueued = false;
+  /** Sends the commit point to the backups once the pipeline stayed empty for COMMIT_IDLE_MS (noticeCommitWhenIdle). */
+  private commitTimer: Timer | undefined;
 
   constructor(private readonly host: PrimaryHost) {
     this.pipeline = new Pipeline(invokeQueueRequestsMax(host.rpc.options.maxConcurrentHandlers));
@@ -112,6 +123,8 @@ export class Primary {
     this.pendingRetry?.cancel();
     this.pumpTimer?.cancel();
     this.pumpTimer = undefined;
+    this.commitTimer?.cancel();
+    this.commitTimer = undefined;
     answerAll(this.pipeline.takeClients(), BUSY_REPLY);
   }
 
@@ -125,6 +138,7 @@ export class Primary {
    * What ties the running rounds, timers and queue to the pipeline (called from the node's
    * invariants; `started`, `serving`: the replica's status):
    * - first rounds running at most PIPELINE_DEPTH (pump stops there), none before start;
+   * - no commit notice timed once stopped;
    * - stalled while serving: a recovery round is queued or running, or its timer is set;
    * - waiting requests on a serving primary only while pump is due (its microtask or timer) or
    *   the pipeline is full or quiesced, so no request is stranded.
@@ -137,6 +151,7 @@ export class Primary {
     check(this.rounds.size <= PIPELINE_DEPTH, () => `${me}: ${this.rounds.size} rounds running (at most ${PIPELINE_DEPTH})`);
     if (stalled && !host.isStopped && serving) check(this.recoveryQueued || this.pendingRetry !== undefined, () => `${me}: stalled with no recovery round queued or timed`);
     if (!started) check(!stalled && this.rounds.size === 0, () => `${me}: stalled or rounds running before start()`);
+    if (host.isStopped) check(this.commitTimer === undefined, () => `${me}: stopped with the commit notice timer set`);
     const waiting = this.pipeline.waitingCount;
     if (waiting > 0 && serving && host.primary === host.me) {
       check(this.pumpTimer !== undefined || this.pumpQueued || (!stalled && (this.quiescing > 0 || pending.length >= PIPELINE_DEPTH || this.rounds.size >= PIPELINE_DEPTH)), () => `${me}: ${waiting} requests waiting with ${pending.length} pending, ${this.rounds.size} rounds, quiescing ${this.quiescing}, stalled ${stalled}, pump timer ${this.pumpTimer !== undefined}, pump queued ${this.pumpQueued}`);
@@ -265,13 +280,37 @@ export class Primary {
    */
   private advance(): void {
     const host = this.host;
-    let executed = false;
+    let executed: PendingBatch | undefined;
     for (let batch = this.nextCommitted(); batch !== undefined; batch = this.nextCommitted()) {
       const results = host.executeBatch(batch, 'primary');
       this.answerBatch(batch, (i) => ({ status: RsmClientStatus.OK, result: encodeInvokeReply(results[i]!) }));
-      executed = true;
+      executed = batch;
     }
-    if (executed) this.pump();
+    if (executed === undefined) return;
+    this.pump();
+    if (this.pipeline.batches.length === 0) this.noticeCommitWhenIdle(lastOf(executed).vid, executed.backups);
+  }
+
+  /**
+   * The pipeline emptied after an execution: unless a batch is pending again by then (it carries
+   * the commit point), tell the backups of view `vid` our commit point in COMMIT_IDLE_MS, so that
+   * they execute what we answered. Best effort: one call each, a lost one is made good by the
+   * next batch or a view change (which executes everything a backup holds).
+   */
+  private noticeCommitWhenIdle(vid: number, backups: readonly string[]): void {
+    const host = this.host;
+    if (this.commitTimer !== undefined || host.isStopped || backups.length === 0) return;
+    this.commitTimer = host.clock.setTimer(COMMIT_IDLE_MS, () => {
+      this.commitTimer = undefined;
+      if (host.isStopped || host.inViewChange || host.primary !== host.me || host.vidCommit !== vid) return;
+      if (this.pipeline.batches.length > 0) return; // the pending batch carries it
+      const args = { vid, committed: host.last };
+      for (const backup of backups) {
+        void host.rpc.call(host.addressOf(backup), rsmProtocol.commit, args, { timeoutMs: host.timing.invokeTimeoutMs }).then((reply) => {
+          if (!reply.ok || reply.status !== RsmStatus.OK) log('%s commit %d.%d to %s: %s', host.me, args.committed.vid, args.committed.seqno, backup, reply.ok ? `status ${reply.status}` : reply.error.code);
+        });
+      }
+    });
   }
 
   /** The committed head batch, taken off the pipeline to execute (none once stopped). */
@@ -404,7 +443,8 @@ export class Primary {
       host.breakpoint1();
     };
     if (backups.length === 0) return passHooks();
-    const args = { entries: batch.entries.map(({ vs, timeMs, proc, request }) => ({ vs, timeMs, proc, req: request })) };
+    // The commit point travels with the batch: every member holds what we executed.
+    const args = { entries: batch.entries.map(({ vs, timeMs, proc, request }) => ({ vs, timeMs, proc, req: request })), committed: host.last };
     // Every client of the batch waits on this call, so a lost or delayed message is retried soon
     // (a backup answers after one synced write), not after the endpoint's 50 ms.
     const send = async (backup: string) => {

@@ -10,7 +10,8 @@
  * | internal | transferreq     | 0x10002 | src: string, last: viewstamp, vid: u32    | {state: bytes, last: viewstamp}         |
  * | internal | transferdonereq | 0x10003 | m: string, vid: u32                       | i32                                     |
  * | internal | joinreq         | 0x10004 | src: string, last: viewstamp, cluster: string | {history: list<{instance: u32, value}>, cluster: string} |
- * | internal | invokebatch     | 0x10005 | entries: list<{vs, timeMs: u64, proc: i32, req: bytes}> | i32 (dummy)           |
+ * | internal | invokebatch     | 0x10005 | entries: list<{vs, timeMs: u64, proc: i32, req: bytes}>, committed: viewstamp | i32 (dummy) |
+ * | internal | commit          | 0x10007 | vid: u32, committed: viewstamp            | i32 (dummy)                             |
  * | test     | net_repair      | 0x12001 | heal: i32                                 | i32                                     |
  * | test     | breakpoint      | 0x12002 | b: i32                                    | i32                                     |
  * | test     | status          | 0x12003 | dummy: i32                                | {vid, members, primary, inViewChange, phase, last, batches} |
@@ -20,8 +21,10 @@
  * wire layout: u32 length + raw bytes), since they hold marshalled binary data.
  *
  * invokebatch is not in the lab: the primary sends each backup one message per batch of
- * consecutive viewstamps (rsm/README.md, "Client invoke"). `invoke` stays, handled as a batch of
- * one.
+ * consecutive viewstamps (rsm/README.md, "Client invoke"), with its commit point (the last
+ * viewstamp it executed: every member holds everything up to it). `commit` carries the commit point
+ * alone, when no batch follows to carry it. `invoke` stays, handled as a batch of one that is
+ * committed on receipt (the lab's backup executes it at once).
  *
  * joinreq and joinres carry the sender's cluster id ("" while unknown, as on the Paxos messages):
  * a primary whose id is known refuses a joiner of another cluster with CLUSTER_MISMATCH (4), a
@@ -119,6 +122,16 @@ export interface BatchEntry {
 export interface InvokeBatchArgs {
   /** Consecutive viewstamps of one view, in order (checked by the backup: batchProblem). */
   readonly entries: BatchEntry[];
+  /**
+   * The primary's commit point when it sent the batch: the last viewstamp it executed, so every
+   * member holds every request up to it. The backup executes what it holds up to there.
+   */
+  readonly committed: Viewstamp;
+}
+export interface CommitArgs {
+  /** The view the commit point belongs to (a backup of another view ignores it). */
+  readonly vid: number;
+  readonly committed: Viewstamp;
 }
 export interface TransferArgs {
   readonly src: string;
@@ -227,7 +240,15 @@ export const rsmProtocol = {
     'rsm.invokebatch',
     codecs.struct<InvokeBatchArgs>({
       entries: codecs.list(batchEntry, BATCH_REQUESTS_MAX),
+      committed: viewstampCodec,
     }),
+    codecs.i32,
+  ),
+  /** Not in the lab: the primary's commit point, sent when it went idle after executing (no batch to carry it). */
+  commit: procedure<CommitArgs, number>(
+    0x10007,
+    'rsm.commit',
+    codecs.struct<CommitArgs>({ vid: codecs.u32, committed: viewstampCodec }),
     codecs.i32,
   ),
   transferreq: procedure<TransferArgs, TransferRes>(

@@ -1,28 +1,31 @@
 /**
  * The backup's side of the request path (rsm/backup.ts) against a fake replica on a virtual
- * clock: a batch in order executes and is acknowledged once durable; a malformed one, one in a
- * view change, on the primary, of an older view or with a gap that does not fill is refused; a
- * batch that overtook the one before it is held and executes once the gap fills; a duplicate of
- * the last batch is acknowledged again without executing, unless its request differs; the number
- * held for a gap is bounded.
+ * clock: a batch in order is held and acknowledged once durable, and executes when a commit point
+ * (the next batch's, or a `commit`) reaches it; a malformed one, one in a view change, on the
+ * primary, of an older view or with a gap that does not fill is refused; a batch that overtook
+ * the one before it waits and is held once the gap fills; a duplicate of the last batch is
+ * acknowledged again without holding it twice, unless its request differs; the number waiting for
+ * a gap is bounded.
  */
 import t from 'tap';
 import { SimWorld } from '../lib/sim/world.js';
 import { Backup, GAP_WAIT_MS, GAP_WAITERS_MAX, type BackupHost } from '../rsm/backup.js';
 import { successor } from '../rsm/invoke-rule.js';
-import { RsmStatus, VIEWSTAMP_ZERO, type BatchEntry, type Viewstamp } from '../rsm/protocol.js';
+import { compareViewstamp, RsmStatus, VIEWSTAMP_ZERO, type BatchEntry, type Viewstamp } from '../rsm/protocol.js';
 import type { LogEntry } from '../rsm/replica-store.js';
 
 const OK = RsmStatus.OK;
 const ERR = RsmStatus.ERR;
 
-/** A replica that serves view `vid` as a backup, at `last`, whose writes are durable at once unless held. */
+/** A replica that serves view `vid` as a backup, at `last`, whose writes are durable at once. */
 function fakeReplica(vid: number, last: Viewstamp = VIEWSTAMP_ZERO) {
   const world = new SimWorld('rsm-backup');
+  const held: LogEntry[] = [];
   const executed: LogEntry[] = [];
   let breakpoints = 0;
   const replica = {
     world,
+    held,
     executed,
     stopped: false,
     inViewChange: false,
@@ -46,24 +49,34 @@ function fakeReplica(vid: number, last: Viewstamp = VIEWSTAMP_ZERO) {
     get primary() {
       return replica.primary ? 'b1' : 'p0';
     },
+    vidCommit: vid,
     get expected() {
       return replica.expected;
     },
-    get last() {
+    get lastHeld() {
       return replica.last;
     },
-    get lastRequest() {
+    get lastHeldRequest() {
       return replica.lastRequest;
     },
     durable: Promise.resolve(),
-    executeBatch: (entries) => {
+    holdBatch: (entries) => {
       const tail = entries[entries.length - 1]!;
       replica.expected = successor(tail.vs);
-      for (const entry of entries) executed.push(entry);
+      for (const entry of entries) held.push(entry);
       replica.last = tail.vs;
       replica.lastRequest = tail;
       backup.moved();
       return Promise.resolve();
+    },
+    executeCommitted: (committed) => {
+      if (replica.inViewChange || replica.primary) return 0;
+      let count = 0;
+      while (held.length > 0 && compareViewstamp(held[0]!.vs, committed) <= 0) {
+        executed.push(held.shift()!);
+        count++;
+      }
+      return count;
     },
     breakpoint1: () => void breakpoints++,
   };
@@ -74,22 +87,65 @@ function fakeReplica(vid: number, last: Viewstamp = VIEWSTAMP_ZERO) {
 const batch = (vid: number, from: number, count: number, fill = 1): BatchEntry[] =>
   Array.from({ length: count }, (_, i) => ({ vs: { vid, seqno: from + i }, timeMs: 0, proc: 7, req: new Uint8Array([fill, i]) }));
 
-/** Delivers `entries` and runs the virtual clock until it is answered (at most `ms`). */
-async function deliver(world: SimWorld, backup: Backup, entries: BatchEntry[], ms = GAP_WAIT_MS * 2): Promise<number | undefined> {
+/** Before anything in view 2 is committed. */
+const NONE: Viewstamp = { vid: 2, seqno: 0 };
+const at = (seqno: number): Viewstamp => ({ vid: 2, seqno });
+
+/** Delivers `entries` with commit point `committed` and runs the virtual clock until it is answered (at most `ms`). */
+async function deliver(world: SimWorld, backup: Backup, entries: BatchEntry[], committed = NONE, ms = GAP_WAIT_MS * 2): Promise<number | undefined> {
   let status: number | undefined;
-  void backup.receive(entries).then((reply) => (status = reply.status));
+  void backup.receive(entries, committed).then((reply) => (status = reply.status));
   await world.runUntil(() => status !== undefined, ms);
   return status;
 }
 
-t.test('a batch in order executes and is acknowledged once durable; breakpoint 1 is passed', async (t) => {
+const seqnos = (entries: readonly LogEntry[]): number[] => entries.map((e) => e.vs.seqno);
+
+t.test('a batch in order is held and acknowledged once durable; it executes when the next batch brings the commit point past it', async (t) => {
   const { replica, backup, world } = fakeReplica(2);
   t.equal(await deliver(world, backup, batch(2, 1, 3)), OK);
-  t.same(replica.executed.map((e) => e.vs.seqno), [1, 2, 3]);
+  t.same(seqnos(replica.held), [1, 2, 3], 'held');
+  t.same(replica.executed, [], 'not executed before the primary commits it');
   t.same(replica.expected, { vid: 2, seqno: 4 });
+  t.equal(replica.breakpoints, 0, 'breakpoint 1 comes after executing');
+  t.equal(await deliver(world, backup, batch(2, 4, 1), at(2)), OK, 'the next one, committing 2.1..2');
+  t.same(seqnos(replica.executed), [1, 2], 'executed up to the commit point, no further');
+  t.same(seqnos(replica.held), [3, 4]);
+  t.equal(replica.breakpoints, 1, 'breakpoint 1 passed once it executed');
+  t.equal(await deliver(world, backup, batch(2, 5, 1), at(4)), OK);
+  t.same(seqnos(replica.executed), [1, 2, 3, 4], 'in viewstamp order');
+});
+
+t.test('commit: the commit point alone executes what the backup holds up to it; refused off a serving backup', async (t) => {
+  const { replica, backup, world } = fakeReplica(2);
+  t.equal(await deliver(world, backup, batch(2, 1, 3)), OK);
+  t.equal(backup.commit(2, at(3)).status, OK);
+  t.same(seqnos(replica.executed), [1, 2, 3]);
   t.equal(replica.breakpoints, 1);
-  t.equal(await deliver(world, backup, batch(2, 4, 1)), OK, 'the next one too');
-  t.equal(replica.executed.length, 4);
+  t.equal(backup.commit(2, at(3)).status, OK, 'again: nothing more to execute');
+  t.equal(replica.breakpoints, 1, 'no breakpoint without an execution');
+  t.equal(backup.commit(1, at(3)).status, ERR, 'another view');
+  t.equal(backup.commit(2, { vid: 2, seqno: -1 }).status, ERR, 'a malformed commit point');
+  replica.primary = true;
+  t.equal(backup.commit(2, at(3)).status, ERR, 'on the primary');
+  replica.primary = false;
+  replica.inViewChange = true;
+  t.equal(backup.commit(2, at(3)).status, ERR, 'in a view change');
+  t.equal(replica.executed.length, 3, 'nothing else executed');
+});
+
+t.test('a commit point beyond what the backup holds executes only what it holds', async (t) => {
+  const { replica, backup, world } = fakeReplica(2);
+  t.equal(await deliver(world, backup, batch(2, 1, 2)), OK);
+  t.equal(backup.commit(2, at(9)).status, OK);
+  t.same(seqnos(replica.executed), [1, 2]);
+  t.same(replica.expected, at(3), 'still expecting the next one');
+});
+
+t.test('a batch with a malformed commit point is refused and holds nothing', async (t) => {
+  const { replica, backup, world } = fakeReplica(2);
+  t.equal(await deliver(world, backup, batch(2, 1, 1), { vid: 2, seqno: 2 ** 32 }), ERR);
+  t.same(replica.held, []);
 });
 
 t.test('refused: malformed, in a view change, on the primary, an older view, a later view, an older batch', async (t) => {
@@ -106,40 +162,40 @@ t.test('refused: malformed, in a view change, on the primary, an older view, a l
     const { replica, backup, world } = fakeReplica(2);
     setup(replica);
     t.equal(await deliver(world, backup, entries), ERR, what);
-    t.equal(replica.executed.length, 0, `${what}: nothing executed`);
+    t.equal(replica.held.length, 0, `${what}: nothing held`);
   }
   const { replica, backup, world } = fakeReplica(2);
   t.equal(await deliver(world, backup, batch(2, 1, 4)), OK);
-  t.equal(await deliver(world, backup, batch(2, 2, 2)), ERR, 'an older batch inside the executed ones');
-  t.equal(replica.executed.length, 4);
+  t.equal(await deliver(world, backup, batch(2, 2, 2)), ERR, 'an older batch inside the held ones');
+  t.equal(replica.held.length, 4);
 });
 
-t.test('a batch that overtook the one before it is held until the gap fills, then executes in order', async (t) => {
+t.test('a batch that overtook the one before it waits until the gap fills, then is held in order', async (t) => {
   const { replica, backup, world } = fakeReplica(2);
   let laterStatus: number | undefined;
-  void backup.receive(batch(2, 3, 2)).then((reply) => (laterStatus = reply.status));
+  void backup.receive(batch(2, 3, 2), NONE).then((reply) => (laterStatus = reply.status));
   await world.runFor(GAP_WAIT_MS / 2);
   t.equal(laterStatus, undefined, 'held while the gap is open');
   t.equal(backup.heldForGap, 1);
   t.equal(await deliver(world, backup, batch(2, 1, 2)), OK, 'the missing batch');
   await world.runFor(1);
-  t.equal(laterStatus, OK, 'the held batch executed after it');
-  t.same(replica.executed.map((e) => e.vs.seqno), [1, 2, 3, 4]);
+  t.equal(laterStatus, OK, 'the waiting batch was held after it');
+  t.same(seqnos(replica.held), [1, 2, 3, 4]);
   t.equal(backup.heldForGap, 0);
 });
 
 t.test('a gap that does not fill in time is refused, and nothing executes', async (t) => {
   const { replica, backup, world } = fakeReplica(2);
-  t.equal(await deliver(world, backup, batch(2, 5, 1), GAP_WAIT_MS * 4), ERR);
-  t.ok(world.now() >= GAP_WAIT_MS, 'after holding it for the gap wait');
-  t.equal(replica.executed.length, 0);
+  t.equal(await deliver(world, backup, batch(2, 5, 1), NONE, GAP_WAIT_MS * 4), ERR);
+  t.ok(world.now() >= GAP_WAIT_MS, 'after waiting for the gap');
+  t.equal(replica.held.length, 0);
   t.equal(backup.heldForGap, 0);
 });
 
 t.test('a held batch is refused at once when the replica enters a view change', async (t) => {
   const { replica, backup, world } = fakeReplica(2);
   let status: number | undefined;
-  void backup.receive(batch(2, 3, 1)).then((reply) => (status = reply.status));
+  void backup.receive(batch(2, 3, 1), NONE).then((reply) => (status = reply.status));
   await world.runFor(10);
   replica.inViewChange = true;
   backup.moved();
@@ -154,7 +210,7 @@ t.test('at most GAP_WAITERS_MAX batches are held; the next gap is refused at onc
   for (let i = 0; i < GAP_WAITERS_MAX + 1; i++) {
     const index = i;
     statuses.push(undefined);
-    void backup.receive(batch(2, 10 + i, 1)).then((reply) => (statuses[index] = reply.status));
+    void backup.receive(batch(2, 10 + i, 1), NONE).then((reply) => (statuses[index] = reply.status));
   }
   await world.runFor(1);
   t.equal(backup.heldForGap, GAP_WAITERS_MAX);
@@ -164,12 +220,14 @@ t.test('at most GAP_WAITERS_MAX batches are held; the next gap is refused at onc
   t.equal(backup.heldForGap, 0);
 });
 
-t.test('a duplicate of the last batch is acknowledged again without executing, unless its request differs', async (t) => {
+t.test('a duplicate of the last batch is acknowledged again without holding it twice, unless its request differs', async (t) => {
   const { replica, backup, world } = fakeReplica(2);
   const first = batch(2, 1, 2);
   t.equal(await deliver(world, backup, first), OK);
   t.equal(await deliver(world, backup, first), OK, 'the same batch again');
-  t.equal(replica.executed.length, 2, 'executed once');
+  t.equal(replica.held.length, 2, 'held once');
+  t.equal(await deliver(world, backup, first, at(2)), OK, 'again, now with the commit point past it');
+  t.same(seqnos(replica.executed), [1, 2], 'which executes it, once');
   t.equal(await deliver(world, backup, batch(2, 1, 2, 9)), ERR, 'other requests at the same viewstamps');
   replica.stopped = true;
   t.equal(await deliver(world, backup, first), ERR, 'a stopped replica acknowledges nothing');

@@ -75,11 +75,12 @@ t.test('a primary that crashes during its own log write of a batch its backups h
     // stamps is another one (c2's y): stamped at x's viewstamp, the backups would refuse it.
     const abandon = new AbortController();
     const xReply = kv.append('k', 'x;', { signal: abandon.signal }).catch((error: unknown) => error);
-    const backupsHold = (): boolean => [p1, p2].every((id) => cluster.node(id)!.lastExecuted.seqno > before.seqno);
-    t.ok(await cluster.runUntil(backupsHold, 5_000), 'both backups executed x');
+    const backupsHold = (): boolean => [p1, p2].every((id) => cluster.node(id)!.lastHeld.seqno > before.seqno);
+    t.ok(await cluster.runUntil(backupsHold, 5_000), 'both backups hold x');
     await cluster.runFor(20); // their 1 ms writes are durable; the primary's is not
     t.same(cluster.node(p0)!.lastExecuted, before, 'the primary has not executed x (its write is still running)');
-    const held = cluster.node(p1)!.lastExecuted;
+    t.same(cluster.node(p1)!.lastExecuted, before, 'nor have the backups: x is not committed');
+    const held = cluster.node(p1)!.lastHeld;
     abandon.abort();
     await cluster.restart(p0);
     const restored = cluster.node(p0)!.lastExecuted;
@@ -121,9 +122,9 @@ t.test("a primary that crashes during the first batch of a new view, before its 
     const newView = cluster.node(p0)!.config.vid;
     const abandon = new AbortController();
     const xReply = kv.append('k', 'x;', { signal: abandon.signal }).catch((error: unknown) => error);
-    t.ok(await cluster.runUntil(() => cluster.node(p1)!.lastExecuted.vid === newView, 10_000), 'the backup executed x in the new view');
+    t.ok(await cluster.runUntil(() => cluster.node(p1)!.lastHeld.vid === newView, 10_000), 'the backup holds x in the new view');
     await cluster.runFor(20); // its 1 ms write is durable; the primary's is not
-    const held = cluster.node(p1)!.lastExecuted;
+    const held = cluster.node(p1)!.lastHeld;
     abandon.abort();
     await cluster.restart(p0);
     if (cluster.node(p0)!.lastExecuted.vid < newView) exercised++;
@@ -155,7 +156,7 @@ t.test('malformed, oversized and out-of-place batches are refused with a status;
   const run = (first: Viewstamp, count: number, bytes = 3): BatchEntry[] =>
     Array.from({ length: count }, (_, i) => entry({ vid: first.vid, seqno: first.seqno + i }, new Uint8Array(bytes)));
   const statusOf = async (to: string, entries: BatchEntry[]): Promise<number | string> => {
-    const reply = await settle(cluster, rpc.call(to, rsmProtocol.invokebatch, { entries }, { timeoutMs: 2000 }));
+    const reply = await settle(cluster, rpc.call(to, rsmProtocol.invokebatch, { entries, committed: last }, { timeoutMs: 2000 }));
     return reply.ok ? reply.status : reply.error.code;
   };
   const cases: Array<[string, string, BatchEntry[], number | string]> = [
@@ -182,8 +183,18 @@ t.test('malformed, oversized and out-of-place batches are refused with a status;
   const garbage = procedure(rsmProtocol.invokebatch.id, 'garbage', codecs.u32, codecs.i32);
   const bad = await settle(cluster, rpc.call(p1, garbage, 7, { timeoutMs: 2000 }));
   t.equal(bad.ok ? bad.status : bad.error.code, 'RPC_BAD_ARGS', 'undecodable bytes → RPC_BAD_ARGS');
-  t.same(cluster.node(p1)!.lastExecuted, last, 'nothing was executed');
-  t.same(cluster.node(p2)!.lastExecuted, last);
+  // A commit point out of place.
+  const commitStatus = async (to: string, vid: number): Promise<number | string> => {
+    const reply = await settle(cluster, rpc.call(to, rsmProtocol.commit, { vid, committed: last }, { timeoutMs: 2000 }));
+    return reply.ok ? reply.status : reply.error.code;
+  };
+  t.equal(await commitStatus(p1, last.vid + 1), RsmStatus.ERR, 'a commit point of a later view → ERR');
+  t.equal(await commitStatus(p2, last.vid - 1), RsmStatus.ERR, 'a commit point of an older view → ERR');
+  t.equal(await commitStatus(p0, last.vid), RsmStatus.ERR, 'a commit point sent to the primary → ERR');
+  for (const id of [p1, p2]) {
+    t.same(cluster.node(id)!.lastHeld, last, `${id}: nothing was held`);
+    t.same(cluster.node(id)!.lastExecuted, last, `${id}: nothing was executed`);
+  }
 
   // Still serving, every replica alike; and a restart of each backup restores its log (not damaged).
   t.equal((await settle(cluster, kv.append('k', 'c;'))).value, 'a;b;c;');
@@ -248,7 +259,8 @@ t.test('a batch that overtakes the one before it is held until that one arrives;
   await settle(cluster, kv.append('k', 'a;'));
   t.ok(await settledOn(cluster, ids));
   // A stand-in primary: proc 999 is a request the kv service refuses, so states stay equal in
-  // content; the test only watches what the backup accepts and in which order it executes.
+  // content; the test only watches what the backup accepts and in which order it executes them
+  // once a commit point reaches them.
   const rpc = new RpcEndpoint(cluster.network.forOwner('stand-in').connect(), cluster.world.clockFor('stand-in'), cluster.world.random.fork());
   const last = cluster.node(p1)!.lastExecuted;
   const at = (seqno: number): Viewstamp => ({ vid: last.vid, seqno });
@@ -256,7 +268,7 @@ t.test('a batch that overtakes the one before it is held until that one arrives;
     Array.from({ length: count }, (_, i) => ({ vs: at(first + i), timeMs: 1, proc: 999, req: new Uint8Array([i]) }));
   const executed: Viewstamp[] = [];
   cluster.node(p1)!.onExecuted((event) => executed.push(event.vs));
-  const send = (to: string, entries: BatchEntry[]) => rpc.call(to, rsmProtocol.invokebatch, { entries }, { timeoutMs: 2000 });
+  const send = (to: string, entries: BatchEntry[]) => rpc.call(to, rsmProtocol.invokebatch, { entries, committed: last }, { timeoutMs: 2000 });
   // The second batch first, well before the first (the simulated network may reorder messages
   // sent together): it waits for the first instead of failing.
   const second = send(p1, batch(last.seqno + 3, 2));
@@ -267,6 +279,10 @@ t.test('a batch that overtakes the one before it is held until that one arrives;
   const [secondReply, firstReply] = await settle(cluster, Promise.all([second, first]));
   t.equal(firstReply.ok && firstReply.status, RsmStatus.OK, 'the first batch → OK');
   t.equal(secondReply.ok && secondReply.status, RsmStatus.OK, 'the batch that overtook it → OK once the first arrived');
+  t.same(cluster.node(p1)!.lastHeld, at(last.seqno + 4), 'both held');
+  t.same(executed, [], 'neither executed before a commit point reaches them');
+  const commit = await settle(cluster, rpc.call(p1, rsmProtocol.commit, { vid: last.vid, committed: at(last.seqno + 4) }, { timeoutMs: 2000 }));
+  t.equal(commit.ok && commit.status, RsmStatus.OK, 'commit → OK');
   t.same(executed, [1, 2, 3, 4].map((i) => at(last.seqno + i)), 'executed in viewstamp order');
   t.same(cluster.node(p1)!.lastExecuted, at(last.seqno + 4));
   // Beyond the pipeline's reach (PIPELINE_DEPTH full batches) no batch can fill the gap: ERR.
@@ -275,7 +291,7 @@ t.test('a batch that overtakes the one before it is held until that one arrives;
   // A gap that never fills is refused too, after the wait.
   const never = await settle(cluster, send(p2, batch(last.seqno + 2, 1)));
   t.equal(never.ok && never.status, RsmStatus.ERR, 'a gap that never fills → ERR');
-  t.same(cluster.node(p2)!.lastExecuted, last, 'nothing executed on the other backup');
+  t.same(cluster.node(p2)!.lastHeld, last, 'nothing held on the other backup');
   t.equal(cluster.fatalErrors.length, 0, 'no replica failed');
   await rpc.close();
 });

@@ -23,6 +23,7 @@ t.test('a client that knows only a backup learns the primary from it (members, p
   t.same(decodeKvReply(reply.reply), { ok: true, value: 'v' });
   t.equal(client.primary, ids[0], 'the primary is the last of the members reply');
   t.same([...client.knownMembers].sort(), [...ids].sort(), 'it learned every member');
+  t.ok(await settledOn(cluster, ids), 'the idle primary tells its backups the commit point');
   t.equal(valueAt(cluster, ids[1]!, 'k'), 'v', 'the backups executed it too');
 });
 
@@ -130,6 +131,7 @@ t.test('a replica without a service (the default EmptyStateMachine) answers ever
   const client = rsmClient(cluster, 'c1');
   const reply = await settle(cluster, client.invoke(7, Uint8Array.of(1, 2, 3)));
   t.same(reply, { status: EMPTY_MACHINE_STATUS, reply: new Uint8Array(0) });
+  t.ok(await settledOn(cluster, ids), 'the idle primary tells its backup the commit point');
   t.same(cluster.node(ids[1]!)!.lastExecuted, { vid: 2, seqno: 1 }, 'it was still ordered and executed on the backup');
 });
 

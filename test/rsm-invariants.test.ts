@@ -4,12 +4,14 @@
  * were corrupted (several different invariants, each passing again once the field is restored, so
  * the check is neither vacuous nor failing for another reason), and the simulator turns a failure
  * into a failed run: rsm_sim reports it as a violation with the step and stops there, and a
- * SimCluster in its default mode rejects runUntil with the AssertionError.
+ * SimCluster in its default mode rejects runUntil with the AssertionError. Also the one rule that
+ * spans replicas (commitPointBreach): a serving backup is never ahead of its serving primary.
  */
 import t from 'tap';
 import type { RsmNode } from '../rsm/node.js';
 import type { Viewstamp } from '../rsm/protocol.js';
 import type { ReplicaStatus } from '../rsm/replica-status.js';
+import { commitPointBreach, type ReplicaPosition } from '../tester/sim/cluster.js';
 import { runRsmSim } from '../tester/sim/rsm-sim.js';
 import { kvClient, kvCluster, settle, settledOn } from './helpers/rsm.js';
 
@@ -18,6 +20,7 @@ interface Internals {
   asPrimary: { pipeline: { batches: readonly unknown[]; waitingCount: number; bytesWaiting: number } };
   replicaStatus: ReplicaStatus;
   myvs: Viewstamp;
+  awaitingCommit: Array<{ vs: Viewstamp; timeMs: number; proc: number; request: Uint8Array }>;
   heldLog: { heldBytes: number };
   lastRequest: unknown;
   wasPrimary: boolean;
@@ -109,7 +112,21 @@ t.test('invariants() fail on a corrupted field, and pass again once it is restor
         n.myvs = { vid: myvs.vid, seqno: myvs.seqno + 1 };
         return () => (n.myvs = myvs);
       },
-      message: /rsm invariants of 3774: serving view \d+ with myvs \d+\.\d+, but after lastMyvs \d+\.\d+ the next is/,
+      message: /rsm invariants of 3774: serving view \d+ with myvs \d+\.\d+, but after the last held \d+\.\d+ the next is/,
+    },
+    {
+      what: 'a request awaiting the commit point that the log does not hold',
+      node: backup,
+      corrupt: (n) => {
+        const myvs = n.myvs;
+        n.awaitingCommit.push({ vs: myvs, timeMs: 0, proc: 1, request: new Uint8Array(0) });
+        n.myvs = { vid: myvs.vid, seqno: myvs.seqno + 1 };
+        return () => {
+          n.awaitingCommit.pop();
+          n.myvs = myvs;
+        };
+      },
+      message: /rsm invariants of 3774: log entries held after lastMyvs \d+\.\d+ are \[\], the unexecuted \[\d+\.\d+\]/,
     },
     {
       what: 'logHeldBytes off',
@@ -231,3 +248,28 @@ for (const workload of ['kv', 'lock'] as const) {
     t.equal(again.traceHash, broken.traceHash);
   });
 }
+
+t.test('the commit point across replicas: a serving backup ahead of its serving primary is a breach, anything else is not', async (t) => {
+  const at = (seqno: number): Viewstamp => ({ vid: 4, seqno });
+  const replica = (me: string, lastExecuted: Viewstamp, more: Partial<ReplicaPosition> = {}): ReplicaPosition => ({
+    me,
+    isStopped: false,
+    isInViewChange: false,
+    isPrimary: me === 'p',
+    primary: 'p',
+    vidCommit: 4,
+    lastExecuted,
+    lastRestored: { vid: 0, seqno: 0 },
+    ...more,
+  });
+  const group = (...replicas: ReplicaPosition[]): Map<string, ReplicaPosition> => new Map(replicas.map((r) => [`${r.me}#1`, r]));
+  t.equal(commitPointBreach(group(replica('p', at(5)), replica('b', at(5)), replica('c', at(3)))), undefined, 'level with it, or behind');
+  t.match(commitPointBreach(group(replica('p', at(5)), replica('b', at(6)))), /^backup b#1 executed up to 4\.6, beyond its primary p \(4\.5\) in view 4$/, 'one ahead');
+  t.equal(commitPointBreach(group(replica('p', at(5)), replica('b', at(6), { isInViewChange: true }))), undefined, 'a backup in a view change executes what it holds');
+  t.equal(commitPointBreach(group(replica('p', at(5), { isInViewChange: true }), replica('b', at(6)))), undefined, 'a primary synchronising the view');
+  t.equal(commitPointBreach(group(replica('p', at(5), { vidCommit: 5 }), replica('b', at(6)))), undefined, 'a primary of another view');
+  t.equal(commitPointBreach(group(replica('p', at(5), { isStopped: true }), replica('b', at(6)))), undefined, 'a stopped primary');
+  t.equal(commitPointBreach(group(replica('b', at(6)))), undefined, 'a primary not running');
+  t.equal(commitPointBreach(group(replica('p', at(5)), replica('b', at(6), { lastRestored: at(6) }))), undefined, 'ahead by what it replayed at a restart');
+  t.match(commitPointBreach(group(replica('p', at(5)), replica('b', at(7), { lastRestored: at(6) }))), /b#1 executed up to 4\.7/, 'beyond what it replayed');
+});

@@ -54,15 +54,15 @@ const steadyBackup = fc
     return { inViewChange: false, isPrimary: false, expected: nextExpected(vid, last), last };
   });
 
-t.test('the accept rule executes exactly the expected viewstamp and rejects every gap and old duplicate', async (t) => {
+t.test('the accept rule takes exactly the expected viewstamp and rejects every gap and old duplicate', async (t) => {
   fc.assert(
     fc.property(steadyBackup, viewstamp, (position, vs) => {
       const decision = classifyInvoke(position, vs).action;
       const order = compareViewstamp(vs, position.expected);
-      if (order === 0) return decision === 'execute';
+      if (order === 0) return decision === 'accept';
       if (order > 0) return decision === 'reject'; // a gap (later seqno, or any later view)
-      // Older than expected: only the last executed, stamped in this view, is acknowledged again
-      // (never executed); everything else older is rejected.
+      // Older than expected: only the last held, stamped in this view, is acknowledged again
+      // (never held twice); everything else older is rejected.
       const lastAgain = compareViewstamp(vs, position.last) === 0 && position.last.vid === position.expected.vid;
       return decision === (lastAgain ? 'duplicate' : 'reject');
     }),
@@ -71,7 +71,7 @@ t.test('the accept rule executes exactly the expected viewstamp and rejects ever
   t.pass();
 });
 
-t.test('the accept rule never executes or acknowledges anything in a view change or on the primary', async (t) => {
+t.test('the accept rule never takes or acknowledges anything in a view change or on the primary', async (t) => {
   fc.assert(
     fc.property(steadyBackup, fc.boolean(), viewstamp, (position, primary, vs) => {
       const changed = primary ? { ...position, isPrimary: true } : { ...position, inViewChange: true };
@@ -82,9 +82,9 @@ t.test('the accept rule never executes or acknowledges anything in a view change
   t.pass();
 });
 
-t.test('a sequence of invokes executes each viewstamp once, in order, whatever is resent or reordered', async (t) => {
+t.test('a sequence of invokes is held once per viewstamp, in order, whatever is resent or reordered', async (t) => {
   // A backup receives an arbitrary mix of the primary's stamps 1..n (resends, reordering, gaps):
-  // it must execute 1, 2, …, k for some k with no repeat and nothing skipped.
+  // it must hold 1, 2, …, k for some k with no repeat and nothing skipped.
   fc.assert(
     fc.property(fc.array(fc.integer({ min: 0, max: 8 }), { maxLength: 40 }), (arrivals) => {
       const vid = 3;
@@ -93,7 +93,7 @@ t.test('a sequence of invokes executes each viewstamp once, in order, whatever i
       const executed: number[] = [];
       for (const seqno of arrivals) {
         const decision = classifyInvoke({ inViewChange: false, isPrimary: false, expected, last }, { vid, seqno });
-        if (decision.action === 'execute') {
+        if (decision.action === 'accept') {
           executed.push(seqno);
           last = { vid, seqno };
           expected = successor(last);
@@ -106,12 +106,12 @@ t.test('a sequence of invokes executes each viewstamp once, in order, whatever i
   t.pass();
 });
 
-t.test('the batch rule: execute when the first entry is expected, acknowledge again when the last is our last, else reject', async (t) => {
+t.test('the batch rule: accept when the first entry is expected, acknowledge again when the last is our last, else reject', async (t) => {
   fc.assert(
     fc.property(steadyBackup, viewstamp, fc.integer({ min: 1, max: 5 }), (position, first, size) => {
       const last = { vid: first.vid, seqno: first.seqno + size - 1 };
       const decision = classifyBatch(position, first, last).action;
-      if (compareViewstamp(first, position.expected) === 0) return decision === 'execute';
+      if (compareViewstamp(first, position.expected) === 0) return decision === 'accept';
       const endsAtLast = compareViewstamp(last, position.last) === 0 && position.last.vid === position.expected.vid && first.seqno >= 1;
       return decision === (endsAtLast ? 'duplicate' : 'reject');
     }),
@@ -123,9 +123,9 @@ t.test('the batch rule: execute when the first entry is expected, acknowledge ag
   t.equal(classifyBatch({ ...position, inViewChange: false, isPrimary: true }, { vid: 2, seqno: 1 }, { vid: 2, seqno: 3 }).action, 'reject');
 });
 
-t.test('a sequence of batches executes each viewstamp once, in order, whatever is resent, reordered or overlapping', async (t) => {
+t.test('a sequence of batches is held once per viewstamp, in order, whatever is resent, reordered or overlapping', async (t) => {
   // A backup receives arbitrary (first, size) batches of view 3 (resends, reordering, gaps and
-  // batches that overlap what it has): it must execute 1, 2, …, k with no repeat and nothing skipped.
+  // batches that overlap what it has): it must hold 1, 2, …, k with no repeat and nothing skipped.
   fc.assert(
     fc.property(fc.array(fc.record({ first: fc.integer({ min: 0, max: 8 }), size: fc.integer({ min: 1, max: 4 }) }), { maxLength: 40 }), (arrivals) => {
       const vid = 3;
@@ -136,7 +136,7 @@ t.test('a sequence of batches executes each viewstamp once, in order, whatever i
         const entries = Array.from({ length: size }, (_, i) => ({ vs: { vid, seqno: first + i }, req: new Uint8Array(0) }));
         if (batchProblem(entries) !== undefined) continue;
         const decision = classifyBatch({ inViewChange: false, isPrimary: false, expected, last }, entries[0]!.vs, entries.at(-1)!.vs);
-        if (decision.action === 'execute') {
+        if (decision.action === 'accept') {
           for (const entry of entries) executed.push(entry.vs.seqno);
           last = entries.at(-1)!.vs;
           expected = successor(last);

@@ -21,6 +21,7 @@ import { SimDisk, SimNetwork, SimWorld, simEnv, type SimWorldOptions } from '../
 import { MemoryLogSink, type PaxosLogSink } from '../../paxos/log-sink.js';
 import { KEY_CLUSTER, putClusterId } from '../../paxos/store.js';
 import { RsmNode, type RsmTiming } from '../../rsm/node.js';
+import { compareViewstamp, describeViewstamp } from '../../rsm/protocol.js';
 import type { StateMachine } from '../../rsm/state-machine.js';
 import { PaxosChecker } from './checkers.js';
 
@@ -238,9 +239,10 @@ export class SimCluster {
   }
 
   /**
-   * Calls invariants() of every running incarnation, in id order; records each failure with the
-   * virtual time and the number of the event just run (world.eventsRun). Returns whether all hold,
-   * and false without checking again once one has failed (the run is over).
+   * Calls invariants() of every running incarnation, in id order, then checks the one rule that
+   * spans replicas (commitPointHolds); records each failure with the virtual time and the number
+   * of the event just run (world.eventsRun). Returns whether all hold, and false without checking
+   * again once one has failed (the run is over).
    */
   checkReplicaInvariants(): boolean {
     if (!this.invariantsOk) return false;
@@ -257,7 +259,16 @@ export class SimCluster {
         this.invariantViolations.push(`t=${this.world.now()}ms after event ${this.world.eventsRun}: ${slot.id}#${slot.starts} ${what}`);
       }
     }
+    const behind = this.commitPointHolds();
+    if (behind !== undefined) this.invariantViolations.push(`t=${this.world.now()}ms after event ${this.world.eventsRun}: ${behind}`);
     return this.invariantsOk;
+  }
+
+  /** commitPointBreach over the running incarnations. */
+  private commitPointHolds(): string | undefined {
+    const running = new Map<string, ReplicaPosition>();
+    for (const slot of this.slots.values()) if (slot.node !== undefined) running.set(`${slot.id}#${slot.starts}`, slot.node);
+    return commitPointBreach(running);
   }
 
   /**
@@ -309,4 +320,30 @@ export class SimCluster {
       },
     };
   }
+}
+
+/** What commitPointBreach reads of a replica. */
+export type ReplicaPosition = Pick<RsmNode, 'me' | 'isStopped' | 'isInViewChange' | 'isPrimary' | 'primary' | 'vidCommit' | 'lastExecuted' | 'lastRestored'>;
+
+/**
+ * The commit point, across replicas (`replicas` by a name for the message): a backup serving a
+ * view executes only what the primary serving the same view has executed (it learns the commit
+ * point from it), so it is never ahead of it. Two things let a replica execute what it merely
+ * holds: a view change (neither is serving then) and a restart, which replays the whole log (a
+ * backup restarted inside its view may then be ahead, but only by what it replayed). A
+ * description of the first breach, or undefined.
+ */
+export function commitPointBreach(replicas: ReadonlyMap<string, ReplicaPosition>): string | undefined {
+  const serving = (node: ReplicaPosition): boolean => !node.isStopped && !node.isInViewChange;
+  const byId = new Map<string, ReplicaPosition>();
+  for (const node of replicas.values()) if (serving(node)) byId.set(node.me, node);
+  for (const [name, backup] of replicas) {
+    if (!serving(backup) || backup.isPrimary) continue;
+    const primary = byId.get(backup.primary);
+    if (primary === undefined || !primary.isPrimary || primary.vidCommit !== backup.vidCommit) continue;
+    if (compareViewstamp(backup.lastExecuted, primary.lastExecuted) > 0 && compareViewstamp(backup.lastExecuted, backup.lastRestored) > 0) {
+      return `backup ${name} executed up to ${describeViewstamp(backup.lastExecuted)}, beyond its primary ${backup.primary} (${describeViewstamp(primary.lastExecuted)}) in view ${backup.vidCommit}`;
+    }
+  }
+  return undefined;
 }
