@@ -11,7 +11,8 @@
  * 3. The accept rule (invoke-rule.ts, classifyBatch) decides, from the replica's position (in a
  *    view change, primary, the viewstamp it expects, the last one it holds):
  *    - accept: the host holds the batch: logs it in one write (sync) and keeps its requests
- *      until a commit point reaches them. Once the write is durable, if this delivery executed
+ *      until a commit point reaches them (ERR instead if that would hold more than
+ *      AWAITING_COMMIT_MAX beyond the commit point). Once the write is durable, if this delivery executed
  *      anything, breakpoint 1 is passed (a backup dies right after executing); then OK;
  *    - duplicate (the batch held last, again): OK again without holding it twice, once it is
  *      durable here. The primary resends a batch when an acknowledgement did not reach it (the
@@ -50,6 +51,13 @@ const log = logger('rsm');
  */
 export const GAP_WAIT_MS = 250;
 export const GAP_WAITERS_MAX = 2 * PIPELINE_DEPTH;
+/**
+ * Most requests a backup holds beyond the commit point it has heard. A primary stamps at most
+ * PIPELINE_DEPTH batches beyond its own commit point, and each batch it sends carries that point,
+ * so it never comes near this; a batch that would exceed it (from a sender that is not a working
+ * primary) is ERR, and memory stays bounded.
+ */
+export const AWAITING_COMMIT_MAX = 2 * PIPELINE_DEPTH * BATCH_REQUESTS_MAX;
 
 /** The backup's side reads only these of the replica's view (so it can be tested on its own). */
 export interface BackupHost extends Pick<ReplicaView, 'me' | 'clock' | 'isStopped' | 'inViewChange' | 'primary' | 'vidCommit'> {
@@ -59,6 +67,8 @@ export interface BackupHost extends Pick<ReplicaView, 'me' | 'clock' | 'isStoppe
   readonly lastHeld: Viewstamp;
   /** The request held at `lastHeld`, when known (unknown after a state transfer). */
   readonly lastHeldRequest: LogEntry | undefined;
+  /** How many requests it holds beyond the commit point (at most AWAITING_COMMIT_MAX). */
+  readonly awaitingCommit: number;
   /** Resolves once every write begun so far is durable. */
   readonly durable: Promise<void>;
   /** Takes an accepted batch: moves the expected viewstamp past it and logs it; resolves once the log write is durable. */
@@ -129,6 +139,13 @@ export class Backup {
         return { status: host.isStopped ? RsmStatus.ERR : RsmStatus.OK, result: 0 };
       }
       case 'accept': {
+        if (host.awaitingCommit + entries.length > AWAITING_COMMIT_MAX) {
+          executed += host.executeCommitted(committed);
+          if (host.awaitingCommit + entries.length > AWAITING_COMMIT_MAX) {
+            log('%s invokebatch %s: ignoring (%d requests already held beyond the commit point %s, at most %d)', host.me, span, host.awaitingCommit, describeViewstamp(committed), AWAITING_COMMIT_MAX);
+            return err;
+          }
+        }
         const logged: LogEntry[] = entries.map(({ vs, timeMs, proc, req }) => ({ vs, timeMs, proc, request: req.slice() }));
         const written = host.holdBatch(logged);
         executed += host.executeCommitted(committed); // for the lab's invoke, this very batch

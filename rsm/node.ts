@@ -59,7 +59,7 @@ import { isValidNodeId, type HistoryEntry } from '../paxos/view.js';
 import { isWellFormed, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker } from './membership.js';
 import { Join } from './join.js';
-import { Backup, GAP_WAITERS_MAX } from './backup.js';
+import { AWAITING_COMMIT_MAX, Backup, GAP_WAITERS_MAX } from './backup.js';
 import { BUSY_REPLY, Primary } from './primary.js';
 import { ViewSync } from './view-sync.js';
 import { withView, type ReplicaView } from './replica-view.js';
@@ -388,6 +388,9 @@ export class RsmNode {
         },
         get lastHeldRequest() {
           return node.awaitingCommit.at(-1) ?? node.lastRequest;
+        },
+        get awaitingCommit() {
+          return node.awaitingCommit.length;
         },
         get durable() {
           return node.writes.durable;
@@ -1180,6 +1183,7 @@ export class RsmNode {
     // serves as a backup (a view change executes them first) or once stopped (a crash keeps them
     // in the log only).
     const awaiting = this.awaitingCommit;
+    check(awaiting.length <= AWAITING_COMMIT_MAX, () => `${me}: ${awaiting.length} requests awaiting the commit point (at most ${AWAITING_COMMIT_MAX})`);
     if (awaiting.length > 0) {
       check(this.stopped || (isNormal(status) && status.role === 'backup'), () => `${me}: ${awaiting.length} requests awaiting the commit point while ${describeStatus(status)}`);
       awaiting.forEach((entry, i) => {

@@ -9,9 +9,9 @@
  */
 import t from 'tap';
 import { SimWorld } from '../lib/sim/world.js';
-import { Backup, GAP_WAIT_MS, GAP_WAITERS_MAX, type BackupHost } from '../rsm/backup.js';
+import { AWAITING_COMMIT_MAX, Backup, GAP_WAIT_MS, GAP_WAITERS_MAX, type BackupHost } from '../rsm/backup.js';
 import { successor } from '../rsm/invoke-rule.js';
-import { compareViewstamp, RsmStatus, VIEWSTAMP_ZERO, type BatchEntry, type Viewstamp } from '../rsm/protocol.js';
+import { BATCH_REQUESTS_MAX, compareViewstamp, RsmStatus, VIEWSTAMP_ZERO, type BatchEntry, type Viewstamp } from '../rsm/protocol.js';
 import type { LogEntry } from '../rsm/replica-store.js';
 
 const OK = RsmStatus.OK;
@@ -58,6 +58,9 @@ function fakeReplica(vid: number, last: Viewstamp = VIEWSTAMP_ZERO) {
     },
     get lastHeldRequest() {
       return replica.lastRequest;
+    },
+    get awaitingCommit() {
+      return held.length;
     },
     durable: Promise.resolve(),
     holdBatch: (entries) => {
@@ -140,6 +143,19 @@ t.test('a commit point beyond what the backup holds executes only what it holds'
   t.equal(backup.commit(2, at(9)).status, OK);
   t.same(seqnos(replica.executed), [1, 2]);
   t.same(replica.expected, at(3), 'still expecting the next one');
+});
+
+t.test('at most AWAITING_COMMIT_MAX requests are held beyond the commit point; a commit point makes room', async (t) => {
+  const { replica, backup, world } = fakeReplica(2);
+  const batches = AWAITING_COMMIT_MAX / BATCH_REQUESTS_MAX;
+  for (let i = 0; i < batches; i++) t.equal(await deliver(world, backup, batch(2, 1 + i * BATCH_REQUESTS_MAX, BATCH_REQUESTS_MAX)), OK, `batch ${i + 1} of ${batches}`);
+  t.equal(replica.held.length, AWAITING_COMMIT_MAX);
+  const next = 1 + AWAITING_COMMIT_MAX;
+  t.equal(await deliver(world, backup, batch(2, next, 1)), ERR, 'one more request without a commit point');
+  t.equal(replica.held.length, AWAITING_COMMIT_MAX, 'not held');
+  t.equal(await deliver(world, backup, batch(2, next, 1), at(BATCH_REQUESTS_MAX)), OK, 'with a commit point that executes one batch of them');
+  t.equal(replica.executed.length, BATCH_REQUESTS_MAX);
+  t.equal(replica.held.length, AWAITING_COMMIT_MAX - BATCH_REQUESTS_MAX + 1);
 });
 
 t.test('a batch with a malformed commit point is refused and holds nothing', async (t) => {
