@@ -161,8 +161,15 @@ export class Backup {
   /** commit: the primary's commit point alone (step 5 above). */
   commit(vid: number, committed: Viewstamp): HandlerReply<number> {
     const host = this.host;
-    if (host.isStopped || host.inViewChange || host.primary === host.me || vid !== host.vidCommit || !isWellFormed(committed)) {
-      log('%s commit %s in view %d: ignoring (%s)', host.me, describeViewstamp(committed), vid, host.primary === host.me ? 'I am the primary' : 'not serving that view as a backup');
+    const problem = !isWellFormed(committed)
+      ? 'a malformed commit point'
+      : host.primary === host.me
+        ? 'I am the primary'
+        : host.isStopped || host.inViewChange || vid !== host.vidCommit
+          ? 'not serving that view as a backup'
+          : undefined;
+    if (problem !== undefined) {
+      log('%s commit %s in view %d: ignoring (%s)', host.me, describeViewstamp(committed), vid, problem);
       return { status: RsmStatus.ERR, result: 0 };
     }
     if (host.executeCommitted(committed) > 0) host.breakpoint1();
