@@ -384,7 +384,7 @@ export class RsmNode {
           return node.myvs;
         },
         get lastHeld() {
-          return node.awaitingCommit.at(-1)?.vs ?? node.lastMyvs;
+          return node.backupLastHeld;
         },
         get lastHeldRequest() {
           return node.awaitingCommit.at(-1) ?? node.lastRequest;
@@ -983,6 +983,11 @@ export class RsmNode {
     return written;
   }
 
+  /** A backup's last held viewstamp: its last request awaiting the commit point, else its last executed. */
+  private get backupLastHeld(): Viewstamp {
+    return this.awaitingCommit.at(-1)?.vs ?? this.lastMyvs;
+  }
+
   /** Executes, in order, the held requests up to `committed` (a backup's commit point); how many. */
   private executeHeld(committed: Viewstamp): number {
     const held = this.awaitingCommit;
@@ -1151,7 +1156,7 @@ export class RsmNode {
       if (pending.length > 0) {
         check(this.primaryId === this.me, () => `${me}: a backup (primary ${this.primaryId}) serving view ${this.vidCommitted} with a pending batch at ${vs(pending[0]!.entries[0]!.vs)}`);
       } else {
-        const lastHeld = this.awaitingCommit.at(-1)?.vs ?? last;
+        const lastHeld = this.backupLastHeld;
         const expected = lastHeld.vid === this.vidCommitted ? { vid: lastHeld.vid, seqno: lastHeld.seqno + 1 } : { vid: this.vidCommitted, seqno: 1 };
         check(cmp(myvs, expected) === 0, () => `${me}: serving view ${this.vidCommitted} with myvs ${vs(myvs)}, but after the last held ${vs(lastHeld)} the next is ${vs(expected)}`);
       }

@@ -30,7 +30,7 @@ import { successor } from './invoke-rule.js';
 import type { RsmBatchEvent } from './node.js';
 import type { ReplicaView } from './replica-view.js';
 import { describeBatch, invokeQueueRequestsMax, isComplete, lastOf, Pipeline, PIPELINE_DEPTH, type PendingBatch, type WaitingRequest } from './pipeline.js';
-import { encodeInvokeReply, RsmClientStatus, RsmStatus, rsmProtocol, type Viewstamp } from './protocol.js';
+import { describeViewstamp, encodeInvokeReply, RsmClientStatus, RsmStatus, rsmProtocol, type Viewstamp } from './protocol.js';
 import type { LogEntry } from './replica-store.js';
 import type { ExecuteResult } from './state-machine.js';
 
@@ -307,7 +307,7 @@ export class Primary {
       const args = { vid, committed: host.last };
       for (const backup of backups) {
         void host.rpc.call(host.addressOf(backup), rsmProtocol.commit, args, { timeoutMs: host.timing.invokeTimeoutMs }).then((reply) => {
-          if (!reply.ok || reply.status !== RsmStatus.OK) log('%s commit %d.%d to %s: %s', host.me, args.committed.vid, args.committed.seqno, backup, reply.ok ? `status ${reply.status}` : reply.error.code);
+          if (!reply.ok || reply.status !== RsmStatus.OK) log('%s commit %s to %s: %s', host.me, describeViewstamp(args.committed), backup, reply.ok ? `status ${reply.status}` : reply.error.code);
         });
       }
     });
