@@ -12,6 +12,7 @@
  * Wires the real environment (TCP, Node timers, OS-seeded randomness) into the service code.
  */
 import { realClock } from '../../lib/clock.js';
+import { startCpuProfileFromEnv } from '../../lib/cpu-profile.js';
 import { osRandom } from '../../lib/random.js';
 import { RpcEndpoint } from '../../lib/rpc.js';
 import { lossyPercentFromEnv, tcpNetwork } from '../../lib/tcp.js';
@@ -59,7 +60,9 @@ Environment:
   RSM_HEARTBEAT_TIMEOUT_MS=N  silence after which a member is taken for failed, 2 intervals..60000
                               ms (default 1000); a crashed member is found at once regardless (its
                               connection is refused), so this bounds only pauses and cut links
-  DEBUG=viewstamp:*   diagnostic logging on stderr`,
+  DEBUG=viewstamp:*   diagnostic logging on stderr
+  VIEWSTAMP_CPU_PROFILE_DIR=DIR  sample this process's CPU and write lock_server-<port>-<pid>.cpuprofile
+                              into DIR when it stops cleanly (for Chrome DevTools or speedscope)`,
   minPositionals: 1,
   maxPositionals: 2,
   options: {
@@ -76,6 +79,8 @@ runMain(spec, async () => {
   const unfenced = values['unfenced'] === true;
   if (unfenced && positionals.length !== 2) throw new UsageError('--unfenced applies to the two-argument form (a replica) only');
   const limits = lockLimitsFromOptions(values);
+  // Written when the process exits (after a clean stop); nothing unless the variable is set.
+  startCpuProfileFromEnv(`lock_server-${positionals.at(-1)!.replace(/^.*:/, '')}`);
   const limitsGiven = Object.keys(limits).length > 0;
   if (basic && limitsGiven) throw new UsageError('the --max-… limits apply to the caching lock table, not to --basic');
   // Said once at startup when any limit is given, so a log shows what a replica ran with.
