@@ -79,10 +79,11 @@ runMain(spec, async () => {
   const unfenced = values['unfenced'] === true;
   if (unfenced && positionals.length !== 2) throw new UsageError('--unfenced applies to the two-argument form (a replica) only');
   const limits = lockLimitsFromOptions(values);
-  // Written when the process exits (after a clean stop); nothing unless the variable is set.
-  startCpuProfileFromEnv(`lock_server-${positionals.at(-1)!.replace(/^.*:/, '')}`);
   const limitsGiven = Object.keys(limits).length > 0;
   if (basic && limitsGiven) throw new UsageError('the --max-… limits apply to the caching lock table, not to --basic');
+  // Once the command line is accepted. Written when the process exits (after a clean stop);
+  // nothing unless the variable is set.
+  startCpuProfileFromEnv(`lock_server-${positionals.at(-1)!.replace(/^.*:/, '')}`);
   // Said once at startup when any limit is given, so a log shows what a replica ran with.
   const sayLimits = (): void => {
     if (!limitsGiven) return;
