@@ -12,9 +12,10 @@
  *   answered, in viewstamp order, once its own write and every backup's acknowledgement are in;
  *   a stalled pipeline is resent in order by a recovery round; the commit point (its last
  *   executed) travels on the next batch, or alone in `commit` once idle. On a backup, the accept
- *   rule (rsm/invoke-rule.ts) and a batch that overtook the one before it kept waiting
- *   (rsm/backup.ts); here, holding accepted batches and executing them as the commit point
- *   reaches them, or all at once when a view change begins;
+ *   rule (rsm/invoke-rule.ts) and a batch that overtook the one before it kept waiting are the
+ *   synchronous core in rsm/backup.ts, driven by rsm/backup-host.ts; here, holding accepted
+ *   batches and executing them as the commit point reaches them, or all at once when a view
+ *   change begins;
  * - recovery after each view change: the primary collects the newest state among the view's
  *   members, then every backup pulls it (`transferreq`) and says so (`transferdonereq`); only then
  *   does the view serve requests (both sides in rsm/view-sync.ts; this class quiesces the
@@ -25,7 +26,7 @@
  *   was;
  * - the test-control hooks (breakpoints 1 and 2, `partition1()`), kept in rsm/test-control.ts.
  *
- * The roles see the replica only through their host interfaces (PrimaryHost, BackupHost,
+ * The roles see the replica only through their host interfaces (PrimaryHost, BackupEffects,
  * SyncHost, JoinHost, TestControlHost), which this class builds in its constructor. As their
  * host, it keeps these obligations:
  *
@@ -59,7 +60,8 @@ import { isValidNodeId, type HistoryEntry } from '../paxos/view.js';
 import { isWellFormed, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker } from './membership.js';
 import { Join } from './join.js';
-import { AWAITING_COMMIT_MAX, Backup, GAP_WAITERS_MAX } from './backup.js';
+import { AWAITING_COMMIT_MAX, GAP_WAITERS_MAX } from './backup.js';
+import { BackupHost } from './backup-host.js';
 import { BUSY_REPLY, Primary } from './primary.js';
 import { ViewSync } from './view-sync.js';
 import { withView, type ReplicaView } from './replica-view.js';
@@ -271,8 +273,8 @@ export class RsmNode {
   private readonly onFatal: (error: unknown) => void;
   private readonly primaries = new PrimaryTracker();
   private readonly viewCommitted = new Wakeup();
-  /** The backup's side of the request path (rsm/backup.ts); told when this replica moves. */
-  private readonly asBackup: Backup;
+  /** The backup's side of the request path (rsm/backup.ts's core in its host); told when this replica moves. */
+  private readonly asBackup: BackupHost;
   private readonly stopController = new AbortController();
   /** The primary's side of the request path (rsm/primary.ts): the pipeline and its rounds. */
   private readonly asPrimary: Primary;
@@ -378,7 +380,7 @@ export class RsmNode {
         pause: (ms: number) => this.pause(ms),
       }),
     );
-    this.asBackup = new Backup(
+    this.asBackup = new BackupHost(
       withView(view, {
         get expected() {
           return node.myvs;
@@ -396,7 +398,10 @@ export class RsmNode {
           return node.writes.durable;
         },
         holdBatch: (entries: readonly LogEntry[]) => this.holdAsBackup(entries),
-        executeCommitted: (committed: Viewstamp) => (this.inViewChange || this.stopped || this.primaryId === this.me ? 0 : this.executeHeld(committed)),
+        executable: (committed: Viewstamp) => (this.mayExecuteHeld ? this.heldUpTo(committed) : 0),
+        executeCommitted: (committed: Viewstamp) => {
+          if (this.mayExecuteHeld) this.executeHeld(committed);
+        },
         breakpoint1: () => this.breakpoint1(),
       }),
     );
@@ -979,7 +984,6 @@ export class RsmNode {
     this.myvs = successor(entries[entries.length - 1]!.vs);
     const written = this.appendLog(entries);
     for (const entry of entries) this.awaitingCommit.push(entry);
-    this.asBackup.moved();
     return written;
   }
 
@@ -990,14 +994,25 @@ export class RsmNode {
 
   /** Executes, in order, the held requests up to `committed` (a backup's commit point); how many. */
   private executeHeld(committed: Viewstamp): number {
-    const held = this.awaitingCommit;
-    let count = 0;
-    while (count < held.length && compareViewstamp(held[count]!.vs, committed) <= 0) count++;
+    const count = this.heldUpTo(committed);
     if (count === 0) return 0;
-    const executing = held.splice(0, count);
+    const executing = this.awaitingCommit.splice(0, count);
     this.countBatch();
     for (const entry of executing) this.execute(entry, 'backup');
     return count;
+  }
+
+  /** How many of the requests awaiting the commit point are at or before `committed`. */
+  private heldUpTo(committed: Viewstamp): number {
+    const held = this.awaitingCommit;
+    let count = 0;
+    while (count < held.length && compareViewstamp(held[count]!.vs, committed) <= 0) count++;
+    return count;
+  }
+
+  /** A backup executes what it holds as commit points reach it only while it serves the view. */
+  private get mayExecuteHeld(): boolean {
+    return !this.inViewChange && !this.stopped && this.primaryId !== this.me;
   }
 
   /** A view change begins: every held request executes (see commitChange). */
@@ -1184,6 +1199,8 @@ export class RsmNode {
 
     const held = this.asBackup.heldForGap;
     check(held >= 0 && held <= GAP_WAITERS_MAX, () => `${me}: ${held} batches held for a gap (at most ${GAP_WAITERS_MAX})`);
+    // The backup's core (its waiting batches and acknowledgements) and its host's timers and answers.
+    this.asBackup.invariants();
     // A backup's requests beyond its commit point: consecutive after lastMyvs, only while it
     // serves as a backup (a view change executes them first) or once stopped (a crash keeps them
     // in the log only).

@@ -9,7 +9,8 @@
  */
 import t from 'tap';
 import { SimWorld } from '../lib/sim/world.js';
-import { AWAITING_COMMIT_MAX, Backup, GAP_WAIT_MS, GAP_WAITERS_MAX, type BackupHost } from '../rsm/backup.js';
+import { AWAITING_COMMIT_MAX, GAP_WAIT_MS, GAP_WAITERS_MAX } from '../rsm/backup.js';
+import { BackupHost, type BackupEffects } from '../rsm/backup-host.js';
 import { successor } from '../rsm/invoke-rule.js';
 import { BATCH_REQUESTS_MAX, compareViewstamp, RsmStatus, VIEWSTAMP_ZERO, type BatchEntry, type Viewstamp } from '../rsm/protocol.js';
 import type { LogEntry } from '../rsm/replica-store.js';
@@ -37,7 +38,7 @@ function fakeReplica(vid: number, last: Viewstamp = VIEWSTAMP_ZERO) {
       return breakpoints;
     },
   };
-  const host: BackupHost = {
+  const host: BackupEffects = {
     me: 'b1',
     clock: world.clockFor('b1'),
     get isStopped() {
@@ -69,11 +70,11 @@ function fakeReplica(vid: number, last: Viewstamp = VIEWSTAMP_ZERO) {
       for (const entry of entries) held.push(entry);
       replica.last = tail.vs;
       replica.lastRequest = tail;
-      backup.moved();
       return Promise.resolve();
     },
+    executable: (committed) => (replica.inViewChange || replica.primary || replica.stopped ? 0 : held.filter((entry) => compareViewstamp(entry.vs, committed) <= 0).length),
     executeCommitted: (committed) => {
-      if (replica.inViewChange || replica.primary) return 0;
+      if (replica.inViewChange || replica.primary || replica.stopped) return 0;
       let count = 0;
       while (held.length > 0 && compareViewstamp(held[0]!.vs, committed) <= 0) {
         executed.push(held.shift()!);
@@ -83,7 +84,7 @@ function fakeReplica(vid: number, last: Viewstamp = VIEWSTAMP_ZERO) {
     },
     breakpoint1: () => void breakpoints++,
   };
-  const backup = new Backup(host);
+  const backup = new BackupHost(host, true);
   return { replica, backup, world };
 }
 
@@ -95,7 +96,7 @@ const NONE: Viewstamp = { vid: 2, seqno: 0 };
 const at = (seqno: number): Viewstamp => ({ vid: 2, seqno });
 
 /** Delivers `entries` with commit point `committed` and runs the virtual clock until it is answered (at most `ms`). */
-async function deliver(world: SimWorld, backup: Backup, entries: BatchEntry[], committed = NONE, ms = GAP_WAIT_MS * 2): Promise<number | undefined> {
+async function deliver(world: SimWorld, backup: BackupHost, entries: BatchEntry[], committed = NONE, ms = GAP_WAIT_MS * 2): Promise<number | undefined> {
   let status: number | undefined;
   void backup.receive(entries, committed).then((reply) => (status = reply.status));
   await world.runUntil(() => status !== undefined, ms);
