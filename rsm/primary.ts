@@ -108,6 +108,8 @@ export class Primary {
   private pumpQueued = false;
   /** Sends the commit point to the backups once the pipeline stayed empty for COMMIT_IDLE_MS (noticeCommitWhenIdle). */
   private commitTimer: Timer | undefined;
+  /** The wait commitTimer was set for: COMMIT_IDLE_MS, or syncRetryMs for a retry. */
+  private commitTimerMs = 0;
 
   constructor(private readonly host: PrimaryHost) {
     this.pipeline = new Pipeline(invokeQueueRequestsMax(host.rpc.options.maxConcurrentHandlers));
@@ -294,20 +296,36 @@ export class Primary {
   /**
    * The pipeline emptied after an execution: unless a batch is pending again by then (it carries
    * the commit point), tell the backups of view `vid` our commit point in COMMIT_IDLE_MS, so that
-   * they execute what we answered. Best effort: one call each, a lost one is made good by the
-   * next batch or a view change (which executes everything a backup holds).
+   * they execute what we answered. One call each; if any fails (lost, or refused by a backup in a
+   * view change), the notice is sent again after syncRetryMs while we stay idle in the view, and
+   * otherwise the next batch or a view change (which executes everything a backup holds) makes
+   * it good.
    */
-  private noticeCommitWhenIdle(vid: number, backups: readonly string[]): void {
+  private noticeCommitWhenIdle(vid: number, backups: readonly string[], delayMs = COMMIT_IDLE_MS): void {
     const host = this.host;
-    if (this.commitTimer !== undefined || host.isStopped || backups.length === 0) return;
-    this.commitTimer = host.clock.setTimer(COMMIT_IDLE_MS, () => {
+    if (host.isStopped || backups.length === 0) return;
+    if (this.commitTimer !== undefined) {
+      if (this.commitTimerMs <= delayMs) return; // due as soon or sooner; it sends whatever is executed then
+      this.commitTimer.cancel(); // a retry's longer wait gives way to a fresh notice
+    }
+    this.commitTimerMs = delayMs;
+    this.commitTimer = host.clock.setTimer(delayMs, () => {
       this.commitTimer = undefined;
       if (host.isStopped || host.inViewChange || host.primary !== host.me || host.vidCommit !== vid) return;
       if (this.pipeline.batches.length > 0) return; // the pending batch carries it
       const args = { vid, committed: host.last };
+      let unanswered = backups.length;
+      let failed = false;
       for (const backup of backups) {
         void host.rpc.call(host.addressOf(backup), rsmProtocol.commit, args, { timeoutMs: host.timing.invokeTimeoutMs }).then((reply) => {
-          if (!reply.ok || reply.status !== RsmStatus.OK) log('%s commit %s to %s: %s', host.me, describeViewstamp(args.committed), backup, reply.ok ? `status ${reply.status}` : reply.error.code);
+          if (!reply.ok || reply.status !== RsmStatus.OK) {
+            log('%s commit %s to %s: %s', host.me, describeViewstamp(args.committed), backup, reply.ok ? `status ${reply.status}` : reply.error.code);
+            failed = true;
+          }
+          // With no batch coming, nothing else tells a backup that missed it what is committed:
+          // it would stay behind until the next request. Try again, to every backup, after
+          // syncRetryMs, while this primary stays idle in the view (the timer's checks).
+          if (--unanswered === 0 && failed) this.noticeCommitWhenIdle(vid, backups, host.timing.syncRetryMs);
         });
       }
     });

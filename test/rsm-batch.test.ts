@@ -58,6 +58,31 @@ t.test('requests arriving while a round is in flight are stamped together, each 
   t.same(checker.violations, []);
 });
 
+t.test('an idle primary sends its commit point again until a backup that missed it has it, with no request to carry it', async (t) => {
+  // Failure detection slower than the loss window, so that no view change brings the backup up
+  // to date instead; commit notices time out (invokeTimeoutMs) and are retried (syncRetryMs) within it.
+  const { cluster, ids, checker } = await kvCluster('rsm-commit-retry', 3, { timing: { heartbeatTimeoutMs: 10_000, invokeTimeoutMs: 200, syncRetryMs: 300 } });
+  const [p0, , p2] = ids as [string, string, string];
+  const kv = kvClient(cluster, 'c1');
+  await settle(cluster, kv.append('k', 'a;'));
+  t.ok(await settledOn(cluster, ids), 'every replica executed the first request');
+  const vid = cluster.node(p0)!.vidCommit;
+  // The second request is answered once p2 holds it; the idle notice that commits it is lost.
+  await settle(cluster, kv.append('k', 'b;'));
+  cluster.network.setLinkFaults({ loss: 1 }, [p0, p2]);
+  await cluster.world.runFor(1500);
+  const primaryLast = cluster.node(p0)!.lastExecuted;
+  t.not(describeViewstamp(cluster.node(p2)!.lastExecuted), describeViewstamp(primaryLast), 'p2 missed the commit point while its link was down');
+  cluster.network.clearLinkFaults([p0, p2]);
+  t.ok(
+    await cluster.runUntil(() => compareViewstamp(cluster.node(p2)!.lastExecuted, primaryLast) === 0, 5_000),
+    `p2 executes it without another request (p2 at ${describeViewstamp(cluster.node(p2)!.lastExecuted)}, the primary at ${describeViewstamp(primaryLast)})`,
+  );
+  t.equal(cluster.node(p0)!.vidCommit, vid, 'in the same view: not a view change');
+  t.equal(valueAt(cluster, p2, 'k'), 'a;b;');
+  t.same(checker.violations, []);
+});
+
 t.test('a primary that crashes during its own log write of a batch its backups hold synchronises its view again on restart', async (t) => {
   // The primary's fsync takes 300 ms, the backups' 1 ms: the backups hold each batch long before
   // the primary's own write is durable. A crash in between may lose the batch from the primary's

@@ -5,6 +5,7 @@
  */
 import { RpcEndpoint } from '../../lib/rpc.js';
 import { RsmClient, type RsmClientOptions } from '../../rsm/client.js';
+import type { RsmTiming } from '../../rsm/node.js';
 import { KvClient } from '../../rsm/kv/kv-client.js';
 import { KvService } from '../../rsm/kv/kv-service.js';
 import { SimCluster, portIds } from '../../tester/sim/cluster.js';
@@ -22,14 +23,14 @@ export interface KvCluster {
 export async function kvCluster(
   seed: string,
   count = 3,
-  options: { readonly lossy?: boolean; readonly storageSyncMs?: number | ((id: string) => number) } = {},
+  options: { readonly lossy?: boolean; readonly storageSyncMs?: number | ((id: string) => number); readonly timing?: Partial<RsmTiming> } = {},
 ): Promise<KvCluster> {
   const ids = portIds(count);
   let checker: RsmChecker | undefined;
   const cluster: SimCluster = new SimCluster({
     seed,
     ids,
-    timing: RSM_SIM_TIMING,
+    timing: { ...RSM_SIM_TIMING, ...options.timing },
     ...(options.storageSyncMs === undefined ? {} : { storageSyncMs: options.storageSyncMs }),
     stateMachine: () => new KvService(),
     onNodeStart: (id, node, incarnation) => checker!.attach(id, incarnation, node, cluster.slot(id).stateMachine!),

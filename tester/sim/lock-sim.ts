@@ -394,21 +394,28 @@ export async function runLockSim(seed: number, options: RsmSimOptions = {}): Pro
   liveness = true;
   await healForLiveness(driver);
   const healedAt = world.now();
-  const quiet = (): boolean => {
-    if (callersDone < callersTotal || !sessionClients.allDone || !cluster.converged()) return false;
+  /** What still keeps the run from its quiet end (undefined: quiet). */
+  const notQuiet = (): string | undefined => {
+    if (callersDone < callersTotal) return 'callers still running';
+    if (!sessionClients.allDone) return 'session callers still running';
+    if (!cluster.converged()) return 'the replicas have not converged on one view';
     const primary = servingPrimary();
-    if (primary === undefined || owed(primary) > 0) return false;
-    if (!ids.every((id) => compareViewstamp(cluster.node(id)!.lastExecuted, primary.last) === 0)) return false;
-    if (!sessionClients.quiet(locks)) return false;
-    return clients.every((c) => locks.every((lid) => ['none', 'free'].includes(c.client.cacheStateOf(String(lid)))));
+    if (primary === undefined) return 'no serving primary';
+    if (owed(primary) > 0) return 'notices owed';
+    const behind = ids.filter((id) => compareViewstamp(cluster.node(id)!.lastExecuted, primary.last) !== 0);
+    if (behind.length > 0) return `${behind.map((id) => `${id} at ${describeViewstamp(cluster.node(id)!.lastExecuted)}`).join(', ')}, the primary at ${describeViewstamp(primary.last)}`;
+    if (!sessionClients.quiet(locks)) return 'a session client still holds or asks';
+    if (!clients.every((c) => locks.every((lid) => ['none', 'free'].includes(c.client.cacheStateOf(String(lid)))))) return 'a client still holds or asks';
+    return undefined;
   };
+  const quiet = (): boolean => notQuiet() === undefined;
   const finished = problems.length === 0 && !stop() && (await cluster.runUntil(() => step() || quiet(), params.livenessLimitMs)) && !stop();
   const livenessProblems: string[] = [];
   if (problems.length === 0 && !stop() && !finished) {
     const caches = clients.map((c) => `${c.id}{${locks.map((lid) => `${lid}:${c.client.cacheStateOf(String(lid))}`).join(' ')}}`).join(' ');
     const primary = servingPrimary();
     livenessProblems.push(
-      `no quiet end within ${params.livenessLimitMs} ms of healing: ${callersDone}/${callersTotal} callers done, ` +
+      `no quiet end within ${params.livenessLimitMs} ms of healing (${notQuiet() ?? 'quiet only now'}): ${callersDone}/${callersTotal} callers done, ` +
         `notices owed ${primary === undefined ? '?' : owed(primary)}; caches ${caches}; ${cluster.describe()}`,
     );
   }
