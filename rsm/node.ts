@@ -2,7 +2,8 @@
  * The RSM node (the lab's rsm class): one replica of a replicated state machine. It runs
  *
  * - membership: view commits from config and the primary of each view, `members` for clients,
- *   joins of nodes outside the view (`joinreq`, both sides in rsm/join.ts); its status, one value
+ *   joins of nodes outside the view (`joinreq`, both sides the synchronous core in rsm/join.ts,
+ *   driven by rsm/join-host.ts); its status, one value
  *   (rsm/replica-status.ts);
  * - the request path: on the primary (rsm/primary.ts), a pipeline of up to PIPELINE_DEPTH batches
  *   (whose state and rules are the synchronous core in rsm/pipeline.ts): client
@@ -27,7 +28,7 @@
  * - the test-control hooks (breakpoints 1 and 2, `partition1()`), kept in rsm/test-control.ts.
  *
  * The roles see the replica only through their host interfaces (PrimaryHost, BackupEffects,
- * SyncHost, JoinHost, TestControlHost), which this class builds in its constructor. As their
+ * SyncHost, JoinEffects, TestControlHost), which this class builds in its constructor. As their
  * host, it keeps these obligations:
  *
  * 1. Persist before answering: nothing is acknowledged to a primary or answered to a client
@@ -59,7 +60,7 @@ import type { PaxosLogSink } from '../paxos/log-sink.js';
 import { isValidNodeId, type HistoryEntry } from '../paxos/view.js';
 import { isWellFormed, nextExpected, successor } from './invoke-rule.js';
 import { PrimaryTracker } from './membership.js';
-import { Join } from './join.js';
+import { JoinHost } from './join-host.js';
 import { AWAITING_COMMIT_MAX, GAP_WAITERS_MAX } from './backup.js';
 import { BackupHost } from './backup-host.js';
 import { BUSY_REPLY, Primary } from './primary.js';
@@ -262,8 +263,8 @@ export class RsmNode {
 
   /** The test-control hooks: breakpoints 1 and 2, the partition hook (rsm/test-control.ts). */
   private readonly testControl: TestControl;
-  /** Both sides of a join (rsm/join.ts). */
-  private readonly join: Join;
+  /** Both sides of a join (the core in rsm/join.ts, its host rsm/join-host.ts). */
+  private readonly join: JoinHost;
 
   protected readonly env: Env;
   protected readonly rpc: RpcEndpoint;
@@ -371,7 +372,7 @@ export class RsmNode {
         return node.lastMyvs;
       },
     };
-    this.join = new Join(
+    this.join = new JoinHost(
       withView(view, {
         master: this.master,
         commitNewest: () => {
@@ -1199,8 +1200,9 @@ export class RsmNode {
 
     const held = this.asBackup.heldForGap;
     check(held >= 0 && held <= GAP_WAITERS_MAX, () => `${me}: ${held} batches held for a gap (at most ${GAP_WAITERS_MAX})`);
-    // The backup's core (its waiting batches and acknowledgements) and its host's timers and answers.
+    // The backup's core (its waiting batches and acknowledgements), the join core, and their hosts' timers and answers.
     this.asBackup.invariants();
+    this.join.invariants();
     // A backup's requests beyond its commit point: consecutive after lastMyvs, only while it
     // serves as a backup (a view change executes them first) or once stopped (a crash keeps them
     // in the log only).
