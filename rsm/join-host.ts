@@ -9,7 +9,8 @@
  * 2. Carry out a step's actions in order; those with an outcome (ask, adoptHistory, catchUp,
  *    commitNewest, add, flush) feed it back as exactly one event, `failed` if the action threw or
  *    rejected, in which case the attempt rejects (or the delivery's RPC handler throws) with that
- *    error, as config's storage failures do everywhere else.
+ *    error, as config's storage failures do everywhere else. A throw while feeding an outcome (the
+ *    core's own assertion) rejects them the same way.
  * 3. Check `invariants()` after every event when asked to (the simulator and the tests do).
  */
 import { assert } from '../lib/assert.js';
@@ -87,12 +88,25 @@ export class JoinHost {
       running = Promise.reject(error);
     }
     running.then(
-      (value) => this.step(() => then(value)),
+      (value) => this.guarded(() => this.step(() => then(value)), delivery),
       (error: unknown) => {
-        this.step(() => this.core.failed(delivery));
+        this.guarded(() => this.step(() => this.core.failed(delivery)), delivery);
         this.fail(error, delivery);
       },
     );
+  }
+
+  /**
+   * Feeds an outcome, outside any caller's promise: a throw there (a failed assertion of the core,
+   * that is a bug) rejects the attempt or the delivery, like a failed action, instead of escaping
+   * as an unhandled rejection (obligation 2).
+   */
+  private guarded(feed: () => void, delivery?: JoinDelivery): void {
+    try {
+      feed();
+    } catch (error) {
+      this.fail(error, delivery);
+    }
   }
 
   private fail(error: unknown, delivery?: JoinDelivery): void {

@@ -4,10 +4,13 @@
  * newer history and finishes without a pause once admitted, catches up after BUSY, rotates to the
  * next candidate after a failed call, and adopts nothing from another cluster. The admitting side
  * refuses bad ids, other clusters, non-primaries and unsynchronised views, and answers OK only
- * after `add` and `flush`. invariants() is checked after every step.
+ * after `add` and `flush`. invariants() is checked after every step. Last, the host (rsm/join-host.ts)
+ * over fake effects: outcomes come back as events, and a throw while feeding one rejects the
+ * attempt or the delivery instead of escaping.
  */
 import t from 'tap';
 import { Join, type JoinAction, type JoinPosition, type JoinReply } from '../rsm/join.js';
+import { JoinHost, type JoinEffects } from '../rsm/join-host.js';
 import { RsmStatus } from '../rsm/protocol.js';
 import type { HistoryEntry } from '../paxos/view.js';
 
@@ -50,7 +53,7 @@ function replica(me: string, views: string[][]) {
     core.invariants();
     return actions;
   };
-  return { core, model, step };
+  return { core, model, step, position };
 }
 
 const kinds = (actions: JoinAction[]) => actions.map((a) => a.kind);
@@ -176,4 +179,64 @@ t.test('admitting: a failed add forgets the delivery', async (t) => {
   t.same(step(core.failed(1)), []);
   t.equal(core.admitting, 0);
   t.throws(() => core.added(1), /unknown/, 'a late outcome is caught');
+});
+
+/**
+ * A JoinHost over `replica`'s position and model, with effects that succeed at once: joinreq
+ * answers `answer`, config's rounds change the model as the real ones would.
+ */
+function host(me: string, views: string[][], answer: JoinReply) {
+  const { model, position } = replica(me, views);
+  const config = Object.assign(Object.create(position.config) as JoinPosition['config'], {
+    adoptHistory: async (hist: HistoryEntry[]) => {
+      model.views = hist.map((h) => h.value.split(' '));
+      return true;
+    },
+    catchUp: async () => undefined,
+    add: async (src: string) => {
+      model.views.push([...(model.views.at(-1) ?? []), src]);
+      return true;
+    },
+    flushed: async () => undefined,
+    reportClusterMismatch: () => undefined,
+  });
+  const effects: JoinEffects = Object.assign(Object.create(position) as JoinPosition, {
+    rpc: { call: async () => answer } as unknown as JoinEffects['rpc'],
+    config,
+    addressOf: (id: string) => `addr-${id}`,
+    commitNewest: () => {
+      model.vidCommit = model.views.length;
+    },
+    pause: async () => !model.stopped,
+  });
+  return { host: new JoinHost(effects, true), model };
+}
+
+t.test('host: an attempt runs to its finish; an admission to its reply', async (t) => {
+  const asking = host('b3', [['p0']], reply(RsmStatus.OK, history(['p0'], ['p0', 'b3'])));
+  await asking.host.attempt();
+  t.same(asking.model.views, [['p0'], ['p0', 'b3']], 'the history from the primary was adopted');
+  t.equal(asking.model.vidCommit, 2, 'and its newest view committed');
+  t.equal(asking.host.core.attempting, false);
+  asking.host.invariants();
+
+  const admitting = host('p0', [['p0', 'b1']], reply(RsmStatus.OK));
+  const answer = await admitting.host.answer('b2', 'c1');
+  t.equal(answer.status, RsmStatus.OK);
+  t.same(answer.result.history, history(['p0', 'b1'], ['p0', 'b1', 'b2']));
+  admitting.host.invariants();
+});
+
+t.test('host: a throw while feeding an outcome rejects the attempt or the delivery', async (t) => {
+  const asking = host('b3', [['p0']], reply(RsmStatus.OK, history(['p0'], ['p0', 'b3'])));
+  asking.host.core.answered = () => {
+    throw new Error('planted: the core asserts on the answer');
+  };
+  await t.rejects(asking.host.attempt(), /planted/, 'the attempt rejects (the replica reports it as fatal)');
+
+  const admitting = host('p0', [['p0', 'b1']], reply(RsmStatus.OK));
+  admitting.host.core.flushed = () => {
+    throw new Error('planted: the core asserts on the flush');
+  };
+  await t.rejects(admitting.host.answer('b2', 'c1'), /planted/, 'the joinreq handler rejects');
 });
