@@ -17,6 +17,7 @@ import { assert } from '../lib/assert.js';
 import type { RpcEndpoint } from '../lib/rpc.js';
 import type { Config } from '../paxos/config.js';
 import { Join, type JoinAction, type JoinDelivery, type JoinPosition, type JoinReply } from './join.js';
+import { feedOutcome } from './outcome.js';
 import { rsmProtocol, type JoinRes } from './protocol.js';
 
 /** What carrying out the core's actions takes from the replica, beyond its position. */
@@ -79,37 +80,23 @@ export class JoinHost {
     for (const action of actions) this.carryOut(action);
   }
 
-  /** Runs `action`'s outcome into the core: `then` on success, `failed` (and `fail`) otherwise. */
+  /** Runs `action`'s outcome into the core: `then` on success; `fail` if it failed, or feeding it threw. */
   private outcome<T>(work: () => Promise<T>, then: (value: T) => JoinAction[], delivery?: JoinDelivery): void {
-    let running: Promise<T>;
-    try {
-      running = work();
-    } catch (error) {
-      running = Promise.reject(error);
-    }
-    running.then(
-      (value) => this.guarded(() => this.step(() => then(value)), delivery),
-      (error: unknown) => {
-        this.guarded(() => this.step(() => this.core.failed(delivery)), delivery);
-        this.fail(error, delivery);
-      },
+    feedOutcome(
+      work,
+      (value) => this.step(() => then(value)),
+      (error) => this.fail(error, delivery),
     );
   }
 
-  /**
-   * Feeds an outcome, outside any caller's promise: a throw there (a failed assertion of the core,
-   * that is a bug) rejects the attempt or the delivery, like a failed action, instead of escaping
-   * as an unhandled rejection (obligation 2).
-   */
-  private guarded(feed: () => void, delivery?: JoinDelivery): void {
-    try {
-      feed();
-    } catch (error) {
-      this.fail(error, delivery);
-    }
-  }
-
+  /** The core forgets the attempt (or delivery), which rejects with `error`. */
   private fail(error: unknown, delivery?: JoinDelivery): void {
+    try {
+      this.step(() => this.core.failed(delivery));
+    } catch {
+      // The core threw already (feeding the outcome) and may not know the attempt any more:
+      // `error` is the one passed on.
+    }
     if (delivery === undefined) {
       const done = this.attemptDone;
       this.attemptDone = undefined;

@@ -28,7 +28,7 @@
  * - the test-control hooks (breakpoints 1 and 2, `partition1()`), kept in rsm/test-control.ts.
  *
  * The roles see the replica only through their host interfaces (PrimaryHost, BackupEffects,
- * SyncHost, JoinEffects, TestControlHost), which this class builds in its constructor. As their
+ * ViewSyncEffects, JoinEffects, TestControlHost), which this class builds in its constructor. As their
  * host, it keeps these obligations:
  *
  * 1. Persist before answering: nothing is acknowledged to a primary or answered to a client
@@ -40,8 +40,8 @@
  * 4. The status changes only through setStatus (replica-status.ts's advance), and a step of a
  *    synchronisation whose view is gone changes nothing.
  * 5. invariants() holds after every event: rsm_sim and the simulator tests call it on every live
- *    replica after each one, and it calls the roles' own (Pipeline, Primary, ViewSync, HeldLog,
- *    SnapshotCache).
+ *    replica after each one, and it calls the roles' own (Pipeline, Primary, the backup, join and
+ *    view-synchronisation cores and their hosts, HeldLog, SnapshotCache).
  *
  * The protocol, and where it differs from the lab, is described step by step in rsm/README.md.
  *
@@ -64,7 +64,7 @@ import { JoinHost } from './join-host.js';
 import { AWAITING_COMMIT_MAX, GAP_WAITERS_MAX } from './backup.js';
 import { BackupHost } from './backup-host.js';
 import { BUSY_REPLY, Primary } from './primary.js';
-import { ViewSync } from './view-sync.js';
+import { ViewSyncHost } from './view-sync-host.js';
 import { withView, type ReplicaView } from './replica-view.js';
 import { Wakeup } from './wakeup.js';
 import { HeldLog } from './held-log.js';
@@ -308,8 +308,8 @@ export class RsmNode {
   private restoredLast: Viewstamp = VIEWSTAMP_ZERO;
   /** Our storage writes, in order, queued ones merged (rsm/write-queue.ts). */
   private readonly writes: WriteQueue;
-  /** The synchronisation of a view, both sides of state transfer (rsm/view-sync.ts). */
-  private readonly viewSync: ViewSync;
+  /** The synchronisation of a view, both sides of state transfer (the core in rsm/view-sync.ts, its host rsm/view-sync-host.ts). */
+  private readonly viewSync: ViewSyncHost;
   /**
    * Set at start when this replica restarts inside the view it had finished synchronising: it
    * resumes that view from its durable record, without synchronising again (see syncView).
@@ -423,7 +423,7 @@ export class RsmNode {
         fatal: (error: unknown) => this.fatal(error),
       }),
     );
-    this.viewSync = new ViewSync(
+    this.viewSync = new ViewSyncHost(
       withView(view, {
         get syncedVid() {
           return node.syncedVid;
@@ -435,7 +435,6 @@ export class RsmNode {
           return node.writes.durable;
         },
         drained: () => this.writes.drained(),
-        viewGone: (vid: number) => this.viewGone(vid),
         enter: (vid: number, phase: PrimarySyncPhase | BackupSyncPhase) => this.setStatus({ kind: 'enter', vid, phase }),
         servingBackups: (vid: number) => this.servingBackups(vid),
         resync: () => this.resync(),
@@ -829,7 +828,7 @@ export class RsmNode {
         // Its log write of a batch runs in parallel with the sends (group commit), so a crash can
         // take both its unsynced writes while a backup holds the view's first batch; restarted
         // without the record, it would take the backup's viewstamps in this view for forged
-        // (ViewSync.collectFromBackups) and give them to other requests.
+        // (the view synchronisation's collection step) and give them to other requests.
         await recorded;
         if (this.stopped) return;
         if (this.vidCommitted !== vid) continue;
@@ -845,8 +844,9 @@ export class RsmNode {
   }
 
   /**
-   * Brings this node's state in line for view `vid`: the primary runs `syncWithBackups`, a backup
-   * `syncWithPrimary`. Resolves true when this node may leave the view change.
+   * Brings this node's state in line for view `vid`: quiesces, then runs the synchronisation core
+   * (rsm/view-sync.ts) as the view's primary or a backup. Resolves true when this node may leave
+   * the view change.
    */
   protected async syncView(vid: number): Promise<boolean> {
     if (vid === this.resumeVid) {
@@ -891,7 +891,7 @@ export class RsmNode {
     }
     this.asPrimary.pipeline.resume();
     this.asPrimary.cancelRetry();
-    return this.primaryId === this.me ? this.viewSync.syncWithBackups(vid) : this.viewSync.syncWithPrimary(vid);
+    return this.viewSync.sync(vid);
   }
 
   /** True once view `vid` is no longer the committed one (or the node stopped). */
@@ -1115,8 +1115,9 @@ export class RsmNode {
    * - while the primary's synchronisation is serving: syncedBackups ⊆ keys of pulledBy ⊆ backups
    *   of the view (transferdonereq counts only a backup that pulled; transferreq records only
    *   members other than us), and every recorded pull is at our current lastMyvs (our state does
-   *   not move while serving: no round executes in a view change and the adoption came before);
-   *   a newer view or a stop wakes it (ViewSync.wake) so it leaves at once;
+   *   not move while serving: no round executes in a view change and the adoption came before),
+   *   and the synchronisation core's run is the one serving; a newer view or a stop ends the run
+   *   at once (ViewSyncHost.wake);
    * - resumeVid is consumed by the first syncView, which start() reaches synchronously, unless a
    *   breakpoint stopped the node.
    *
@@ -1203,6 +1204,7 @@ export class RsmNode {
     // The backup's core (its waiting batches and acknowledgements), the join core, and their hosts' timers and answers.
     this.asBackup.invariants();
     this.join.invariants();
+    this.viewSync.invariants();
     // A backup's requests beyond its commit point: consecutive after lastMyvs, only while it
     // serves as a backup (a view change executes them first) or once stopped (a crash keeps them
     // in the log only).
@@ -1239,7 +1241,7 @@ export class RsmNode {
 
     // Synchronisation.
     if (this.servingBackups(this.vidCommitted)) {
-      this.viewSync.invariants(members.filter((member) => member !== this.me), last, me);
+      this.viewSync.servingInvariants(members.filter((member) => member !== this.me), last, me);
     }
 
     // Listeners and stamps.

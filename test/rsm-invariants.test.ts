@@ -24,7 +24,7 @@ interface Internals {
   heldLog: { heldBytes: number };
   lastRequest: unknown;
   wasPrimary: boolean;
-  viewSync: { pulledBy: Map<string, Viewstamp> };
+  viewSync: { core: { pulledBy: Map<string, Viewstamp> } };
 }
 
 function internals(node: RsmNode): Internals {
@@ -184,10 +184,10 @@ t.test('invariants() fail on a corrupted field, and pass again once it is restor
         const status = n.replicaStatus;
         if (status.kind !== 'normal') throw new Error(`primary not normal: ${status.kind}`);
         n.replicaStatus = { kind: 'syncing', vid: status.vid, role: 'primary', phase: 'serving' };
-        n.viewSync.pulledBy.set('3774', { vid: 0, seqno: 0 });
+        n.viewSync.core.pulledBy.set('3774', { vid: 0, seqno: 0 });
         return () => {
           n.replicaStatus = status;
-          n.viewSync.pulledBy.clear();
+          n.viewSync.core.pulledBy.clear();
         };
       },
       message: /3774 pulled at 0\.0 but our state is at \d+\.\d+ \(it moved while serving the synchronisation\)/,
