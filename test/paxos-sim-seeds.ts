@@ -6,7 +6,7 @@
 import t from 'tap';
 import { runPaxosSwarm } from '../tester/sim/paxos-swarm.js';
 
-export const SEEDS_PER_FILE = Number(process.env['PAXOS_SIM_SEEDS'] ?? 500);
+export const SEEDS_PER_FILE = Number(process.env['PAXOS_SIM_SEEDS'] ?? 400);
 const FIRST_SEED = Number(process.env['PAXOS_SIM_FIRST_SEED'] ?? 0);
 
 export function runSwarmSeeds(part: number): void {
