@@ -11,6 +11,7 @@
 import t from 'tap';
 import { Join, type JoinAction, type JoinPosition, type JoinReply } from '../rsm/join.js';
 import { JoinHost, type JoinEffects } from '../rsm/join-host.js';
+import { withStanding } from './helpers/standing.js';
 import { RsmStatus } from '../rsm/protocol.js';
 import type { HistoryEntry } from '../paxos/view.js';
 
@@ -19,35 +20,26 @@ const RETRY_MS = 1000;
 /** A replica whose config knows `views` (members per view, view 1 first); the test moves it. */
 function replica(me: string, views: string[][]) {
   const model = { views: views.map((v) => [...v]), vidCommit: views.length, primary: views.at(-1)?.[0] ?? '', inViewChange: false, stopped: false, cluster: 'c1' };
-  const position: JoinPosition = {
-    me,
-    master: 'p0',
-    last: { vid: 0, seqno: 0 },
-    timing: { joinRetryMs: RETRY_MS, joinTimeoutMs: 10_000 },
-    get isStopped() {
-      return model.stopped;
+  const position: JoinPosition = withStanding(
+    {
+      me,
+      master: 'p0',
+      last: { vid: 0, seqno: 0 },
+      timing: { joinRetryMs: RETRY_MS, joinTimeoutMs: 10_000 },
+      config: {
+        get cluster() {
+          return model.cluster;
+        },
+        get vid() {
+          return model.views.length;
+        },
+        members: (vid = model.views.length) => model.views[vid - 1] ?? [],
+        isMember: (node: string, vid = model.views.length) => (model.views[vid - 1] ?? []).includes(node),
+        history: () => model.views.map((members, i) => ({ instance: i + 1, value: members.join(' ') })),
+      } as JoinPosition['config'],
     },
-    get inViewChange() {
-      return model.inViewChange;
-    },
-    get primary() {
-      return model.primary;
-    },
-    get vidCommit() {
-      return model.vidCommit;
-    },
-    config: {
-      get cluster() {
-        return model.cluster;
-      },
-      get vid() {
-        return model.views.length;
-      },
-      members: (vid = model.views.length) => model.views[vid - 1] ?? [],
-      isMember: (node: string, vid = model.views.length) => (model.views[vid - 1] ?? []).includes(node),
-      history: () => model.views.map((members, i) => ({ instance: i + 1, value: members.join(' ') })),
-    } as JoinPosition['config'],
-  };
+    model,
+  );
   const core = new Join(position);
   const step = (actions: JoinAction[]): JoinAction[] => {
     core.invariants();

@@ -12,6 +12,7 @@ import { RsmStatus, TransferKind, type TransferRes, type Viewstamp } from '../rs
 import { ViewSync, type SyncReply, type ViewSyncAction, type ViewSyncPosition } from '../rsm/view-sync.js';
 import { ViewSyncHost, type ViewSyncEffects } from '../rsm/view-sync-host.js';
 import { rsmProtocol } from '../rsm/protocol.js';
+import { withStanding } from './helpers/standing.js';
 
 const RETRY_MS = 1000;
 const vs = (vid: number, seqno: number): Viewstamp => ({ vid, seqno });
@@ -29,37 +30,28 @@ function replica(me: string, primary = 'p0') {
     pendingBatches: 0,
     serving: false,
   };
-  const position: ViewSyncPosition = {
-    me,
-    timing: { syncRetryMs: RETRY_MS, transferTimeoutMs: 500 },
-    get isStopped() {
-      return model.stopped;
+  const position: ViewSyncPosition = withStanding(
+    {
+      me,
+      timing: { syncRetryMs: RETRY_MS, transferTimeoutMs: 500 },
+      get last() {
+        return model.last;
+      },
+      get syncedVid() {
+        return model.syncedVid;
+      },
+      get pendingBatches() {
+        return model.pendingBatches;
+      },
+      config: {
+        members: () => model.members,
+        isMember: (node: string) => model.members.includes(node),
+      } as unknown as ViewSyncPosition['config'],
+      servingBackups: (vid: number) => model.serving && vid === model.vidCommit,
+      transferFor: (theirs: Viewstamp) => ({ kind: TransferKind.NONE, last: model.last, stateBytes: 0, state: new Uint8Array(0), entries: [] }) as TransferRes,
     },
-    get inViewChange() {
-      return model.inViewChange;
-    },
-    get primary() {
-      return model.primary;
-    },
-    get vidCommit() {
-      return model.vidCommit;
-    },
-    get last() {
-      return model.last;
-    },
-    get syncedVid() {
-      return model.syncedVid;
-    },
-    get pendingBatches() {
-      return model.pendingBatches;
-    },
-    config: {
-      members: () => model.members,
-      isMember: (node: string) => model.members.includes(node),
-    } as unknown as ViewSyncPosition['config'],
-    servingBackups: (vid: number) => model.serving && vid === model.vidCommit,
-    transferFor: (theirs: Viewstamp) => ({ kind: TransferKind.NONE, last: model.last, stateBytes: 0, state: new Uint8Array(0), entries: [] }) as TransferRes,
-  };
+    model,
+  );
   const core = new ViewSync(position);
   /** Checks invariants() and plays the host's `enter` into the model. */
   const step = (actions: ViewSyncAction[]): ViewSyncAction[] => {
