@@ -27,7 +27,7 @@
  *   was;
  * - the test-control hooks (breakpoints 1 and 2, `partition1()`), kept in rsm/test-control.ts.
  *
- * The roles see the replica only through their host interfaces (PrimaryHost, BackupEffects,
+ * The roles see the replica only through their host interfaces (PrimaryEffects, BackupEffects,
  * ViewSyncEffects, JoinEffects, TestControlHost), which this class builds in its constructor. As their
  * host, it keeps these obligations:
  *
@@ -63,7 +63,7 @@ import { PrimaryTracker } from './membership.js';
 import { JoinHost } from './join-host.js';
 import { AWAITING_COMMIT_MAX, GAP_WAITERS_MAX } from './backup.js';
 import { BackupHost } from './backup-host.js';
-import { BUSY_REPLY, Primary } from './primary.js';
+import { PrimaryHost } from './primary-host.js';
 import { ViewSyncHost } from './view-sync-host.js';
 import { withView, type ReplicaView } from './replica-view.js';
 import { Wakeup } from './wakeup.js';
@@ -277,8 +277,8 @@ export class RsmNode {
   /** The backup's side of the request path (rsm/backup.ts's core in its host); told when this replica moves. */
   private readonly asBackup: BackupHost;
   private readonly stopController = new AbortController();
-  /** The primary's side of the request path (rsm/primary.ts): the pipeline and its rounds. */
-  private readonly asPrimary: Primary;
+  /** The primary's side of the request path (rsm/primary.ts, its host rsm/primary-host.ts): the pipeline and its rounds. */
+  private readonly asPrimary: PrimaryHost;
   /** Batches executed by this process (status; wraps at 2^32 as its wire field). */
   private batchesExecuted = 0;
   /** The request executed at lastMyvs, to answer its duplicate (unknown after a state transfer). */
@@ -406,10 +406,13 @@ export class RsmNode {
         breakpoint1: () => this.breakpoint1(),
       }),
     );
-    this.asPrimary = new Primary(
+    this.asPrimary = new PrimaryHost(
       withView(view, {
         get next() {
           return node.myvs;
+        },
+        get started() {
+          return node.replicaStatus.kind !== 'created';
         },
         setNext: (next: Viewstamp) => {
           this.myvs = next;
@@ -417,7 +420,7 @@ export class RsmNode {
         stampTime: () => this.stampTime(),
         batchStamped: (event: RsmBatchEvent) => this.batchListeners.emit(event, (e) => this.fatal(e)),
         appendLog: (entries: readonly LogEntry[]) => this.appendLog(entries),
-        executeBatch: (batch: PendingBatch, role: 'primary') => this.executeBatch(batch, role),
+        executeBatch: (batch: PendingBatch, role: 'primary' | 'backup') => this.executeBatch(batch, role),
         partition1: () => this.partition1(),
         breakpoint1: () => this.breakpoint1(),
         fatal: (error: unknown) => this.fatal(error),
@@ -439,7 +442,7 @@ export class RsmNode {
         servingBackups: (vid: number) => this.servingBackups(vid),
         resync: () => this.resync(),
         quiesced: <T>(task: () => Promise<T>) => this.asPrimary.quiesced(task),
-        forgetAcknowledgements: (backup: string) => this.asPrimary.pipeline.forget(backup),
+        forgetAcknowledgements: (backup: string) => this.asPrimary.forget(backup),
         stall: (why: string) => this.asPrimary.stall(why),
         transferFor: (theirs: Viewstamp, onlyIfNewer: boolean) => this.transferFor(theirs, onlyIfNewer),
         executeEntries: (entries: readonly LogEntry[]) => {
@@ -882,15 +885,9 @@ export class RsmNode {
     // synchronisation then settles it (the newest state among the members wins).
     await this.asPrimary.quiesced(() => undefined);
     if (this.viewGone(vid)) return false;
-    for (let batch = this.asPrimary.pipeline.takeHead(); batch !== undefined; batch = this.asPrimary.pipeline.takeHead()) {
-      log('%s sync: executing the pending batch %s from my log', this.me, describeBatch(batch));
-      this.asPrimary.answerBatch(batch, () => BUSY_REPLY);
-      // Reported as a backup's execution: no client saw it acknowledged, and the view change may
-      // still replace it (a checker counts only a primary's executions as committed).
-      this.executeBatch(batch, 'backup');
-    }
-    this.asPrimary.pipeline.resume();
-    this.asPrimary.cancelRetry();
+    // Each is reported as a backup's execution: no client saw it acknowledged, and the view
+    // change may still replace it (a checker counts only a primary's executions as committed).
+    this.asPrimary.settle();
     return this.viewSync.sync(vid);
   }
 
@@ -1194,10 +1191,10 @@ export class RsmNode {
     // The head is executed as soon as every member holds it (advance runs on every change).
     const head = pending[0];
     if (head !== undefined && !this.stopped) check(!isComplete(head), () => `${me}: pending batch ${describeBatch(head)} is held by every member but not executed`);
-    // The rounds, timers and queue of the primary's side (Primary.invariants): a stall ends by a
+    // The rounds, timers and queue of the primary's side (PrimaryHost.invariants): a stall ends by a
     // recovery round (in a view change, syncView settles the batches instead), and no waiting
     // request is stranded.
-    this.asPrimary.invariants(me, started, !this.inViewChange);
+    this.asPrimary.invariants();
 
     const held = this.asBackup.heldForGap;
     check(held >= 0 && held <= GAP_WAITERS_MAX, () => `${me}: ${held} batches held for a gap (at most ${GAP_WAITERS_MAX})`);

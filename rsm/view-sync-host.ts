@@ -22,7 +22,7 @@
 import { assert } from '../lib/assert.js';
 import type { Clock, Timer } from '../lib/env.js';
 import type { HandlerReply, RpcEndpoint } from '../lib/rpc.js';
-import { feedOutcome } from './outcome.js';
+import { EventQueue, feedOutcome } from './outcome.js';
 import { rsmProtocol, type TransferRes, type Viewstamp } from './protocol.js';
 import type { BackupSyncPhase, PrimarySyncPhase } from './replica-status.js';
 import type { LogEntry } from './replica-store.js';
@@ -41,7 +41,7 @@ export interface ViewSyncEffects extends ViewSyncPosition {
   drained(): Promise<void>;
   /** Enters a phase of the synchronisation of `vid` (ignored if the status moved on). */
   enter(vid: number, phase: PrimarySyncPhase | BackupSyncPhase): void;
-  /** Runs `task` with the primary's pipeline quiesced, inside its invoke queue. */
+  /** Runs `task` with the primary's pipeline quiesced, inside its quiesce queue. */
   quiesced<T>(task: () => Promise<T>): Promise<T>;
   /** A backup will install our state: its acknowledgements of our pending batches no longer count. */
   forgetAcknowledgements(backup: string): void;
@@ -67,8 +67,7 @@ export class ViewSyncHost {
   private running: Settle<boolean> | undefined;
   private timer: Timer | undefined;
   /** The events to feed, in order (obligation 2). */
-  private readonly events: Array<() => ViewSyncAction[]> = [];
-  private draining = false;
+  private readonly queue: EventQueue<ViewSyncAction>;
 
   /** `checkInvariants`: call the core's invariants() after every event (the simulator and tests). */
   constructor(
@@ -76,6 +75,12 @@ export class ViewSyncHost {
     private readonly checkInvariants = false,
   ) {
     this.core = new ViewSync(effects);
+    this.queue = new EventQueue(
+      (action) => this.carryOut(action),
+      () => {
+        if (this.checkInvariants) this.core.invariants();
+      },
+    );
   }
 
   /** Synchronises view `vid` (the committed one, its pipeline quiesced); resolves whether it is now synchronised. */
@@ -105,7 +110,7 @@ export class ViewSyncHost {
 
   invariants(): void {
     this.core.invariants();
-    if (this.draining) return;
+    if (this.queue.draining) return;
     assert(this.answers.size === this.core.answering, `${this.answers.size} deliveries unanswered, the core waits on ${this.core.answering}`);
     assert(this.core.running === (this.running !== undefined), `a synchronisation ${this.core.running ? '' : 'not '}under way in the core, ${this.running === undefined ? 'none' : 'one'} in the host`);
   }
@@ -127,22 +132,9 @@ export class ViewSyncHost {
     });
   }
 
-  /** Feeds `event` (after any queued before it) and carries out its actions (obligation 2). */
+  /** Feeds `event` (after any queued before it) and carries out its actions (obligation 2). After a throw (a bug: the run or delivery it came from rejects), the events still queued are fed at the next step. */
   private step(event: () => ViewSyncAction[]): void {
-    this.events.push(event);
-    if (this.draining) return;
-    this.draining = true;
-    try {
-      for (let next = this.events.shift(); next !== undefined; next = this.events.shift()) {
-        const actions = next();
-        if (this.checkInvariants) this.core.invariants();
-        for (const action of actions) this.carryOut(action);
-      }
-    } finally {
-      // After a throw (a bug: the run or delivery it came from rejects), the events still queued
-      // are fed at the next step.
-      this.draining = false;
-    }
+    this.queue.feed(event);
   }
 
   /** Runs an action's outcome into the core: `then` on success; if it failed, or feeding it threw, the run fails. */
@@ -283,7 +275,7 @@ export class ViewSyncHost {
           .quiesced(async () => {
             await effects.drained();
             // Fed here, not queued: the answer must be made inside the quiesced section.
-            assert(!this.draining, `transferreq delivery ${delivery} quiesced in the middle of a step`);
+            assert(!this.queue.draining, `transferreq delivery ${delivery} quiesced in the middle of a step`);
             this.step(() => this.core.quiesced(delivery));
           })
           .catch((error: unknown) => this.failDelivery(delivery, error));

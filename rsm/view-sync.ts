@@ -128,7 +128,7 @@ export type ViewSyncAction =
   | { readonly kind: 'nudge'; readonly backup: string; readonly args: TransferArgs }
   /** The run is over (`synced`: the view is synchronised); the host cancels its timer. */
   | { readonly kind: 'finish'; readonly run: number; readonly synced: boolean }
-  /** Answering a transferreq on the primary: run `quiesced` inside its invoke queue, every write durable. */
+  /** Answering a transferreq on the primary: run `quiesced` inside its quiesce queue, every write durable. */
   | { readonly kind: 'quiesce'; readonly delivery: SyncDelivery }
   | { readonly kind: 'forgetAcknowledgements'; readonly backup: string }
   | { readonly kind: 'stall'; readonly why: string }
@@ -172,7 +172,7 @@ export class ViewSync {
    * last (see answerTransferDone).
    */
   private pulledBy = new Map<string, Viewstamp>();
-  /** transferreq deliveries on the primary waiting to be answered inside its invoke queue. */
+  /** transferreq deliveries on the primary waiting to be answered inside its quiesce queue. */
   private readonly quiescing = new Map<SyncDelivery, TransferArgs>();
   /** transferreq deliveries on a backup waiting for their `resync`. */
   private readonly resyncing = new Map<SyncDelivery, TransferArgs>();
@@ -374,7 +374,7 @@ export class ViewSync {
     return [{ kind: 'reply', delivery, reply: { status: RsmStatus.OK, result: p.transferFor(args.last, true) } }];
   }
 
-  /** The primary's transferreq `delivery`, inside its invoke queue with the pipeline quiesced and every write durable. */
+  /** The primary's transferreq `delivery`, inside its quiesce queue with the pipeline quiesced and every write durable. */
   quiesced(delivery: SyncDelivery): ViewSyncAction[] {
     const args = this.quiescing.get(delivery);
     assert(args !== undefined, `transferreq delivery ${delivery} quiesced, but it waits for nothing`);
