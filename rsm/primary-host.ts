@@ -29,7 +29,7 @@ import type { HandlerReply } from '../lib/rpc.js';
 import type { RsmBatchEvent } from './node.js';
 import { EventQueue, feedOutcome } from './outcome.js';
 import { invokeQueueRequestsMax, type PendingBatch, type Pipeline } from './pipeline.js';
-import { BUSY_REPLY, Primary, INVOKE_RETRANSMIT_MS_MAX, type PrimaryAction, type PrimaryPosition, type PrimaryTimer, type QuiesceTask, type SendReply, type SendRound } from './primary.js';
+import { BUSY_REPLY, Primary, INVOKE_RETRANSMIT_MS_MAX, TIMERS, type PrimaryAction, type PrimaryPosition, type PrimaryTimer, type QuiesceTask, type SendReply, type SendRound } from './primary.js';
 import { describeViewstamp, encodeInvokeReply, RsmClientStatus, RsmStatus, rsmProtocol, type Viewstamp } from './protocol.js';
 import type { LogEntry } from './replica-store.js';
 import type { ReplicaView } from './replica-view.js';
@@ -128,10 +128,12 @@ export class PrimaryHost {
   invariants(): void {
     this.core.invariants();
     if (this.queue.draining) return;
-    for (const timer of ['pump', 'commit', 'retry'] as const) {
-      assert(this.timers.has(timer) === this.core.timers.has(timer), `${this.effects.me}: the ${timer} timer is ${this.timers.has(timer) ? '' : 'not '}set here, ${this.core.timers.has(timer) ? '' : 'not '}in the core`);
+    // The messages are built only when a check fails: this runs after every simulated event.
+    const core = this.core;
+    for (const timer of TIMERS) {
+      if (this.timers.has(timer) !== core.timers.has(timer)) assert(false, `${this.effects.me}: the ${timer} timer is ${this.timers.has(timer) ? '' : 'not '}set here, ${core.timers.has(timer) ? '' : 'not '}in the core`);
     }
-    assert(this.tasks.size === this.core.tasksQueued, `${this.effects.me}: ${this.tasks.size} quiesced tasks here, ${this.core.tasksQueued} in the core`);
+    if (this.tasks.size !== core.tasksQueued) assert(false, `${this.effects.me}: ${this.tasks.size} quiesced tasks here, ${core.tasksQueued} in the core`);
   }
 
   /** Feeds `event` (after any queued before it) and carries out its actions (obligation 1); a throw goes to fatal (obligation 5). */

@@ -99,7 +99,7 @@ export type QuiesceTask = number;
 /** A commit notice, numbered by the core. */
 export type CommitNotice = number;
 export type PrimaryTimer = 'pump' | 'commit' | 'retry';
-const TIMERS: readonly PrimaryTimer[] = ['pump', 'commit', 'retry'];
+export const TIMERS: readonly PrimaryTimer[] = ['pump', 'commit', 'retry'];
 
 export type PrimaryAction =
   /** Answer each of `requests` with `reply`. */
@@ -172,6 +172,8 @@ export class Primary {
   private readonly rounds = new Map<PendingBatch, Round>();
   /** The quiesce queue (step 6): its head holds the pipeline; `granted` once it runs. */
   private readonly holders: Holder[] = [];
+  /** Recovery rounds among the holders: at most one. */
+  private recoveries = 0;
   private granted = false;
   private recovery: Recovery | undefined;
   /** The last ACK_SAMPLES times (ms) from sending an invokebatch to a backup to its OK, per backup. */
@@ -197,12 +199,12 @@ export class Primary {
 
   /** A recovery round is queued or running. */
   get recoveryQueued(): boolean {
-    return this.holders.some((holder) => holder.kind === 'recovery');
+    return this.recoveries > 0;
   }
 
   /** Quiesced tasks queued or running (those the host numbered). */
   get tasksQueued(): number {
-    return this.holders.filter((holder) => holder.kind === 'task').length;
+    return this.holders.length - this.recoveries;
   }
 
   // ---- events ----
@@ -370,7 +372,11 @@ export class Primary {
     if (this.granted) check(this.holders.length > 0 && this.rounds.size === 0, () => `${me}: a quiesced holder runs with ${this.holders.length} queued and ${this.rounds.size} rounds running`);
     else check(this.holders.length === 0 || this.rounds.size > 0, () => `${me}: ${this.holders.length} quiesced holders queued, none granted, no round running`);
     check(this.recovery === undefined || (this.granted && this.holders[0]?.kind === 'recovery'), () => `${me}: a recovery round runs outside the quiesce queue`);
-    check(this.holders.filter((holder) => holder.kind === 'recovery').length <= 1, () => `${me}: two recovery rounds queued`);
+    if (this.holders.length > 0) {
+      let recoveries = 0;
+      for (const holder of this.holders) if (holder.kind === 'recovery') recoveries++;
+      check(recoveries === this.recoveries && recoveries <= 1, () => `${me}: ${recoveries} recovery rounds queued (counted ${this.recoveries}, at most 1)`);
+    } else check(this.recoveries === 0, () => `${me}: ${this.recoveries} recovery rounds counted, none queued`);
     if (this.recovery !== undefined) {
       for (const backup of this.recovery.outstanding) check(this.recovery.batches[this.recovery.index]!.backups.includes(backup), () => `${me}: recovery sends to ${backup}, not a backup of its batch`);
     }
@@ -567,6 +573,7 @@ export class Primary {
   private queueRecovery(actions: PrimaryAction[]): void {
     if (this.recoveryQueued || this.position.isStopped) return;
     this.holders.push({ kind: 'recovery' });
+    this.recoveries++;
     this.grantHead(actions);
   }
 
@@ -581,7 +588,7 @@ export class Primary {
 
   /** The head ended: the next is granted, or, with none left, the pipeline pumps. */
   private releaseHead(actions: PrimaryAction[]): void {
-    this.holders.shift();
+    if (this.holders.shift()?.kind === 'recovery') this.recoveries--;
     this.granted = false;
     this.grantHead(actions);
     this.pump(actions);
