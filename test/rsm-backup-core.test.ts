@@ -14,6 +14,7 @@ import { GAP_WAIT_MS, GAP_WAITERS_MAX, Backup, type BackupAction, type BackupPos
 import { successor } from '../rsm/invoke-rule.js';
 import { compareViewstamp, RsmStatus, type BatchEntry, type Viewstamp } from '../rsm/protocol.js';
 import type { LogEntry } from '../rsm/replica-store.js';
+import { withStanding } from './helpers/standing.js';
 
 const OK = RsmStatus.OK;
 const ERR = RsmStatus.ERR;
@@ -31,31 +32,26 @@ const batch = (from: number, count: number, fill = 1): BatchEntry[] =>
 function replica() {
   const held: LogEntry[] = [];
   const executed: LogEntry[] = [];
-  const model = { expected: at(1), last: NONE, lastRequest: undefined as LogEntry | undefined, inViewChange: false, stopped: false };
-  const position: BackupPosition = {
-    me: 'b1',
-    primary: 'p0',
-    vidCommit: VID,
-    get isStopped() {
-      return model.stopped;
+  const model = { expected: at(1), last: NONE, lastRequest: undefined as LogEntry | undefined, inViewChange: false, stopped: false, primary: 'p0', vidCommit: VID };
+  const position: BackupPosition = withStanding(
+    {
+      me: 'b1',
+      get expected() {
+        return model.expected;
+      },
+      get lastHeld() {
+        return model.last;
+      },
+      get lastHeldRequest() {
+        return model.lastRequest;
+      },
+      get awaitingCommit() {
+        return held.length;
+      },
+      executable: (committed: Viewstamp) => (model.inViewChange || model.stopped ? 0 : held.filter((e) => compareViewstamp(e.vs, committed) <= 0).length),
     },
-    get inViewChange() {
-      return model.inViewChange;
-    },
-    get expected() {
-      return model.expected;
-    },
-    get lastHeld() {
-      return model.last;
-    },
-    get lastHeldRequest() {
-      return model.lastRequest;
-    },
-    get awaitingCommit() {
-      return held.length;
-    },
-    executable: (committed) => (model.inViewChange || model.stopped ? 0 : held.filter((e) => compareViewstamp(e.vs, committed) <= 0).length),
-  };
+    model,
+  );
   const core = new Backup(position);
   const replies = new Map<Delivery, number[]>();
   /** Deliveries whose write (hold or awaitDurable) is outstanding. */
