@@ -270,6 +270,12 @@ export class CachingLockClient {
 
     return new Promise<number | null>((resolve, reject) => {
       let timer: Timer | undefined;
+      // Every answer reaches its caller in a turn of the event loop of its own, after the pending
+      // I/O, never in the microtasks of the event that decided it. Otherwise callers looping
+      // acquire → release on a cached lock (one caller, or several handing it to each other)
+      // would never yield: the revoke that hands the lock to a remote waiter, the session's
+      // keepalives and every timer (the lease deadline among them) would starve.
+      const deliver = (answer: () => void): void => void this.clock.setTimer(0, answer);
       const cleanup = (): void => {
         timer?.cancel();
         signal?.removeEventListener('abort', onAbort);
@@ -279,11 +285,11 @@ export class CachingLockClient {
         settled: false,
         resolve: (fencingToken) => {
           cleanup();
-          resolve(fencingToken);
+          deliver(() => resolve(fencingToken));
         },
         reject: (error) => {
           cleanup();
-          reject(error);
+          deliver(() => reject(error));
         },
       };
       const giveUp = (error: LockError): void => {

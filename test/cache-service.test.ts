@@ -385,6 +385,47 @@ async function lockTesterOverTcp(lossyPercent: number): Promise<{ result: unknow
   }
 }
 
+// Over real TCP, since it is about Node's event loop: in the simulator a zero-delay timer comes
+// before any message, so callers that never wait would stop virtual time instead.
+t.test('callers looping acquire → release on a cached lock yield to I/O: a remote waiter gets it', async (t) => {
+  const random = osRandom();
+  const table = new CachingLockServer();
+  const server = await startCachingLockServer({ network: tcpNetwork(), clock: realClock, random, address: '127.0.0.1:0', stateMachine: table });
+  const open = (): Promise<CachingLockClient> =>
+    CachingLockClient.open({ network: tcpNetwork(), clock: realClock, random: random.fork(), server: server.address, checkInvariants: true });
+  const [looper, waiter] = [await open(), await open()];
+  try {
+    await looper.acquire('1');
+    await looper.release('1');
+    // Two callers of one client hand its cached lock to each other without pause, at most
+    // LOOP_GRANTS times in all. Were a grant handed over in the microtasks of the release that
+    // freed it, they would never let the event loop run: the other client's acquire would not
+    // even be sent, nor the revoke read, until they were done.
+    const LOOP_GRANTS = 20_000;
+    let loopGrants = 0;
+    let grantsBeforeRemote: number | undefined;
+    let holderAtGrant: string | undefined;
+    const loop = async (): Promise<void> => {
+      while (loopGrants < LOOP_GRANTS && grantsBeforeRemote === undefined) {
+        await looper.acquire('1');
+        loopGrants++;
+        await looper.release('1');
+      }
+    };
+    const remote = waiter.acquire('1').then(async () => {
+      grantsBeforeRemote = loopGrants;
+      holderAtGrant = table.holderOf('1')?.id;
+      await waiter.release('1'); // a looping caller may be waiting for it again
+    });
+    await Promise.all([loop(), loop(), remote]);
+    t.ok(grantsBeforeRemote !== undefined && grantsBeforeRemote < LOOP_GRANTS, `the remote waiter got the lock after ${grantsBeforeRemote} local grants`);
+    t.equal(holderAtGrant, waiter.id, "the server's table named the remote waiter at its grant");
+  } finally {
+    await Promise.all([looper.close(), waiter.close()]);
+    await server.close();
+  }
+});
+
 t.test('the classic lock_tester over real TCP on 127.0.0.1 against an unreplicated cache-host', async (t) => {
   const { result, errors } = await lockTesterOverTcp(0);
   t.same(result, { ok: true, passed: [1, 2, 3, 4, 5] }, errors);
