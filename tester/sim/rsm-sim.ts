@@ -75,10 +75,11 @@ export interface RsmSimOptions {
   /** Lock workload: each replica's state machine (default a new CachingLockServer; tests break it). */
   readonly lockServer?: () => CachingLockServer;
   /**
-   * Lock workload: cross-check every client's cache against the serving primary after every event
-   * (default true). A test turns it off to see the callers' mutual-exclusion check catch a broken
-   * server on its own: with it on, the cross-check sees a double grant first (in the client's
-   * cache, a turn before the caller gets it) and the run ends there.
+   * Lock workload: after every event, check every client's cache against its callers' holds and
+   * against the serving primary's table (default true). A test turns it off to see the callers'
+   * mutual-exclusion check catch a broken server on its own: with it on, the cache check sees a
+   * double grant first (in the client's cache, a turn before the caller gets it) and the run ends
+   * there.
    */
   readonly crossCheckCaches?: boolean;
   /**
